@@ -1,0 +1,30 @@
+# Two entry points (see README): `make serve` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 5006
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test browser bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -c constraints.txt -e ".[dev]"
+	touch $@
+
+# Debian's chromium for the browser tests (never `playwright install`: it downloads a browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  else sudo apt-get update && sudo apt-get install -y chromium; fi; }
+
+serve: setup
+	$(VENV)/bin/neurotwin serve --port $(PORT)
+
+test: setup browser
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

