@@ -35,7 +35,45 @@ def _catalog_show(args):
     print(repr(obj))
 
 
-COMMANDS = [_add_catalog]
+def _add_serve(sub):
+    p = sub.add_parser("serve", help="serve the dashboards (explorer, montage, fit) with panel serve",
+                       description="Serve the Panel dashboards. Wraps `panel serve`; see the README "
+                                   "section 'Serving to collaborators' (auth, OAuth, JupyterHub, Dask).")
+    p.add_argument("apps", nargs="*", help="apps to serve (default: all)")
+    p.add_argument("--port", type=int, default=5006, help="TCP port (default 5006; 0 = any free port)")
+    p.add_argument("--address", default=None, help="interface to listen on (e.g. 127.0.0.1 or 0.0.0.0)")
+    p.add_argument("--basic-auth", metavar="FILE", default=None,
+                   help="credentials file (JSON {user: password} or user:password lines); turns login on")
+    p.add_argument("--cookie-secret", default=None,
+                   help="secret signing login cookies (or set PANEL_COOKIE_SECRET); random if omitted")
+    p.add_argument("--num-threads", type=int, default=None, help="threads per server process for callbacks")
+    p.add_argument("--num-procs", type=int, default=1, help="server processes (0 = one per core)")
+    p.add_argument("--allow-websocket-origin", action="append", default=None, metavar="HOST[:PORT]",
+                   help="allowed websocket origin (repeatable; needed behind a proxy)")
+    p.add_argument("--prefix", default=None, help="URL prefix (e.g. behind jupyter-server-proxy)")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="submit simulations to this Dask scheduler (default: a local cluster)")
+    p.add_argument("--show", action="store_true", help="open a browser")
+    p.add_argument("--dry-run", action="store_true", help="print the panel serve command and exit")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args):
+    from .ui import serve
+    argv, env = serve.panel_serve_command(
+        apps=args.apps, port=args.port, address=args.address, basic_auth=args.basic_auth,
+        cookie_secret=args.cookie_secret, num_threads=args.num_threads, num_procs=args.num_procs,
+        allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix, show=args.show,
+        dask_scheduler=args.dask_scheduler)
+    if args.dry_run:
+        print(" ".join(argv))
+        for key in sorted(env):
+            print(f"{key}={'***' if 'SECRET' in key else env[key]}")
+        return 0
+    return serve.run(argv, env)
+
+
+COMMANDS = [_add_catalog, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
