@@ -1,0 +1,454 @@
+"""EEG forward model: one current dipole per connectome region, seen by a montage.
+
+The lead field ``L`` (sensors × regions, V per A·m) maps region dipole moments to scalp
+potentials, ``x = L @ q`` (Sarvas 1987; Mosher, Leahy & Lewis 1999 for the multi-shell
+sphere). It is computed with MNE-Python's ``make_forward_solution``:
+
+* **Head model** – ``head="sphere"`` (default, embedded, offline): a four-layer sphere
+  (brain/CSF/skull/scalp, relative radii 0.90/0.92/0.97/1.00, conductivities
+  0.33/1.0/0.004/0.33 S/m, MNE's defaults) fitted to the montage's electrodes with
+  ``mne.make_sphere_model(r0="auto", head_radius="auto")``. Montages with fewer than
+  32 electrodes (e.g. Starstim 8) cannot constrain a sphere fit, so the sphere is fitted
+  to the 10-05 template (``colin27_1005``) instead; every layout that shares the template
+  head then sees the same head. ``head="fsaverage"`` uses MNE's fsaverage three-layer BEM
+  when the user has it on disk (it is never downloaded here); ``head`` may also be a
+  path to a ``*-bem-sol.fif`` in fsaverage's MRI frame or an ``mne.bem.ConductorModel``.
+* **Coordinates** – connectome centres are RAS millimetres in an MNI-like frame (see
+  :mod:`neurotwin_dash.connectome`). They are mapped to MNE's head frame (RAS metres,
+  origin between the pre-auricular points) by the fsaverage fiducials that ship with MNE
+  (``mne/data/fsaverage/fsaverage-fiducials.fif``; ``get_ras_to_neuromag_trans``). MNE's
+  standard montages are stored in that same fsaverage frame, so electrodes and sources
+  share one head. Centres outside the inner-skull sphere (less a 7 mm margin) are pulled
+  radially inside; ``moved_mm`` reports how far each one moved.
+* **Orientation** – ``orientation="auto"`` uses the connectome's mean dipole orientations
+  when it has them (``orientation_source = "connectome"``), else the radial direction from
+  the sphere centre (``"radial"``). ``"radial"`` forces radial; an array (n_region, 3) in
+  RAS gives them explicitly. Sign follows the data: a positive moment points along the
+  orientation vector.
+* **Reference** – the gain is reference-free (potential against infinity). Re-reference
+  (average, or to a return electrode for tES reciprocity) downstream.
+
+Both the fixed-orientation gain (``leadfield``: sensor × region) and the free-orientation
+gain (``leadfield_vector``: sensor × region × axis, head-frame x/y/z) are returned; the
+fixed one is the vector gain projected on the orientation. Results are cached on disk
+(``$NEUROTWIN_CACHE`` or ``~/.cache/neurotwin_dash``) keyed by a hash of every input.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "ForwardError", "HEADS", "MIN_SPHERE_FIT_CHANNELS", "INNER_MARGIN_MM",
+    "resolve_montage", "montage_info", "mni_to_head", "forward_model", "leadfield",
+    "leadfield_vector", "gain_at_positions", "cache_dir",
+]
+
+HEADS = ("sphere", "fsaverage")
+#: below this many electrodes the sphere is fitted to the 10-05 template instead.
+MIN_SPHERE_FIT_CHANNELS = 32
+#: sources are kept at least this far inside the inner-skull sphere.
+INNER_MARGIN_MM = 7.0
+_TEMPLATE_MONTAGE = "colin27_1005"
+_NAME_MONTAGE = "colin27_1005"    # where bare channel names are looked up
+_VERSION = "1"                    # bump when the computation changes (invalidates the cache)
+
+
+class ForwardError(ValueError):
+    """Invalid forward-model input; the message names the field and what is allowed."""
+
+
+# --- montage and coordinates --------------------------------------------------------------
+
+def resolve_montage(montage):
+    """Return ``(DigMontage, name)`` for a catalog name, MNE name, DigMontage or channel list.
+
+    Parameters
+    ----------
+    montage : str | mne.channels.DigMontage | sequence of str | mne.Info
+        A data-catalog montage name (``"standard_1020"``, ``"biosemi64"``, ``"starstim8"``,
+        ...), any MNE built-in montage name, a ``DigMontage``, an ``Info`` with a montage, or a
+        list of 10-05 channel names (positions taken from ``colin27_1005``).
+    """
+    import mne
+    from .. import catalog
+
+    if isinstance(montage, mne.channels.DigMontage):
+        return montage, "custom"
+    if isinstance(montage, mne.Info):
+        m = montage.get_montage()
+        if m is None:
+            raise ForwardError("montage: the given Info has no montage set (use info.set_montage)")
+        return m, "info"
+    if isinstance(montage, str):
+        try:
+            entry = catalog.describe(montage)
+        except LookupError:
+            entry = None
+        if entry is not None:
+            if entry["kind"] != "montage":
+                raise ForwardError(f"montage {montage!r} is a {entry['kind']} in the catalog, not a montage")
+            return catalog.load(montage), montage
+        builtin = mne.channels.get_builtin_montages()
+        if montage in builtin:
+            return mne.channels.make_standard_montage(montage), montage
+        raise ForwardError(
+            f"montage {montage!r} unknown; allowed: catalog montages {catalog.names('montage')} "
+            f"or MNE built-ins {builtin}"
+        )
+    if isinstance(montage, Sequence) and len(montage) and all(isinstance(c, str) for c in montage):
+        base = mne.channels.make_standard_montage(_NAME_MONTAGE)
+        pos = base.get_positions()
+        lookup = {c.lower(): c for c in pos["ch_pos"]}
+        missing = [c for c in montage if c.lower() not in lookup]
+        if missing:
+            raise ForwardError(f"montage channels {missing} are not 10-05 names (known e.g. "
+                               f"{list(pos['ch_pos'])[:10]})")
+        if len(set(c.lower() for c in montage)) != len(montage):
+            raise ForwardError("montage channel list contains duplicates")
+        ch_pos = {c: pos["ch_pos"][lookup[c.lower()]] for c in montage}
+        m = mne.channels.make_dig_montage(ch_pos=ch_pos, nasion=pos["nasion"], lpa=pos["lpa"],
+                                          rpa=pos["rpa"], coord_frame=pos["coord_frame"])
+        return m, "channels:" + ",".join(montage)
+    raise ForwardError(f"montage must be a name, DigMontage, Info or list of channel names; got "
+                       f"{type(montage).__name__}")
+
+
+def montage_info(montage, sfreq: float = 1000.0):
+    """An ``mne.Info`` with one EEG channel per montage electrode and the montage set.
+
+    Channels are in the montage's order; positions are in MNE's head frame.
+    """
+    import mne
+    m, _ = resolve_montage(montage)
+    info = mne.create_info(list(m.ch_names), float(sfreq), "eeg")
+    info.set_montage(m, on_missing="raise", verbose=False)
+    return info
+
+
+@lru_cache(maxsize=1)
+def _fsaverage_mri_head_t() -> np.ndarray:
+    import mne
+    path = Path(mne.__file__).parent / "data" / "fsaverage" / "fsaverage-fiducials.fif"
+    pts, _ = mne.io.read_fiducials(path, verbose=False)
+    r = {int(p["ident"]): np.asarray(p["r"], float) for p in pts}
+    # FIFF idents: 1 LPA, 2 nasion, 3 RPA
+    return mne.transforms.get_ras_to_neuromag_trans(r[2], r[1], r[3])
+
+
+def mni_to_head(points_mm, vectors: bool = False) -> np.ndarray:
+    """Map RAS millimetres of an MNI-like frame to MNE head coordinates in metres.
+
+    Uses the transform defined by the fsaverage fiducials shipped with MNE (head frame:
+    x through the right pre-auricular point, y through the nasion, z up). With
+    ``vectors=True`` only the rotation is applied and the unit length is kept.
+    """
+    t = _fsaverage_mri_head_t()
+    p = np.atleast_2d(np.asarray(points_mm, float))
+    if vectors:
+        return p @ t[:3, :3].T
+    return (p / 1000.0) @ t[:3, :3].T + t[:3, 3]
+
+
+def _sphere_for(info, n_channels: int):
+    import mne
+    if n_channels >= MIN_SPHERE_FIT_CHANNELS:
+        fit_info, fitted_to = info, "montage"
+    else:
+        fit_info, fitted_to = montage_info(_TEMPLATE_MONTAGE), _TEMPLATE_MONTAGE
+    sphere = mne.make_sphere_model(r0="auto", head_radius="auto", info=fit_info, verbose=False)
+    return sphere, fitted_to
+
+
+def _inner_radius(sphere) -> float:
+    return float(min(layer["rad"] for layer in sphere["layers"]))
+
+
+def cache_dir() -> Path:
+    """Disk cache of lead fields: ``$NEUROTWIN_CACHE`` or ``~/.cache/neurotwin_dash``."""
+    root = os.environ.get("NEUROTWIN_CACHE")
+    path = Path(root) if root else Path.home() / ".cache" / "neurotwin_dash"
+    return path / "leadfields"
+
+
+# --- the forward computation ------------------------------------------------------------
+
+def gain_at_positions(rr_m, montage="standard_1020", head="sphere", sphere=None,
+                      verbose=False) -> xr.DataArray:
+    """Free-orientation gain of arbitrary dipole positions (head frame, metres).
+
+    Parameters
+    ----------
+    rr_m : array (n, 3)
+        Dipole positions in MNE's head frame (metres). With ``head="sphere"`` they must lie
+        inside the inner-skull sphere.
+    montage : see :func:`resolve_montage`
+    head : ``"sphere"`` | ``"fsaverage"`` | path | ConductorModel
+    sphere : ConductorModel, optional
+        A ready sphere model (skips the fit).
+
+    Returns
+    -------
+    xarray.DataArray (sensor, source, axis)
+        V per A·m, reference-free; ``axis`` is head-frame x, y, z.
+    """
+    import mne
+    rr = np.atleast_2d(np.asarray(rr_m, float))
+    if rr.ndim != 2 or rr.shape[1] != 3 or not np.all(np.isfinite(rr)):
+        raise ForwardError(f"rr_m must be a finite (n, 3) array in metres; got shape {rr.shape}")
+    if np.abs(rr).max() > 0.5:
+        raise ForwardError("rr_m looks like millimetres (|coordinate| > 0.5); give metres in the head frame")
+    m, _ = resolve_montage(montage)
+    info = montage_info(m)
+    bem, trans = _conductor(head, info, len(m.ch_names), sphere)
+    G = _free_gain(info, bem, trans, rr, verbose)
+    return xr.DataArray(G, dims=("sensor", "source", "axis"),
+                        coords={"sensor": list(info.ch_names), "axis": ["x", "y", "z"]},
+                        attrs={"units": "V/(A*m)", "reference": "none (infinity)"})
+
+
+def _conductor(head, info, n_channels, sphere=None):
+    """(bem, trans) for make_forward_solution; positions handed over are head-frame for
+    spheres (trans = identity) and fsaverage-MRI-frame for BEMs (trans = 'fsaverage')."""
+    import mne
+    if isinstance(head, mne.bem.ConductorModel):
+        return head, (None if head["is_sphere"] else "fsaverage")
+    if head == "sphere":
+        if sphere is None:
+            sphere, _ = _sphere_for(info, n_channels)
+        return sphere, None
+    if head == "fsaverage":
+        subjects_dir = mne.get_config("SUBJECTS_DIR") or str(Path(mne.get_config(
+            "MNE_DATA", str(Path.home() / "mne_data"))) / "MNE-fsaverage-data")
+        path = Path(subjects_dir) / "fsaverage" / "bem" / "fsaverage-5120-5120-5120-bem-sol.fif"
+        if not path.exists():
+            raise ForwardError(
+                f"head='fsaverage' needs MNE's fsaverage BEM at {path} (not shipped; fetch it once with "
+                f"mne.datasets.fetch_fsaverage() where internet is available); allowed offline: 'sphere'"
+            )
+        return mne.read_bem_solution(path, verbose=False), "fsaverage"
+    if isinstance(head, (str, Path)) and str(head).endswith(".fif"):
+        if not Path(head).exists():
+            raise ForwardError(f"head BEM solution file {head} does not exist")
+        return mne.read_bem_solution(head, verbose=False), "fsaverage"
+    raise ForwardError(f"head {head!r} unknown; allowed: {HEADS}, a *-bem-sol.fif path or a ConductorModel")
+
+
+def _free_gain(info, bem, trans, rr_src, verbose) -> np.ndarray:
+    """Gain (n_sensor, n_source, 3) of dipoles at rr_src (frame given by ``trans``)."""
+    import mne
+    n = rr_src.shape[0]
+    nn = np.tile([0.0, 0.0, 1.0], (n, 1))
+    src = mne.setup_volume_source_space(pos=dict(rr=rr_src, nn=nn), mindist=0.0, exclude=0.0,
+                                        add_interpolator=False, verbose=verbose)
+    if src[0]["nuse"] != n:
+        raise ForwardError(f"MNE kept {src[0]['nuse']} of {n} source positions")
+    fwd = mne.make_forward_solution(info, trans=trans, src=src, bem=bem, meg=False, eeg=True,
+                                    mindist=0.0, verbose=verbose)
+    # head-frame free orientation (x, y, z per source); keep MNE's source order
+    fwd = mne.convert_forward_solution(fwd, surf_ori=False, force_fixed=False, verbose=verbose)
+    G = fwd["sol"]["data"].reshape(len(info.ch_names), n, 3)
+    if fwd["src"][0]["nuse"] != n:
+        raise ForwardError("forward solution dropped sources (outside the inner skull?)")
+    return G
+
+
+def _resolve_connectome(connectome):
+    from .. import catalog
+    from ..connectome import Connectome
+    if isinstance(connectome, Connectome):
+        return connectome
+    if isinstance(connectome, str):
+        obj = catalog.load(connectome)
+        if not isinstance(obj, Connectome):
+            raise ForwardError(f"connectome {connectome!r} is not a connectome in the catalog")
+        return obj
+    raise ForwardError(f"connectome must be a Connectome or catalog name; got {type(connectome).__name__}")
+
+
+def _hash(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(np.ascontiguousarray(p, dtype=np.float64).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"|")
+    return h.hexdigest()[:24]
+
+
+def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", orientation="auto",
+                  cache: bool = True, verbose=False) -> xr.Dataset:
+    """Forward model of a connectome's region dipoles for a montage (everything in one Dataset).
+
+    Parameters
+    ----------
+    connectome : Connectome | str
+        Region centres (RAS mm) and optional orientations. Catalog name allowed.
+    montage : str | DigMontage | list of str | Info
+        See :func:`resolve_montage`.
+    head : ``"sphere"`` (default) | ``"fsaverage"`` | path to ``*-bem-sol.fif`` | ConductorModel
+    orientation : ``"auto"`` | ``"radial"`` | ``"connectome"`` | array (n_region, 3)
+        ``auto``: the connectome's orientations when present, else radial.
+    cache : bool
+        Read/write the disk cache (:func:`cache_dir`).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``gain`` (sensor, region) and ``gain_vector`` (sensor, region, axis) in V/(A·m),
+        reference-free; ``position`` (region, axis) head-frame metres of the dipoles used;
+        ``orientation`` (region, axis) head-frame unit vectors; ``moved_mm`` (region): how far
+        a centre was pulled inside the inner skull; ``sensor_position`` (sensor, axis).
+        attrs: head, sphere r0/radii, orientation_source, n_moved, montage, connectome hash.
+    """
+    import mne
+    con = _resolve_connectome(connectome)
+    m, mname = resolve_montage(montage)
+    info = montage_info(m)
+    n = con.n_regions
+    centres = con.centres
+    if not np.any(centres):
+        raise ForwardError(f"connectome {con.name!r} has no centres (all zero); the forward model needs them")
+
+    is_sphere = head == "sphere" or (isinstance(head, mne.bem.ConductorModel) and head["is_sphere"])
+    sphere = fitted_to = None
+    if is_sphere:
+        if isinstance(head, mne.bem.ConductorModel):
+            sphere, fitted_to = head, "given"
+        else:
+            sphere, fitted_to = _sphere_for(info, len(m.ch_names))
+    rr = mni_to_head(centres)
+    moved = np.zeros(n)
+    if is_sphere:
+        r0 = np.asarray(sphere["r0"], float)
+        limit = _inner_radius(sphere) - INNER_MARGIN_MM / 1000.0
+        d = rr - r0
+        dist = np.linalg.norm(d, axis=1)
+        out = dist > limit
+        rr[out] = r0 + d[out] * (limit / dist[out])[:, None]
+        moved[out] = (dist[out] - limit) * 1000.0
+        radial = d / np.maximum(dist, 1e-12)[:, None]
+    else:
+        r0 = np.zeros(3)
+        radial = rr / np.maximum(np.linalg.norm(rr, axis=1), 1e-12)[:, None]
+
+    if isinstance(orientation, str):
+        if orientation not in ("auto", "radial", "connectome"):
+            raise ForwardError(f"orientation {orientation!r} unknown; allowed: 'auto', 'radial', "
+                               f"'connectome' or an array (n_region, 3)")
+        ori_c = con.orientations
+        has = ori_c is not None and np.all(np.linalg.norm(ori_c, axis=1) > 0.5)
+        if orientation == "connectome" and not has:
+            raise ForwardError(f"orientation='connectome' but {con.name!r} has no (complete) orientations")
+        if orientation in ("auto", "connectome") and has:
+            nn, ori_src = mni_to_head(ori_c, vectors=True), "connectome"
+        else:
+            nn, ori_src = radial, "radial"
+    else:
+        o = np.asarray(orientation, float)
+        if o.shape != (n, 3) or not np.all(np.isfinite(o)) or np.any(np.linalg.norm(o, axis=1) == 0):
+            raise ForwardError(f"orientation array must be finite, non-zero, shape ({n}, 3); got {o.shape}")
+        nn, ori_src = mni_to_head(o, vectors=True), "given"
+    nn = nn / np.linalg.norm(nn, axis=1, keepdims=True)
+
+    pos = m.get_positions()
+    ch_rr = np.array([info["chs"][i]["loc"][:3] for i in range(len(info.ch_names))])
+    head_key = head if isinstance(head, str) else (f"sphere{sphere['r0']}{_inner_radius(sphere)}"
+                                                   if is_sphere else str(head))
+    key = _hash(_VERSION, mne.__version__, con.content_hash(), centres, ch_rr, list(info.ch_names),
+                head_key, str(pos["coord_frame"]))
+    path = cache_dir() / f"gain_{key}.npy"
+    G = None
+    if cache and path.exists():
+        try:
+            G = np.load(path)
+            if G.shape != (len(info.ch_names), n, 3):
+                G = None
+        except (OSError, ValueError):
+            G = None
+    if G is None:
+        if is_sphere:
+            G = _free_gain(info, sphere, None, rr, verbose)
+        else:
+            bem, trans = _conductor(head, info, len(m.ch_names))
+            # BEM heads take positions in fsaverage MRI metres (centres are MNI-like mm)
+            G = _free_gain(info, bem, trans, centres / 1000.0, verbose)
+        if cache:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+                np.save(tmp, G)
+                os.replace(tmp, path)
+            except OSError:
+                pass
+    # MNE returns free-orientation gains along head-frame x, y, z for both head kinds
+    gain = np.einsum("srk,rk->sr", G, nn)
+
+    labels = con.labels
+    sensors = list(info.ch_names)
+    ds = xr.Dataset(
+        {
+            "gain": (("sensor", "region"), gain, {"units": "V/(A*m)", "long_name": "fixed-orientation gain"}),
+            "gain_vector": (("sensor", "region", "axis"), G,
+                            {"units": "V/(A*m)", "long_name": "free-orientation gain (head-frame x, y, z)"}),
+            "position": (("region", "axis"), rr, {"units": "m", "frame": "MNE head (RAS)"}),
+            "orientation": (("region", "axis"), nn, {"units": "1", "frame": "MNE head (RAS)"}),
+            "moved_mm": (("region",), moved, {"units": "mm",
+                                              "long_name": "distance pulled inside the inner skull"}),
+            "sensor_position": (("sensor", "axis"), ch_rr, {"units": "m", "frame": "MNE head (RAS)"}),
+        },
+        coords={"sensor": sensors, "region": labels, "axis": ["x", "y", "z"],
+                "hemisphere": ("region", con.ds["hemisphere"].values)},
+        attrs={
+            "head": "sphere" if is_sphere else str(head_key),
+            "sphere_fitted_to": fitted_to or "",
+            "sphere_r0_m": list(map(float, r0)),
+            "sphere_radii_m": [float(layer["rad"]) for layer in sphere["layers"]] if is_sphere else [],
+            "sphere_sigmas_S_m": [float(layer["sigma"]) for layer in sphere["layers"]] if is_sphere else [],
+            "orientation_source": ori_src,
+            "n_moved": int((moved > 0).sum()),
+            "moved_regions": ",".join(np.array(labels)[moved > 0]),
+            "montage": mname,
+            "connectome": con.name,
+            "connectome_hash": con.content_hash(),
+            "coordinate_transform": "MNI-like RAS mm -> MNE head m via fsaverage fiducials",
+            "reference": "none (infinity)",
+            "cache_key": key,
+        },
+    )
+    return ds
+
+
+def leadfield(connectome="tvb76", montage="standard_1020", head="sphere", orientation="auto",
+              cache: bool = True, verbose=False) -> xr.DataArray:
+    """Fixed-orientation lead field (sensor, region) in V per A·m (reference-free).
+
+    See :func:`forward_model` for the head model, coordinate mapping and orientation rules;
+    attrs carry ``orientation_source`` ("connectome" or "radial") and the regions moved inside.
+    """
+    ds = forward_model(connectome, montage, head, orientation, cache, verbose)
+    da = ds["gain"].copy()
+    da.attrs.update(ds.attrs)
+    return da
+
+
+def leadfield_vector(connectome="tvb76", montage="standard_1020", head="sphere", orientation="auto",
+                     cache: bool = True, verbose=False) -> xr.DataArray:
+    """Free-orientation lead field (sensor, region, axis) in V per A·m, head-frame x/y/z.
+
+    By reciprocity (Helmholtz) the field a unit current injected at electrode k and removed at
+    electrode j produces at region r is ``-(G[k, r] - G[j, r])`` in V/m per A. Non-dimension
+    coords ``position`` and ``orientation`` are not attached; get them from :func:`forward_model`.
+    """
+    ds = forward_model(connectome, montage, head, orientation, cache, verbose)
+    da = ds["gain_vector"].copy()
+    da.attrs.update(ds.attrs)
+    return da
