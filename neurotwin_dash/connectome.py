@@ -147,6 +147,14 @@ class Connectome:
         ``.csv``/``.tsv``/``.txt``/``.npy`` matrix with ``tract_lengths`` the same. ``labels``
         is a text file with one label per line; ``centres`` a text/CSV file with ``x y z``
         per row (optionally a leading label column).
+
+        MRtrix3 outputs load as they are: ``tck2connectome`` writes whitespace-delimited
+        ``.csv`` files without a header, and by default only the upper triangle; such a
+        matrix (zero strictly below the diagonal, non-zero above) is mirrored into a symmetric
+        one and the mirroring is recorded in ``history``. ``labels`` may be a lookup table
+        (MRtrix ``fs_default.txt``, FreeSurfer ``FreeSurferColorLUT.txt``-style ``index name
+        [long name] R G B [A]`` rows): node *k* of the matrix takes the name of LUT index *k*
+        (index 0, "Unknown", is skipped).
         """
         from .catalog import read_tvb_zip
         path = Path(weights)
@@ -167,9 +175,13 @@ class Connectome:
             raise ConnectomeError("tract_lengths file is required unless weights is a TVB-style zip")
         w = _read_matrix(path, "weights")
         L = _read_matrix(Path(tract_lengths), "tract_lengths")
+        mirrored = _is_upper_triangular(w)
+        if mirrored:
+            w = w + np.triu(w, 1).T
+            L = L + np.triu(L, 1).T if _is_upper_triangular(L) else L
         lab = None
         if labels is not None:
-            lab = [s.strip() for s in Path(labels).read_text().splitlines() if s.strip()]
+            lab = _read_labels(Path(labels), w.shape[0] if w.ndim == 2 else None)
         xyz = None
         if centres is not None:
             rows = [r.replace(",", " ").split() for r in Path(centres).read_text().splitlines() if r.strip()]
@@ -179,7 +191,10 @@ class Connectome:
                 raise ConnectomeError(f"centres file {centres}: expected 3 numbers per row") from None
             if lab is None and rows and len(rows[0]) == 4:
                 lab = [r[0] for r in rows]
-        return cls.from_arrays(w, L, xyz, lab, axes=axes, name=name, source=str(path))
+        conn = cls.from_arrays(w, L, xyz, lab, axes=axes, name=name, source=str(path))
+        if mirrored:
+            conn.ds.attrs["history"] = "symmetrised upper-triangular matrix (MRtrix tck2connectome layout)"
+        return conn
 
     # --- views ------------------------------------------------------------------------------
     @property
@@ -363,7 +378,49 @@ def _read_matrix(path: Path, field: str) -> np.ndarray:
     try:
         if path.suffix == ".npy":
             return np.load(path)
-        delim = "\t" if path.suffix == ".tsv" else ("," if path.suffix == ".csv" else None)
-        return np.loadtxt(path, delimiter=delim, ndmin=2)
+        delim = None  # any whitespace: MRtrix writes space-delimited ".csv" files
+        if path.suffix == ".tsv":
+            delim = "\t"
+        elif path.suffix == ".csv" and "," in path.read_text(errors="replace")[:4096]:
+            delim = ","
+        return np.loadtxt(path, delimiter=delim, ndmin=2, comments="#")
     except ValueError as exc:
         raise ConnectomeError(f"{field} file {path}: could not read a numeric matrix ({exc})") from None
+
+
+def _is_upper_triangular(m: np.ndarray) -> bool:
+    """True for the MRtrix default layout: entries only on/above the diagonal, some above."""
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] < 2:
+        return False
+    return bool(np.all(np.tril(m, -1) == 0) and np.any(np.triu(m, 1) != 0))
+
+
+def _read_labels(path: Path, n: int | None) -> list[str]:
+    """Region labels from a plain list (one per line) or a colour lookup table."""
+    if not path.exists():
+        raise ConnectomeError(f"labels file {path} does not exist")
+    rows = [r.strip() for r in path.read_text(errors="replace").splitlines()]
+    rows = [r for r in rows if r and not r.startswith("#")]
+    if not rows:
+        raise ConnectomeError(f"labels file {path} is empty (field 'labels')")
+    split = [r.split() for r in rows]
+    is_lut = all(len(t) >= 2 and t[0].isdigit() for t in split)
+    if not is_lut:
+        return rows
+    lut = {}
+    for t in split:
+        idx = int(t[0])
+        if idx in lut:
+            raise ConnectomeError(f"labels file {path}: index {idx} appears twice in the lookup table")
+        lut[idx] = t[1]
+    lut.pop(0, None)  # "Unknown" / background
+    idx = sorted(lut)
+    if n is not None and idx != list(range(1, n + 1)):
+        if len(idx) >= n and idx[:n] == list(range(1, n + 1)):
+            raise ConnectomeError(
+                f"labels file {path}: the lookup table has {len(idx)} entries but the matrix has {n} "
+                f"nodes; give the LUT of the parcellation the matrix was built from (indices 1..{n})")
+        raise ConnectomeError(
+            f"labels file {path}: lookup-table indices must be 1..{n} for a {n}-node matrix, "
+            f"got {len(idx)} entries from {idx[0] if idx else '-'} to {idx[-1] if idx else '-'}")
+    return [lut[i] for i in idx]
