@@ -95,6 +95,11 @@ def resolve_montage(montage):
         if entry is not None:
             if entry["kind"] != "montage":
                 raise ForwardError(f"montage {montage!r} is a {entry['kind']} in the catalog, not a montage")
+            if entry.get("loader") == "mne_subset":
+                # rebuilt here in the base montage's own frame (MNE's templates are stored in
+                # fsaverage MRI coordinates, not head coordinates)
+                m, _ = _subset_montage(entry["channels"], entry["base"])
+                return m, montage
             return catalog.load(montage), montage
         builtin = mne.channels.get_builtin_montages()
         if montage in builtin:
@@ -104,18 +109,7 @@ def resolve_montage(montage):
             f"or MNE built-ins {builtin}"
         )
     if isinstance(montage, Sequence) and len(montage) and all(isinstance(c, str) for c in montage):
-        base = mne.channels.make_standard_montage(_NAME_MONTAGE)
-        pos = base.get_positions()
-        lookup = {c.lower(): c for c in pos["ch_pos"]}
-        missing = [c for c in montage if c.lower() not in lookup]
-        if missing:
-            raise ForwardError(f"montage channels {missing} are not 10-05 names (known e.g. "
-                               f"{list(pos['ch_pos'])[:10]})")
-        if len(set(c.lower() for c in montage)) != len(montage):
-            raise ForwardError("montage channel list contains duplicates")
-        ch_pos = {c: pos["ch_pos"][lookup[c.lower()]] for c in montage}
-        m = mne.channels.make_dig_montage(ch_pos=ch_pos, nasion=pos["nasion"], lpa=pos["lpa"],
-                                          rpa=pos["rpa"], coord_frame=pos["coord_frame"])
+        m, _ = _subset_montage(list(montage), _NAME_MONTAGE)
         return m, "channels:" + ",".join(montage)
     raise ForwardError(f"montage must be a name, DigMontage, Info or list of channel names; got "
                        f"{type(montage).__name__}")
@@ -131,6 +125,23 @@ def montage_info(montage, sfreq: float = 1000.0):
     info = mne.create_info(list(m.ch_names), float(sfreq), "eeg")
     info.set_montage(m, on_missing="raise", verbose=False)
     return info
+
+
+def _subset_montage(channels, base_name):
+    import mne
+    base = mne.channels.make_standard_montage(base_name)
+    pos = base.get_positions()
+    lookup = {c.lower(): c for c in pos["ch_pos"]}
+    missing = [c for c in channels if c.lower() not in lookup]
+    if missing:
+        raise ForwardError(f"montage channels {missing} are not 10-05 names (known e.g. "
+                           f"{list(pos['ch_pos'])[:10]})")
+    if len(set(c.lower() for c in channels)) != len(channels):
+        raise ForwardError("montage channel list contains duplicates")
+    ch_pos = {c: pos["ch_pos"][lookup[c.lower()]] for c in channels}
+    m = mne.channels.make_dig_montage(ch_pos=ch_pos, nasion=pos["nasion"], lpa=pos["lpa"],
+                                      rpa=pos["rpa"], coord_frame=pos["coord_frame"])
+    return m, base_name
 
 
 @lru_cache(maxsize=1)
