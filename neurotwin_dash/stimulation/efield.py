@@ -1,0 +1,261 @@
+"""tES electric fields at connectome regions by reciprocity on the EEG forward model.
+
+Physics (SCIENCE.md §7). The head is a linear, quasi-static volume conductor, so by Helmholtz
+reciprocity (Rush & Driscoll 1969) the field that a current ``I`` injected at electrode *k*
+(and removed elsewhere) produces at a point equals the EEG lead field of that electrode. With
+the reference-free EEG gain ``G_k(r)`` (V per A·m: potential at electrode *k* from a unit dipole
+at *r*) and currents summing to zero,
+
+    E(r) = − Σ_k I_k · G_k(r)          (V/m for I in A)
+
+Sign check (point source in an infinite medium): ``G_k(r) = (r_k − r) / (4πσ|r_k − r|³)`` while
+the current spreading from an anode at ``r_k`` gives ``E(r) = I (r − r_k) / (4πσ|r − r_k|³)``, so
+``E = −I·G_k``: the field points away from anodes and toward cathodes (current flows anode →
+cathode). Because ``Σ_k I_k = 0`` any reference common to all electrodes cancels; the
+per-electrode matrix stored here is re-referenced to the layout's average so that each row is
+finite and the sum over a montage is exact.
+
+The gain is the one the EEG observer uses (:func:`neurotwin_dash.observe.forward.forward_model`):
+by default MNE's four-layer sphere fitted to the electrode layout, radii ≈ 88/90/95/98 mm
+(brain/CSF/skull/scalp) and conductivities **0.33 / 1.0 / 0.004 / 0.33 S/m** (MNE defaults), region
+centres mapped from MNI-like RAS mm to MNE's head frame by the fsaverage fiducials, and centres
+outside the inner sphere pulled 7 mm inside. With that head, bipolar scalp montages give
+**≈ 0.1–0.3 V/m per mA** at the regions (T7–T8: max 0.32, median 0.15 V/m per mA; F3–F4 max 0.29;
+O1–Fz max 0.19). Realistic head models give roughly 2× more, mainly because 0.004 S/m is a low
+skull conductivity (reported 0.01–0.015 S/m); pass ``head=`` to the forward model to change it.
+
+Normal component (convention of Ruffini's group, SCIENCE.md §7): ``E_n = E · n`` with ``n`` the
+unit normal pointing from the pial surface **into** the cortex (toward white matter, along the
+pyramidal cell's apical-dendrite-to-soma axis). **Positive E_n depolarises the soma.** Region
+orientations in tvb-data (and the radial fallback of the forward model) point *outward*, like
+the dipole moment of EEG sources, so ``n = −orientation``.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Iterable
+
+import numpy as np
+import xarray as xr
+
+from .montage import DEFAULT_LAYOUT, Montage, MontageError, canonical_name
+
+__all__ = ["FieldError", "electrode_fields", "montage_field", "normal_field", "field_layout",
+           "field_summary", "bipolar_over", "scalp_electrodes"]
+
+#: layout whose forward model (same sphere as the EEG default) is used when a montage fits in it
+EEG_LAYOUT = "standard_1020"
+#: positions of the 10-10 layout that are not scalp electrodes of a stimulation cap: the inferior
+#: row (…9/…10), inion, ear/mastoid references and the old names T3–T6 (duplicates of T7/T8/P7/P8)
+_NOT_CAP = {"IZ", "M1", "M2", "A1", "A2", "T3", "T4", "T5", "T6"}
+
+
+def scalp_electrodes(names: Iterable[str]) -> list[str]:
+    """The cap electrodes among ``names``: drops the inferior 9/10 row, Iz, mastoids/ears, T3–T6."""
+    out = []
+    for n in names:
+        s = str(n)
+        if s.upper() in _NOT_CAP or s.endswith("9") or s.endswith("10"):
+            continue
+        out.append(s)
+    return out
+
+
+class FieldError(ValueError):
+    """Invalid E-field input; the message names the field and what is allowed."""
+
+
+def _connectome_key(connectome):
+    from ..connectome import Connectome
+    if isinstance(connectome, Connectome):
+        return connectome.content_hash()
+    return str(connectome)
+
+
+_FIELD_CACHE: dict = {}
+
+
+def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere", orientation="auto",
+                     cache: bool = True) -> xr.Dataset:
+    """Per-electrode field matrices: the field of 1 mA injected at each electrode.
+
+    Parameters
+    ----------
+    connectome : Connectome | str
+        Regions (centres, orientations); catalog name allowed.
+    layout : str
+        Electrode layout whose positions define the candidate electrodes (catalog/MNE montage);
+        the default is the EEG observer's ``standard_1020`` so both use one forward model.
+    head, orientation : see :func:`neurotwin_dash.observe.forward.forward_model`
+    cache : bool
+        Use the forward model's disk cache (and an in-process cache of the result).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``field`` (electrode, region, axis): V/m per mA, head-frame x/y/z, average-referenced
+        (valid in sums whose currents add to zero); ``field_normal`` (electrode, region): its
+        component along ``normal``; ``normal`` (region, axis): inward unit normals (E_n > 0
+        depolarises); ``position`` (region, axis) and ``electrode_position`` (electrode, axis),
+        head-frame metres; attrs with the head model (radii, conductivities) and sign convention.
+    """
+    key = (_connectome_key(connectome), str(layout), str(head), str(orientation))
+    if cache and key in _FIELD_CACHE:
+        return _FIELD_CACHE[key]
+    from ..observe.forward import forward_model
+    fwd = forward_model(connectome, layout, head=head, orientation=orientation, cache=cache)
+    G = fwd["gain_vector"].values                                   # (sensor, region, 3) V/(A·m)
+    G = G - G.mean(axis=0, keepdims=True)                           # common reference cancels
+    field = -G * 1e-3                                                # V/m per mA
+    normal = -fwd["orientation"].values                              # outward -> inward
+    field_n = np.einsum("erk,rk->er", field, normal)
+    electrodes = [str(s) for s in fwd["sensor"].values]
+    attrs = {k: v for k, v in fwd.attrs.items() if k not in ("reference", "cache_key")}
+    attrs.update({
+        "units": "V/m per mA", "layout": str(layout),
+        "method": "reciprocity on the EEG gain: E = -sum_k I_k G_k (average-referenced gain)",
+        "normal_convention": "n points from the pial surface into cortex (inward); E_n > 0 depolarises the soma",
+        "frame": "MNE head (RAS, metres)",
+    })
+    ds = xr.Dataset(
+        {
+            "field": (("electrode", "region", "axis"), field,
+                      {"units": "V/m per mA", "long_name": "E per mA injected at the electrode"}),
+            "field_normal": (("electrode", "region"), field_n,
+                             {"units": "V/m per mA", "long_name": "inward normal component of field"}),
+            "normal": (("region", "axis"), normal, {"units": "1", "long_name": "inward cortical normal"}),
+            "position": (("region", "axis"), fwd["position"].values, {"units": "m"}),
+            "moved_mm": (("region",), fwd["moved_mm"].values, {"units": "mm"}),
+            "electrode_position": (("electrode", "axis"), fwd["sensor_position"].values, {"units": "m"}),
+        },
+        coords={"electrode": electrodes, "region": fwd["region"].values, "axis": ["x", "y", "z"],
+                "hemisphere": ("region", fwd["hemisphere"].values)},
+        attrs=attrs,
+    )
+    if cache:
+        _FIELD_CACHE[key] = ds
+    return ds
+
+
+def field_layout(electrodes: Iterable[str]) -> str:
+    """Layout to compute fields in: the EEG layout when it holds every electrode, else 10-05."""
+    from .montage import _layout
+    by_upper, _ = _layout(EEG_LAYOUT)
+    names = list(electrodes)
+    if all(str(n).upper() in by_upper for n in names):
+        return EEG_LAYOUT
+    return DEFAULT_LAYOUT
+
+
+def _fields_for(montage: Montage, fields, connectome, head, orientation) -> xr.Dataset:
+    if fields is None:
+        fields = electrode_fields(connectome, field_layout(montage.active_electrodes or montage.electrodes),
+                                  head=head, orientation=orientation)
+    lookup = {str(e).upper(): str(e) for e in fields["electrode"].values}
+    missing = [n for n in montage.active_electrodes if n.upper() not in lookup]
+    if missing:
+        raise FieldError(f"electrodes {missing} are not in the field matrix's layout "
+                         f"{fields.attrs.get('layout')!r}; compute electrode_fields with a layout holding them")
+    return fields
+
+
+def montage_field(montage: Montage, fields: xr.Dataset | None = None, connectome="tvb76",
+                  head="sphere", orientation="auto") -> xr.Dataset:
+    """Field of a montage at every region: the current-weighted sum of per-electrode fields.
+
+    Parameters
+    ----------
+    montage : Montage
+        Currents in mA (they sum to zero).
+    fields : xarray.Dataset, optional
+        From :func:`electrode_fields`; computed for ``connectome`` when omitted.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``E`` (region, axis) V/m, ``E_n`` (region) V/m (inward normal; positive depolarises),
+        ``E_mag`` (region) V/m, plus the currents used (``current_mA`` over ``electrode``).
+    """
+    if not isinstance(montage, Montage):
+        raise FieldError(f"montage must be a Montage, got {type(montage).__name__}")
+    fields = _fields_for(montage, fields, connectome, head, orientation)
+    lookup = {str(e).upper(): i for i, e in enumerate(fields["electrode"].values)}
+    names = montage.active_electrodes
+    idx = [lookup[n.upper()] for n in names]
+    cur = np.array([montage.currents_mA[n] for n in names])
+    F = fields["field"].values
+    E = np.tensordot(cur, F[idx], axes=(0, 0)) if idx else np.zeros(F.shape[1:])
+    En = np.einsum("rk,rk->r", E, fields["normal"].values)
+    return xr.Dataset(
+        {
+            "E": (("region", "axis"), E, {"units": "V/m", "long_name": "electric field (head frame)"}),
+            "E_n": (("region",), En, {"units": "V/m",
+                                      "long_name": "normal field (inward; > 0 depolarises the soma)"}),
+            "E_mag": (("region",), np.linalg.norm(E, axis=1), {"units": "V/m", "long_name": "|E|"}),
+            "current_mA": (("electrode",), cur, {"units": "mA"}),
+        },
+        coords={"region": fields["region"].values, "axis": ["x", "y", "z"], "electrode": names,
+                "hemisphere": ("region", fields["hemisphere"].values)},
+        attrs={**fields.attrs, "montage": repr(montage)},
+    )
+
+
+def normal_field(montage: Montage, fields: xr.Dataset | None = None, connectome="tvb76", **kw) -> xr.DataArray:
+    """``E_n`` (region) in V/m of a montage — the input the neural-mass coupling needs."""
+    return montage_field(montage, fields, connectome, **kw)["E_n"]
+
+
+def field_summary(field: xr.Dataset, target: Iterable[str]) -> dict:
+    """Target and off-target figures of a montage field.
+
+    Returns
+    -------
+    dict
+        ``target_En`` (mean E_n over the target regions, V/m), ``target_Emag``, ``offtarget_Emag``
+        (mean |E| over the other regions), ``focality`` (target mean |E| / off-target mean |E|),
+        ``max_Emag`` and ``argmax_region``.
+    """
+    labels = [str(r) for r in field["region"].values]
+    tset = set(target)
+    unknown = sorted(tset - set(labels))
+    if unknown:
+        raise FieldError(f"target regions {unknown} not among the field's regions")
+    mask = np.array([r in tset for r in labels])
+    mag = field["E_mag"].values
+    out = {
+        "target_En": float(field["E_n"].values[mask].mean()),
+        "target_Emag": float(mag[mask].mean()),
+        "offtarget_Emag": float(mag[~mask].mean()) if (~mask).any() else 0.0,
+        "max_Emag": float(mag.max()),
+        "argmax_region": labels[int(mag.argmax())],
+    }
+    out["focality"] = out["target_Emag"] / max(out["offtarget_Emag"], 1e-12)
+    return out
+
+
+def bipolar_over(target: Iterable[str], fields: xr.Dataset, current_mA: float = 2.0,
+                 candidates: Iterable[str] | None = None) -> Montage:
+    """The conventional bipolar montage for a target: anode over it, cathode at the far side.
+
+    The anode is the candidate electrode nearest the target centroid's scalp projection (seen
+    from the sphere centre); the cathode the candidate farthest from the anode (the classic
+    "anode over target, return over the opposite site" layout). Candidates default to the cap
+    electrodes of the layout (:func:`scalp_electrodes`). The anode makes E_n positive
+    (depolarising) under it.
+    """
+    labels = [str(r) for r in fields["region"].values]
+    tset = list(target)
+    missing = [t for t in tset if t not in labels]
+    if missing:
+        raise FieldError(f"target regions {missing} not among the field's regions")
+    pos = fields["position"].sel(region=tset).values.mean(axis=0)
+    r0 = np.asarray(fields.attrs.get("sphere_r0_m", [0.0, 0.0, 0.0]), float)
+    names = (scalp_electrodes(fields["electrode"].values) if candidates is None
+             else [str(c) for c in candidates])
+    epos = fields["electrode_position"].sel(electrode=names).values
+    d = (pos - r0) / np.linalg.norm(pos - r0)
+    u = (epos - r0) / np.linalg.norm(epos - r0, axis=1, keepdims=True)
+    anode = names[int(np.argmax(u @ d))]
+    a_pos = epos[names.index(anode)]
+    cathode = names[int(np.argmax(np.linalg.norm(epos - a_pos, axis=1)))]
+    return Montage.bipolar(anode, cathode, current_mA, layout=fields.attrs.get("layout", DEFAULT_LAYOUT))
