@@ -182,7 +182,7 @@ def derivative_path(root, subject, suffix: str, extension: str, datatype: str = 
                run=_label(run, "run"), description=_label(desc, "desc"))
     if datatype not in ("eeg", "func", "anat", "dwi", "beh"):
         raise DerivativeError(f"datatype {datatype!r}: allowed eeg, func, anat, dwi, beh")
-    standard = suffix not in _SUFFIX_EXT
+    standard = suffix not in _SUFFIX_EXT and datatype != "func"  # mne-bids checks EEG/MEG/anat only
     bp = BIDSPath(root=Path(root), datatype=datatype, suffix=suffix, extension=extension,
                   check=standard, **ent)
     return Path(bp.fpath)

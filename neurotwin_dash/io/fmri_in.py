@@ -150,7 +150,7 @@ def find_bids_bold(root, subject: str, task: str, session=None, run=None, space=
 
     root = check_input(root, "BIDS root")
     bp = BIDSPath(root=root, subject=subject, session=session, task=task, run=run, space=space,
-                  datatype="func", suffix="bold")
+                  datatype="func", suffix="bold", check=False)  # mne-bids knows no 'func'
     hits = [m for m in bp.match() if str(m.fpath).endswith((".nii", ".nii.gz"))]
     if not hits:
         raise DataImportError(f"BIDS root {root}: no BOLD image for subject={subject!r} task={task!r} "
