@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from neurotwin_dash.stimulation.efield import bipolar_over, electrode_fields, field_summary, montage_field
+from neurotwin_dash.stimulation.montage import Limits, Montage
+from neurotwin_dash.stimulation.optimize import (OptimizationError, Target, _exact, optimize_montage,
+                                                 solve_currents)
+
+
+@pytest.fixture(scope="module")
+def fields():
+    return electrode_fields("tvb76")
+
+
+def _conventional(target, fields):
+    """The anode-over-target bipolar montage plus two classic layouts, all at 2 mA."""
+    out = [bipolar_over([target], fields, 2.0)]
+    anode = out[0].active_electrodes[0]
+    for cathode in ("Fp2", "Oz"):
+        if cathode != anode:
+            out.append(Montage.bipolar(anode, cathode, 2.0))
+    return out
+
+
+@pytest.mark.parametrize("target", ["lPFCDL", "rM1"])
+def test_optimized_8_electrode_montage_beats_bipolar_with_limits_met_exactly(fields, target):
+    res = optimize_montage(target, fields)
+    m = res.montage
+    cur = np.array(list(m.currents_mA.values()))
+    # constraints hold exactly (currents on a 0.1 µA grid)
+    assert len(m.active_electrodes) <= 8
+    assert abs(cur.sum()) < 1e-9
+    assert np.abs(cur).max() <= 2.0 + 1e-12
+    assert cur[cur > 0].sum() <= 4.0 + 1e-9
+    np.testing.assert_allclose(cur * 1e4, np.round(cur * 1e4), atol=1e-6)
+    for bip in _conventional(target, fields):
+        s = field_summary(montage_field(bip, fields), [target])
+        assert res.metrics["target_En"] > s["target_En"] + 0.02, (bip, s, res.metrics)
+        assert res.metrics["offtarget_Emag"] < 0.6 * s["offtarget_Emag"], (bip, s, res.metrics)
+    # the greedy prune ends with <= 8 electrodes after starting from many more
+    assert len(res.history[0]) > 8 and len(res.history[-1]) <= 8
+
+
+def test_qp_matches_an_independent_slsqp_solution():
+    rng = np.random.default_rng(3)
+    An = rng.normal(0, 0.1, (12, 5))
+    t = np.zeros(12)
+    t[:2] = 0.4
+    w = np.where(np.arange(12) < 2, 20.0, 1.0)
+    lim = Limits(max_current_mA=1.5, max_total_mA=2.0)
+    I = solve_currents(An, t, w, lim)
+
+    def f(x):
+        return np.sum(w * (An @ x - t) ** 2)
+
+    cons = [{"type": "eq", "fun": lambda x: x.sum()},
+            {"type": "ineq", "fun": lambda x: 2 * lim.max_total_mA - np.abs(x).sum()}]
+    best = min((minimize(f, x0, method="SLSQP", bounds=[(-1.5, 1.5)] * 5, constraints=cons,
+                         options={"ftol": 1e-12, "maxiter": 500})
+                for x0 in rng.normal(0, 0.5, (8, 5))), key=lambda r: r.fun)
+    assert f(I) <= best.fun * (1 + 1e-4) + 1e-9
+    assert abs(I.sum()) < 1e-6 and np.abs(I).max() <= 1.5 + 1e-6
+    assert np.clip(I, 0, None).sum() <= 2.0 + 1e-6
+
+
+def test_exact_rounding_keeps_sum_zero_and_limits():
+    lim = Limits()
+    q = _exact(np.array([2.0000004, 1.99999, -0.33333333, -1.83333, -1.83333]), lim)
+    assert q.sum() == pytest.approx(0.0, abs=1e-12)
+    assert np.abs(q).max() <= 2.0 and q[q > 0].sum() <= 4.0 + 1e-12
+
+
+def test_electrode_count_and_current_limits_are_configurable(fields):
+    lim = Limits(max_current_mA=1.0, max_total_mA=2.0, max_electrodes=4)
+    res = optimize_montage(Target(["lPMCDL"], en_V_m=0.3), fields, limits=lim)
+    cur = np.array(list(res.montage.currents_mA.values()))
+    assert len(res.montage.active_electrodes) <= 4
+    assert np.abs(cur).max() <= 1.0 and cur[cur > 0].sum() <= 2.0 + 1e-9
+    assert res.metrics["target_En"] > 0.1
+
+
+def test_bad_targets_raise(fields):
+    with pytest.raises(OptimizationError, match=r"target regions \['nowhere'\] not among the regions"):
+        optimize_montage("nowhere", fields)
+    with pytest.raises(OptimizationError, match="weight must be > 0"):
+        Target(["lV1"], weight=0)
