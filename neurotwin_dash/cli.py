@@ -73,7 +73,37 @@ def _serve(args):
     return serve.run(argv, env)
 
 
-COMMANDS = [_add_catalog, _add_serve]
+def _add_sweep(sub):
+    p = sub.add_parser("sweep", help="run a parameter sweep (YAML spec) on Dask into a zarr store",
+                       description="Run a sweep spec on Dask into a zarr store; re-running the same "
+                                   "spec into the same store computes only the missing batches.")
+    p.add_argument("spec", help="YAML sweep spec (see neurotwin_dash.sweep.SweepSpec)")
+    p.add_argument("--out", required=True, help="zarr store to create or resume")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address (tcp://host:8786); default: a LocalCluster on this machine")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing store first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_sweep)
+
+
+def _sweep(args):
+    from . import sweep
+    from .cluster import get_client
+    client = None
+    if args.scheduler != "sync":
+        client = get_client(args.scheduler, n_workers=args.workers)
+    else:
+        client = "sync"
+    res = sweep.run_sweep(args.spec, args.out, client=client, overwrite=args.overwrite,
+                          progress=not args.no_progress)
+    ds = res.dataset
+    n_div = int(ds["diverged"].sum()) if "diverged" in ds else 0
+    print(f"{args.out}: {ds.sizes.get('sample', 0)} samples in {res.n_batches} batches; computed "
+          f"{len(res.computed)}, already done {len(res.skipped)}; diverged {n_div}; {res.seconds:.1f} s")
+
+
+COMMANDS = [_add_catalog, _add_serve, _add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,897 @@
+"""Parameter sweeps on Dask, written incrementally to a zarr store, resumable.
+
+A sweep is declared once (a :class:`SweepSpec`, usually from YAML) and turned into
+
+1. **samples** — a full grid, or a space-filling design from :mod:`scipy.stats.qmc`
+   (scrambled Sobol, Latin hypercube) over any declared parameter: model parameters,
+   network parameters (``coupling``, ``speed_m_s``, ``noise_sd``...), ``connectome_scale``
+   and the tACS parameters ``stim_amplitude`` / ``stim_frequency_hz``. A parameter may apply
+   to a subset of regions only (``regions: [...]``);
+2. **batches** — consecutive samples, each run as *one* batched ``simulate()`` call inside one
+   Dask task (numba integrates the whole batch in one kernel call);
+3. **metrics** computed inside the task (so only small arrays travel back), optionally with
+   the time series;
+4. a **zarr store** holding an ``xarray.Dataset`` with dims ``(sample, ...)`` and every swept
+   parameter as a coordinate along ``sample``. The store is created once with its full
+   coordinates (``to_zarr(compute=False)``); each finished batch is written into its own
+   chunk with ``to_zarr(region=...)`` and then marked done in ``batch_done``.
+
+**Resume.** Running the same spec into the same store computes only the batches not marked
+done, so a sweep whose client was killed loses at most the batches in flight. A store made
+by a different spec is refused (its fingerprint is kept in the store's attributes).
+
+**Divergence.** ``simulate`` flags members whose state left the allowed range; the store keeps
+them in ``diverged`` (metrics NaN) rather than dropping them.
+
+Example
+-------
+>>> spec = SweepSpec.from_yaml("spec.yaml")                      # doctest: +SKIP
+>>> ds = run_sweep(spec, "sweep.zarr").dataset                  # doctest: +SKIP
+>>> ds.alpha_power.where(~ds.diverged).max()                    # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import itertools
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from .params import ParamError, ParamSet, ParamSpec
+
+__all__ = [
+    "SweepError", "SweepSpec", "SweepResult", "SWEEP_PARAMS", "METRICS", "SAMPLINGS",
+    "register_metric", "make_samples", "batch_slices", "run_batch", "run_sweep",
+    "open_sweep", "sweep_status", "as_grid",
+]
+
+SAMPLINGS = ("grid", "sobol", "lhs", "random")
+
+#: Parameters that belong to the sweep rather than to a model: they are turned into simulate()
+#: arguments by :func:`run_batch`.
+SWEEP_PARAMS = ParamSet([
+    ParamSpec("connectome_scale", 1.0, 0.0, 100.0, "",
+              "multiplies every structural weight after normalisation (equivalently the global coupling)"),
+    ParamSpec("stim_amplitude", 0.0, 0.0, 10.0, "V/m",
+              "peak normal field of the tACS pattern: the stimulation pattern is scaled by this value"),
+    ParamSpec("stim_frequency_hz", 40.0, 0.0, 200.0, "Hz", "tACS frequency (0: constant, i.e. tDCS)"),
+    ParamSpec("stim_phase_rad", 0.0, -2 * np.pi, 2 * np.pi, "rad", "tACS phase at t = 0"),
+], owner="sweep")
+
+#: zarr format of sweep stores: v2 is readable by every zarr implementation and its
+#: consolidated metadata is part of the spec.
+ZARR_FORMAT = 2
+
+_SIM_KEYS = ("model", "connectome", "duration_s", "dt_ms", "seed", "sample_rate_hz", "record",
+             "transient_s", "normalisation", "method")
+
+
+class SweepError(ValueError):
+    """A sweep specification or store is not usable; the message says which field and why."""
+
+
+# --------------------------------------------------------------------------------------------
+# specification
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class SweepSpec:
+    """Everything that defines a sweep (and nothing about where it runs).
+
+    Parameters
+    ----------
+    model : str
+        Model name (``neurotwin_dash.models.MODELS``).
+    axes : mapping
+        One entry per swept parameter. For ``sampling="grid"``: ``{"values": [...]}`` or
+        ``{"low": a, "high": b, "num": n, "log": false}``. For space-filling samplings:
+        ``{"low": a, "high": b, "log": false}`` (bounds default to the declared ones). Any
+        axis may add ``"regions": [labels]`` to set the parameter in those regions only.
+    sampling : {"grid", "sobol", "lhs", "random"}
+        Full factorial grid, scrambled Sobol sequence, Latin hypercube, or uniform random.
+    n_samples : int
+        Number of samples for the space-filling samplings (ignored for grids).
+    sample_seed : int
+        Seed of the space-filling design.
+    fixed : mapping
+        Parameters held fixed for every sample (scalars or per-region lists).
+    batch_size : int
+        Samples per Dask task (one batched ``simulate()`` call each).
+    metrics : list
+        Names from :data:`METRICS` or dicts ``{"name": ..., "as": output_name, **kwargs}``;
+        ``"module:function"`` names a user metric ``f(result, **kwargs) -> DataArray``.
+    timeseries : bool or list of str
+        Also store the recorded time series (all recorded variables, or the listed ones).
+    stimulation : mapping, optional
+        Spatial pattern of the tACS drive swept by ``stim_amplitude``/``stim_frequency_hz``:
+        ``{"pattern": "uniform"}``, ``{"pattern": {label: weight, ...}}`` (other regions 0),
+        or ``{"field_V_m": [per-region values]}`` (e.g. an E-field from
+        :mod:`neurotwin_dash.stimulation`), plus ``lambda_mV_per_V_m`` (default 0.2). The
+        pattern is scaled to a peak |value| of 1 so ``stim_amplitude`` is the peak field.
+    simulator : str
+        ``"module:function"`` of the simulator (default ``neurotwin_dash.simulate:simulate``).
+    seed_per_sample : bool
+        ``False``: every sample uses ``seed`` (common random numbers: samples differ only by
+        their parameters). ``True``: sample *i* uses ``seed + i`` (independent realisations).
+        Either way a sample's numbers do not depend on the batch it falls in.
+    model, connectome, duration_s, dt_ms, seed, sample_rate_hz, record, transient_s,
+    normalisation, method
+        Passed to ``simulate``.
+    """
+
+    model: str
+    axes: dict
+    sampling: str = "grid"
+    n_samples: int | None = None
+    sample_seed: int = 0
+    fixed: dict = field(default_factory=dict)
+    batch_size: int = 8
+    metrics: list = field(default_factory=lambda: ["peak_frequency", "alpha_power"])
+    timeseries: Any = False
+    stimulation: dict | None = None
+    connectome: Any = "tvb76"
+    duration_s: float = 10.0
+    dt_ms: float = 0.1
+    seed: int = 0
+    seed_per_sample: bool = False
+    sample_rate_hz: float = 250.0
+    record: Any = None
+    transient_s: float = 1.0
+    normalisation: str = "max"
+    method: str = "euler"
+    simulator: str = "neurotwin_dash.simulate:simulate"
+
+    def __post_init__(self):
+        if not isinstance(self.axes, Mapping) or not self.axes:
+            raise SweepError("axes: give at least one swept parameter, e.g. {'coupling': {'values': [0, 1]}}")
+        self.axes = {str(k): dict(v) if isinstance(v, Mapping) else {"values": list(v)}
+                     for k, v in self.axes.items()}
+        if self.sampling not in SAMPLINGS:
+            raise SweepError(f"sampling {self.sampling!r} unknown; allowed: {', '.join(SAMPLINGS)}")
+        if self.sampling != "grid":
+            if self.n_samples is None or int(self.n_samples) < 1:
+                raise SweepError(f"n_samples must be a positive integer for sampling={self.sampling!r}, "
+                                 f"got {self.n_samples!r}")
+            self.n_samples = int(self.n_samples)
+        if int(self.batch_size) < 1:
+            raise SweepError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        self.batch_size = int(self.batch_size)
+        for key in ("duration_s", "dt_ms", "sample_rate_hz"):
+            if not float(getattr(self, key)) > 0:
+                raise SweepError(f"{key} must be > 0, got {getattr(self, key)!r}")
+        if not 0 <= float(self.transient_s) < float(self.duration_s):
+            raise SweepError(f"transient_s must lie in [0, duration_s={self.duration_s}), got {self.transient_s}")
+        if isinstance(self.metrics, (str, Mapping)):
+            self.metrics = [self.metrics]
+        self.metrics = list(self.metrics)
+        overlap = set(self.axes) & set(self.fixed)
+        if overlap:
+            raise SweepError(f"parameters {sorted(overlap)} are both swept (axes) and fixed; choose one")
+        if any(k.startswith("stim_") for k in list(self.axes) + list(self.fixed)) and not self.stimulation:
+            raise SweepError("stim_* parameters need a 'stimulation' section giving the spatial pattern, "
+                             "e.g. stimulation: {pattern: uniform}")
+
+    # --- (de)serialisation ---
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "SweepSpec":
+        """Build from a plain mapping (as read from YAML); unknown keys raise."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SweepError(f"unknown sweep spec keys {unknown}; allowed: {', '.join(sorted(known))}")
+        if "model" not in data or "axes" not in data:
+            raise SweepError("a sweep spec needs at least 'model' and 'axes'")
+        return cls(**copy.deepcopy(dict(data)))
+
+    @classmethod
+    def from_yaml(cls, path) -> "SweepSpec":
+        """Read a YAML sweep spec (see :class:`SweepSpec` for the keys)."""
+        import yaml
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"sweep spec {path} does not exist")
+        data = yaml.safe_load(path.read_text())
+        if not isinstance(data, Mapping):
+            raise SweepError(f"sweep spec {path}: expected a mapping of keys, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        """JSON-able dict; a :class:`~neurotwin_dash.connectome.Connectome` is replaced by its name + hash."""
+        out = {k: copy.deepcopy(getattr(self, k)) for k in self.__dataclass_fields__}
+        conn = out["connectome"]
+        if conn is not None and not isinstance(conn, str):
+            out["connectome"] = {"name": conn.name, "content_hash": conn.content_hash()}
+        return json.loads(json.dumps(out, default=_json_default))
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical JSON: two specs with the same fingerprint make the same sweep."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+# --------------------------------------------------------------------------------------------
+# parameters and samples
+# --------------------------------------------------------------------------------------------
+
+def _model_params(model: str) -> ParamSet:
+    """Model params + the simulator's network params (a model's own spec wins on a shared name)."""
+    from .models import get_model
+    from .simulate import NETWORK_PARAMS
+    own = get_model(model).PARAMS
+    extra = [s for s in NETWORK_PARAMS if s.name not in own]
+    return ParamSet(list(own) + extra, owner=f"{own.owner} + network")
+
+
+def _declared_params(model: str) -> ParamSet:
+    """Model, network and sweep parameters: everything an axis may name."""
+    return _model_params(model) + SWEEP_PARAMS
+
+
+def _axis_values(name: str, axis: dict, spec: ParamSpec, sampling: str) -> dict:
+    allowed = {"values", "low", "high", "num", "log", "regions"}
+    extra = set(axis) - allowed
+    if extra:
+        raise SweepError(f"axis {name!r}: unknown keys {sorted(extra)}; allowed: {sorted(allowed)}")
+    log = bool(axis.get("log", False))
+    if "values" in axis:
+        if sampling != "grid":
+            raise SweepError(f"axis {name!r}: 'values' lists are for sampling='grid'; give low/high "
+                             f"for sampling={sampling!r}")
+        vals = spec.check(np.asarray(axis["values"], dtype=float).ravel(), where=f"axis {name!r}")
+        if vals.size == 0:
+            raise SweepError(f"axis {name!r}: 'values' is empty")
+        return {"values": vals}
+    low = float(axis.get("low", spec.low))
+    high = float(axis.get("high", spec.high))
+    spec.check([low, high], where=f"axis {name!r}")
+    if not low < high:
+        raise SweepError(f"axis {name!r}: low ({low}) must be < high ({high})")
+    if log and low <= 0:
+        raise SweepError(f"axis {name!r}: log spacing needs low > 0, got {low}")
+    if sampling == "grid":
+        num = axis.get("num")
+        if num is None or int(num) < 1:
+            raise SweepError(f"axis {name!r}: grid axes need 'values' or low/high with 'num' ≥ 1")
+        vals = np.geomspace(low, high, int(num)) if log else np.linspace(low, high, int(num))
+        return {"values": vals}
+    return {"low": low, "high": high, "log": log}
+
+
+def make_samples(spec: SweepSpec, params: ParamSet | None = None) -> xr.Dataset:
+    """The sweep's parameter sets as a Dataset with one variable per swept parameter, dim ``sample``.
+
+    Grids enumerate the Cartesian product (first axis slowest). Sobol uses a scrambled
+    sequence (``random_base2`` when ``n_samples`` is a power of two, which keeps its balance
+    properties); LHS a Latin hypercube; both from :mod:`scipy.stats.qmc` seeded by
+    ``sample_seed``, mapped linearly (or logarithmically with ``log: true``) onto the bounds.
+    Every value is checked against the parameter's declared bounds.
+    """
+    params = params if params is not None else _declared_params(spec.model)
+    names = list(spec.axes)
+    for name in names:
+        params[name]  # unknown -> ParamError listing the known names
+    axes = {n: _axis_values(n, spec.axes[n], params[n], spec.sampling) for n in names}
+    if spec.sampling == "grid":
+        grids = np.meshgrid(*[axes[n]["values"] for n in names], indexing="ij")
+        cols = {n: g.ravel() for n, g in zip(names, grids)}
+        n = grids[0].size
+    else:
+        from scipy.stats import qmc
+        d, n = len(names), spec.n_samples
+        if spec.sampling == "sobol":
+            eng = qmc.Sobol(d, scramble=True, seed=spec.sample_seed)
+            m = int(round(math.log2(n)))
+            unit = eng.random_base2(m) if 2 ** m == n else eng.random(n)
+        elif spec.sampling == "lhs":
+            unit = qmc.LatinHypercube(d, seed=spec.sample_seed).random(n)
+        else:
+            unit = np.random.default_rng(spec.sample_seed).random((n, d))
+        cols = {}
+        for j, name in enumerate(names):
+            a = axes[name]
+            if a["log"]:
+                cols[name] = np.exp(np.log(a["low"]) + unit[:, j] * (np.log(a["high"]) - np.log(a["low"])))
+            else:
+                cols[name] = a["low"] + unit[:, j] * (a["high"] - a["low"])
+    for name in names:
+        params[name].check(cols[name], where=f"axis {name!r}")
+    ds = xr.Dataset({name: ("sample", np.asarray(cols[name], dtype=float),
+                            {"units": params[name].unit, "doc": params[name].doc,
+                             **({"regions": list(spec.axes[name]["regions"])}
+                                if "regions" in spec.axes[name] else {})})
+                     for name in names},
+                    coords={"sample": np.arange(n)})
+    ds.attrs.update(sampling=spec.sampling, n_samples=n)
+    return ds
+
+
+def batch_slices(n_samples: int, batch_size: int) -> list[slice]:
+    """Consecutive ``slice`` objects covering ``range(n_samples)`` in steps of ``batch_size``."""
+    return [slice(a, min(a + batch_size, n_samples)) for a in range(0, n_samples, batch_size)]
+
+
+def as_grid(ds: xr.Dataset) -> xr.Dataset:
+    """Reshape a grid sweep's ``sample`` dim into one dim per swept parameter."""
+    names = json.loads(ds.attrs["swept"])
+    if ds.attrs.get("sampling") != "grid":
+        raise SweepError("as_grid needs a sweep with sampling='grid'")
+    return ds.set_index(sample=names).unstack("sample")
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------
+
+#: name -> function(result Dataset, **kwargs) -> DataArray with a ``batch`` dim.
+METRICS: dict[str, Callable] = {}
+
+
+def register_metric(name: str):
+    """Decorator adding a metric to :data:`METRICS` (a function ``f(result, **kwargs) -> DataArray``)."""
+    def deco(func):
+        METRICS[name] = func
+        return func
+    return deco
+
+
+def _resolve(path: str):
+    """Import ``"module:function"`` (or a :data:`METRICS` name)."""
+    if path in METRICS:
+        return METRICS[path]
+    if ":" not in path:
+        raise SweepError(f"metric {path!r} unknown; known: {', '.join(sorted(METRICS))}, "
+                         "or 'module:function'")
+    mod, func = path.split(":", 1)
+    try:
+        return getattr(importlib.import_module(mod), func)
+    except (ImportError, AttributeError) as exc:
+        raise SweepError(f"cannot import {path!r}: {exc}") from None
+
+
+def _metric_entries(spec: SweepSpec) -> list[tuple[str, Callable, dict]]:
+    out = []
+    for entry in spec.metrics:
+        if isinstance(entry, str):
+            name, kwargs = entry, {}
+        else:
+            kwargs = dict(entry)
+            name = kwargs.pop("name", None)
+            if name is None:
+                raise SweepError(f"metric entry {entry!r} needs a 'name'")
+        label = kwargs.pop("as", name.split(":")[-1])
+        out.append((label, _resolve(name), kwargs))
+    labels = [e[0] for e in out]
+    if len(set(labels)) != len(labels):
+        raise SweepError(f"metric output names must be unique, got {labels}; use 'as' to rename")
+    return out
+
+
+def _first_output(res: xr.Dataset, variable: str | None) -> xr.DataArray:
+    if variable is not None:
+        if variable not in res:
+            raise SweepError(f"metric variable {variable!r} not recorded; recorded: "
+                             f"{[v for v in res.data_vars if 'time' in res[v].dims]}")
+        return res[variable]
+    for name, var in res.data_vars.items():
+        if "time" in var.dims:
+            return var
+    raise SweepError("the simulation result has no time series to compute metrics from")
+
+
+def _band_power(res, band, variable=None, reduce="mean", **kw):
+    from .analysis import spectra
+    psd = spectra.welch(_first_output(res, variable), **kw)
+    p = spectra.band_power(psd, band)
+    return _reduce(p, reduce)
+
+
+def _reduce(da: xr.DataArray, how: str | None):
+    if how in (None, "none") or "region" not in da.dims:
+        return da
+    if how not in ("mean", "median", "max", "min"):
+        raise SweepError(f"reduce={how!r}; allowed: none, mean, median, max, min")
+    return getattr(da, how)("region")
+
+
+@register_metric("peak_frequency")
+def metric_peak_frequency(res, band=(2.0, 45.0), variable=None, reduce="median", **kw):
+    """Spectral peak frequency (Hz) in ``band``, per region or reduced across regions."""
+    from .analysis import spectra
+    psd = spectra.welch(_first_output(res, variable), **kw)
+    return _reduce(spectra.peak_frequency(psd, band), reduce)
+
+
+@register_metric("alpha_power")
+def metric_alpha_power(res, variable=None, reduce="mean", **kw):
+    """Alpha (8–13 Hz) band power, per region or reduced across regions."""
+    return _band_power(res, (8.0, 13.0), variable, reduce, **kw)
+
+
+@register_metric("gamma_power")
+def metric_gamma_power(res, band=(30.0, 50.0), variable=None, reduce="mean", **kw):
+    """Low-gamma (30–50 Hz by default) band power, per region or reduced across regions."""
+    return _band_power(res, tuple(band), variable, reduce, **kw)
+
+
+@register_metric("band_power")
+def metric_band_power(res, band, variable=None, reduce="mean", **kw):
+    """Power in any ``band`` = (low, high) Hz."""
+    return _band_power(res, tuple(band), variable, reduce, **kw)
+
+
+@register_metric("std")
+def metric_std(res, variable=None, reduce="mean"):
+    """Standard deviation over time of the recorded output (mV), a saturation/activity check."""
+    return _reduce(_first_output(res, variable).std("time"), reduce)
+
+
+@register_metric("mean")
+def metric_mean(res, variable=None, reduce="mean"):
+    """Mean over time of the recorded output."""
+    return _reduce(_first_output(res, variable).mean("time"), reduce)
+
+
+# --------------------------------------------------------------------------------------------
+# one batch (runs on a Dask worker)
+# --------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=4)
+def _connectome_cached(name: str):
+    from . import catalog
+    return catalog.load(name)
+
+
+def _connectome(conn):
+    if conn is None or not isinstance(conn, str):
+        return conn
+    return _connectome_cached(conn)
+
+
+def _region_index(conn, labels: Sequence[str], where: str) -> np.ndarray:
+    if conn is None:
+        raise SweepError(f"{where}: region subsets need a connectome")
+    return np.array([conn.index(str(lab)) for lab in labels], dtype=int)
+
+
+def _stim_pattern(spec: SweepSpec, conn) -> np.ndarray:
+    st = dict(spec.stimulation or {})
+    n = conn.n_regions if conn is not None else 1
+    if "field_V_m" in st:
+        pat = np.asarray(st["field_V_m"], dtype=float)
+        if pat.shape != (n,):
+            raise SweepError(f"stimulation.field_V_m needs {n} values (one per region), got shape {pat.shape}")
+    else:
+        pattern = st.get("pattern", "uniform")
+        if pattern == "uniform":
+            pat = np.ones(n)
+        elif isinstance(pattern, Mapping):
+            pat = np.zeros(n)
+            idx = _region_index(conn, list(pattern), "stimulation.pattern")
+            pat[idx] = [float(v) for v in pattern.values()]
+        else:
+            raise SweepError("stimulation.pattern must be 'uniform' or {region: weight}; "
+                             "or give stimulation.field_V_m")
+    peak = np.max(np.abs(pat))
+    if not peak > 0:
+        raise SweepError("stimulation pattern is zero everywhere")
+    return pat / peak
+
+
+def build_simulate_kwargs(spec: SweepSpec, batch: Mapping[str, np.ndarray], sample_index=None) -> dict:
+    """Turn one batch of sampled values into ``simulate()`` keyword arguments.
+
+    Sweep-level parameters are mapped onto the simulator: ``connectome_scale`` multiplies
+    ``coupling`` (u = K·Σ W S is linear in the weights, so scaling W after normalisation and
+    scaling K are the same model); ``stim_*`` build one :class:`~neurotwin_dash.simulate.Drive`
+    per distinct frequency/phase in the batch, each non-zero only for its members.
+    """
+    conn = _connectome(spec.connectome)
+    n_batch = len(next(iter(batch.values())))
+    n_region = conn.n_regions if conn is not None else 1
+    params: dict[str, Any] = {k: np.asarray(v, dtype=float) if not np.isscalar(v) else float(v)
+                              for k, v in spec.fixed.items()}
+    sweep_vals = {s.name: np.full(n_batch, s.default) for s in SWEEP_PARAMS}
+    for k in list(params):
+        if k in SWEEP_PARAMS:
+            sweep_vals[k] = np.broadcast_to(np.asarray(params.pop(k), dtype=float), (n_batch,)).copy()
+    for name, values in batch.items():
+        values = np.asarray(values, dtype=float)
+        if name in SWEEP_PARAMS:
+            sweep_vals[name] = values
+            continue
+        regions = spec.axes.get(name, {}).get("regions")
+        if regions:
+            idx = _region_index(conn, regions, f"axis {name!r}")
+            base = params.get(name)
+            if base is None:
+                base = _model_params(spec.model)[name].default
+            full = np.empty((n_batch, n_region))
+            full[:] = np.asarray(base, dtype=float)
+            full[:, idx] = values[:, None]
+            params[name] = full
+        else:
+            params[name] = values
+    scale = sweep_vals["connectome_scale"]
+    if np.any(scale != 1.0):
+        k = np.asarray(params.get("coupling", _model_params(spec.model)["coupling"].default), dtype=float)
+        params["coupling"] = (k.T * scale).T if k.ndim == 2 else k * scale
+    _make_batch_explicit(params, set(batch) - set(SWEEP_PARAMS) | {"coupling"}, n_batch, n_region,
+                         _model_params(spec.model))
+    kwargs = {key: getattr(spec, key) for key in _SIM_KEYS}
+    kwargs["connectome"] = conn
+    kwargs["params"] = params
+    if spec.seed_per_sample:
+        if sample_index is None:
+            raise SweepError("seed_per_sample needs the sample indices of the batch")
+        kwargs["seed"] = [int(spec.seed) + int(i) for i in sample_index]
+    if spec.stimulation:
+        kwargs["drive"] = _stim_drives(spec, conn, sweep_vals, n_batch)
+    return kwargs
+
+
+def _make_batch_explicit(params: dict, per_member: set, n_batch: int, n_region: int, declared) -> None:
+    """Make the batch size unambiguous for ``simulate``.
+
+    A ``(n,)`` array is read as one value per member unless ``n`` equals the region count; and
+    a batch whose only varying parameters are sweep-level ones (e.g. tACS dose) carries no
+    batch axis at all. Per-member values are therefore given as ``(batch, region)`` when
+    ``n_batch == n_region``, and ``coupling`` is spelled out per member when nothing else is.
+    """
+    if n_batch == 1:
+        return
+    has_batch = False
+    for name in per_member:
+        if name not in params:
+            continue
+        v = np.asarray(params[name], dtype=float)
+        if v.ndim == 1 and v.shape[0] == n_batch:
+            has_batch = True
+            if n_batch == n_region:
+                params[name] = np.repeat(v[:, None], n_region, axis=1)
+        elif v.ndim == 2:
+            has_batch = True
+    if not has_batch:
+        k = np.asarray(params.get("coupling", declared["coupling"].default), dtype=float)
+        if k.ndim == 0 and n_batch != n_region:
+            params["coupling"] = np.full(n_batch, float(k))
+        else:
+            full = np.empty((n_batch, n_region))
+            full[:] = k
+            params["coupling"] = full
+
+
+def _stim_drives(spec, conn, vals, n_batch):
+    from .simulate import Drive
+    lam = float(spec.stimulation.get("lambda_mV_per_V_m", 0.2))
+    if not 0 <= lam <= 1:
+        raise SweepError(f"stimulation.lambda_mV_per_V_m must lie in [0, 1] mV per V/m, got {lam}")
+    pattern = _stim_pattern(spec, conn)
+    amp, freq, phase = vals["stim_amplitude"], vals["stim_frequency_hz"], vals["stim_phase_rad"]
+    drives = []
+    for f, ph in sorted(set(zip(freq.tolist(), phase.tolist()))):
+        members = (freq == f) & (phase == ph) & (amp != 0)
+        if not members.any():
+            continue
+        spatial = np.where(members[:, None], amp[:, None] * lam * pattern[None, :], 0.0)
+        drives.append(Drive(spatial=spatial, waveform=_Sine(f, ph), target="membrane"))
+    return drives or None
+
+
+@dataclass(frozen=True)
+class _Sine:
+    """sin(2π f t + φ) as a picklable callable (a constant 1 when f = 0, i.e. tDCS)."""
+
+    frequency_hz: float
+    phase_rad: float = 0.0
+
+    def __call__(self, t_s):
+        t = np.asarray(t_s, dtype=float)
+        if self.frequency_hz == 0:
+            return np.full_like(t, np.sin(self.phase_rad) if self.phase_rad else 1.0)
+        return np.sin(2 * np.pi * self.frequency_hz * t + self.phase_rad)
+
+
+def run_batch(spec: SweepSpec | Mapping, batch: Mapping[str, Sequence[float]],
+              sample_index: Sequence[int] | None = None) -> xr.Dataset:
+    """Simulate one batch and compute its metrics (the function each Dask task runs).
+
+    Parameters
+    ----------
+    spec : SweepSpec or its dict
+    batch : mapping of swept parameter name -> values (one per batch member)
+    sample_index : sequence of int, optional
+        The members' sample numbers (needed with ``seed_per_sample``).
+
+    Returns
+    -------
+    xarray.Dataset
+        Metrics (dims ``batch`` [, ``region`` ...]), ``diverged`` (``batch``), the time series
+        when requested, and attribute ``seconds`` (wall time of the batch).
+    """
+    if not isinstance(spec, SweepSpec):
+        spec = SweepSpec.from_dict(spec)
+    t0 = time.perf_counter()
+    simulate = _resolve(spec.simulator)
+    res = simulate(**build_simulate_kwargs(spec, batch, sample_index))
+    out = {}
+    for label, func, kwargs in _metric_entries(spec):
+        da = func(res, **kwargs)
+        if not isinstance(da, xr.DataArray) or "batch" not in da.dims:
+            raise SweepError(f"metric {label!r} must return a DataArray with a 'batch' dim")
+        out[label] = da.drop_vars([c for c in da.coords if c not in da.dims], errors="ignore")
+    if "diverged" in res:
+        diverged = res["diverged"].values.astype(bool)
+    else:
+        diverged = np.zeros(res.sizes["batch"], dtype=bool)
+    for label in out:
+        if np.issubdtype(out[label].dtype, np.floating) and diverged.any():
+            out[label] = out[label].where(~xr.DataArray(diverged, dims="batch"))
+    ts = spec.timeseries
+    if ts:
+        names = [v for v in res.data_vars if "time" in res[v].dims] if ts is True else list(ts)
+        for v in names:
+            if v in out:
+                raise SweepError(f"time series {v!r} clashes with a metric of the same name")
+            out[v] = res[v].drop_vars([c for c in res[v].coords if c not in res[v].dims])
+    ds = xr.Dataset(out)
+    ds["diverged"] = ("batch", diverged)
+    ds = ds.drop_vars("batch", errors="ignore")
+    ds.attrs["seconds"] = time.perf_counter() - t0
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# the store
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class SweepResult:
+    """What :func:`run_sweep` did.
+
+    Attributes
+    ----------
+    dataset : xarray.Dataset
+        The whole store, lazily opened.
+    computed : list of int
+        Batch indices computed by this call.
+    skipped : list of int
+        Batch indices found done in the store and not recomputed.
+    n_batches : int
+    seconds : float
+        Wall time of this call.
+    """
+
+    dataset: xr.Dataset
+    computed: list
+    skipped: list
+    n_batches: int
+    seconds: float
+
+
+def _store_exists(store) -> bool:
+    p = Path(store)
+    return p.is_dir() and ((p / "zarr.json").exists() or (p / ".zgroup").exists())
+
+
+def _open(store, **kw) -> xr.Dataset:
+    """Open a sweep store; its consolidated metadata may be missing while it is being created."""
+    try:
+        return xr.open_zarr(store, consolidated=True, **kw)
+    except (KeyError, FileNotFoundError, ValueError):
+        return xr.open_zarr(store, consolidated=False, **kw)
+
+
+def sweep_status(store) -> dict:
+    """Read a store's progress without loading data: ``{"done": [...], "pending": [...], ...}``."""
+    if not _store_exists(store):
+        raise FileNotFoundError(f"no sweep store at {store}")
+    ds = _open(store, mask_and_scale=False)
+    done = np.asarray(ds["batch_done"].values) == 1
+    return {"n_batches": int(done.size), "done": np.flatnonzero(done).tolist(),
+            "pending": np.flatnonzero(~done).tolist(), "fingerprint": ds.attrs.get("fingerprint")}
+
+
+def open_sweep(store, only_done: bool = True) -> xr.Dataset:
+    """Open a sweep store; with ``only_done`` the samples of unfinished batches are dropped."""
+    ds = _open(store)
+    if only_done:
+        raw = _open(store, mask_and_scale=False)["batch_done"].values == 1
+        keep = np.zeros(ds.sizes["sample"], dtype=bool)
+        for b, sl in enumerate(batch_slices(ds.sizes["sample"], int(ds.attrs["batch_size"]))):
+            keep[sl] = raw[b]
+        ds = ds.isel(sample=np.flatnonzero(keep))
+    return ds
+
+
+def _template(first: xr.Dataset, samples: xr.Dataset, spec: SweepSpec, n_batches: int) -> xr.Dataset:
+    import dask.array as da
+    n = samples.sizes["sample"]
+    bs = spec.batch_size
+    variables = {}
+    for name, var in first.data_vars.items():
+        dims = tuple("sample" if d == "batch" else d for d in var.dims)
+        shape = tuple(n if d == "batch" else var.sizes[d] for d in var.dims)
+        chunks = tuple(bs if d == "sample" else s for d, s in zip(dims, shape))
+        fill = False if var.dtype == bool else np.nan
+        dtype = bool if var.dtype == bool else np.float64
+        variables[name] = (dims, da.full(shape, fill, chunks=chunks, dtype=dtype), var.attrs)
+    variables["batch_done"] = (("sweep_batch",), da.zeros(n_batches, chunks=1, dtype=np.int8),
+                               {"doc": "1 when the batch's values are written (resume skips it)"})
+    variables["batch_seconds"] = (("sweep_batch",), da.full(n_batches, np.nan, chunks=1),
+                                  {"units": "s", "doc": "wall time of the batch on its worker"})
+    coords = {"sample": np.arange(n), "sweep_batch": np.arange(n_batches)}
+    for name in samples.data_vars:
+        coords[name] = ("sample", samples[name].values, samples[name].attrs)
+    for name, c in first.coords.items():
+        if "batch" not in c.dims:
+            coords[name] = c
+    ds = xr.Dataset(variables, coords=coords)
+    ds.attrs.update(
+        fingerprint=spec.fingerprint(), spec=json.dumps(spec.to_dict()), sampling=spec.sampling,
+        swept=json.dumps(list(spec.axes)), batch_size=bs, model=spec.model,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"), version=_version(),
+    )
+    return ds
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _write_batch(store, b: int, sl: slice, result: xr.Dataset) -> None:
+    part = result.rename({"batch": "sample"}) if "batch" in result.dims else result
+    keep = [v for v in part.data_vars if "sample" in part[v].dims]
+    part = part[keep].drop_vars([c for c in part.coords], errors="ignore")
+    part = part.assign_coords(sample=np.arange(sl.start, sl.stop))
+    part.drop_vars("sample").to_zarr(store, region={"sample": sl}, mode="r+")
+    marker = xr.Dataset({"batch_done": ("sweep_batch", np.array([1], dtype=np.int8)),
+                         "batch_seconds": ("sweep_batch", [float(result.attrs.get("seconds", np.nan))])})
+    # The marker is written after the data: a batch killed between the two is simply redone.
+    marker.to_zarr(store, region={"sweep_batch": slice(b, b + 1)}, mode="r+")
+
+
+def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None, resume: bool = True,
+              overwrite: bool = False, progress: bool = True, max_in_flight: int | None = None,
+              retries: int = 2) -> SweepResult:
+    """Run a sweep on Dask into a zarr store, skipping batches already done there.
+
+    Parameters
+    ----------
+    spec : SweepSpec, mapping or path to a YAML spec
+    store : path
+        zarr directory. Created on the first finished batch; reused on resume.
+    client : None, scheduler address, distributed.Client or ``"sync"``
+        ``None``: :func:`neurotwin_dash.cluster.get_client` (a LocalCluster). ``"sync"`` runs the
+        batches in this process, one after the other (debugging, tiny sweeps).
+    resume : bool
+        Continue an existing store made by the same spec (else an existing store raises).
+    overwrite : bool
+        Delete an existing store first.
+    progress : bool
+        Show a tqdm progress bar over batches.
+    max_in_flight : int, optional
+        Batches submitted at once (default 2 per worker thread); more are submitted as
+        results arrive, so memory stays bounded for long sweeps.
+    retries : int
+        Times Dask retries a batch whose worker died or raised.
+
+    Returns
+    -------
+    SweepResult
+    """
+    t0 = time.perf_counter()
+    if isinstance(spec, (str, os.PathLike)):
+        spec = SweepSpec.from_yaml(spec)
+    elif not isinstance(spec, SweepSpec):
+        spec = SweepSpec.from_dict(spec)
+    store = str(store)
+    samples = make_samples(spec)
+    _metric_entries(spec)  # unknown metric names fail here, before any compute
+    slices = batch_slices(samples.sizes["sample"], spec.batch_size)
+    n_batches = len(slices)
+    if overwrite and Path(store).exists():
+        shutil.rmtree(store)
+    done: set[int] = set()
+    if _store_exists(store):
+        if not resume:
+            raise SweepError(f"store {store} exists; pass resume=True to continue it or overwrite=True")
+        status = sweep_status(store)
+        if status["fingerprint"] != spec.fingerprint():
+            raise SweepError(f"store {store} was made by a different sweep spec; use another store "
+                             "or overwrite=True")
+        done = set(status["done"])
+    elif Path(store).exists() and any(Path(store).iterdir()):
+        raise SweepError(f"{store} exists and is not a sweep store; choose another --out")
+    pending = [b for b in range(n_batches) if b not in done]
+    created = _store_exists(store)
+    spec_dict = spec.to_dict() if isinstance(spec.connectome, (str, type(None))) else spec
+    batch_values = {b: {name: samples[name].values[slices[b]] for name in samples.data_vars}
+                    for b in pending}
+    bar = _progress(n_batches, len(done), progress)
+    computed: list[int] = []
+
+    def handle(b, result):
+        nonlocal created
+        if not created:
+            _template(result, samples, spec, n_batches).to_zarr(store, compute=False, mode="w",
+                                                                zarr_format=ZARR_FORMAT)
+            created = True
+        _write_batch(store, b, slices[b], result)
+        computed.append(b)
+        bar.update(1)
+
+    try:
+        if client == "sync":
+            for b in pending:
+                handle(b, run_batch(spec_dict, batch_values[b], _range(slices[b])))
+        elif pending:
+            from distributed import as_completed
+            from .cluster import get_client
+            client = get_client(client)
+            if max_in_flight is None:
+                threads = sum(client.nthreads().values()) or 1
+                max_in_flight = 2 * threads
+            key = spec.fingerprint()[:16]
+            spec_future = client.scatter(spec_dict, broadcast=True, hash=False)
+            queue = list(pending)
+
+            def submit(b):
+                fut = client.submit(run_batch, spec_future, batch_values[b], _range(slices[b]),
+                                    retries=retries,
+                                    key=f"sweep-{key}-batch-{b}", pure=False)
+                fut.batch_index = b
+                return fut
+
+            first = [submit(queue.pop(0)) for _ in range(min(max_in_flight, len(queue)))]
+            ac = as_completed(first)
+            for fut in ac:
+                b = fut.batch_index
+                result = fut.result()
+                fut.release()
+                handle(b, result)
+                if queue:
+                    ac.add(submit(queue.pop(0)))
+    finally:
+        bar.close()
+    ds = _open(store) if _store_exists(store) else xr.Dataset()
+    return SweepResult(dataset=ds, computed=sorted(computed), skipped=sorted(done),
+                       n_batches=n_batches, seconds=time.perf_counter() - t0)
+
+
+def _range(sl: slice) -> list[int]:
+    return list(range(sl.start, sl.stop))
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total, initial, enabled):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, unit="batch", desc="sweep")
