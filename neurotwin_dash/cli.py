@@ -106,6 +106,51 @@ def _sweep(args):
 COMMANDS = [_add_catalog, _add_serve, _add_sweep]
 
 
+def _add_optimize_montage(sub):
+    p = sub.add_parser(
+        "optimize-montage", help="optimize tES electrode currents for target regions (Stimweaver-style QP)",
+        description="Find electrode currents whose normal field E_n best matches a target (desired E_n in "
+                    "the target regions, 0 elsewhere) under the stimulator limits; write the montage as JSON.")
+    p.add_argument("--target", action="append", required=True, metavar="LABEL",
+                   help="target region label (repeat for several), e.g. lPFCDL")
+    p.add_argument("--en", type=float, default=0.5, metavar="V_PER_M",
+                   help="desired normal field in the targets, V/m (positive = depolarising; default 0.5)")
+    p.add_argument("--weight", type=float, default=100.0, help="target weight vs 1 for other regions (default 100)")
+    p.add_argument("--max-electrodes", type=int, default=8, help="most active electrodes (default 8)")
+    p.add_argument("--max-current", type=float, default=2.0, metavar="MA", help="per-electrode limit, mA (default 2)")
+    p.add_argument("--max-total", type=float, default=4.0, metavar="MA", help="total injected limit, mA (default 4)")
+    p.add_argument("--connectome", default="tvb76", help="catalog connectome (default tvb76)")
+    p.add_argument("--layout", default="standard_1020", help="electrode layout of the candidates (default standard_1020)")
+    p.add_argument("--out", required=True, help="montage JSON to write")
+    p.set_defaults(func=_optimize_montage)
+
+
+def _optimize_montage(args):
+    from .stimulation.efield import bipolar_over, electrode_fields, field_summary, montage_field
+    from .stimulation.montage import Limits
+    from .stimulation.optimize import Target, optimize_montage
+    limits = Limits(max_current_mA=args.max_current, max_total_mA=args.max_total,
+                    max_electrodes=args.max_electrodes)
+    fields = electrode_fields(args.connectome, args.layout)
+    res = optimize_montage(Target(args.target, en_V_m=args.en, weight=args.weight), fields, limits=limits)
+    bip = bipolar_over(args.target, fields, current_mA=min(2.0, args.max_current))
+    ref = field_summary(montage_field(bip, fields), args.target)
+    res.montage.save(args.out, metrics={**res.metrics, "target": list(args.target),
+                                        "connectome": args.connectome,
+                                        "bipolar_reference": {"montage": bip.to_dict()["currents_mA"], **ref}})
+    print(f"{args.out}: {len(res.montage.active_electrodes)} electrodes, "
+          f"{res.montage.total_injected_mA:.3g} mA injected")
+    for name, cur in res.montage.currents_mA.items():
+        print(f"  {name:>5} {cur:+.4f} mA")
+    m = res.metrics
+    print(f"target E_n {m['target_En']:.3f} V/m, off-target mean |E| {m['offtarget_Emag']:.3f} V/m, "
+          f"focality {m['focality']:.2f} (bipolar {bip.active_electrodes[0]}-{bip.active_electrodes[1]}: "
+          f"E_n {ref['target_En']:.3f}, off-target {ref['offtarget_Emag']:.3f}, focality {ref['focality']:.2f})")
+
+
+COMMANDS.append(_add_optimize_montage)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -251,7 +251,8 @@ class Montage:
     # --- JSON -------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return {"kind": "neurotwin-dash tES montage", "layout": self.layout,
-                "currents_mA": dict(self.currents_mA), "limits": asdict(self.limits)}
+                "currents_mA": {n: round(c, 9) for n, c in self.currents_mA.items()},
+                "limits": asdict(self.limits)}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "Montage":
