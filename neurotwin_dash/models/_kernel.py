@@ -1,0 +1,351 @@
+"""The shared numba network integrator and its plain NumPy reference.
+
+One kernel serves every model: the model is chosen at compile time through a string literal
+``tag = "<model name>:<source hash>"``; the ``_dfun``/``_cvar``/``_observe``/``_noise_gain``
+overloads resolve to that model's numba functions, so only the chosen model is compiled and
+the machine code is cached on disk per tag. The source hash in the tag makes a changed model
+file (or this file) compile afresh instead of reusing a stale cached kernel (numba only checks
+the timestamp of the file that holds the cached function, not of the functions it calls).
+
+State is resumable: ``x`` (batch, region, state), the delay history ``hist``
+(batch, cvar, slots, region) and the global step counter ``t0`` are all a chunk needs.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from numba import literally, njit, types
+from numba.extending import overload
+
+__all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets"]
+
+_ENTRY_POINTS: dict = {}
+
+
+@lru_cache(maxsize=None)
+def model_tag(name: str) -> str:
+    """``"<name>:<hash of the model sources and this kernel>"``, the compile-time model key."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha1()
+    for path in (here / "_kernel.py", here / f"{name}.py"):
+        h.update(path.read_bytes())
+    return f"{name}:{h.hexdigest()[:12]}"
+
+
+def edge_offsets(indices, delays, n_slot):
+    """Flat history offsets of the edges (see :func:`integrate`), shape of ``delays``."""
+    return np.ascontiguousarray(indices[None, :] * (2 * n_slot) + n_slot - delays, dtype=np.int64)
+
+
+def compiled_integrate(tag: str, *args):
+    """The machine-code entry point of :func:`integrate` for ``tag`` and these argument types.
+
+    Calling the dispatcher with a plain ``str`` would retype the call every time (numba first
+    tries ``unicode_type`` and only then the literal); compiling once for the literal signature
+    (from the on-disk cache when present) and keeping the entry point makes each chunk call cost
+    microseconds.
+    """
+    from numba import typeof
+    sig = (types.literal(tag),) + tuple(typeof(a) for a in args)
+    ep = _ENTRY_POINTS.get(sig)
+    if ep is None:
+        integrate.compile(sig)
+        ep = _ENTRY_POINTS[sig] = integrate.overloads[sig].entry_point
+    return ep
+
+
+def _model_function(tag, attr):
+    from . import MODELS
+    return getattr(MODELS[tag.literal_value.split(":")[0]], attr)
+
+
+def _dfun(tag, x, p, c_in, u_mem, u_rate):  # pragma: no cover - replaced by the overload
+    raise NotImplementedError
+
+
+def _cvar(tag, x, p, u_mem):  # pragma: no cover
+    raise NotImplementedError
+
+
+def _observe(tag, x, p, u_mem):  # pragma: no cover
+    raise NotImplementedError
+
+
+def _noise_gain(tag, p):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_dfun, inline="always")
+def _ov_dfun(tag, x, p, c_in, u_mem, u_rate):
+    if not isinstance(tag, types.StringLiteral):
+        return None
+    f = _model_function(tag, "dfun")
+
+    def impl(tag, x, p, c_in, u_mem, u_rate):
+        return f(x, p, c_in, u_mem, u_rate)
+    return impl
+
+
+@overload(_cvar, inline="always")
+def _ov_cvar(tag, x, p, u_mem):
+    if not isinstance(tag, types.StringLiteral):
+        return None
+    f = _model_function(tag, "cvar")
+
+    def impl(tag, x, p, u_mem):
+        return f(x, p, u_mem)
+    return impl
+
+
+@overload(_observe, inline="always")
+def _ov_observe(tag, x, p, u_mem):
+    if not isinstance(tag, types.StringLiteral):
+        return None
+    f = _model_function(tag, "observe")
+
+    def impl(tag, x, p, u_mem):
+        return f(x, p, u_mem)
+    return impl
+
+
+@overload(_noise_gain, inline="always")
+def _ov_noise_gain(tag, p):
+    if not isinstance(tag, types.StringLiteral):
+        return None
+    f = _model_function(tag, "noise_gain")
+
+    def impl(tag, p):
+        return f(p)
+    return impl
+
+
+@njit(cache=True)
+def integrate(tag, x, hist, t0, params, coupling, indptr, weights, offsets,
+              noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,
+              n_steps, decim, rec, n_out, out, diverged, bound):
+    """Advance every batch member ``n_steps`` steps of ``dt`` seconds (in place).
+
+    Parameters
+    ----------
+    tag : str literal
+        Model key from :func:`model_tag`.
+    x : (batch, region, state) float64
+        State, updated in place.
+    hist : (batch, cvar, region, 2 * slots) float64
+        Ring buffer of the transmitted rates, written twice (slot ``t % slots`` and that plus
+        ``slots``) so that a delayed read never wraps; a source's slots are contiguous.
+    t0 : int
+        Global index of the first step of this chunk.
+    params : (batch, region, n_params) float64
+    coupling : (batch, region) float64
+        Global coupling K (per member and target region).
+    indptr, weights : CSR rows and values of the non-zero weights (row = target).
+    offsets : (batch, nnz) int64
+        Per edge ``source * 2 * slots + slots − delay_steps``: the flat history index of the
+        edge's delayed rate is ``offset + t % slots`` (see :func:`edge_offsets`).
+    noise : (stream, n_steps, region, n_noise) float64
+        Standard normal increments; member ``b`` reads stream ``stream[b]``.
+    noise_idx : (n_noise,) int64
+        State index receiving each noise component.
+    drv_space : (drive, batch, region); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
+        Separable drives; target 0 = membrane (mV), 1 = rate (1/s).
+    heun : bool
+        Heun (stochastic, additive noise) instead of Euler–Maruyama.
+    n_steps, decim : int
+        Steps to take; steps per recorded sample (``n_steps`` is a multiple of ``decim``).
+    rec : (n_rec,) int64
+        Recorded quantities: ``< n_out`` an output of ``observe``, else state ``rec - n_out``.
+    out : (n_rec, batch, n_steps // decim, region) float64 or a (0, 0, 0, 0) array (no record)
+        Temporal averages over each sample's ``decim`` steps.
+    diverged : (batch,) bool
+        Set when a member's state becomes non-finite or exceeds ``bound``; that member stops
+        and its remaining samples are NaN.
+    """
+    n_batch, n_region, n_state = x.shape
+    n_cvar = hist.shape[1]
+    n_slot = hist.shape[3] // 2
+    n_flat = n_region * 2 * n_slot
+    n_noise = noise_idx.shape[0]
+    n_drive = drv_target.shape[0]
+    n_rec = rec.shape[0]
+    record = out.shape[0] > 0
+    need_obs = False
+    for q in range(n_rec):
+        if rec[q] < n_out:
+            need_obs = True
+    sqdt = math.sqrt(dt)
+    for b in range(n_batch):
+        if diverged[b]:
+            if record:
+                out[:, b, :, :] = np.nan
+            continue
+        xb = x[b]
+        hb = hist[b]
+        pb = params[b]
+        eoff = offsets[b]
+        hflat = hb.reshape(n_cvar, n_flat)
+        nz = noise[stream[b]]
+        gains = np.empty((n_region, n_noise))
+        for i in range(n_region):
+            m = 0
+            for g in _noise_gain(literally(tag), pb[i]):
+                gains[i, m] = g * sqdt
+                m += 1
+        cin = np.zeros(n_cvar)
+        xt = np.empty(n_state)
+        obs = np.zeros(n_out)
+        um = np.zeros(n_region)
+        ur = np.zeros(n_region)
+        acc = np.zeros((n_rec, n_region))
+        for s in range(n_steps):
+            slot = (t0 + s) % n_slot
+            if n_drive > 0:
+                for i in range(n_region):
+                    um[i] = 0.0
+                    ur[i] = 0.0
+                for d in range(n_drive):
+                    w = drv_wave[d, s]
+                    if drv_target[d] == 0:
+                        for i in range(n_region):
+                            um[i] += drv_space[d, b, i] * w
+                    else:
+                        for i in range(n_region):
+                            ur[i] += drv_space[d, b, i] * w
+            # transmitted rates of this step into the history (delay-0 edges read them)
+            for i in range(n_region):
+                c = 0
+                for v in _cvar(literally(tag), xb[i], pb[i], um[i]):
+                    hb[c, i, slot] = v
+                    hb[c, i, slot + n_slot] = v
+                    c += 1
+            for i in range(n_region):
+                k = coupling[b, i]
+                e0 = indptr[i]
+                e1 = indptr[i + 1]
+                for c in range(n_cvar):
+                    hc = hflat[c]
+                    acc_c = 0.0
+                    for e in range(e0, e1):
+                        acc_c += weights[e] * hc[eoff[e] + slot]
+                    cin[c] = k * acc_c
+                xi = xb[i]
+                f1 = _dfun(literally(tag), xi, pb[i], cin, um[i], ur[i])
+                if heun:
+                    um2 = 0.0
+                    ur2 = 0.0
+                    for d in range(n_drive):
+                        if drv_target[d] == 0:
+                            um2 += drv_space[d, b, i] * drv_wave[d, s + 1]
+                        else:
+                            ur2 += drv_space[d, b, i] * drv_wave[d, s + 1]
+                    j = 0
+                    for v in f1:
+                        xt[j] = xi[j] + dt * v
+                        j += 1
+                    for m in range(n_noise):
+                        xt[noise_idx[m]] += gains[i, m] * nz[s, i, m]
+                    f2 = _dfun(literally(tag), xt, pb[i], cin, um2, ur2)
+                    j = 0
+                    for v in f1:
+                        xt[j] = v
+                        j += 1
+                    j = 0
+                    for v in f2:
+                        xi[j] += 0.5 * dt * (xt[j] + v)
+                        j += 1
+                else:
+                    j = 0
+                    for v in f1:
+                        xi[j] += dt * v
+                        j += 1
+                for m in range(n_noise):
+                    xi[noise_idx[m]] += gains[i, m] * nz[s, i, m]
+                if record:
+                    if need_obs:
+                        j = 0
+                        for v in _observe(literally(tag), xi, pb[i], um[i]):
+                            obs[j] = v
+                            j += 1
+                    for q in range(n_rec):
+                        r = rec[q]
+                        acc[q, i] += obs[r] if r < n_out else xi[r - n_out]
+            if (s + 1) % decim == 0:
+                bad = False
+                for i in range(n_region):
+                    for j in range(n_state):
+                        if not (abs(xb[i, j]) <= bound):  # also catches NaN
+                            bad = True
+                if record:
+                    n = (s + 1) // decim - 1
+                    for q in range(n_rec):
+                        for i in range(n_region):
+                            out[q, b, n, i] = np.nan if bad else acc[q, i] / decim
+                            acc[q, i] = 0.0
+                if bad:
+                    diverged[b] = True
+                    if record:
+                        out[:, b, (s + 1) // decim:, :] = np.nan
+                    break
+
+
+def integrate_numpy(model, x, hist, t0, params, coupling, W, D, noise, stream, noise_idx,
+                    drv_space, drv_wave, drv_target, heun, dt, n_steps, decim, rec, n_out,
+                    out, diverged, bound):
+    """Slow, obvious NumPy reference of :func:`integrate` (same arguments, dense ``W`` and
+    per-member delay matrices ``D`` (batch, region, region) instead of CSR)."""
+    n_batch, n_region, n_state = x.shape
+    n_slot = hist.shape[3] // 2
+    bidx = np.arange(n_batch)[:, None, None]
+    src = np.arange(n_region)[None, None, :]
+    gains = model.noise_gain_numpy(params)                     # (batch, region, n_noise)
+    xi = noise[stream]                                         # (batch, steps, region, n_noise)
+    record = out.shape[0] > 0
+    acc = np.zeros((len(rec), n_batch, n_region))
+    alive = ~diverged.copy()
+
+    def drives(s):
+        um = np.zeros((n_batch, n_region))
+        ur = np.zeros((n_batch, n_region))
+        for d in range(len(drv_target)):
+            if drv_target[d] == 0:
+                um += drv_space[d] * drv_wave[d, s]
+            else:
+                ur += drv_space[d] * drv_wave[d, s]
+        return um, ur
+
+    for s in range(n_steps):
+        slot = (t0 + s) % n_slot
+        um, ur = drives(s)
+        hist[:, :, :, slot] = np.moveaxis(model.cvar_numpy(x, params, um), -1, 1)
+        hist[:, :, :, slot + n_slot] = hist[:, :, :, slot]
+        c_in = np.empty((n_batch, n_region, hist.shape[1]))
+        for c in range(hist.shape[1]):
+            delayed = hist[:, c][bidx, src, (slot - D) % n_slot]  # (batch, target, source)
+            c_in[..., c] = coupling * np.sum(W[None] * delayed, axis=-1)
+        kick = np.zeros_like(x)
+        kick[..., noise_idx] = gains * np.sqrt(dt) * xi[:, s]
+        f1 = model.dfun_numpy(x, params, c_in, um, ur)
+        if heun:
+            um2, ur2 = drives(s + 1)
+            f2 = model.dfun_numpy(x + dt * f1 + kick, params, c_in, um2, ur2)
+            new = x + 0.5 * dt * (f1 + f2) + kick
+        else:
+            new = x + dt * f1 + kick
+        x[alive] = new[alive]
+        if record:
+            allq = np.concatenate([model.observe_numpy(x, params, um), x], axis=-1)
+            acc += np.moveaxis(allq[..., rec], -1, 0)
+        if (s + 1) % decim == 0:
+            bad = alive & ~np.all(np.abs(x) <= bound, axis=(1, 2))
+            if record:
+                n = (s + 1) // decim - 1
+                out[:, :, n, :] = acc / decim
+                out[:, ~alive, n, :] = np.nan
+                out[:, bad, n, :] = np.nan
+                acc[:] = 0.0
+            alive &= ~bad
+            diverged |= bad

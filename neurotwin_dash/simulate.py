@@ -1,0 +1,495 @@
+"""Batched, delayed, stochastic network simulation of neural mass models.
+
+:func:`simulate` integrates a model (see :mod:`neurotwin_dash.models`) on every region of a
+connectome, for many parameter sets at once (the ``batch`` axis), and returns an
+``xarray.Dataset`` with dims ``(batch, time, region)``.
+
+Network
+    Region *i* receives ``u_net,i(t) = K Σ_j W_ij r_j(t − τ_ij)``, with ``r_j`` the model's
+    transmitted rate(s) (``CVARS``), ``W`` the connectome weights after ``normalisation``
+    (row = target), ``K`` the global ``coupling`` and ``τ_ij = L_ij / speed_m_s`` rounded to
+    integration steps. Only the non-zero weights are visited (CSR); the transmitted rates are
+    kept in a ring buffer with one slot per step of the longest delay.
+
+Integration
+    Euler–Maruyama (default) or stochastic Heun with additive noise (the same increment in the
+    predictor and the corrector; the delayed network input is held over the step, as in TVB).
+    Time is in seconds inside the kernel.
+
+Noise convention
+    Each model adds white noise to its external input rate, ``p(t) = p + σ ξ(t)``; ``noise_sd``
+    is the sd of that input per 1-ms sample, i.e. ``σ_w = noise_sd · √(1 ms)`` in s⁻¹·√s, and a
+    step adds ``gain · σ_w · √dt · N(0, 1)`` to the velocity state of the input synapse (JR:
+    ``Δy4 += A a σ_w √dt N``). Spectra therefore do not depend on ``dt``.
+
+Seeds
+    Each batch member draws from its own ``numpy.random.default_rng(seed_k)``. A scalar
+    ``seed`` gives every member the same realisation (common random numbers: members differ
+    only by their parameters, as a sweep wants); pass one seed per member for independent
+    realisations. Member *k* equals the run of its parameters alone with seed ``seed_k``.
+
+Monitor
+    Every recorded variable is averaged over each sampling period (``decim = 1 / (fs·dt)``
+    steps, which must be an integer); sample *n* carries the time of its window start.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import xarray as xr
+
+from .models import get_model
+from .models._kernel import compiled_integrate, edge_offsets, integrate_numpy, model_tag
+from .params import ParamError, ParamSet, ParamSpec
+
+__all__ = ["simulate", "Drive", "NETWORK_PARAMS", "network_params", "all_params", "METHODS",
+           "SimulationError"]
+
+METHODS = ("euler", "heun")
+BACKENDS = ("numba", "numpy")
+
+NETWORK_PARAMS = ParamSet([
+    ParamSpec("coupling", 0.0, 0.0, 1000.0, "",
+              "global coupling K: the network input K·Σ_j W_ij·rate_j(t−τ_ij) in 1/s is added to "
+              "each region's input rate (W normalised, see `normalisation`)"),
+    ParamSpec("speed_m_s", 4.0, 0.5, 100.0, "m/s",
+              "axonal conduction speed (m/s = mm/ms); delays = tract length / speed"),
+], owner="network")
+
+# Noise increments generated per chunk are kept under this many float64 values.
+_NOISE_BUDGET = 4_000_000
+_MAX_CHUNK_STEPS = 5_000
+
+
+def network_params(model) -> ParamSet:
+    """:data:`NETWORK_PARAMS` with the model's own defaults (``NETWORK_DEFAULTS``), e.g. the
+    coupling at which its 76-region network shows its reference rhythm."""
+    from dataclasses import replace
+    mod = get_model(model)
+    overrides = getattr(mod, "NETWORK_DEFAULTS", {})
+    return ParamSet([replace(s, default=overrides.get(s.name, s.default)) for s in NETWORK_PARAMS],
+                    owner="network")
+
+
+def all_params(model) -> ParamSet:
+    """Every parameter ``simulate`` accepts for ``model``: the model's, then the network's."""
+    mod = get_model(model)
+    return ParamSet(tuple(mod.PARAMS) + tuple(network_params(mod)), owner=mod.NAME)
+
+
+class SimulationError(ValueError):
+    """Invalid simulation input; the message names the field and the allowed values."""
+
+
+@dataclass
+class Drive:
+    """An external input to every region over time, separable in space and time.
+
+    ``value(batch, region, t) = spatial[batch, region] · waveform(t)``.
+
+    Parameters
+    ----------
+    spatial : array (region,) or (batch, region), or an ``xarray.DataArray`` with a ``region`` dim
+        Per-region amplitude (e.g. ``λ · E_n`` in mV for tES).
+    waveform : callable or array
+        ``t_s -> value`` (called with an array of step times in seconds) or samples on the
+        integration clock (``n_steps`` or ``n_steps + 1`` values, including the transient).
+    target : {"membrane", "rate"}
+        ``membrane`` adds mV to the polarised populations' membrane potential (see each model's
+        ``POLARISED``); ``rate`` adds 1/s to the external input rate.
+    unit : str, optional
+        ``"mV"`` for membrane, ``"1/s"`` for rate; checked when given.
+    """
+
+    spatial: object
+    waveform: object
+    target: str = "membrane"
+    unit: str | None = None
+
+    def __post_init__(self):
+        if self.target not in ("membrane", "rate"):
+            raise SimulationError(f"Drive.target must be 'membrane' or 'rate', got {self.target!r}")
+        expected = "mV" if self.target == "membrane" else "1/s"
+        if self.unit is not None and self.unit != expected:
+            raise SimulationError(
+                f"Drive.unit {self.unit!r} does not fit target {self.target!r}; expected {expected!r}")
+        self.unit = expected
+
+
+def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms: float = 0.1,
+             params: dict | None = None, seed=0, sample_rate_hz: float = 1000.0,
+             record: Sequence[str] | None = None, transient_s: float = 0.0,
+             drive: Drive | Sequence[Drive] | None = None, normalisation: str = "max",
+             method: str = "euler", backend: str = "numba",
+             progress: bool | Callable[[int, int], None] = False) -> xr.Dataset:
+    """Simulate a neural mass model on a connectome, for one or many parameter sets.
+
+    Parameters
+    ----------
+    model : str or module
+        ``"jansen_rit"``, ``"wendling"``, ``"lanmm"``, ``"wilson_cowan"``, ``"lopes_da_silva"``.
+    connectome : Connectome, str or None
+        A :class:`~neurotwin_dash.connectome.Connectome`, a catalog name (``"tvb76"``), or
+        ``None``/``"none"`` for one uncoupled node (region label ``"node"``).
+    duration_s : float
+        Simulated time in seconds, including the transient.
+    dt_ms : float
+        Integration step in ms, in (0, 10].
+    params : dict, optional
+        Model parameters and network parameters (:data:`NETWORK_PARAMS`: ``coupling``,
+        ``speed_m_s``), each a scalar, ``(batch,)``, ``(region,)`` or ``(batch, region)``. The batch
+        size is the longest batch axis given.
+    seed : int or sequence of int or None
+        One seed for all members, or one per member (see the module notes). ``None`` draws one.
+    sample_rate_hz : float
+        Monitor rate; ``1000 / (sample_rate_hz · dt_ms)`` must be an integer.
+    record : sequence of str, optional
+        Output or state names; default the model's ``OBSERVED`` outputs.
+    transient_s : float
+        Initial period simulated but not returned (``0 ≤ transient_s < duration_s``).
+    drive : Drive or list of Drive, optional
+        External inputs (stimulation enters here).
+    normalisation : str
+        Weight normalisation applied before simulating (``max``, ``spectral``, ``rowsum``, ``log``,
+        ``none``).
+    method : {"euler", "heun"}
+    backend : {"numba", "numpy"}
+        ``numpy`` runs the slow reference integrator (for tests).
+    progress : bool or callable
+        ``True`` shows a tqdm bar; a callable receives ``(steps_done, steps_total)``.
+
+    Returns
+    -------
+    xarray.Dataset
+        One variable per recorded name with dims ``(batch, time, region)``, ``diverged``
+        ``(batch,)``, a coordinate per parameter varied along the batch, and attrs describing
+        the run (``params`` holds every value as JSON).
+    """
+    plan = _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
+                 transient_s, drive, normalisation, method, backend)
+    out = _execute(plan, progress)
+    return _to_dataset(plan, out)
+
+
+# --- planning: every check happens here, before any compute ------------------------------------
+
+def _number(value, field, low=None, high=None, low_open=False):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise SimulationError(f"{field} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise SimulationError(f"{field} must be finite, got {value!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        rng = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]"
+        raise SimulationError(f"{field} = {v:g} is outside the allowed range {rng}")
+    if high is not None and v > high:
+        rng = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]"
+        raise SimulationError(f"{field} = {v:g} is outside the allowed range {rng}")
+    return v
+
+
+def _load_connectome(connectome, normalisation):
+    from .connectome import Connectome, NORMALISATIONS
+    if connectome is None or (isinstance(connectome, str) and connectome.lower() == "none"):
+        return None
+    if isinstance(connectome, str):
+        from . import catalog
+        connectome = catalog.load(connectome)
+    if not isinstance(connectome, Connectome):
+        raise SimulationError(
+            f"connectome must be a Connectome, a catalog name or None, got {type(connectome).__name__}")
+    if normalisation not in NORMALISATIONS:
+        raise SimulationError(
+            f"normalisation {normalisation!r} unknown; allowed: {', '.join(NORMALISATIONS)}")
+    return connectome.normalise(normalisation)
+
+
+def _seeds(seed, n_batch):
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (2 ** 63))
+    arr = np.atleast_1d(np.asarray(seed))
+    if arr.ndim != 1 or arr.dtype.kind not in "iu" or np.any(arr < 0):
+        raise SimulationError(f"seed must be a non-negative integer or one per batch member, got {seed!r}")
+    if arr.size == 1:
+        arr = np.repeat(arr, n_batch)
+    if arr.size != n_batch:
+        raise SimulationError(f"seed has {arr.size} values but the batch has {n_batch} members")
+    return [int(s) for s in arr]
+
+
+def _spatial(drv, n_batch, labels, k):
+    sp = drv.spatial
+    if hasattr(sp, "dims") and "region" in getattr(sp, "dims", ()):
+        try:
+            sp = sp.sel(region=labels).transpose(..., "region").values
+        except KeyError:
+            raise SimulationError(f"drive[{k}].spatial: its region labels do not match the connectome") from None
+    sp = np.asarray(sp, dtype=float)
+    n = len(labels)
+    if sp.ndim == 0:
+        sp = np.full((n_batch, n), float(sp))
+    elif sp.shape == (n,):
+        sp = np.repeat(sp[None], n_batch, axis=0)
+    elif sp.shape != (n_batch, n):
+        raise SimulationError(
+            f"drive[{k}].spatial has shape {sp.shape}; allowed: ({n},) or ({n_batch}, {n})")
+    if not np.all(np.isfinite(sp)):
+        raise SimulationError(f"drive[{k}].spatial contains NaN or Inf")
+    return sp
+
+
+def _waveform(drv, n_total, dt_s, k):
+    t = np.arange(n_total + 1) * dt_s
+    wf = drv.waveform
+    if callable(wf):
+        try:
+            w = np.asarray(wf(t), dtype=float)
+        except Exception:  # scalar-only callables
+            w = None
+        if w is None or w.shape != t.shape:
+            w = np.array([float(wf(float(ti))) for ti in t])
+    else:
+        w = np.asarray(wf, dtype=float).ravel()
+        if w.size == n_total:
+            w = np.append(w, w[-1] if n_total else 0.0)
+        if w.size != n_total + 1:
+            raise SimulationError(
+                f"drive[{k}].waveform has {w.size} samples; it needs one per integration step "
+                f"({n_total}, or {n_total + 1} with the end point)")
+    if not np.all(np.isfinite(w)):
+        raise SimulationError(f"drive[{k}].waveform contains NaN or Inf")
+    return w
+
+
+def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record, transient_s,
+          drive, normalisation, method, backend):
+    mod = get_model(model)
+    if method not in METHODS:
+        raise SimulationError(f"method {method!r} unknown; allowed: {', '.join(METHODS)}")
+    if backend not in BACKENDS:
+        raise SimulationError(f"backend {backend!r} unknown; allowed: {', '.join(BACKENDS)}")
+    dt_ms = _number(dt_ms, "dt_ms", 0.0, 10.0, low_open=True)
+    duration_s = _number(duration_s, "duration_s", 0.0, 1e6, low_open=True)
+    fs = _number(sample_rate_hz, "sample_rate_hz", 0.0, 1e6, low_open=True)
+    transient_s = _number(transient_s, "transient_s", 0.0, 1e6)
+    decim_f = 1000.0 / (fs * dt_ms)
+    decim = int(round(decim_f))
+    if decim < 1 or abs(decim - decim_f) > 1e-6 * decim_f:
+        raise SimulationError(
+            f"sample_rate_hz = {fs:g} does not divide the integration rate 1000/dt_ms = "
+            f"{1000 / dt_ms:g} Hz; pick a sample rate such that 1000/(sample_rate_hz·dt_ms) is an integer")
+    n_samp_total = int(math.floor(duration_s * fs + 1e-9))
+    n_samp_trans = int(round(transient_s * fs))
+    if transient_s >= duration_s or n_samp_total - n_samp_trans < 1:
+        raise SimulationError(
+            f"transient_s = {transient_s:g} must be shorter than duration_s = {duration_s:g} "
+            f"by at least one sample (1/{fs:g} s)")
+
+    conn = _load_connectome(connectome, normalisation)
+    labels = ["node"] if conn is None else conn.labels
+    n_region = len(labels)
+
+    if params is not None and not isinstance(params, dict):
+        raise SimulationError(f"params must be a dict of name -> value, got {type(params).__name__}")
+    clash = set(mod.PARAMS.names) & set(NETWORK_PARAMS.names)
+    if clash:
+        raise SimulationError(f"model {mod.NAME} redeclares network parameters {sorted(clash)}")
+    pset = ParamSet(tuple(mod.PARAMS) + tuple(network_params(mod)), owner=mod.NAME)
+    given = dict(params or {})
+    full = pset.to_array(given, n_region=n_region)  # checks names, bounds and shapes
+    n_batch = full.shape[0]
+    n_model = len(mod.PARAMS)
+    model_p = np.ascontiguousarray(full[:, :n_model, :].transpose(0, 2, 1))
+    coupling = np.ascontiguousarray(full[:, pset.index("coupling"), :])
+    speed = full[:, pset.index("speed_m_s"), :]
+    if np.any(speed != speed[:, :1]):
+        raise ParamError("parameter 'speed_m_s' must be a scalar or one value per batch member, "
+                         "not per region")
+    speed = speed[:, 0]
+
+    names = list(mod.OUTPUTS) + list(mod.STATES)
+    record = list(mod.OBSERVED) if record is None else (
+        [record] if isinstance(record, str) else list(record))
+    for r in record:
+        if r not in names:
+            raise SimulationError(
+                f"cannot record {r!r} from model {mod.NAME}; allowed: {', '.join(names)}")
+    if not record or len(set(record)) != len(record):
+        raise SimulationError(f"record must list distinct names, got {record!r}")
+    rec = np.array([names.index(r) for r in record], dtype=np.int64)
+
+    seeds = _seeds(seed, n_batch)
+
+    n_total = n_samp_total * decim
+    dt_s = dt_ms * 1e-3
+    drives = [] if drive is None else ([drive] if isinstance(drive, Drive) else list(drive))
+    for k, d in enumerate(drives):
+        if not isinstance(d, Drive):
+            raise SimulationError(f"drive[{k}] must be a Drive, got {type(d).__name__}")
+    drv_space = np.zeros((len(drives), n_batch, n_region))
+    drv_wave = np.zeros((len(drives), n_total + 1))
+    drv_target = np.zeros(len(drives), dtype=np.int64)
+    for k, d in enumerate(drives):
+        drv_space[k] = _spatial(d, n_batch, labels, k)
+        drv_wave[k] = _waveform(d, n_total, dt_s, k)
+        drv_target[k] = 0 if d.target == "membrane" else 1
+
+    # network: CSR of non-zero weights (row = target) and per-member integer delays
+    if conn is None:
+        W = np.zeros((1, 1))
+        L = np.zeros((1, 1))
+    else:
+        W = conn.weights
+        L = conn.tract_lengths
+    rows, cols = np.nonzero(W)
+    indptr = np.zeros(n_region + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_region), out=indptr[1:])
+    indices = cols.astype(np.int64)
+    weights = W[rows, cols].astype(float)
+    delays = np.rint(L[rows, cols][None, :] / speed[:, None] / dt_ms).astype(np.int64)
+    n_slot = int(delays.max()) + 1 if delays.size else 1
+
+    return dict(
+        mod=mod, conn=conn, labels=labels, n_batch=n_batch, n_region=n_region, pset=pset,
+        given=given, full=full, model_p=model_p, coupling=coupling, speed=speed, record=record,
+        rec=rec, seeds=seeds, dt_ms=dt_ms, dt_s=dt_s, fs=fs, decim=decim, n_total=n_total,
+        n_trans=n_samp_trans * decim, n_samp=n_samp_total - n_samp_trans, duration_s=duration_s,
+        transient_s=n_samp_trans / fs, drv_space=drv_space, drv_wave=drv_wave,
+        drv_target=drv_target, W=W, indptr=indptr, indices=indices, weights=weights,
+        delays=delays, n_slot=n_slot, method=method, backend=backend,
+        normalisation=normalisation if conn is not None else "none",
+    )
+
+
+# --- execution -----------------------------------------------------------------------------
+
+def _execute(plan, progress):
+    mod = plan["mod"]
+    nb, nr = plan["n_batch"], plan["n_region"]
+    n_noise = len(mod.NOISE_STATES)
+    n_cvar = len(mod.CVARS)
+    decim = plan["decim"]
+    x = np.ascontiguousarray(mod.initial_state(nb, nr), dtype=float)
+    c0 = mod.cvar_numpy(x, plan["model_p"], np.zeros((nb, nr)))  # (batch, region, cvar)
+    hist = np.ascontiguousarray(
+        np.repeat(np.moveaxis(c0, -1, 1)[:, :, :, None], 2 * plan["n_slot"], axis=3))
+    diverged = np.zeros(nb, dtype=bool)
+    uniq = sorted(set(plan["seeds"]))
+    stream = np.array([uniq.index(s) for s in plan["seeds"]], dtype=np.int64)
+    rngs = [np.random.default_rng(s) for s in uniq]
+    noise_idx = np.array(mod.NOISE_STATES, dtype=np.int64)
+    per_step = max(1, len(uniq) * nr * n_noise)
+    chunk = max(decim, min(_MAX_CHUNK_STEPS, _NOISE_BUDGET // per_step) // decim * decim)
+    n_out = len(mod.OUTPUTS)
+    rec = plan["rec"]
+    out = np.empty((len(rec), nb, plan["n_samp"], nr))
+    heun = plan["method"] == "heun"
+    tag = model_tag(mod.NAME)
+    offsets = edge_offsets(plan["indices"], plan["delays"], plan["n_slot"])
+    if plan["backend"] == "numpy":
+        D = np.zeros((nb, nr, nr), dtype=np.int64)
+        rows = np.repeat(np.arange(nr), np.diff(plan["indptr"]))
+        D[:, rows, plan["indices"]] = plan["delays"]
+
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=plan["n_total"], unit="step", desc=f"simulate {mod.NAME}")
+    no_rec = np.zeros((0, 0, 0, 0))
+    t = 0
+    sample = 0
+    while t < plan["n_total"]:
+        in_trans = t < plan["n_trans"]
+        end = min(t + chunk, plan["n_trans"] if in_trans else plan["n_total"])
+        n = end - t
+        noise = np.empty((len(uniq), n, nr, n_noise))
+        for k, g in enumerate(rngs):
+            noise[k] = g.standard_normal((n, nr, n_noise))
+        wave = np.ascontiguousarray(plan["drv_wave"][:, t:end + 1])
+        if in_trans:
+            buf = no_rec
+        else:
+            buf = np.empty((len(rec), nb, n // decim, nr))
+        if plan["backend"] == "numba":
+            args = (x, hist, t, plan["model_p"], plan["coupling"], plan["indptr"],
+                    plan["weights"], offsets, noise, stream, noise_idx,
+                    plan["drv_space"], wave, plan["drv_target"], heun, plan["dt_s"], n, decim,
+                    rec, n_out, buf, diverged, float(mod.STATE_BOUND))
+            compiled_integrate(tag, *args)(tag, *args)
+        else:
+            integrate_numpy(mod, x, hist, t, plan["model_p"], plan["coupling"], plan["W"], D, noise,
+                            stream, noise_idx, plan["drv_space"], wave, plan["drv_target"], heun,
+                            plan["dt_s"], n, decim, rec, n_out, buf, diverged,
+                            float(mod.STATE_BOUND))
+        if not in_trans:
+            out[:, :, sample:sample + n // decim, :] = buf
+            sample += n // decim
+        t = end
+        if bar is not None:
+            bar.update(n)
+        elif callable(progress):
+            progress(t, plan["n_total"])
+    if bar is not None:
+        bar.close()
+    return out, diverged
+
+
+def _param_json(plan):
+    values = {}
+    for i, name in enumerate(plan["pset"].names):
+        v = plan["full"][:, i, :]
+        if np.all(v == v.flat[0]):
+            values[name] = float(v.flat[0])
+        elif np.all(v == v[:, :1]):
+            values[name] = v[:, 0].tolist()
+        else:
+            values[name] = v.tolist()
+    return values
+
+
+def _to_dataset(plan, result):
+    from . import __version__
+    out, diverged = result
+    mod = plan["mod"]
+    time = plan["transient_s"] + np.arange(plan["n_samp"]) / plan["fs"]
+    units = getattr(mod, "UNITS", {})
+    data = {}
+    for k, name in enumerate(plan["record"]):
+        data[name] = (("batch", "time", "region"), out[k], {"units": units.get(name, "")})
+    data["diverged"] = (("batch",), diverged.copy(),
+                        {"doc": "state became non-finite or exceeded the model's STATE_BOUND"})
+    coords = {"batch": np.arange(plan["n_batch"]), "time": ("time", time, {"units": "s"}),
+              "region": plan["labels"]}
+    for name, value in plan["given"].items():
+        i = plan["pset"].index(name)
+        v = plan["full"][:, i, :]
+        if plan["n_batch"] > 1 and not np.all(v == v[:1]):
+            if np.all(v == v[:, :1]):
+                coords[name] = ("batch", v[:, 0].copy())
+            else:
+                coords[name] = (("batch", "region"), v.copy())
+    conn = plan["conn"]
+    seeds = plan["seeds"]
+    attrs = {
+        "model": mod.NAME,
+        "dt_ms": plan["dt_ms"],
+        "sample_rate_hz": plan["fs"],
+        "seed": seeds[0] if len(set(seeds)) == 1 else json.dumps(seeds),
+        "duration_s": plan["duration_s"],
+        "transient_s": plan["transient_s"],
+        "method": plan["method"],
+        "backend": plan["backend"],
+        "connectome": "none" if conn is None else conn.name,
+        "connectome_hash": "" if conn is None else conn.content_hash(),
+        "normalisation": plan["normalisation"],
+        "params": json.dumps(_param_json(plan)),
+        "monitor": "temporal average over each sampling period; time = window start",
+        "noise": "additive on the input rate; noise_sd = sd per 1-ms sample (sigma_w = noise_sd*sqrt(1 ms))",
+        "version": __version__,
+    }
+    return xr.Dataset(data, coords=coords, attrs=attrs)
