@@ -388,23 +388,16 @@ def pearson_fc(ts: xr.DataArray, where: str = "") -> xr.DataArray:
 
     Regions with zero variance have no defined correlation: they raise, naming them.
     """
-    try:
-        from ..analysis.connectivity import pearson_fc as _fc  # the analysis library's, when present
-    except ImportError:
-        _fc = None
+    from ..analysis.connectivity import fc_pearson
     x = ts.transpose("time", "region").values
     sd = x.std(axis=0)
     flat = [str(r) for r, s in zip(ts["region"].values, sd) if not s > 0]
     if flat:
         raise DataImportError(f"{where or 'FC'}: region(s) {flat[:6]} have a constant time series; "
                               "their correlation is undefined (field 'bold')")
-    if _fc is not None:
-        return _fc(ts)
-    c = np.corrcoef(x.T)
-    labels = ts["region"].values
-    return xr.DataArray(c, dims=("region", "region2"),
-                        coords={"region": labels, "region2": labels.copy()},
-                        attrs={"long_name": "functional connectivity (Pearson r)", "units": "1"})
+    fc = fc_pearson(ts.transpose("time", "region"))
+    fc.attrs.update(long_name="functional connectivity (Pearson r)", units="1")
+    return fc
 
 
 # --- atlas ↔ connectome ---------------------------------------------------------------------
