@@ -1,47 +1,208 @@
-"""Explorer dashboard: pick a connectome from the catalog and look at it."""
+"""Explorer dashboard: a model on a connectome, re-simulated in the background as you move sliders.
+
+``Explorer`` is a :class:`panel.viewable.Viewer` over an :class:`~neurotwin_dash.ui.state.ExplorerState`:
+
+* model picker and one slider per declared model parameter (range, unit and doc from the model's
+  ``PARAMS``), network sliders (``simulate.NETWORK_PARAMS``: coupling, conduction speed);
+* connectome picker (catalog) and edits: normalisation, weight scale, lesions, edge edits;
+* duration, transient, seed, EEG montage, empirical FC;
+* plots: region spectra, simulated EEG spectra, band power per region on an axial brain map
+  (real region centres), EEG band-power topomap, FC (with the empirical FC and their fit when
+  loaded), EEG traces, the structural weights used.
+
+Each change submits one job to the Dask client (see :class:`~neurotwin_dash.ui.state.JobRunner`):
+the page stays responsive, a spinner shows while it runs, and a newer change cancels an older run.
+The URL query sets the initial state, e.g. ``/explorer?model=jansen_rit&connectome=tvb76&coupling=5``.
+"""
 from __future__ import annotations
 
+import warnings
+
 import holoviews as hv
-import numpy as np
 import panel as pn
-import param
+from . import panes
+from .state import ExplorerState
+from .widgets import NumberBox, error_alert, paramset_widgets
 
-from .. import catalog
-
-__all__ = ["ConnectomeView", "servable"]
+__all__ = ["Explorer", "servable", "parse_query"]
 
 
-class ConnectomeView(pn.viewable.Viewer):
-    """Connectome picker and its weight matrix as a heatmap."""
+def parse_query(args: dict) -> dict:
+    """Explorer settings from URL query arguments (``pn.state.session_args``: name -> [bytes]).
 
-    connectome = param.Selector(objects=[], doc="Connectome from the data catalog")
+    Numbers become floats (``seed`` an int); lists (``lesions``) are comma-separated.
+    """
+    out = {}
+    for key, vals in (args or {}).items():
+        v = vals[-1] if isinstance(vals, (list, tuple)) else vals
+        v = v.decode() if isinstance(v, bytes) else str(v)
+        if key in ("model", "connectome", "normalisation", "montage", "empirical_fc", "band", "map_band",
+                   "region"):
+            out[key] = v
+        elif key == "lesions":
+            out[key] = [s for s in v.split(",") if s]
+        elif key == "seed":
+            out[key] = int(float(v))
+        else:
+            try:
+                out[key] = float(v)
+            except ValueError:
+                raise ValueError(f"query argument {key}={v!r} is not a number") from None
+    return out
 
-    def __init__(self, **params):
-        names = catalog.names("connectome")
-        self.param.connectome.objects = names
-        params.setdefault("connectome", catalog.default_connectome())
+
+class Explorer(pn.viewable.Viewer):
+    """The explorer's controls and plots over one :class:`ExplorerState` (one per session)."""
+
+    def __init__(self, state: ExplorerState | None = None, mode: str = "dask", **params):
         super().__init__(**params)
+        self.state = state or ExplorerState(mode=mode)
+        s, r = self.state, self.state.runner
+        self.error = error_alert()
+        self.query_error = error_alert()
+        r.param.watch(self._show_error, "error")
 
-    @param.depends("connectome")
-    def weights_plot(self):
-        c = catalog.load(self.connectome).normalise("max")
-        w = c.weights
-        logw = np.where(w > 0, np.log10(np.where(w > 0, w, 1.0)), np.nan)
-        n = c.n_regions
-        img = hv.Image(logw[::-1], bounds=(-0.5, -0.5, n - 0.5, n - 0.5),
-                       kdims=["source", "target"], vdims=["log10 weight"])
-        return img.opts(cmap="viridis", colorbar=True, width=520, height=480,
-                        title=f"{c.name}: {n} regions (weights, max-normalised, log10)",
-                        tools=["hover"])
+        # --- plots: DynamicMaps over the latest result update their data sources in place
+        res = r.param.result
+        self.plots = {
+            "region_spectra": hv.DynamicMap(pn.bind(panes.region_spectra, res, s.param.region)),
+            "sensor_spectra": hv.DynamicMap(pn.bind(panes.sensor_spectra, res)),
+            "brain_map": hv.DynamicMap(pn.bind(panes.brain_map, res, s.param.map_band)),
+            "topomap": hv.DynamicMap(pn.bind(panes.topomap, res, s.param.band)),
+            "fc_matrix": hv.DynamicMap(pn.bind(panes.fc_matrix, res)),
+            "eeg_traces": hv.DynamicMap(pn.bind(panes.eeg_traces, res)),
+            "weights": hv.DynamicMap(pn.bind(panes.connectome_weights, res)),
+        }
+        self.summary = pn.pane.Markdown(pn.bind(panes.summary_markdown, res, r.param.error, r.param.busy),
+                                        css_classes=["run-summary"], sizing_mode="stretch_width")
+        self.spinner = pn.indicators.LoadingSpinner(value=r.param.busy, size=28,
+                                                    css_classes=["busy-indicator"])
+
+        # --- controls
+        self.edge_weight = NumberBox("edge weight", 1.0, 0.0, 10.0, unit="normalised")
+        self.edge_target = pn.widgets.Select(name="edge target", options=s.labels(), width=150)
+        self.edge_source = pn.widgets.Select(name="edge source", options=s.labels(), width=150)
+        self.edge_button = pn.widgets.Button(name="Set edge", button_type="primary", width=100)
+        self.edge_button.on_click(self._set_edge)
+        self.clear_button = pn.widgets.Button(name="Clear edits", width=100)
+        self.clear_button.on_click(self._clear_edits)
+        self.edge_error = error_alert()
+        self.seed_box = NumberBox("seed", s.seed, 0, 2**31 - 1, integer=True)
+        self.seed_box.param.watch(lambda e: setattr(s, "seed", int(e.new)), "value")
+        s.param.watch(lambda e: setattr(self.seed_box.input, "value", str(e.new)), "seed")
+        self.run_button = pn.widgets.Button(name="Simulate now", button_type="success", width=130)
+        self.run_button.on_click(lambda e: s.run())
+        s.param.watch(self._on_connectome, "connectome")
+
+    # --- callbacks -------------------------------------------------------------------------------
+    def _show_error(self, event):
+        self.error.object = f"Simulation failed: {event.new}" if event.new else ""
+        self.error.visible = bool(event.new)
+
+    def _on_connectome(self, event):
+        labels = self.state.labels()
+        self.edge_target.options = labels
+        self.edge_source.options = labels
+
+    def _set_edge(self, event=None):
+        msg = self.edge_weight.error
+        if not msg:
+            try:
+                self.state.add_edge(self.edge_target.value, self.edge_source.value, self.edge_weight.value)
+            except ValueError as exc:
+                msg = str(exc)
+        self.edge_error.object = msg
+        self.edge_error.visible = bool(msg)
+
+    def _clear_edits(self, event=None):
+        self.state.update_params({"edges": [], "lesions": []})
+
+    def apply_query(self, args: dict) -> None:
+        """Set the state from URL query arguments; bad ones are reported inline, not raised."""
+        try:
+            values = parse_query(args)
+            # connectome and model first: they reset the dependent settings
+            for key in ("model", "connectome"):
+                if key in values:
+                    setattr(self.state, key, values.pop(key))
+            if values:
+                self.state.update_params(values)
+        except (ValueError, TypeError) as exc:
+            self.query_error.object = f"URL settings ignored: {exc}"
+            self.query_error.visible = True
+
+    # --- layout ----------------------------------------------------------------------------------
+    @staticmethod
+    def _model_sliders(model_params):
+        return pn.Column(*paramset_widgets(model_params), sizing_mode="stretch_width")
+
+    def controls(self) -> pn.Column:
+        s = self.state
+        net = paramset_widgets(s.network_params)
+        model_card = pn.Card(
+            pn.widgets.Select.from_param(s.param.model, sizing_mode="stretch_width"),
+            pn.bind(self._model_sliders, s.param.model_params), title="Model", collapsed=False, sizing_mode="stretch_width")
+        network_card = pn.Card(
+            pn.widgets.Select.from_param(s.param.connectome, sizing_mode="stretch_width"),
+            *net,
+            pn.widgets.Select.from_param(s.param.normalisation, sizing_mode="stretch_width"),
+            pn.widgets.FloatSlider.from_param(s.param.weight_scale, throttled=True, sizing_mode="stretch_width"),
+            pn.widgets.MultiChoice.from_param(s.param.lesions, sizing_mode="stretch_width"),
+            pn.Row(self.edge_target, self.edge_source),
+            pn.Row(self.edge_weight, self.edge_button),
+            self.edge_error,
+            pn.Row(self.clear_button, pn.pane.Markdown(pn.bind(_edits_text, s.param.edges, s.param.lesions))),
+            title="Network and connectome", sizing_mode="stretch_width")
+        run_card = pn.Card(
+            pn.widgets.FloatSlider.from_param(s.param.duration_s, throttled=True, sizing_mode="stretch_width"),
+            pn.widgets.FloatSlider.from_param(s.param.transient_s, throttled=True, sizing_mode="stretch_width"),
+            self.seed_box,
+            pn.widgets.Select.from_param(s.param.montage, sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(s.param.empirical_fc, sizing_mode="stretch_width"),
+            pn.Row(pn.widgets.Checkbox.from_param(s.param.auto_run, name="re-simulate on change"),
+                   self.run_button),
+            title="Run", sizing_mode="stretch_width")
+        view_card = pn.Card(
+            pn.widgets.Select.from_param(s.param.region, sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(s.param.map_band, sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(s.param.band, name="topomap band", sizing_mode="stretch_width"),
+            title="View (no re-simulation)", sizing_mode="stretch_width")
+        return pn.Column(model_card, network_card, run_card, view_card, sizing_mode="stretch_width")
+
+    def main(self) -> pn.Column:
+        p = {k: pn.pane.HoloViews(v, linked_axes=False, css_classes=[f"plot-{k.replace('_', '-')}"]) for k, v in self.plots.items()}
+        header = pn.Row(self.spinner, self.summary, sizing_mode="stretch_width")
+        return pn.Column(
+            header, self.error, self.query_error,
+            pn.FlexBox(p["region_spectra"], p["sensor_spectra"], p["brain_map"], p["topomap"],
+                       p["fc_matrix"], p["eeg_traces"], p["weights"]),
+            sizing_mode="stretch_width")
 
     def __panel__(self):
-        return pn.Row(pn.Param(self.param, widgets={"connectome": pn.widgets.Select}),
-                      self.weights_plot)
+        return pn.Row(pn.Column(self.controls(), width=380), self.main(), sizing_mode="stretch_width")
 
 
-def servable():
-    hv.extension("bokeh")
-    view = ConnectomeView()
-    return pn.template.BootstrapTemplate(
-        title="neurotwin explorer", sidebar=[view.param.connectome], main=[view.weights_plot],
-    ).servable()
+def _edits_text(edges, lesions) -> str:
+    parts = [f"lesioned: {', '.join(lesions)}"] if lesions else []
+    parts += [f"{t}↔{s} = {w:g}" for t, s, w in edges]
+    return "; ".join(parts) if parts else "no edits"
+
+
+def servable(mode: str = "dask"):
+    """Build one session's explorer page and mark it servable (``panel serve apps/explorer.py``)."""
+    warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)  # empty placeholder images
+    pn.extension(throttled=True, notifications=False)
+    hv.extension("bokeh", logo=False)
+    explorer = Explorer(mode=mode)
+
+    def start():
+        explorer.apply_query(pn.state.session_args)
+        if explorer.state.runner.latest_token == 0:
+            explorer.state.run()
+
+    pn.state.onload(start)
+    template = pn.template.BootstrapTemplate(
+        title="neurotwin explorer", sidebar=[explorer.controls()], main=[explorer.main()],
+        sidebar_width=390, header_background="#1f4e79")
+    return template.servable()
+

@@ -1,0 +1,281 @@
+"""The dashboards' compute jobs: plain functions of a picklable spec, run on Dask workers.
+
+A dashboard never simulates in its own process. It builds a *spec* (a plain ``dict`` of numbers
+and names, see :func:`explorer_spec`), submits :func:`explorer_job` to the Dask client and gets
+back a small summary :class:`xarray.Dataset` (spectra, band powers, FC, a few seconds of EEG),
+not the raw simulation. The functions live in the installed package so that worker processes
+(local or on a remote cluster) can unpickle them.
+
+Everything here is also usable from a notebook: ``explorer_job(explorer_spec(model="jansen_rit"))``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+
+import numpy as np
+import xarray as xr
+
+__all__ = [
+    "BANDS", "explorer_spec", "build_connectome", "explorer_job", "welch_psd", "band_power",
+    "fc_fit", "sensor_layout_2d", "eeg_signals",
+]
+
+#: Frequency bands (Hz) of the maps; SCIENCE.md section 6 (low gamma 30-50 Hz around 40 Hz).
+BANDS = {
+    "delta": (1.0, 4.0),
+    "theta": (4.0, 8.0),
+    "alpha": (8.0, 13.0),
+    "beta": (13.0, 30.0),
+    "low gamma": (30.0, 50.0),
+    "gamma": (30.0, 80.0),
+}
+
+#: highest frequency kept in the spectra sent back to the dashboard
+FMAX_HZ = 100.0
+
+
+def explorer_spec(model: str = "jansen_rit", connectome: str | None = "tvb76", params=None,
+                  duration_s: float = 5.0, transient_s: float = 0.5, seed: int = 0,
+                  dt_ms: float = 0.1, sample_rate_hz: float = 500.0, normalisation: str = "max",
+                  weight_scale: float = 1.0, lesions=(), edges=(), montage: str | None = "standard_1020",
+                  empirical_fc: str | None = None, output: str | None = None, drive=None) -> dict:
+    """A complete, picklable description of one explorer simulation and its analysis.
+
+    Parameters
+    ----------
+    model : str
+        Model name (:data:`neurotwin_dash.models.MODELS`).
+    connectome : str or None
+        Catalog connectome, or ``None`` for one uncoupled node.
+    params : dict
+        Model and network parameter values (scalars).
+    duration_s, transient_s : float
+        Simulated time kept for analysis, and the initial period dropped before it.
+    normalisation, weight_scale, lesions, edges
+        Connectome edits, applied in this order: normalise the catalog weights, disconnect the
+        ``lesions`` (region labels), set ``edges`` (``(target, source, weight)`` in normalised
+        units, symmetric), then multiply all weights by ``weight_scale``.
+    montage : str or None
+        EEG montage (catalog or MNE name) for the sensor-level outputs.
+    empirical_fc : str or None
+        Catalog dataset with an empirical FC (``fc_group``) to score the simulated FC against.
+    output : str or None
+        Recorded variable analysed (default: the model's first observed output).
+    drive : dict or None
+        Stimulation as ``{"spatial": list (n_region,), "frequency_hz": f, "phase_rad": φ,
+        "target": "membrane"}`` (tACS; ``frequency_hz`` 0 means DC).
+    """
+    return {
+        "model": str(model), "connectome": connectome, "params": dict(params or {}),
+        "duration_s": float(duration_s), "transient_s": float(transient_s), "seed": int(seed),
+        "dt_ms": float(dt_ms), "sample_rate_hz": float(sample_rate_hz),
+        "normalisation": str(normalisation), "weight_scale": float(weight_scale),
+        "lesions": [str(s) for s in lesions], "edges": [(str(t), str(s), float(w)) for t, s, w in edges],
+        "montage": montage, "empirical_fc": empirical_fc, "output": output, "drive": drive,
+    }
+
+
+@lru_cache(maxsize=16)
+def _catalog_connectome(name: str):
+    from .. import catalog
+    return catalog.load(name)
+
+
+def build_connectome(spec: dict):
+    """The edited connectome of ``spec`` (``None`` for a single node); see :func:`explorer_spec`."""
+    name = spec.get("connectome")
+    if not name:
+        return None
+    con = _catalog_connectome(name).normalise(spec.get("normalisation", "max"))
+    for label in spec.get("lesions", ()):
+        con = con.lesion_region(label)
+    for target, source, weight in spec.get("edges", ()):
+        con = con.set_edge(target, source, float(weight))
+    scale = float(spec.get("weight_scale", 1.0))
+    if scale != 1.0:
+        con = con.scale(scale)
+    return con
+
+
+def welch_psd(x: np.ndarray, fs: float, window_s: float = 2.0, fmax: float = FMAX_HZ):
+    """Welch power spectral density along axis 0 (Hann, 50 % overlap).
+
+    Windows are ``window_s`` long (0.5 Hz resolution at 2 s; SCIENCE.md section 6), shortened to
+    the signal when it is shorter. Returns ``(freqs, psd)`` up to ``fmax`` in units²/Hz.
+    """
+    from scipy.signal import welch
+    n = x.shape[0]
+    nperseg = int(min(n, round(window_s * fs)))
+    f, p = welch(x, fs=fs, nperseg=nperseg, axis=0, detrend="constant")
+    keep = f <= fmax
+    return f[keep], p[keep]
+
+
+def band_power(freqs: np.ndarray, psd: np.ndarray, band) -> np.ndarray:
+    """Integral of ``psd`` (frequency along axis 0) over ``band = (low, high)`` Hz (trapezoid)."""
+    lo, hi = band
+    sel = (freqs >= lo) & (freqs <= hi)
+    if sel.sum() < 2:
+        return np.full(psd.shape[1:], np.nan)
+    return np.trapezoid(psd[sel], freqs[sel], axis=0)
+
+
+def fc_fit(fc_sim: np.ndarray, fc_emp: np.ndarray) -> float:
+    """Pearson r between the upper triangles (without diagonal) of two FC matrices (SCIENCE.md §6)."""
+    iu = np.triu_indices_from(fc_sim, k=1)
+    a, b = fc_sim[iu], fc_emp[iu]
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+@lru_cache(maxsize=8)
+def _empirical_fc(name: str, labels: tuple[str, ...]) -> np.ndarray:
+    from .. import catalog
+    ds = catalog.load(name)
+    fc = ds["fc_group"]
+    emp_labels = [str(s) for s in fc["region"].values]
+    if list(labels) != emp_labels:
+        raise ValueError(f"empirical_fc {name!r} has {len(emp_labels)} regions that do not match the "
+                         f"connectome's {len(labels)} regions; pick the matching connectome")
+    return np.asarray(fc.values, dtype=float)
+
+
+def sensor_layout_2d(positions_m: np.ndarray, centre_m) -> np.ndarray:
+    """Azimuthal-equidistant projection of sensor positions for topomaps.
+
+    The angle between a sensor and the vertex (the +z axis through the sphere centre
+    ``centre_m``) becomes the radius, scaled so that the equator (T7, T8, Fpz, Oz) lies on the
+    unit circle; nose up (+y), right to the right (+x).
+    """
+    d = np.asarray(positions_m, dtype=float) - np.asarray(centre_m, dtype=float)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    theta = np.arccos(np.clip(d[:, 2], -1, 1))
+    phi = np.arctan2(d[:, 1], d[:, 0])
+    r = theta / (np.pi / 2)
+    return np.column_stack([r * np.cos(phi), r * np.sin(phi)])
+
+
+def eeg_signals(sim: xr.Dataset, connectome, montage: str):
+    """Scalp EEG (time, sensor) in µV of batch member 0 of a simulation result.
+
+    :func:`neurotwin_dash.observe.eeg.region_to_sensor` (one fixed dipole per region, average
+    reference, its default dipole-moment scale) on the variable
+    :func:`~neurotwin_dash.observe.eeg.pick_eeg_variable` chooses.
+
+    Returns
+    -------
+    eeg : xarray.DataArray (time, sensor), µV
+    sensor_positions : ndarray (sensor, 3), head-frame metres
+    sphere_centre : ndarray (3,), head-frame metres
+    """
+    from ..observe import eeg as eeg_mod
+    from ..observe import forward
+    x = eeg_mod.region_to_sensor(sim.isel(batch=0), connectome, montage)
+    x = (x.transpose("time", "sensor") * 1e6).assign_attrs(x.attrs, units="µV")
+    fwd = forward.forward_model(connectome, montage)
+    pos = fwd["sensor_position"].sel(sensor=x["sensor"].values).values
+    return x, pos, np.asarray(fwd.attrs.get("sphere_r0_m", [0.0, 0.0, 0.04]))
+
+
+def _first_output(sim: xr.Dataset, output: str | None) -> str:
+    names = [v for v in sim.data_vars if v != "diverged" and sim[v].dims[-1:] == ("region",)]
+    if output:
+        if output not in sim.data_vars:
+            raise ValueError(f"output {output!r} not recorded; available: {', '.join(names)}")
+        return output
+    if not names:
+        raise ValueError("the simulation recorded no (time, region) variable")
+    return names[0]
+
+
+def _drive(spec: dict, con):
+    d = spec.get("drive")
+    if not d:
+        return None
+    from ..simulate import Drive
+    spatial = np.asarray(d["spatial"], dtype=float)
+    f = float(d.get("frequency_hz", 0.0))
+    phase = float(d.get("phase_rad", 0.0))
+    if f > 0:
+        def waveform(t, f=f, phase=phase):
+            return np.sin(2 * np.pi * f * np.asarray(t) + phase)
+    else:
+        def waveform(t):
+            return np.ones_like(np.asarray(t, dtype=float))
+    return Drive(spatial=spatial, waveform=waveform, target=d.get("target", "membrane"))
+
+
+def explorer_job(spec: dict) -> xr.Dataset:
+    """Simulate ``spec`` and return the explorer's summary (runs on a Dask worker).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``psd_region`` (region, frequency), ``band_region`` (band, region), ``fc`` (region,
+        region2), ``centres`` (region, axis) RAS mm; with a montage and a connectome also
+        ``psd_sensor`` (sensor, frequency), ``band_sensor`` (band, sensor), ``eeg`` (time_eeg,
+        sensor), ``sensor_xy`` (sensor, xy) topomap positions; ``trace`` (time_eeg, region) of
+        the source signal. attrs: ``fc_fit`` (Pearson r to the empirical FC or NaN),
+        ``diverged``, ``elapsed_s``, ``spec`` (JSON).
+    """
+    from ..simulate import simulate
+    t0 = time.perf_counter()
+    con = build_connectome(spec)
+    sim = simulate(model=spec["model"], connectome=con,
+                   duration_s=spec["duration_s"] + spec["transient_s"], dt_ms=spec["dt_ms"],
+                   params=spec["params"], seed=spec["seed"], sample_rate_hz=spec["sample_rate_hz"],
+                   transient_s=spec["transient_s"], drive=_drive(spec, con), normalisation="none")
+    t_sim = time.perf_counter() - t0
+    out = _first_output(sim, spec.get("output"))
+    x = sim[out].isel(batch=0).transpose("time", "region")
+    diverged = bool(np.asarray(sim["diverged"]).any()) if "diverged" in sim else False
+    fs = float(sim.attrs.get("sample_rate_hz", spec["sample_rate_hz"]))
+    xv = np.asarray(x.values, dtype=float)
+    labels = [str(s) for s in x["region"].values]
+    f, p = welch_psd(np.nan_to_num(xv), fs)
+    bands = list(BANDS)
+    bp = np.stack([band_power(f, p, BANDS[b]) for b in bands])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fc = np.corrcoef(xv.T) if xv.shape[1] > 1 else np.ones((1, 1))
+    # a few seconds of traces are enough to look at; keep at most ~250 Hz
+    step = max(1, int(round(fs / 250.0)))
+    n_keep = int(min(xv.shape[0], round(4.0 * fs)))
+    t_tr = x["time"].values[:n_keep:step]
+    data = {
+        "psd_region": (("region", "frequency"), p.T, {"units": f"{sim[out].attrs.get('units', 'mV')}^2/Hz",
+                                                      "long_name": f"PSD of {out}"}),
+        "band_region": (("band", "region"), bp, {"long_name": "band power"}),
+        "fc": (("region", "region2"), fc, {"long_name": f"Pearson FC of {out}"}),
+        "trace": (("time_eeg", "region"), xv[:n_keep:step], {"units": sim[out].attrs.get("units", "mV")}),
+    }
+    coords = {"region": labels, "region2": labels, "frequency": f, "band": bands, "time_eeg": t_tr,
+              "axis": ["x", "y", "z"]}
+    if con is not None:
+        data["centres"] = (("region", "axis"), con.centres)
+        data["weights"] = (("region", "region2"), con.weights)
+    fit = float("nan")
+    if con is not None and spec.get("empirical_fc"):
+        emp = _empirical_fc(spec["empirical_fc"], tuple(labels))
+        fit = fc_fit(fc, emp)
+        data["fc_empirical"] = (("region", "region2"), emp)
+    if con is not None and spec.get("montage"):
+        eeg, sens_pos, r0 = eeg_signals(sim, con, spec["montage"])
+        ev = np.asarray(eeg.values, dtype=float)
+        fe, pe = welch_psd(np.nan_to_num(ev), fs)
+        data["psd_sensor"] = (("sensor", "frequency"), pe.T, {"units": "µV^2/Hz"})
+        data["band_sensor"] = (("band", "sensor"), np.stack([band_power(fe, pe, BANDS[b]) for b in bands]))
+        data["eeg"] = (("time_eeg", "sensor"), ev[:n_keep:step], {"units": "µV"})
+        data["sensor_xy"] = (("sensor", "xy"), sensor_layout_2d(sens_pos, r0))
+        coords["sensor"] = [str(s) for s in eeg["sensor"].values]
+        coords["xy"] = ["x", "y"]
+    res = xr.Dataset(data, coords=coords)
+    res.attrs.update(
+        model=spec["model"], connectome=spec.get("connectome") or "", output=out, fc_fit=fit,
+        diverged=int(diverged), sample_rate_hz=fs, simulate_s=t_sim,
+        elapsed_s=time.perf_counter() - t0, spec=json.dumps(spec, default=str),
+    )
+    return res

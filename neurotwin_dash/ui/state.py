@@ -1,0 +1,437 @@
+"""Dashboard state: ``param.Parameterized`` objects over the library's declarations and results.
+
+* :func:`paramset_class` turns a :class:`~neurotwin_dash.params.ParamSet` (name, default,
+  bounds, unit, doc) into a ``param.Parameterized`` class, so model and network parameters get
+  sliders with the declared range, the unit in the label and the doc as tooltip.
+* :class:`JobRunner` runs one job at a time *per session* off the server's event loop, on the
+  Dask client shared by the server process; a newer request cancels the older one and stale
+  results are dropped (per-session token).
+* :class:`ExplorerState` is everything the explorer shows: model, connectome edits, noise,
+  duration, seed, montage; and the latest result (an ``xarray.Dataset`` from
+  :func:`neurotwin_dash.ui.compute.explorer_job`).
+
+All of it works without a browser: ``ExplorerState(mode="sync")`` simulates in the calling thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import itertools
+import math
+import os
+import threading
+import time
+import traceback
+
+import numpy as np
+import param
+
+from .. import catalog
+from ..params import ParamSet
+
+__all__ = ["paramset_class", "available_models", "shared_client", "JobRunner", "ExplorerState",
+           "SOFT_BOUNDS", "SINGLE_NODE"]
+
+#: Connectome choice meaning "one uncoupled node".
+SINGLE_NODE = "single node"
+
+#: Slider ranges narrower than the declared bounds where the declared range is mostly
+#: uninteresting (the declared bounds still apply to typed values).
+SOFT_BOUNDS = {"coupling": (0.0, 50.0), "speed_m_s": (0.5, 20.0)}
+
+_RESERVED = set(dir(param.Parameterized)) | {"name"}
+_CLASS_CACHE: dict[tuple, type] = {}
+
+
+def _step(low: float, high: float) -> float:
+    span = high - low
+    if span <= 0:
+        return 1.0
+    return 10 ** math.floor(math.log10(span / 100.0))
+
+
+def paramset_class(paramset: ParamSet, name: str, soft_bounds: dict | None = None) -> type:
+    """A ``param.Parameterized`` subclass with one ``param.Number`` per :class:`ParamSpec`.
+
+    Bounds are the declared (inclusive) bounds, ``label`` is ``"name (unit)"`` and ``doc`` the
+    declared doc (Panel shows it as the widget tooltip). ``soft_bounds`` narrows slider ranges.
+    """
+    soft = dict(SOFT_BOUNDS, **(soft_bounds or {}))
+    key = (name, tuple((s.name, s.default, s.low, s.high, s.unit, s.doc) for s in paramset),
+           tuple(sorted(soft.items())))
+    if key in _CLASS_CACHE:
+        return _CLASS_CACHE[key]
+    attrs = {}
+    for spec in paramset:
+        if spec.name in _RESERVED or spec.name.startswith("_"):
+            raise ValueError(f"parameter name {spec.name!r} of {name} clashes with param.Parameterized")
+        sb = soft.get(spec.name)
+        if sb is not None:
+            sb = (max(spec.low, sb[0]), min(spec.high, sb[1]))
+        lo, hi = sb or (spec.low, spec.high)
+        attrs[spec.name] = param.Number(
+            default=float(spec.default), bounds=(float(spec.low), float(spec.high)), softbounds=sb,
+            step=_step(lo, hi), label=spec.label, doc=spec.doc or spec.label,
+        )
+    cls = type(name, (param.Parameterized,), attrs)
+    _CLASS_CACHE[key] = cls
+    return cls
+
+
+def values_of(obj: param.Parameterized) -> dict[str, float]:
+    """Current values of a :func:`paramset_class` instance, as plain floats."""
+    return {n: float(getattr(obj, n)) for n in obj.param if n != "name"}
+
+
+def available_models() -> list[str]:
+    """Model names whose module is installed (the registry may list models still to come)."""
+    from ..models import _MODULES, model_names
+    return [m for m in model_names()
+            if importlib.util.find_spec(f"neurotwin_dash.models.{_MODULES[m]}") is not None]
+
+
+# --- the shared Dask client ------------------------------------------------------------------
+
+_CLIENT_LOCK = threading.Lock()
+_CLIENT_KEY = "neurotwin_dash.dask_client"
+
+
+def shared_client():
+    """The server process's Dask client, created once and kept in ``pn.state.cache``.
+
+    Connects to ``$NEUROTWIN_DASK_SCHEDULER`` when set (``neurotwin serve --dask-scheduler``),
+    else :func:`neurotwin_dash.cluster.get_client` starts a local cluster of worker processes.
+    Blocking: call it off the event loop.
+    """
+    import panel as pn
+    from ..cluster import get_client
+    with _CLIENT_LOCK:
+        client = pn.state.cache.get(_CLIENT_KEY)
+        if client is None or getattr(client, "status", "closed") not in ("running", "connecting"):
+            client = get_client(os.environ.get("NEUROTWIN_DASK_SCHEDULER") or None, quiet=True)
+            pn.state.cache[_CLIENT_KEY] = client
+        return client
+
+
+class JobRunner(param.Parameterized):
+    """Runs the latest submitted job of one session in the background.
+
+    ``mode="dask"`` submits to :func:`shared_client` and waits for the future in a thread
+    (``loop.run_in_executor(None, future.result)``) so the server's event loop keeps serving;
+    ``mode="thread"`` runs the job in a thread of this process; ``mode="sync"`` runs it in the
+    caller (tests, notebooks). Submitting again cancels the pending job; results of a job that
+    is no longer the latest are discarded.
+    """
+
+    mode = param.Selector(default="dask", objects=["dask", "thread", "sync"])
+    busy = param.Boolean(default=False, doc="a job is running")
+    result = param.Parameter(default=None, doc="result of the latest finished job")
+    error = param.String(default="", doc="error message of the latest job ('' when it succeeded)")
+    elapsed_s = param.Number(default=float("nan"), doc="wall time of the latest finished job")
+    n_done = param.Integer(default=0, doc="jobs finished (results accepted)")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self._token = itertools.count(1)
+        self._latest = 0
+        self._future = None
+        self._lock = threading.Lock()
+
+    @property
+    def latest_token(self) -> int:
+        return self._latest
+
+    def submit(self, fn, *args) -> int:
+        """Run ``fn(*args)`` (a function importable by Dask workers); returns the job token."""
+        with self._lock:
+            token = self._latest = next(self._token)
+            old, self._future = self._future, None
+        if old is not None:
+            try:
+                old.cancel()
+            except Exception:  # already finished or client gone: nothing to cancel
+                pass
+        self.busy = True
+        if self.mode == "sync":
+            self._run_sync(token, fn, args)
+        else:
+            self._schedule(token, fn, args)
+        return token
+
+    def cancel(self) -> None:
+        """Forget the pending job (its result will be dropped)."""
+        with self._lock:
+            self._latest = next(self._token)
+            old, self._future = self._future, None
+        if old is not None:
+            try:
+                old.cancel()
+            except Exception:
+                pass
+        self.busy = False
+
+    # --- internals -------------------------------------------------------------------------
+    def _accept(self, token, result, error, t0):
+        if token != self._latest:
+            return False
+        with param.parameterized.batch_call_watchers(self):
+            self.elapsed_s = time.perf_counter() - t0
+            self.error = error
+            if not error:
+                self.result = result
+                self.n_done += 1
+            self.busy = False
+        return True
+
+    def _run_sync(self, token, fn, args):
+        t0 = time.perf_counter()
+        try:
+            res = fn(*args)
+        except Exception as exc:  # shown to the user; the app stays usable
+            self._accept(token, None, _message(exc), t0)
+        else:
+            self._accept(token, res, "", t0)
+
+    def _schedule(self, token, fn, args):
+        import panel as pn
+
+        async def job():
+            await self._run_async(token, fn, args)
+
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            pn.state.execute(job)
+        else:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                loop.create_task(job())
+            else:
+                threading.Thread(target=asyncio.run, args=(job(),), daemon=True).start()
+
+    async def _run_async(self, token, fn, args):
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            if self.mode == "dask":
+                client = await loop.run_in_executor(None, shared_client)
+                if token != self._latest:
+                    return
+                future = client.submit(fn, *args, pure=False)
+                with self._lock:
+                    if token != self._latest:
+                        future.cancel()
+                        return
+                    self._future = future
+                res = await loop.run_in_executor(None, future.result)
+            else:
+                res = await loop.run_in_executor(None, fn, *args)
+        except Exception as exc:
+            if token == self._latest:
+                self._accept(token, None, _message(exc), t0)
+            return
+        finally:
+            with self._lock:
+                if token == self._latest:
+                    self._future = None
+        self._accept(token, res, "", t0)
+
+
+def _message(exc: BaseException) -> str:
+    msg = str(exc).strip() or type(exc).__name__
+    if not isinstance(exc, (ValueError, LookupError)):
+        msg = f"{type(exc).__name__}: {msg}"
+        if os.environ.get("NEUROTWIN_UI_DEBUG"):
+            msg += "\n" + "".join(traceback.format_exception(exc))
+    return msg
+
+
+# --- the explorer's state --------------------------------------------------------------------
+
+def _connectome_choices() -> list[str]:
+    return [SINGLE_NODE] + catalog.names("connectome")
+
+
+def _montage_choices() -> list[str]:
+    return catalog.names("montage")
+
+
+def _empirical_for(connectome: str) -> str:
+    """Catalog empirical dataset matching a connectome (``hcp80`` -> ``hcp80_fc``), or ``"none"``."""
+    cand = f"{connectome}_fc"
+    return cand if cand in catalog.names("empirical") else "none"
+
+
+class ExplorerState(param.Parameterized):
+    """Everything the explorer shows; a change of a simulation input re-simulates.
+
+    Model and network parameters live in :attr:`model_params` and :attr:`network_params`
+    (instances of :func:`paramset_class` classes); a new model replaces :attr:`model_params`.
+    """
+
+    model = param.Selector(default="jansen_rit", objects=["jansen_rit"], doc="Neural mass model")
+    connectome = param.Selector(default="tvb76", objects=[SINGLE_NODE, "tvb76"],
+                                doc="Structural connectome from the data catalog (or one uncoupled node)")
+    normalisation = param.Selector(default="max", objects=["none", "max", "rowsum", "spectral", "log"],
+                                   doc="Weight normalisation applied to the catalog weights before the edits")
+    weight_scale = param.Number(default=1.0, bounds=(0.0, 5.0), step=0.05, label="weight scale",
+                                doc="Multiplies every (normalised, edited) structural weight")
+    lesions = param.ListSelector(default=[], objects=[], label="lesioned regions",
+                                 doc="Regions disconnected from the network (all their in- and out-going weights set to 0)")
+    edges = param.List(default=[], item_type=tuple,
+                       doc="Edited edges (target, source, weight in normalised units), symmetric")
+    duration_s = param.Number(default=5.0, bounds=(0.5, 60.0), step=0.5, label="duration (s)",
+                              doc="Simulated time analysed (after the transient)")
+    transient_s = param.Number(default=0.5, bounds=(0.0, 10.0), step=0.1, label="transient (s)",
+                               doc="Initial period simulated and dropped")
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Noise seed (same seed, same result)")
+    montage = param.Selector(default="standard_1020", objects=["standard_1020"],
+                             doc="EEG montage for the simulated sensors and the topomap")
+    empirical_fc = param.Selector(default="none", objects=["none"], label="empirical FC",
+                                  doc="Empirical functional connectivity to score the simulated FC against")
+    band = param.Selector(default="alpha", objects=["delta", "theta", "alpha", "beta", "low gamma", "gamma"],
+                          doc="Frequency band of the brain map and topomap (no re-simulation)")
+    map_band = param.Selector(default="low gamma", objects=["delta", "theta", "alpha", "beta", "low gamma", "gamma"],
+                              label="brain map band", doc="Band of the power-per-region brain map")
+    region = param.Selector(default="", objects=[""], doc="Region highlighted in the spectrum plot")
+    model_params = param.Parameter(doc="Model parameters (from the model's ParamSet)")
+    network_params = param.Parameter(doc="Network parameters (simulate.NETWORK_PARAMS)")
+    auto_run = param.Boolean(default=True, doc="Re-simulate whenever an input changes")
+
+    _SIM_INPUTS = ("model", "connectome", "normalisation", "weight_scale", "lesions", "edges",
+                   "duration_s", "transient_s", "seed", "montage", "empirical_fc")
+
+    def __init__(self, mode: str = "dask", **params):
+        from ..models import get_model
+        from ..simulate import NETWORK_PARAMS
+        from .compute import BANDS
+        models = available_models()
+        self.param.model.objects = models
+        self.param.connectome.objects = _connectome_choices()
+        self.param.montage.objects = _montage_choices()
+        self.param.empirical_fc.objects = ["none"] + catalog.names("empirical")
+        self.param.band.objects = list(BANDS)
+        self.param.map_band.objects = list(BANDS)
+        params.setdefault("model", models[0] if "jansen_rit" not in models else "jansen_rit")
+        params.setdefault("connectome", catalog.default_connectome())
+        self.runner = JobRunner(mode=mode)
+        self._get_model = get_model
+        self._network_cls = paramset_class(NETWORK_PARAMS, "NetworkParams")
+        self._suspend = 0
+        super().__init__(**params)
+        self.network_params = self._network_cls()
+        self.network_params.param.watch(self._on_input, list(NETWORK_PARAMS.names))
+        self._install_model_params()
+        self._refresh_regions()
+        self.param.watch(self._on_model, ["model"])
+        self.param.watch(self._on_connectome, ["connectome"])
+        self.param.watch(self._on_input, list(self._SIM_INPUTS))
+
+    # --- derived pieces ----------------------------------------------------------------------
+    @property
+    def model_module(self):
+        return self._get_model(self.model)
+
+    @property
+    def connectome_name(self) -> str | None:
+        return None if self.connectome == SINGLE_NODE else self.connectome
+
+    def labels(self) -> list[str]:
+        """Region labels of the current connectome (``["node"]`` for a single node)."""
+        name = self.connectome_name
+        if name is None:
+            return ["node"]
+        from .compute import _catalog_connectome
+        return _catalog_connectome(name).labels
+
+    def spec(self) -> dict:
+        """The picklable job spec of the current inputs (see :func:`compute.explorer_spec`)."""
+        from .compute import explorer_spec
+        params = values_of(self.model_params)
+        net = values_of(self.network_params)
+        if self.connectome_name is None:
+            net = {k: v for k, v in net.items() if k not in ("coupling", "speed_m_s")}
+        params.update(net)
+        return explorer_spec(
+            model=self.model, connectome=self.connectome_name, params=params,
+            duration_s=self.duration_s, transient_s=self.transient_s, seed=self.seed,
+            normalisation=self.normalisation, weight_scale=self.weight_scale,
+            lesions=list(self.lesions), edges=list(self.edges),
+            montage=self.montage if self.connectome_name else None,
+            empirical_fc=None if self.empirical_fc == "none" else self.empirical_fc,
+        )
+
+    # --- actions -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Simulate the current inputs (in the background unless ``mode="sync"``)."""
+        from .compute import explorer_job
+        return self.runner.submit(explorer_job, self.spec())
+
+    def add_edge(self, target: str, source: str, weight: float) -> None:
+        """Set the weight between two regions (normalised units, symmetric); raises on bad input."""
+        labels = self.labels()
+        for field, lab in (("edge target", target), ("edge source", source)):
+            if lab not in labels:
+                raise ValueError(f"{field}: unknown region {lab!r} in {self.connectome}")
+        if target == source:
+            raise ValueError("edge: target and source must differ")
+        w = float(weight)
+        if not np.isfinite(w) or w < 0 or w > 10:
+            raise ValueError(f"edge weight must be in [0, 10] (normalised units), got {weight!r}")
+        kept = [e for e in self.edges if {e[0], e[1]} != {target, source}]
+        self.edges = kept + [(target, source, w)]
+
+    def update_params(self, values: dict) -> None:
+        """Set several model/network/state values at once (one re-simulation)."""
+        self._suspend += 1
+        try:
+            for k, v in values.items():
+                if k in self.model_params.param:
+                    setattr(self.model_params, k, float(v))
+                elif k in self.network_params.param:
+                    setattr(self.network_params, k, float(v))
+                elif k in self.param and k != "name":
+                    setattr(self, k, v)
+                else:
+                    raise ValueError(f"unknown explorer setting {k!r}")
+        finally:
+            self._suspend -= 1
+        self._on_input()
+
+    # --- watchers ----------------------------------------------------------------------------
+    def _install_model_params(self):
+        mod = self.model_module
+        cls = paramset_class(mod.PARAMS, f"{mod.NAME.title().replace('_', '')}Params")
+        obj = cls()
+        obj.param.watch(self._on_input, list(mod.PARAMS.names))
+        self.model_params = obj
+
+    def _refresh_regions(self):
+        labels = self.labels()
+        self.param.lesions.objects = labels if self.connectome_name else []
+        self.param.region.objects = labels
+        if self.region not in labels:
+            self.region = labels[0]
+
+    def _on_model(self, event):
+        self._suspend += 1
+        try:
+            self._install_model_params()
+        finally:
+            self._suspend -= 1
+
+    def _on_connectome(self, event):
+        self._suspend += 1
+        try:
+            self.lesions = []
+            self.edges = []
+            self._refresh_regions()
+            self.empirical_fc = _empirical_for(self.connectome)
+        finally:
+            self._suspend -= 1
+
+    def _on_input(self, *events):
+        if self._suspend or not self.auto_run:
+            return
+        self.run()
