@@ -85,3 +85,21 @@ def test_bad_targets_raise(fields):
         optimize_montage("nowhere", fields)
     with pytest.raises(OptimizationError, match="weight must be > 0"):
         Target(["lV1"], weight=0)
+
+
+def test_outcome_driven_choice_picks_the_montage_that_drives_target_gamma(fields):
+    from neurotwin_dash.stimulation.optimize import choose_by_outcome
+    cands = {
+        "bipolar": bipolar_over(["lPFCDL"], fields, 2.0),
+        "optimized": optimize_montage("lPFCDL", fields).montage,
+        "far": Montage.bipolar("O2", "P8", 2.0),
+        "far_weak": Montage.bipolar("O2", "P8", 0.1),
+    }
+    best, scores = choose_by_outcome(cands, "tacs:40Hz", ["lPFCDL"], fields=fields, duration_s=2.5,
+                                     transient_s=0.5, params={"coupling": 2.0}, seed=1)
+    assert best == "optimized" and scores.attrs["best"] == "optimized"
+    ch = scores["change_from_sham"].to_series()
+    assert ch["sham"] == 0.0
+    assert ch["optimized"] > 1.5 * ch["bipolar"] > 0 and ch["bipolar"] > 10 * ch["far"]
+    # evoked gamma power scales with the square of the current (20x less current -> 400x less power)
+    assert ch["far_weak"] / ch["far"] == pytest.approx((0.1 / 2.0) ** 2, rel=0.05)

@@ -263,14 +263,14 @@ def candidate_montages(target: Sequence[str], fields: xr.Dataset, limits: Limits
 
 def choose_by_outcome(candidates: Mapping[str, Montage], waveform, target_regions: Sequence[str],
                       model="jansen_rit", connectome="tvb76", variable: str | None = None,
-                      biomarker: Callable[[xr.Dataset], np.ndarray] | None = None, band=(38.0, 42.0),
+                      measure: str = "evoked", biomarker: Callable | None = None, band=(38.0, 42.0),
                       fields: xr.Dataset | None = None, lambda_mV_per_V_m=None, duration_s: float = 4.0,
                       transient_s: float = 1.0, dt_ms: float = 0.1, params: Mapping | None = None,
-                      seed: int = 0, maximize: bool = True) -> tuple[str, xr.Dataset]:
+                      seed: int = 0, n_seeds: int = 1, maximize: bool = True) -> tuple[str, xr.Dataset]:
     """Pick the candidate montage that best moves a simulated biomarker.
 
-    All candidates and a sham (batch member 0) are simulated in one batched run with common
-    random numbers, so differences come from the stimulation only.
+    Every candidate and a sham are simulated in ONE batched run (``n_seeds`` noise realisations
+    each; the same seeds for every candidate, so differences come from the stimulation only).
 
     Parameters
     ----------
@@ -278,26 +278,35 @@ def choose_by_outcome(candidates: Mapping[str, Montage], waveform, target_region
     waveform : Waveform or text (e.g. ``"tacs:40Hz"``)
     target_regions : region labels the biomarker is measured in
     variable : str, optional
-        Recorded output; default the model's first observed output (JR ``v_pyr``; LaNMM use ``v_p2``).
-    biomarker : callable(result) -> (batch,), optional
-        Default: :func:`band_power` of ``variable`` in ``band`` over the target regions.
+        Recorded output; default the model's first observed output (JR ``v_pyr``; LaNMM ``v_p2``
+        is the gamma generator).
+    measure : ``"evoked"`` | ``"power"``
+        ``evoked``: band power of the stimulation-driven part, ``x_candidate − x_sham`` (same
+        noise), over the target regions — exact with common random numbers. ``power``: band power
+        of the signal itself minus sham's; its noise cross-terms need several ``n_seeds``.
+    biomarker : callable(result, sham_of_member) -> (batch,), optional
+        Replaces ``measure``; ``sham_of_member[k]`` is the batch index of member *k*'s sham.
     maximize : bool
-        Choose the largest change of the biomarker from sham (else the most negative).
+        Choose the largest change from sham (else the most negative).
 
     Returns
     -------
     best : str
         Name of the chosen candidate.
-    scores : xarray.Dataset
-        ``biomarker`` and ``change_from_sham`` per candidate (``candidate`` dim, sham included),
-        and the candidates' target E_n.
+    scores : xarray.Dataset over ``candidate`` (sham first): ``biomarker`` (mean over seeds),
+        ``change_from_sham`` and the candidates' mean target ``target_En`` (V/m).
     """
     from ..models import get_model
     from ..simulate import Drive, simulate
+    from .coupling import STIM_PARAMS
     from .waveforms import parse_waveform
 
     if not candidates:
         raise OptimizationError("candidates: give at least one montage")
+    if measure not in ("evoked", "power"):
+        raise OptimizationError(f"measure {measure!r} unknown; allowed: 'evoked', 'power'")
+    if int(n_seeds) != n_seeds or n_seeds < 1:
+        raise OptimizationError(f"n_seeds must be a positive integer, got {n_seeds!r}")
     wave = parse_waveform(waveform) if isinstance(waveform, str) else waveform
     names = ["sham"] + list(candidates)
     if fields is None:
@@ -305,28 +314,38 @@ def choose_by_outcome(candidates: Mapping[str, Montage], waveform, target_region
     ens = [np.zeros(fields.sizes["region"])]
     for name in names[1:]:
         ens.append(montage_field(candidates[name], fields)["E_n"].values)
-    from .coupling import STIM_PARAMS
+    ens = np.array(ens)
     spec = STIM_PARAMS["stim_lambda_mV_per_V_m"]
     lam = float(spec.check(spec.default if lambda_mV_per_V_m is None else lambda_mV_per_V_m))
-    spatial = xr.DataArray(lam * np.array(ens), dims=("batch", "region"),
+    nc, ns = len(names), int(n_seeds)
+    member_en = np.repeat(ens, ns, axis=0)                      # candidate-major, seeds inner
+    seeds = np.tile(seed + np.arange(ns), nc)
+    sham_of = np.tile(np.arange(ns), nc)                        # sham members come first
+    spatial = xr.DataArray(lam * member_en, dims=("batch", "region"),
                            coords={"region": fields["region"].values})
     mod = get_model(model)
     var = variable or mod.OBSERVED[0]
-    nb = len(names)
     p = dict(params or {})
-    # the batch size comes from the parameters: give the first network parameter one value per member
-    p.setdefault("coupling", 0.0)
-    p["coupling"] = np.broadcast_to(np.asarray(p["coupling"], float), (nb,)).copy()
-    res = simulate(model, connectome, duration_s=duration_s, dt_ms=dt_ms, params=p, seed=seed,
-                   transient_s=transient_s, drive=Drive(spatial, wave, "membrane", "mV"),
-                   record=[var])
-    values = np.asarray(biomarker(res) if biomarker is not None else band_power(res, var, target_regions, band))
-    change = values - values[0]
+    # the batch size comes from the parameters: one coupling value per member
+    p["coupling"] = np.broadcast_to(np.asarray(p.get("coupling", 0.0), float), (nc * ns,)).copy()
+    res = simulate(model, connectome, duration_s=duration_s, dt_ms=dt_ms, params=p, seed=seeds,
+                   transient_s=transient_s, drive=Drive(spatial, wave, "membrane", "mV"), record=[var])
+    if biomarker is not None:
+        values = np.asarray(biomarker(res, sham_of), float)
+    elif measure == "evoked":
+        x = res[var]
+        diff = x - x.isel(batch=sham_of).assign_coords(batch=x["batch"])
+        values = band_power(diff.to_dataset(name=var).assign_attrs(res.attrs), var, target_regions, band)
+    else:
+        values = band_power(res, var, target_regions, band)
+    per_cand = values.reshape(nc, ns).mean(axis=1)
+    change = per_cand - per_cand[0]
     scored = change[1:] if maximize else -change[1:]
     best = names[1 + int(np.argmax(scored))]
-    t_en = [float(np.mean(en[np.isin(fields["region"].values, list(target_regions))])) for en in ens]
-    scores = xr.Dataset({"biomarker": ("candidate", values), "change_from_sham": ("candidate", change),
-                         "target_En": ("candidate", t_en)},
-                        coords={"candidate": names}, attrs={"variable": var, "band_hz": list(band),
-                                                            "best": best, "model": str(mod.NAME)})
+    in_t = np.isin(fields["region"].values, list(target_regions))
+    scores = xr.Dataset({"biomarker": ("candidate", per_cand), "change_from_sham": ("candidate", change),
+                         "target_En": ("candidate", ens[:, in_t].mean(axis=1))},
+                        coords={"candidate": names},
+                        attrs={"variable": var, "band_hz": list(band), "measure": measure if biomarker is None
+                               else "custom", "best": best, "model": str(mod.NAME), "n_seeds": ns})
     return best, scores
