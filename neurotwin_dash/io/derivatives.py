@@ -168,7 +168,8 @@ def _describe(root: Path, desc: str, text: str) -> None:
     if desc in rows:
         return
     rows[desc] = text
-    table.write_text("desc_id\tdescription\n" + "".join(f"{k}\t{v}\n" for k, v in rows.items()))
+    text = "desc_id\tdescription\n" + "".join(f"{k}\t{v}\n" for k, v in rows.items())
+    write_new(table, lambda tmp: tmp.write_text(text), overwrite=True)  # atomic: rows only added
 
 
 def derivative_path(root, subject, suffix: str, extension: str, datatype: str = "eeg", task=None,
