@@ -151,6 +151,105 @@ def _optimize_montage(args):
 COMMANDS.append(_add_optimize_montage)
 
 
+
+def _add_import_eeg(sub):
+    p = sub.add_parser(
+        "import-eeg", help="EEG recording or BIDS dataset -> fitting targets (netCDF)",
+        description="Read an EEG recording (EDF/BDF, BrainVision, EEGLAB, FIF, Neuroelectrics NEDF ...) "
+                    "or a BIDS dataset (mne-bids) and write its spectra, band powers, alpha peak, gamma "
+                    "power and band-limited sensor FC. An existing output is never replaced without "
+                    "--overwrite.")
+    p.add_argument("path", help="recording file, or a BIDS root (then --subject/--task)")
+    p.add_argument("--out", required=True, help="netCDF file to write, e.g. targets.nc")
+    p.add_argument("--channels", help="required channels: comma list (Fp1,Fz,O1) or a montage name "
+                                      "(standard_1020, starstim20 ...); default all good EEG channels")
+    p.add_argument("--subject"), p.add_argument("--task"), p.add_argument("--session"), p.add_argument("--run")
+    p.add_argument("--reference", choices=["average", "none"], default="average",
+                   help="re-reference to the average like simulated EEG (default) or keep the recording's")
+    p.add_argument("--fc-method", choices=["aec", "plv", "coh"], default="aec",
+                   help="sensor FC: amplitude-envelope correlation (default), PLV or coherence")
+    p.add_argument("--fc-bands", default="alpha,beta,gamma", help="bands of the FC (default alpha,beta,gamma)")
+    p.add_argument("--source-connectome", metavar="NAME",
+                   help="also invert through this connectome's lead field (region-level targets)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_import_eeg)
+
+
+def _import_eeg(args):
+    from .io.eeg_in import import_eeg
+    channels = args.channels
+    if channels and "," in channels:
+        channels = [c.strip() for c in channels.split(",") if c.strip()]
+    ds = import_eeg(args.path, out=args.out, channels=channels, subject=args.subject, task=args.task,
+                    session=args.session, run=args.run, overwrite=args.overwrite,
+                    source_connectome=args.source_connectome,
+                    reference=None if args.reference == "none" else "average", fc_method=args.fc_method,
+                    fc_bands=tuple(b.strip() for b in args.fc_bands.split(",") if b.strip()))
+    print(f"{args.out}: {ds.sizes['sensor']} channels, {ds.attrs['duration_s']:.1f} s at "
+          f"{ds.attrs['sample_rate_hz']:g} Hz; alpha peak {float(ds['alpha_peak_hz_mean']):.2f} Hz "
+          f"(mean spectrum); variables: {', '.join(ds.data_vars)}")
+
+
+def _add_import_fmri(sub):
+    p = sub.add_parser(
+        "import-fmri", help="BOLD NIfTI + atlas -> region time series and FC (netCDF)",
+        description="Parcellate a 4D BOLD image with an atlas (a label NIfTI, or power_2011 / "
+                    "dosenbach_2010 / seitzman_2018 coordinates shipped with nilearn) into region time "
+                    "series and their Pearson FC, optionally matched to a connectome's regions. An "
+                    "existing output is never replaced without --overwrite.")
+    p.add_argument("bold", help="4D .nii/.nii.gz, or a BIDS root (then --subject/--task)")
+    p.add_argument("--atlas", required=True, help="label image .nii(.gz) or a packaged coordinate atlas name")
+    p.add_argument("--atlas-labels", help="region names: BIDS dseg.tsv, colour LUT or one name per line")
+    p.add_argument("--out", required=True, help="netCDF file to write, e.g. fc.nc")
+    p.add_argument("--tr", type=float, help="repetition time (s); must agree with the header/sidecar")
+    p.add_argument("--subject"), p.add_argument("--task"), p.add_argument("--session"), p.add_argument("--run")
+    p.add_argument("--connectome", help="catalog name or connectome .nc: reorder regions to match it")
+    p.add_argument("--match", choices=["label", "centroid"], default="label",
+                   help="pair atlas and connectome regions by label (default) or nearest centroid")
+    p.add_argument("--max-distance-mm", type=float, default=15.0,
+                   help="largest centroid distance accepted with --match centroid (default 15 mm)")
+    p.add_argument("--standardize", action="store_true", help="z-score each region series")
+    p.add_argument("--detrend", action="store_true", help="remove linear trends")
+    p.add_argument("--high-pass", type=float, metavar="HZ"), p.add_argument("--low-pass", type=float, metavar="HZ")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(func=_import_fmri)
+
+
+def _import_fmri(args):
+    from pathlib import Path
+
+    from .io.fmri_in import find_bids_bold, import_fmri
+    bold = Path(args.bold)
+    if bold.is_dir():
+        bold = find_bids_bold(bold, subject=args.subject, task=args.task, session=args.session, run=args.run)
+    conn = args.connectome
+    if conn and Path(conn).suffix == ".nc":
+        from .connectome import Connectome
+        conn = Connectome.open(conn)
+    ds = import_fmri(bold, args.atlas, out=args.out, labels=args.atlas_labels, tr_s=args.tr,
+                     connectome=conn, by=args.match, max_distance_mm=args.max_distance_mm,
+                     overwrite=args.overwrite, standardize=args.standardize, detrend=args.detrend,
+                     high_pass_hz=args.high_pass, low_pass_hz=args.low_pass)
+    print(f"{args.out}: {ds.sizes['region']} regions x {ds.sizes['time']} volumes (TR {ds.attrs['tr_s']:g} s) "
+          f"from {bold.name} with atlas {ds.attrs['atlas']}")
+
+
+def _add_validate_derivatives(sub):
+    p = sub.add_parser("validate-derivatives",
+                       help="check a neurotwin BIDS-derivatives folder against the BIDS schema")
+    p.add_argument("root", help="derivatives folder, e.g. bids/derivatives/neurotwin-dash")
+    p.set_defaults(func=_validate_derivatives)
+
+
+def _validate_derivatives(args):
+    from .io.derivatives import validate_derivatives
+    rep = validate_derivatives(args.root)
+    print(rep)
+    return 0 if rep.valid else 1
+
+
+COMMANDS += [_add_import_eeg, _add_import_fmri, _add_validate_derivatives]
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
