@@ -24,6 +24,10 @@ __all__ = ["MODELS", "get_model", "model_names"]
 
 _MODULES = {
     "jansen_rit": "jansen_rit",
+    "wendling": "wendling",
+    "lanmm": "lanmm",
+    "wilson_cowan": "wilson_cowan",
+    "lopes_da_silva": "lopes_da_silva",
 }
 
 

@@ -1,0 +1,240 @@
+"""Laminar neural mass model, LaNMM (Sanchez-Todo et al. 2023, NeuroImage 270:119938).
+
+Sanchez-Todo R, Bastos AM, Lopez-Sola E, Mercadal B, Santarnecchi E, Miller EK, Deco G,
+Ruffini G (2023) A physical neural mass model framework for the analysis of oscillatory
+generators from laminar electrophysiological recordings.
+
+One cortical column, two coupled subsystems:
+
+* a Jansen–Rit-like deep loop — pyramidal P1 with spiny stellate (SS) and somatostatin (SST)
+  interneurons — that produces alpha;
+* a PING-like superficial loop — pyramidal P2 with parvalbumin (PV) interneurons — that
+  produces gamma (P2's sigmoid threshold is 1 mV instead of 6 mV).
+
+14 second-order synapses ``ü_k = A_k a_k C_k x_k − 2 a_k u̇_k − a_k² u_k`` (28 states:
+``u1..u14`` then ``du1..du14``), with AMPA (A = 3.25 mV, a = 100 s⁻¹), GABA_slow
+(A = −22 mV, a = 50 s⁻¹) and GABA_fast (A = −30 mV, a = 220 s⁻¹) kinetics; the presynaptic
+rates ``x_k`` and weights ``C_k`` follow :data:`SYNAPSES`. Membrane potentials::
+
+    v_P1 = u1 + u2 + u3 + u11    v_SS = u4    v_SST = u5
+    v_P2 = u6 + u7 + u8 + u12    v_PV = u9 + u10 + u13 + u14
+
+External inputs: ``e1`` to P1 (synapse 3), ``e2`` to P2 (synapse 8), ``e_pv`` to PV (14); the
+deterministic part of each is clipped at 0.
+
+Network coupling (the "simplest scheme" of SCIENCE.md §4): two transmitted rates, P1's and
+P2's firing rates; ``K Σ_j W_ij r_P1,j(t − τ)`` adds to region i's ``e1`` (the P1-targeting
+input) and ``K Σ_j W_ij r_P2,j(t − τ)`` to its ``e2`` (the P2-targeting input).
+
+Noise: independent white noise of sd ``noise_sd`` (per 1-ms sample) on ``e1`` and on ``e2``,
+integrated on the velocity states of synapses 3 and 8.
+
+Drives: ``membrane`` (mV) polarises **P1 and P2** (added to both somatic potentials inside their
+sigmoids); ``rate`` (1/s) adds to both ``e1`` and ``e2``.
+
+Alzheimer's path (Ruffini's code): ``C7`` (PV → P2) 550 healthy → 300 MCI → 140 AD.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..params import ParamSet, ParamSpec
+
+NAME = "lanmm"
+
+#: (from, to, synapse type, default C) of synapses 1..14.
+SYNAPSES = (
+    ("SS", "P1", "ampa", 108.0),
+    ("SST", "P1", "gaba_slow", 33.7),
+    ("e1", "P1", "ampa", 1.0),
+    ("P1", "SS", "ampa", 135.0),
+    ("P1", "SST", "ampa", 33.75),
+    ("P2", "P2", "ampa", 70.0),
+    ("PV", "P2", "gaba_fast", 550.0),
+    ("e2", "P2", "ampa", 1.0),
+    ("P2", "PV", "ampa", 200.0),
+    ("PV", "PV", "gaba_fast", 100.0),
+    ("P2", "P1", "ampa", 80.0),
+    ("P1", "P2", "ampa", 200.0),
+    ("P1", "PV", "ampa", 30.0),
+    ("e_pv", "PV", "ampa", 1.0),
+)
+
+PARAMS = ParamSet([
+    ParamSpec("A_ampa", 3.25, 1.0, 10.0, "mV", "AMPA PSP gain"),
+    ParamSpec("a_ampa", 100.0, 50.0, 200.0, "1/s", "AMPA rate constant"),
+    ParamSpec("A_gaba_slow", 22.0, 5.0, 50.0, "mV", "GABA_slow PSP gain (magnitude; the PSP is negative)"),
+    ParamSpec("a_gaba_slow", 50.0, 20.0, 100.0, "1/s", "GABA_slow rate constant"),
+    ParamSpec("A_gaba_fast", 30.0, 5.0, 60.0, "mV", "GABA_fast PSP gain (magnitude; the PSP is negative)"),
+    ParamSpec("a_gaba_fast", 220.0, 100.0, 500.0, "1/s", "GABA_fast rate constant"),
+] + [
+    ParamSpec(f"C{k + 1}", c, 0.0, max(4.0 * c, 10.0), "",
+              f"synapse {k + 1}: {src} → {dst} ({kind}) connectivity")
+    for k, (src, dst, kind, c) in enumerate(SYNAPSES)
+] + [
+    ParamSpec("v0", 6.0, 3.0, 8.0, "mV", "sigmoid threshold of P1, SS, SST and PV"),
+    ParamSpec("v0_p2", 1.0, -3.0, 8.0, "mV", "sigmoid threshold of P2"),
+    ParamSpec("e0", 2.5, 1.0, 10.0, "1/s", "half the maximal firing rate"),
+    ParamSpec("r", 0.56, 0.1, 2.0, "1/mV", "sigmoid steepness"),
+    ParamSpec("e1", 270.0, 0.0, 600.0, "1/s", "mean external input rate to P1"),
+    ParamSpec("e2", 90.0, 0.0, 600.0, "1/s", "mean external input rate to P2"),
+    ParamSpec("e_pv", 0.0, 0.0, 600.0, "1/s", "mean external input rate to PV"),
+    ParamSpec("noise_sd", 30.0, 0.0, 200.0, "1/s", "sd of e1 and of e2 per 1-ms sample (independent)"),
+], owner=NAME)
+
+STATES = tuple(f"u{k}" for k in range(1, 15)) + tuple(f"du{k}" for k in range(1, 15))
+OUTPUTS = ("v_p1", "v_p2", "rate_p1", "rate_p2", "v_ss", "v_sst", "v_pv")
+OBSERVED = ("v_p1", "v_p2")
+CVARS = ("rate_p1", "rate_p2")
+CVAR_TARGETS = ("P1 external input e1", "P2 external input e2")
+NOISE_STATES = (14 + 2, 14 + 7)
+POLARISED = ("P1", "P2")
+STATE_BOUND = 1e7
+NETWORK_DEFAULTS = {"coupling": 1.0}
+UNITS = dict({o: ("1/s" if o.startswith("rate") else "mV") for o in OUTPUTS},
+             **{f"u{k}": "mV" for k in range(1, 15)}, **{f"du{k}": "mV/s" for k in range(1, 15)})
+
+_I = {n: PARAMS.index(n) for n in PARAMS.names}
+_AA, _aA, _AS, _aS, _AF, _aF = (_I[n] for n in ("A_ampa", "a_ampa", "A_gaba_slow", "a_gaba_slow",
+                                                  "A_gaba_fast", "a_gaba_fast"))
+_C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13, _C14 = (
+    _I[f"C{k}"] for k in range(1, 15))
+_v0, _v0p2, _e0, _r, _e1, _e2, _epv, _sd = (_I[n] for n in ("v0", "v0_p2", "e0", "r", "e1", "e2",
+                                                             "e_pv", "noise_sd"))
+_MS = math.sqrt(1e-3)
+
+
+def initial_state(n_batch: int, n_region: int) -> np.ndarray:
+    """Zero PSPs, shape (batch, region, 28)."""
+    return np.zeros((n_batch, n_region, len(STATES)))
+
+
+@njit(cache=True, inline="always")
+def _sig(v, e0, r, v0):
+    return 2.0 * e0 / (1.0 + math.exp(r * (v0 - v)))
+
+
+@njit(cache=True, inline="always")
+def _syn(A, a, drive, u, du):
+    return A * a * drive - 2.0 * a * du - a * a * u
+
+
+@njit(cache=True, inline="always")
+def dfun(x, p, c_in, u_mem, u_rate):
+    """Right-hand side of one column (28-tuple); see the module docstring."""
+    e0 = p[_e0]
+    r = p[_r]
+    v0 = p[_v0]
+    Aa = p[_AA]
+    aa = p[_aA]
+    As = -p[_AS]
+    as_ = p[_aS]
+    Af = -p[_AF]
+    af = p[_aF]
+    v_p1 = x[0] + x[1] + x[2] + x[10] + u_mem
+    v_p2 = x[5] + x[6] + x[7] + x[11] + u_mem
+    r_p1 = _sig(v_p1, e0, r, v0)
+    r_p2 = _sig(v_p2, e0, r, p[_v0p2])
+    r_ss = _sig(x[3], e0, r, v0)
+    r_sst = _sig(x[4], e0, r, v0)
+    r_pv = _sig(x[8] + x[9] + x[12] + x[13], e0, r, v0)
+    in1 = max(p[_e1] + c_in[0] + u_rate, 0.0)
+    in2 = max(p[_e2] + c_in[1] + u_rate, 0.0)
+    inpv = max(p[_epv], 0.0)
+    return (x[14], x[15], x[16], x[17], x[18], x[19], x[20],
+            x[21], x[22], x[23], x[24], x[25], x[26], x[27],
+            _syn(Aa, aa, p[_C1] * r_ss, x[0], x[14]),
+            _syn(As, as_, p[_C2] * r_sst, x[1], x[15]),
+            _syn(Aa, aa, p[_C3] * in1, x[2], x[16]),
+            _syn(Aa, aa, p[_C4] * r_p1, x[3], x[17]),
+            _syn(Aa, aa, p[_C5] * r_p1, x[4], x[18]),
+            _syn(Aa, aa, p[_C6] * r_p2, x[5], x[19]),
+            _syn(Af, af, p[_C7] * r_pv, x[6], x[20]),
+            _syn(Aa, aa, p[_C8] * in2, x[7], x[21]),
+            _syn(Aa, aa, p[_C9] * r_p2, x[8], x[22]),
+            _syn(Af, af, p[_C10] * r_pv, x[9], x[23]),
+            _syn(Aa, aa, p[_C11] * r_p2, x[10], x[24]),
+            _syn(Aa, aa, p[_C12] * r_p1, x[11], x[25]),
+            _syn(Aa, aa, p[_C13] * r_p1, x[12], x[26]),
+            _syn(Aa, aa, p[_C14] * inpv, x[13], x[27]))
+
+
+@njit(cache=True, inline="always")
+def cvar(x, p, u_mem):
+    """Transmitted rates (P1, P2) of one column (1/s)."""
+    return (_sig(x[0] + x[1] + x[2] + x[10] + u_mem, p[_e0], p[_r], p[_v0]),
+            _sig(x[5] + x[6] + x[7] + x[11] + u_mem, p[_e0], p[_r], p[_v0p2]))
+
+
+@njit(cache=True, inline="always")
+def observe(x, p, u_mem):
+    v_p1 = x[0] + x[1] + x[2] + x[10]
+    v_p2 = x[5] + x[6] + x[7] + x[11]
+    return (v_p1, v_p2,
+            _sig(v_p1 + u_mem, p[_e0], p[_r], p[_v0]), _sig(v_p2 + u_mem, p[_e0], p[_r], p[_v0p2]),
+            x[3], x[4], x[8] + x[9] + x[12] + x[13])
+
+
+@njit(cache=True, inline="always")
+def noise_gain(p):
+    g = p[_AA] * p[_aA] * p[_sd] * _MS
+    return (g * p[_C3], g * p[_C8])
+
+
+# --- NumPy reference: table-driven over SYNAPSES ------------------------------------------
+
+_KIN = {"ampa": ("A_ampa", "a_ampa", 1.0), "gaba_slow": ("A_gaba_slow", "a_gaba_slow", -1.0),
+        "gaba_fast": ("A_gaba_fast", "a_gaba_fast", -1.0)}
+_MEMBRANE = {"P1": (1, 2, 3, 11), "SS": (4,), "SST": (5,), "P2": (6, 7, 8, 12), "PV": (9, 10, 13, 14)}
+
+
+def _unpack(p):
+    return {name: p[..., i] for i, name in enumerate(PARAMS.names)}
+
+
+def _potentials(x, u_mem):
+    v = {pop: sum(x[..., k - 1] for k in syn) for pop, syn in _MEMBRANE.items()}
+    v["P1"] = v["P1"] + u_mem
+    v["P2"] = v["P2"] + u_mem
+    return v
+
+
+def _rates(v, q):
+    S = lambda vv, v0: 2 * q["e0"] / (1 + np.exp(q["r"] * (v0 - vv)))  # noqa: E731
+    return {pop: S(vv, q["v0_p2"] if pop == "P2" else q["v0"]) for pop, vv in v.items()}
+
+
+def dfun_numpy(x, p, c_in, u_mem, u_rate):
+    """Reference right-hand side over (batch, region, 28), one synapse of :data:`SYNAPSES` at a time."""
+    q = _unpack(p)
+    rate = _rates(_potentials(x, u_mem), q)
+    rate["e1"] = np.maximum(q["e1"] + c_in[..., 0] + u_rate, 0.0)
+    rate["e2"] = np.maximum(q["e2"] + c_in[..., 1] + u_rate, 0.0)
+    rate["e_pv"] = np.maximum(q["e_pv"], 0.0)
+    d = np.empty_like(x)
+    d[..., :14] = x[..., 14:]
+    for k, (src, _dst, kind, _c) in enumerate(SYNAPSES):
+        gain, const, sign = _KIN[kind]
+        A, a = sign * q[gain], q[const]
+        d[..., 14 + k] = A * a * q[f"C{k + 1}"] * rate[src] - 2 * a * x[..., 14 + k] - a ** 2 * x[..., k]
+    return d
+
+
+def cvar_numpy(x, p, u_mem):
+    rate = _rates(_potentials(x, u_mem), _unpack(p))
+    return np.stack([rate["P1"], rate["P2"]], axis=-1)
+
+
+def observe_numpy(x, p, u_mem):
+    v = _potentials(x, 0.0)
+    rate = _rates(_potentials(x, u_mem), _unpack(p))
+    return np.stack([v["P1"], v["P2"], rate["P1"], rate["P2"], v["SS"], v["SST"], v["PV"]], axis=-1)
+
+
+def noise_gain_numpy(p):
+    q = _unpack(p)
+    g = q["A_ampa"] * q["a_ampa"] * q["noise_sd"] * _MS
+    return np.stack([g * q["C3"], g * q["C8"]], axis=-1)

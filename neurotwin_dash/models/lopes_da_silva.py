@@ -1,0 +1,138 @@
+"""Lopes da Silva thalamic alpha model (Lopes da Silva et al. 1974, Kybernetik 15:27–37).
+
+A thalamocortical relay population (TCR) and an inhibitory interneuron population (IN); the
+parameter set is the one also used by Bhattacharya et al. (2011, Neural Netw. 24:631). PSP
+kernels are differences of exponentials ``h(t) = A (e^{−at} − e^{−bt})``, i.e.
+``ÿ + (a + b) ẏ + a b y = A (b − a) x``. States: ``y1`` (excitatory PSP of the external input on
+TCR), ``y2`` (inhibitory PSP of IN on TCR), ``y3`` (excitatory PSP of TCR on IN) and their
+derivatives ``y4..y6``::
+
+    V_TCR = y1 − y2,  V_IN = y3
+    ÿ1 = A (b − a) (P + u_net + u_rate)      − (a + b) ẏ1 − a b y1
+    ÿ2 = B (d − c) C2 f(V_IN)               − (c + d) ẏ2 − c d y2
+    ÿ3 = A (b − a) C1 f(V_TCR + u_mem)      − (a + b) ẏ3 − a b y3
+    f(V) = 2 e0 / (1 + exp(ν (V0 − V)))
+
+Its alpha is noise-driven: without noise it rests at a fixed point; with input noise (sd
+100 s⁻¹ per 1-ms sample) V_TCR peaks near 9 Hz. Noise enters ``ẏ1`` (gain ``A (b − a)``).
+Transmitted rate: ``f(V_TCR + u_mem)``, added to the network input of TCR. Polarised: TCR.
+The kernels are positive only with ``b > a`` and ``d > c`` (the defaults).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..params import ParamSet, ParamSpec
+
+NAME = "lopes_da_silva"
+
+PARAMS = ParamSet([
+    ParamSpec("A", 1.65, 0.1, 10.0, "mV", "excitatory PSP gain"),
+    ParamSpec("a", 55.0, 5.0, 300.0, "1/s", "excitatory kernel decay rate (slow)"),
+    ParamSpec("b", 605.0, 100.0, 2000.0, "1/s", "excitatory kernel rise rate (fast)"),
+    ParamSpec("B", 32.0, 1.0, 100.0, "mV", "inhibitory PSP gain"),
+    ParamSpec("c", 27.5, 5.0, 200.0, "1/s", "inhibitory kernel decay rate (slow)"),
+    ParamSpec("d", 55.0, 10.0, 500.0, "1/s", "inhibitory kernel rise rate (fast)"),
+    ParamSpec("C1", 32.0, 0.0, 100.0, "", "TCR → IN connectivity"),
+    ParamSpec("C2", 3.0, 0.0, 30.0, "", "IN → TCR connectivity"),
+    ParamSpec("e0", 25.0, 1.0, 50.0, "1/s", "half the maximal firing rate (2 e0 = 50 1/s)"),
+    ParamSpec("nu", 0.56, 0.1, 2.0, "1/mV", "sigmoid steepness"),
+    ParamSpec("V0", 6.0, 0.0, 20.0, "mV", "sigmoid threshold"),
+    ParamSpec("P", 312.0, 0.0, 1000.0, "1/s", "mean external input rate to TCR"),
+    ParamSpec("noise_sd", 100.0, 0.0, 500.0, "1/s", "sd of the input rate per 1-ms sample"),
+], owner=NAME)
+
+STATES = ("y1", "y2", "y3", "y4", "y5", "y6")
+OUTPUTS = ("v_tcr", "v_in", "rate_out")
+OBSERVED = ("v_tcr",)
+CVARS = ("rate_out",)
+CVAR_TARGETS = ("TCR input rate (added to P)",)
+NOISE_STATES = (3,)
+POLARISED = ("TCR",)
+STATE_BOUND = 1e7
+NETWORK_DEFAULTS = {"coupling": 1.0}
+UNITS = {"v_tcr": "mV", "v_in": "mV", "rate_out": "1/s", "y1": "mV", "y2": "mV", "y3": "mV",
+         "y4": "mV/s", "y5": "mV/s", "y6": "mV/s"}
+
+_A, _a, _b, _B, _c, _d, _C1, _C2, _e0, _nu, _V0, _P, _sd = (PARAMS.index(n) for n in PARAMS.names)
+_MS = math.sqrt(1e-3)
+
+
+def initial_state(n_batch: int, n_region: int) -> np.ndarray:
+    """Zero PSPs, shape (batch, region, 6)."""
+    return np.zeros((n_batch, n_region, len(STATES)))
+
+
+@njit(cache=True, inline="always")
+def _f(v, e0, nu, v0):
+    return 2.0 * e0 / (1.0 + math.exp(nu * (v0 - v)))
+
+
+@njit(cache=True, inline="always")
+def dfun(x, p, c_in, u_mem, u_rate):
+    A = p[_A]
+    a = p[_a]
+    b = p[_b]
+    B = p[_B]
+    c = p[_c]
+    d = p[_d]
+    e0 = p[_e0]
+    nu = p[_nu]
+    v0 = p[_V0]
+    return (x[3], x[4], x[5],
+            A * (b - a) * (p[_P] + c_in[0] + u_rate) - (a + b) * x[3] - a * b * x[0],
+            B * (d - c) * p[_C2] * _f(x[2], e0, nu, v0) - (c + d) * x[4] - c * d * x[1],
+            A * (b - a) * p[_C1] * _f(x[0] - x[1] + u_mem, e0, nu, v0) - (a + b) * x[5] - a * b * x[2])
+
+
+@njit(cache=True, inline="always")
+def cvar(x, p, u_mem):
+    return (_f(x[0] - x[1] + u_mem, p[_e0], p[_nu], p[_V0]),)
+
+
+@njit(cache=True, inline="always")
+def observe(x, p, u_mem):
+    return (x[0] - x[1], x[2], _f(x[0] - x[1] + u_mem, p[_e0], p[_nu], p[_V0]))
+
+
+@njit(cache=True, inline="always")
+def noise_gain(p):
+    return (p[_A] * (p[_b] - p[_a]) * p[_sd] * _MS,)
+
+
+def _unpack(p):
+    return {name: p[..., i] for i, name in enumerate(PARAMS.names)}
+
+
+def _f_np(v, q):
+    return 2 * q["e0"] / (1 + np.exp(q["nu"] * (q["V0"] - v)))
+
+
+def dfun_numpy(x, p, c_in, u_mem, u_rate):
+    q = _unpack(p)
+    A, a, b, B, c, d = (q[k] for k in ("A", "a", "b", "B", "c", "d"))
+    y = [x[..., k] for k in range(6)]
+    out = np.empty_like(x)
+    out[..., :3] = x[..., 3:]
+    out[..., 3] = A * (b - a) * (q["P"] + c_in[..., 0] + u_rate) - (a + b) * y[3] - a * b * y[0]
+    out[..., 4] = B * (d - c) * q["C2"] * _f_np(y[2], q) - (c + d) * y[4] - c * d * y[1]
+    out[..., 5] = A * (b - a) * q["C1"] * _f_np(y[0] - y[1] + u_mem, q) - (a + b) * y[5] - a * b * y[2]
+    return out
+
+
+def cvar_numpy(x, p, u_mem):
+    return _f_np(x[..., 0] - x[..., 1] + u_mem, _unpack(p))[..., None]
+
+
+def observe_numpy(x, p, u_mem):
+    q = _unpack(p)
+    v = x[..., 0] - x[..., 1]
+    return np.stack([v, x[..., 2], _f_np(v + u_mem, q)], axis=-1)
+
+
+def noise_gain_numpy(p):
+    q = _unpack(p)
+    return (q["A"] * (q["b"] - q["a"]) * q["noise_sd"] * _MS)[..., None]
