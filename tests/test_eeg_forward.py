@@ -59,9 +59,17 @@ def test_connectome_centres_land_in_the_right_hemisphere_of_the_head_frame(fwd76
     inner = min(fwd76.attrs["sphere_radii_m"])
     d = np.linalg.norm(pos.values - r0, axis=1)
     assert d.max() <= inner - forward.INNER_MARGIN_MM / 1000 + 1e-9
-    assert fwd76.attrs["n_moved"] == int((fwd76["moved_mm"] > 0).sum())
-    assert 0 < fwd76.attrs["n_moved"] < 20
     assert fwd76.attrs["orientation_source"] == "connectome"
+    # "fit": outermost centre at 90 % of the inner-skull radius, nothing had to be moved
+    assert d.max() == pytest.approx(forward.FIT_FRACTION * inner, rel=1e-9)
+    assert fwd76.attrs["n_moved"] == 0 and fwd76.attrs["placement"] == "fit"
+    # "mni": centres taken as MNI mm; tvb76's anterior-shifted prefrontal centres poke out and are pulled in
+    mni = forward.forward_model("tvb76", "standard_1020", placement="mni")
+    assert mni.attrs["n_moved"] == int((mni["moved_mm"] > 0).sum())
+    assert 0 < mni.attrs["n_moved"] < 20
+    assert all(lab[1:4] == "PFC" for lab in mni.attrs["moved_regions"].split(","))
+    dm = np.linalg.norm(mni["position"].values - r0, axis=1)
+    assert dm.max() <= inner - forward.INNER_MARGIN_MM / 1000 + 1e-9
 
 
 def test_fixed_gain_is_the_vector_gain_projected_on_the_orientation(fwd76):

@@ -47,7 +47,7 @@ def average_reference_matrix(n_sensors: int) -> np.ndarray:
 
 
 def cached_leadfield(connectome="tvb76", montage="standard_1020", head="sphere",
-                     orientation="auto", reference="average") -> xr.DataArray:
+                     orientation="auto", reference="average", placement="fit") -> xr.DataArray:
     """Fixed-orientation lead field (sensor, region), memoised in memory and on disk.
 
     ``reference``: ``"average"`` (rows of the average-reference operator applied) or
@@ -58,11 +58,11 @@ def cached_leadfield(connectome="tvb76", montage="standard_1020", head="sphere",
     key = None
     if isinstance(montage, str) and isinstance(head, str) and isinstance(orientation, str):
         con_key = connectome if isinstance(connectome, str) else connectome.content_hash()
-        key = (con_key, montage, head, orientation, reference)
+        key = (con_key, montage, head, orientation, reference, placement)
         if key in _LF_MEMO:
             _LF_MEMO.move_to_end(key)
             return _LF_MEMO[key]
-    ds = forward_model(connectome, montage, head, orientation)
+    ds = forward_model(connectome, montage, head, orientation, placement=placement)
     L = ds["gain"].copy()
     L.attrs.update(ds.attrs)
     if reference == "average":
@@ -113,14 +113,15 @@ def _as_region_signal(signal, variable=None) -> xr.DataArray:
 def region_to_sensor(signal, connectome="tvb76", montage="standard_1020", head="sphere",
                      orientation="auto", moment_nAm_per_mV=DEFAULT_MOMENT_NAM_PER_MV,
                      reference="average", noise_uV: float = 0.0, seed=None,
-                     variable=None) -> xr.DataArray:
+                     variable=None, placement="fit") -> xr.DataArray:
     """Project region signals (mV) to sensors (V).
 
     Parameters
     ----------
     signal : xarray.DataArray (…, time, region) in mV, or a simulation result Dataset
         Region labels must match the connectome's.
-    connectome, montage, head, orientation : see :func:`neurotwin_dash.observe.forward.forward_model`
+    connectome, montage, head, orientation, placement : see
+        :func:`neurotwin_dash.observe.forward.forward_model`
     moment_nAm_per_mV : float or array (region,)
         Dipole moment per mV of mean-removed membrane potential.
     reference : ``"average"`` | ``"none"``
@@ -138,7 +139,7 @@ def region_to_sensor(signal, connectome="tvb76", montage="standard_1020", head="
         raise ValueError(f"signal dims {da.dims} must include 'time' and 'region'")
     if noise_uV < 0 or not np.isfinite(noise_uV):
         raise ValueError(f"noise_uV must be ≥ 0 µV, got {noise_uV}")
-    L = cached_leadfield(connectome, montage, head, orientation, reference="none")
+    L = cached_leadfield(connectome, montage, head, orientation, reference="none", placement=placement)
     regions = [str(r) for r in da["region"].values]
     if list(L["region"].values) != regions:
         missing = sorted(set(regions) - set(L["region"].values))
@@ -210,7 +211,7 @@ def simulated_raw(sensor_signal: xr.DataArray, montage="standard_1020", batch=0)
 
 def simulated_eeg(result, montage="standard_1020", connectome=None, batch=0, variable=None,
                   head="sphere", orientation="auto", moment_nAm_per_mV=DEFAULT_MOMENT_NAM_PER_MV,
-                  noise_uV: float = 0.0, seed=None):
+                  noise_uV: float = 0.0, seed=None, placement="fit"):
     """Simulation result → average-referenced ``mne.io.RawArray`` with the montage set.
 
     Parameters
@@ -224,12 +225,15 @@ def simulated_eeg(result, montage="standard_1020", connectome=None, batch=0, var
     Other parameters as in :func:`region_to_sensor`.
     """
     if connectome is None:
-        connectome = result.attrs.get("connectome") or "tvb76"
+        connectome = getattr(result, "attrs", {}).get("connectome") or "tvb76"
+        if connectome == "none":
+            raise ValueError("result has no connectome (single uncoupled node); EEG needs region centres — "
+                             "pass connectome=")
     da = _as_region_signal(result, variable)
     if "batch" in da.dims:
         da = da.isel(batch=batch)
     x = region_to_sensor(da, connectome, montage, head, orientation, moment_nAm_per_mV,
-                         "average", noise_uV, seed)
+                         "average", noise_uV, seed, placement=placement)
     raw = simulated_raw(x, montage)
     raw.info["description"] = (f"neurotwin-dash simulated EEG: variable {da.attrs.get('variable', da.name)}, "
                                f"{x.attrs['moment_nAm_per_mV']:g} nA·m/mV, head {x.attrs['head']}, "

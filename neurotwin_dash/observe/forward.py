@@ -13,13 +13,25 @@ sphere). It is computed with MNE-Python's ``make_forward_solution``:
   head then sees the same head. ``head="fsaverage"`` uses MNE's fsaverage three-layer BEM
   when the user has it on disk (it is never downloaded here); ``head`` may also be a
   path to a ``*-bem-sol.fif`` in fsaverage's MRI frame or an ``mne.bem.ConductorModel``.
-* **Coordinates** – connectome centres are RAS millimetres in an MNI-like frame (see
-  :mod:`neurotwin_dash.connectome`). They are mapped to MNE's head frame (RAS metres,
-  origin between the pre-auricular points) by the fsaverage fiducials that ship with MNE
-  (``mne/data/fsaverage/fsaverage-fiducials.fif``; ``get_ras_to_neuromag_trans``). MNE's
-  standard montages are stored in that same fsaverage frame, so electrodes and sources
+* **Coordinates** – connectome centres are RAS millimetres (see
+  :mod:`neurotwin_dash.connectome`), but their origin and extent differ between datasets
+  (tvb76's CoCoMac-derived centres sit ~20 mm anterior of MNI and are compressed: its V1
+  centroid lies at y ≈ −65 mm; hcp80 and tvb66/68 are recentred voxel frames). Two
+  placements, chosen with ``placement=``:
+
+  - ``"fit"`` (default, sphere heads): centre-and-scale into the sphere — the centres'
+    bounding-box centre goes to the sphere centre and the cloud is scaled isotropically so
+    that the outermost centre lies at 90 % of the inner-skull radius (:data:`FIT_FRACTION`);
+    axes are rotated like the fsaverage MRI → head transform (a ~3° tilt).
+  - ``"mni"``: the centres are taken as MNI/fsaverage millimetres and mapped to MNE's head
+    frame (RAS metres, origin between the pre-auricular points) by the fsaverage fiducials
+    shipped with MNE (``mne/data/fsaverage/fsaverage-fiducials.fif``;
+    ``get_ras_to_neuromag_trans``). Use it for centres truly in MNI space; BEM heads
+    always use it.
+
+  MNE's standard montages are stored in the same fsaverage frame, so electrodes and sources
   share one head. Centres outside the inner-skull sphere (less a 7 mm margin) are pulled
-  radially inside; ``moved_mm`` reports how far each one moved.
+  radially inside; ``moved_mm`` reports how far each one moved (none with ``"fit"``).
 * **Orientation** – ``orientation="auto"`` uses the connectome's mean dipole orientations
   when it has them (``orientation_source = "connectome"``), else the radial direction from
   the sphere centre (``"radial"``). ``"radial"`` forces radial; an array (n_region, 3) in
@@ -48,8 +60,12 @@ import xarray as xr
 __all__ = [
     "ForwardError", "HEADS", "MIN_SPHERE_FIT_CHANNELS", "INNER_MARGIN_MM",
     "resolve_montage", "montage_info", "mni_to_head", "forward_model", "leadfield",
-    "leadfield_vector", "gain_at_positions", "cache_dir",
+    "leadfield_vector", "gain_at_positions", "cache_dir", "PLACEMENTS", "FIT_FRACTION",
 ]
+
+PLACEMENTS = ("fit", "mni")
+#: with placement="fit", the outermost centre lies at this fraction of the inner-skull radius.
+FIT_FRACTION = 0.9
 
 HEADS = ("sphere", "fsaverage")
 #: below this many electrodes the sphere is fitted to the 10-05 template instead.
@@ -58,7 +74,7 @@ MIN_SPHERE_FIT_CHANNELS = 32
 INNER_MARGIN_MM = 7.0
 _TEMPLATE_MONTAGE = "colin27_1005"
 _NAME_MONTAGE = "colin27_1005"    # where bare channel names are looked up
-_VERSION = "1"                    # bump when the computation changes (invalidates the cache)
+_VERSION = "2"                    # bump when the computation changes (invalidates the cache)
 
 
 class ForwardError(ValueError):
@@ -296,7 +312,7 @@ def _hash(*parts) -> str:
 
 
 def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", orientation="auto",
-                  cache: bool = True, verbose=False) -> xr.Dataset:
+                  cache: bool = True, verbose=False, placement: str = "fit") -> xr.Dataset:
     """Forward model of a connectome's region dipoles for a montage (everything in one Dataset).
 
     Parameters
@@ -310,6 +326,8 @@ def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", or
         ``auto``: the connectome's orientations when present, else radial.
     cache : bool
         Read/write the disk cache (:func:`cache_dir`).
+    placement : ``"fit"`` (default) | ``"mni"``
+        How centres enter the head (module docstring); BEM heads always use ``"mni"``.
 
     Returns
     -------
@@ -336,7 +354,21 @@ def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", or
             sphere, fitted_to = head, "given"
         else:
             sphere, fitted_to = _sphere_for(info, len(m.ch_names))
-    rr = mni_to_head(centres)
+    if placement not in PLACEMENTS:
+        raise ForwardError(f"placement {placement!r} unknown; allowed: {', '.join(PLACEMENTS)}")
+    if not is_sphere:
+        placement = "mni"
+    scale = 1.0
+    if placement == "fit":
+        box_centre = 0.5 * (centres.min(axis=0) + centres.max(axis=0))
+        rel = mni_to_head(centres - box_centre, vectors=True)            # mm, head axes
+        far = np.linalg.norm(rel, axis=1).max()
+        if far <= 0:
+            raise ForwardError(f"connectome {con.name!r}: all centres coincide; cannot place them")
+        scale = FIT_FRACTION * _inner_radius(sphere) * 1000.0 / far      # mm per mm
+        rr = np.asarray(sphere["r0"], float) + rel * scale / 1000.0
+    else:
+        rr = mni_to_head(centres)
     moved = np.zeros(n)
     if is_sphere:
         r0 = np.asarray(sphere["r0"], float)
@@ -375,7 +407,7 @@ def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", or
     head_key = head if isinstance(head, str) else (f"sphere{sphere['r0']}{_inner_radius(sphere)}"
                                                    if is_sphere else str(head))
     key = _hash(_VERSION, mne.__version__, con.content_hash(), centres, ch_rr, list(info.ch_names),
-                head_key, str(pos["coord_frame"]))
+                head_key, str(pos["coord_frame"]), placement)
     path = cache_dir() / f"gain_{key}.npy"
     G = None
     if cache and path.exists():
@@ -430,7 +462,11 @@ def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", or
             "montage": mname,
             "connectome": con.name,
             "connectome_hash": con.content_hash(),
-            "coordinate_transform": "MNI-like RAS mm -> MNE head m via fsaverage fiducials",
+            "placement": placement,
+            "placement_scale": float(scale),
+            "coordinate_transform": ("bounding-box centre -> sphere centre, isotropic scale "
+                                     f"{scale:.3f}, fsaverage fiducial rotation" if placement == "fit" else
+                                     "MNI RAS mm -> MNE head m via fsaverage fiducials"),
             "reference": "none (infinity)",
             "cache_key": key,
         },
@@ -439,27 +475,27 @@ def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", or
 
 
 def leadfield(connectome="tvb76", montage="standard_1020", head="sphere", orientation="auto",
-              cache: bool = True, verbose=False) -> xr.DataArray:
+              cache: bool = True, verbose=False, placement: str = "fit") -> xr.DataArray:
     """Fixed-orientation lead field (sensor, region) in V per A·m (reference-free).
 
     See :func:`forward_model` for the head model, coordinate mapping and orientation rules;
     attrs carry ``orientation_source`` ("connectome" or "radial") and the regions moved inside.
     """
-    ds = forward_model(connectome, montage, head, orientation, cache, verbose)
+    ds = forward_model(connectome, montage, head, orientation, cache, verbose, placement)
     da = ds["gain"].copy()
     da.attrs.update(ds.attrs)
     return da
 
 
 def leadfield_vector(connectome="tvb76", montage="standard_1020", head="sphere", orientation="auto",
-                     cache: bool = True, verbose=False) -> xr.DataArray:
+                     cache: bool = True, verbose=False, placement: str = "fit") -> xr.DataArray:
     """Free-orientation lead field (sensor, region, axis) in V per A·m, head-frame x/y/z.
 
     By reciprocity (Helmholtz) the field a unit current injected at electrode k and removed at
     electrode j produces at region r is ``-(G[k, r] - G[j, r])`` in V/m per A. Non-dimension
     coords ``position`` and ``orientation`` are not attached; get them from :func:`forward_model`.
     """
-    ds = forward_model(connectome, montage, head, orientation, cache, verbose)
+    ds = forward_model(connectome, montage, head, orientation, cache, verbose, placement)
     da = ds["gain_vector"].copy()
     da.attrs.update(ds.attrs)
     return da
