@@ -262,3 +262,23 @@ def test_source_targets_put_occipital_alpha_back_in_occipital_regions():
     assert rel.sel(region=occipital).mean() > 0.8 > 0.4 > rel.sel(region=frontal).mean()
     assert src["alpha_peak_hz"].sel(region="rV1") == pytest.approx(10.0, abs=0.2)
     assert src.attrs["inverse"] == "Tikhonov minimum norm" and src["resolution"].shape == (76, 76)
+
+
+def test_uploaded_brainvision_triplet_imports_like_the_file_on_disk(tmp_path, sim_raw, sim_targets):
+    from neurotwin_dash.io import save_uploads
+    src = tmp_path / "src"
+    src.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mne.export.export_raw(src / "rec.vhdr", sim_raw, fmt="brainvision", verbose=False)
+    uploads = {p.name: p.read_bytes() for p in sorted(src.iterdir())}
+    paths = save_uploads(uploads, tmp_path / "up")
+    vhdr = next(p for p in paths if p.suffix == ".vhdr")
+    _assert_same_targets(eeg_in.import_eeg(vhdr), sim_targets, rtol=1e-5)
+    with pytest.raises(OutputExistsError):
+        save_uploads({"rec.vhdr": b"other"}, tmp_path / "up")
+    assert (tmp_path / "up" / "rec.vhdr").read_bytes() == uploads["rec.vhdr"]
+    with pytest.raises(DataImportError, match="uploaded file rec2.eeg is empty"):
+        save_uploads({"rec2.eeg": b""}, tmp_path / "up")
+    with pytest.raises(DataImportError, match="uploaded file name 'my rec.edf'"):
+        save_uploads({"my rec.edf": b"x"})

@@ -10,7 +10,11 @@
 
 Connectome files (CSV/TSV/.npy, MRtrix, TVB zips) load with
 :meth:`neurotwin_dash.connectome.Connectome.from_files`.
-"""
-from .files import DataImportError, OutputExistsError, check_input, write_new
 
-__all__ = ["DataImportError", "OutputExistsError", "check_input", "write_new"]
+For a dashboard: ``paths = save_uploads({name: bytes, ...})`` then
+``eeg_in.import_eeg(paths[0])`` / ``fmri_in.import_fmri(bold, atlas)``; every function takes and
+returns plain paths and ``xarray.Dataset`` objects.
+"""
+from .files import DataImportError, OutputExistsError, check_input, save_uploads, write_new
+
+__all__ = ["DataImportError", "OutputExistsError", "check_input", "save_uploads", "write_new"]

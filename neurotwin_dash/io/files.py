@@ -12,11 +12,13 @@ reported with its path and the field it was meant to fill) and writes through
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["DataImportError", "OutputExistsError", "check_input", "write_new"]
+__all__ = ["DataImportError", "OutputExistsError", "check_input", "write_new", "save_uploads"]
 
 
 class DataImportError(ValueError):
@@ -97,3 +99,32 @@ def write_new(path, write: Callable[[Path], None], overwrite: bool = False) -> P
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def save_uploads(files, folder=None) -> list[Path]:
+    """Store uploaded files (e.g. a dashboard's FileInput) so the importers can open them.
+
+    Parameters
+    ----------
+    files : mapping of file name → bytes
+        All files of one recording together (BrainVision's ``.vhdr``/``.vmrk``/``.eeg``,
+        EEGLAB's ``.set``/``.fdt``, a NIfTI with its JSON sidecar …): they are written side by
+        side under their own names, which the formats use to find each other.
+    folder : str | Path, optional
+        Where to write; a fresh temporary folder when omitted. Existing files are never replaced.
+
+    Returns
+    -------
+    list of Path
+        The stored files, in the order given.
+    """
+    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="neurotwin_upload_"))
+    out = []
+    for name, content in dict(files).items():
+        base = Path(str(name)).name  # no folders from the client
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", base):
+            raise DataImportError(f"uploaded file name {name!r}: use letters, digits and . _ + - only")
+        if not content:
+            raise DataImportError(f"uploaded file {base} is empty (0 bytes)")
+        out.append(write_new(folder / base, lambda tmp, c=content: tmp.write_bytes(bytes(c))))
+    return out
