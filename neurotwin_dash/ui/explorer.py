@@ -80,17 +80,17 @@ class Explorer(pn.viewable.Viewer):
 
         # --- controls
         self.edge_weight = NumberBox("edge weight", 1.0, 0.0, 10.0, unit="normalised")
-        self.edge_target = pn.widgets.Select(name="edge target", options=s.labels(), width=150)
-        self.edge_source = pn.widgets.Select(name="edge source", options=s.labels(), width=150)
-        self.edge_button = pn.widgets.Button(name="Set edge", button_type="primary", width=100)
+        self.edge_target = pn.widgets.Select(label="edge target", options=s.labels(), width=150)
+        self.edge_source = pn.widgets.Select(label="edge source", options=s.labels(), width=150)
+        self.edge_button = pn.widgets.Button(label="Set edge", color="primary", width=100)
         self.edge_button.on_click(self._set_edge)
-        self.clear_button = pn.widgets.Button(name="Clear edits", width=100)
+        self.clear_button = pn.widgets.Button(label="Clear edits", width=100)
         self.clear_button.on_click(self._clear_edits)
         self.edge_error = error_alert()
         self.seed_box = NumberBox("seed", s.seed, 0, 2**31 - 1, integer=True)
         self.seed_box.param.watch(lambda e: setattr(s, "seed", int(e.new)), "value")
         s.param.watch(lambda e: setattr(self.seed_box.input, "value", str(e.new)), "seed")
-        self.run_button = pn.widgets.Button(name="Simulate now", button_type="success", width=130)
+        self.run_button = pn.widgets.Button(label="Simulate now", color="success", width=130)
         self.run_button.on_click(lambda e: s.run())
         s.param.watch(self._on_connectome, "connectome")
 
@@ -159,13 +159,13 @@ class Explorer(pn.viewable.Viewer):
             self.seed_box,
             pn.widgets.Select.from_param(s.param.montage, sizing_mode="stretch_width"),
             pn.widgets.Select.from_param(s.param.empirical_fc, sizing_mode="stretch_width"),
-            pn.Row(pn.widgets.Checkbox.from_param(s.param.auto_run, name="re-simulate on change"),
+            pn.Row(pn.widgets.Checkbox.from_param(s.param.auto_run, label="re-simulate on change"),
                    self.run_button),
             title="Run", sizing_mode="stretch_width")
         view_card = pn.Card(
             pn.widgets.Select.from_param(s.param.region, sizing_mode="stretch_width"),
             pn.widgets.Select.from_param(s.param.map_band, sizing_mode="stretch_width"),
-            pn.widgets.Select.from_param(s.param.band, name="topomap band", sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(s.param.band, label="topomap band", sizing_mode="stretch_width"),
             title="View (no re-simulation)", sizing_mode="stretch_width")
         return pn.Column(model_card, network_card, run_card, view_card, sizing_mode="stretch_width")
 

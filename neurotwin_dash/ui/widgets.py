@@ -31,7 +31,7 @@ class NumberBox(pn.viewable.Viewer):
         super().__init__(value=value, **params)
         self.label, self.low, self.high, self.unit, self.integer = label, low, high, unit, integer
         shown = f"{label} ({unit})" if unit else label
-        self.input = pn.widgets.TextInput(name=shown, value=self._fmt(value), width=width,
+        self.input = pn.widgets.TextInput(label=shown, value=self._fmt(value), width=width,
                                           css_classes=["number-box"])
         self.alert = error_alert()
         self.input.param.watch(self._parse, "value")

@@ -1,0 +1,216 @@
+"""Explorer state, jobs and panes exercised in plain Python (no browser, no server)."""
+from __future__ import annotations
+
+import time
+
+import holoviews as hv
+import numpy as np
+import pytest
+
+from neurotwin_dash.models import get_model
+from neurotwin_dash.ui import compute, panes
+from neurotwin_dash.ui.explorer import Explorer, parse_query
+from neurotwin_dash.ui.state import SINGLE_NODE, ExplorerState, JobRunner, paramset_class, values_of
+from neurotwin_dash.ui.widgets import NumberBox, paramset_widgets
+
+hv.extension("bokeh")
+
+
+def _peak_hz(res, lo=1.0):
+    f = res["frequency"].values
+    p = res["psd_region"].values.mean(axis=0)
+    sel = f >= lo
+    return f[sel][np.argmax(p[sel])]
+
+
+@pytest.fixture(scope="module")
+def node_state():
+    s = ExplorerState(mode="sync", connectome=SINGLE_NODE, auto_run=False)
+    s.duration_s = 4.0
+    s.auto_run = True
+    s.run()
+    assert s.runner.error == ""
+    return s
+
+
+def test_sliders_come_from_the_models_declared_params():
+    jr = get_model("jansen_rit")
+    obj = paramset_class(jr.PARAMS, "JR")()
+    widgets = {w.name: w for w in paramset_widgets(obj)}
+    spec = jr.PARAMS["A"]
+    w = widgets[spec.label]                       # "A (mV)": the unit is in the label
+    assert spec.label == "A (mV)"
+    assert (w.start, w.end, w.value) == (spec.low, spec.high, spec.default)
+    assert obj.param["A"].doc == spec.doc         # the doc is the tooltip
+    with pytest.raises(ValueError):
+        obj.A = spec.high + 1                     # declared bounds are enforced
+    assert len(widgets) == len(jr.PARAMS)
+
+
+def test_coupling_slider_uses_a_narrower_soft_range_but_keeps_declared_bounds():
+    from neurotwin_dash.simulate import NETWORK_PARAMS
+    obj = paramset_class(NETWORK_PARAMS, "Net")()
+    (w,) = [x for x in paramset_widgets(obj, ["coupling"])]
+    assert w.end == 50.0
+    obj.coupling = NETWORK_PARAMS["coupling"].high          # typed values up to the declared bound
+    assert obj.coupling == NETWORK_PARAMS["coupling"].high
+
+
+def test_single_node_jansen_rit_peaks_in_alpha_and_moves_when_input_drops(node_state):
+    s = node_state
+    res = s.runner.result
+    assert 10.0 <= _peak_hz(res) <= 11.5                    # SCIENCE.md: 10.75 Hz at p = 220
+    alpha = float(res["band_region"].sel(band="alpha").values[0])
+    n_before = s.runner.n_done
+    s.model_params.p = 60.0                                  # below the Hopf point: no limit cycle
+    assert s.runner.n_done == n_before + 1                   # the change re-simulated
+    res2 = s.runner.result
+    assert res2 is not res
+    alpha2 = float(res2["band_region"].sel(band="alpha").values[0])
+    assert alpha2 < 0.05 * alpha                             # alpha power collapses (noise only)
+    s.model_params.p = 220.0
+    assert 10.0 <= _peak_hz(s.runner.result) <= 11.5
+
+
+def test_view_only_settings_do_not_resimulate(node_state):
+    s = node_state
+    n = s.runner.n_done
+    s.band = "beta"
+    s.map_band = "theta"
+    assert s.runner.n_done == n
+
+
+def test_same_seed_gives_identical_result_and_new_seed_differs(node_state):
+    s = node_state
+    a = s.runner.result["psd_region"].values.copy()
+    s.seed = 1
+    b = s.runner.result["psd_region"].values.copy()
+    s.seed = 0
+    c = s.runner.result["psd_region"].values
+    np.testing.assert_array_equal(a, c)
+    assert np.abs(np.log(a[:, 10:] / b[:, 10:])).max() > 0.01
+
+
+def test_connectome_edits_reach_the_simulated_weights():
+    s = ExplorerState(mode="sync", auto_run=False, connectome="tvb76")
+    s.duration_s = 1.0
+    s.montage = "starstim8"
+    labels = s.labels()
+    s.update_params({"lesions": ["rA1"], "weight_scale": 0.5, "coupling": 2.0})
+    s.add_edge("lV1", "rV1", 0.8)
+    s.run()
+    assert s.runner.error == ""
+    res = s.runner.result
+    w = res["weights"].values
+    i = labels.index("rA1")
+    assert w[i].sum() == 0 and w[:, i].sum() == 0            # lesioned region disconnected
+    a, b = labels.index("lV1"), labels.index("rV1")
+    assert w[a, b] == pytest.approx(0.4) and w[b, a] == pytest.approx(0.4)   # 0.8 × scale 0.5
+    assert w.max() == pytest.approx(0.5)                     # max-normalised, then × 0.5
+    assert res.sizes["sensor"] == 8 and res["eeg"].shape[1] == 8
+    spec = s.spec()
+    assert spec["params"]["coupling"] == 2.0 and spec["lesions"] == ["rA1"]
+
+
+def test_bad_edge_is_refused_with_a_message_naming_the_field():
+    s = ExplorerState(mode="sync", auto_run=False, connectome="tvb76")
+    with pytest.raises(ValueError, match="edge weight must be in"):
+        s.add_edge("lV1", "rV1", -1)
+    with pytest.raises(ValueError, match="edge target: unknown region"):
+        s.add_edge("nowhere", "rV1", 1)
+    assert s.edges == []
+
+
+def test_switching_to_hcp80_loads_its_empirical_fc_and_scores_the_fit():
+    s = ExplorerState(mode="sync", auto_run=False)
+    s.connectome = "hcp80"
+    assert s.empirical_fc == "hcp80_fc"
+    s.update_params({"duration_s": 2.0, "coupling": 5.0, "montage": "starstim8"})
+    s.run()
+    res = s.runner.result
+    assert s.runner.error == ""
+    fit = res.attrs["fc_fit"]
+    assert np.isfinite(fit) and -1 <= fit <= 1
+    assert fit == pytest.approx(compute.fc_fit(res["fc"].values, res["fc_empirical"].values))
+    # the FC pane shows simulated (upper) and empirical (lower) triangles
+    img = panes.fc_matrix(res)
+    z = np.asarray(img.data)[::-1]                           # back to row = target order
+    n = res.sizes["region"]
+    iu, il = np.triu_indices(n, 1), np.tril_indices(n, -1)
+    np.testing.assert_allclose(z[iu], res["fc"].values[iu])
+    np.testing.assert_allclose(z[il], res["fc_empirical"].values[il])
+    assert f"r = {fit:.2f}" in img.opts.get().kwargs["title"]
+
+
+def test_model_error_is_shown_not_raised():
+    s = ExplorerState(mode="sync", auto_run=False, connectome=SINGLE_NODE)
+    s.duration_s = 1.0
+    spec = s.spec()
+    spec["params"]["A"] = 99.0                               # outside [2, 10] mV
+    s.runner.submit(compute.explorer_job, spec)
+    assert "'A'" in s.runner.error and "[2, 10]" in s.runner.error
+    assert not s.runner.busy
+
+
+def test_job_runner_keeps_only_the_latest_result():
+    r = JobRunner(mode="thread")
+    r.submit(time.sleep, 0.6)                                # stale: returns None after 0.6 s
+    r.submit(abs, -7)                                        # latest
+    t0 = time.time()
+    while (r.busy or r.n_done == 0) and time.time() - t0 < 5:
+        time.sleep(0.02)
+    assert r.result == 7 and r.n_done == 1
+    time.sleep(0.8)                                          # the stale job finished meanwhile
+    assert r.result == 7 and r.n_done == 1
+
+
+def test_number_box_shows_inline_errors_and_keeps_last_good_value():
+    box = NumberBox("current", 1.0, -2.0, 2.0, unit="mA")
+    box.set_text("abc")
+    assert box.value == 1.0 and box.alert.visible
+    assert box.error == "current: 'abc' is not a number; allowed [-2, 2] mA"
+    box.set_text("3.5")
+    assert "outside the allowed range [-2, 2] mA" in box.error and box.value == 1.0
+    box.set_text("-1.5")
+    assert box.value == -1.5 and box.error == "" and not box.alert.visible
+
+
+def test_query_arguments_set_the_explorer_state():
+    assert parse_query({"coupling": [b"5"], "seed": [b"3"], "lesions": [b"rA1,lV1"]}) == \
+        {"coupling": 5.0, "seed": 3, "lesions": ["rA1", "lV1"]}
+    ex = Explorer(mode="sync")
+    ex.state.auto_run = False
+    ex.apply_query({"connectome": [b"tvb76"], "coupling": [b"7.5"], "p": [b"180"]})
+    assert ex.state.network_params.coupling == 7.5 and ex.state.model_params.p == 180.0
+    ex.apply_query({"coupling": [b"lots"]})
+    assert ex.query_error.visible and "coupling" in ex.query_error.object
+
+
+def test_panes_render_before_and_after_a_result(node_state):
+    res = node_state.runner.result
+    for fn in (panes.region_spectra, panes.sensor_spectra, panes.brain_map, panes.topomap,
+               panes.fc_matrix, panes.eeg_traces, panes.connectome_weights):
+        for r in (None, res):
+            fig = hv.render(fn(r))
+            assert fig is not None
+    ov = panes.region_spectra(res, "node")
+    mean = ov.get(1)
+    np.testing.assert_allclose(mean.dimension_values(1), np.log10(res["psd_region"].values[0]), rtol=1e-12)
+
+
+def test_topomap_layout_puts_electrodes_where_they_belong():
+    from neurotwin_dash.observe import forward
+    fwd = forward.forward_model("tvb76", "standard_1020")
+    xy = compute.sensor_layout_2d(fwd["sensor_position"].values, fwd.attrs["sphere_r0_m"])
+    pos = dict(zip([str(s) for s in fwd["sensor"].values], xy))
+    assert np.hypot(*pos["Cz"]) < 0.15                      # vertex in the middle
+    assert pos["T7"][0] < -0.9 and pos["T8"][0] > 0.9        # left / right on the rim
+    assert pos["Fpz"][1] > 0.9 and pos["Oz"][1] < -0.8      # nose up
+
+
+def test_explorer_viewer_builds_its_page():
+    ex = Explorer(mode="sync")
+    page = ex.__panel__()
+    assert page.get_root() is not None
+    ex.state.model = ex.state.model                          # no-op keeps the same sliders
+    assert set(values_of(ex.state.model_params)) == set(get_model(ex.state.model).PARAMS.names)

@@ -1,0 +1,67 @@
+"""`neurotwin serve`: the panel serve command line it builds (no server started here)."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from neurotwin_dash.cli import main
+from neurotwin_dash.ui import serve
+
+
+def test_serve_builds_panel_serve_with_every_app_and_options(tmp_path):
+    creds = tmp_path / "users.json"
+    creds.write_text(json.dumps({"alice": "wonder"}))
+    argv, env = serve.panel_serve_command(port=5007, address="0.0.0.0", basic_auth=str(creds),
+                                          num_threads=4, num_procs=2,
+                                          allow_websocket_origin=["lab.example.org:443"],
+                                          dask_scheduler="tcp://10.0.0.5:8786")
+    assert argv[1:4] == ["-m", "panel", "serve"]
+    apps = [a for a in argv if a.endswith(".py")]
+    assert [os.path.basename(a) for a in apps] == [f"{n}.py" for n in serve.APPS]
+    assert argv[argv.index("--port") + 1] == "5007"
+    assert argv[argv.index("--address") + 1] == "0.0.0.0"
+    assert argv[argv.index("--basic-auth") + 1] == str(creds.resolve())
+    assert argv[argv.index("--num-threads") + 1] == "4"
+    assert argv[argv.index("--num-procs") + 1] == "2"
+    assert argv[argv.index("--allow-websocket-origin") + 1] == "lab.example.org:443"
+    # secrets travel in the environment, not on the command line (visible in ps)
+    assert len(env["PANEL_COOKIE_SECRET"]) >= 32 and "--cookie-secret" not in argv
+    assert env["NEUROTWIN_DASK_SCHEDULER"] == "tcp://10.0.0.5:8786"
+
+
+def test_plain_user_password_lines_become_a_private_json_file(tmp_path):
+    creds = tmp_path / "users.txt"
+    creds.write_text("# lab members\nalice: wonder\nbob:builder\n")
+    assert serve.read_credentials(creds) == {"alice": "wonder", "bob": "builder"}
+    argv, _ = serve.panel_serve_command(basic_auth=str(creds), cookie_secret="s" * 40)
+    path = argv[argv.index("--basic-auth") + 1]
+    try:
+        assert json.loads(open(path).read()) == {"alice": "wonder", "bob": "builder"}
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        os.unlink(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("alice\n", "line 1: expected user:password"),
+    ("{}", "must map user names"),
+])
+def test_bad_credentials_files_are_refused(tmp_path, content, message):
+    creds = tmp_path / "c.txt"
+    creds.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        serve.read_credentials(creds)
+
+
+def test_serve_cli_dry_run_and_errors(tmp_path, capsys):
+    assert main(["serve", "explorer", "--port", "5100", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "panel serve" in out and "explorer.py" in out and "--port 5100" in out
+    assert main(["serve", "--basic-auth", str(tmp_path / "missing.json"), "--dry-run"]) == 2
+    assert "credentials file" in capsys.readouterr().err
+    assert main(["serve", "nope", "--dry-run"]) == 2
+    assert "unknown app" in capsys.readouterr().err
+    assert main(["serve", "--port", "70000", "--dry-run"]) == 2
