@@ -144,3 +144,26 @@ def test_derivatives_refuse_a_raw_dataset_and_bad_entity_labels(tmp_path, datase
         D.write_simulation(tmp_path / "x", sim, subject="sub_01")
     with pytest.raises(D.DerivativeError, match=r"entity 'desc' = 'my-model'"):
         D.write_simulation(tmp_path / "x", sim, subject="01", desc="my-model")
+
+
+def test_simulated_twin_eeg_beside_the_subject_imports_like_the_simulation(tmp_path):
+    """simulate → observe.eeg → BIDS derivative (BrainVision) → import_eeg: same targets."""
+    from neurotwin_dash.io import eeg_in
+    from neurotwin_dash.observe.eeg import simulated_eeg
+    from neurotwin_dash.simulate import simulate
+    res = simulate("jansen_rit", "tvb76", duration_s=6.0, params={"coupling": 1.0}, seed=3,
+                   sample_rate_hz=250.0, transient_s=1.0)
+    raw = simulated_eeg(res, montage="standard_1020")
+    deriv = tmp_path / "derivatives" / "neurotwin-dash"
+    sim_path = D.write_simulation(deriv, res, subject="01")
+    eeg_path = D.write_simulated_eeg(deriv, raw, subject="01", desc="jansenrit",
+                                     parameters={"coupling": 1.0}, sources=[sim_path])
+    assert D.validate_derivatives(deriv).valid
+    direct = eeg_in.eeg_targets(raw, fc_bands=("alpha",))
+    via_bids = eeg_in.import_eeg(eeg_path, fc_bands=("alpha",))
+    np.testing.assert_allclose(via_bids["band_power"].values, direct["band_power"].values, rtol=1e-4)
+    np.testing.assert_allclose(via_bids["alpha_peak_hz"].values, direct["alpha_peak_hz"].values, atol=1e-3)
+    assert 8.0 < float(via_bids["alpha_peak_hz_mean"]) < 13.0   # Jansen–Rit alpha (SCIENCE.md §1)
+    side = json.loads(sim_path.with_suffix(".json").read_text())
+    assert side["Provenance"]["connectome_hash"] == res.attrs["connectome_hash"]
+    assert side["Parameters"]["coupling"] == 1.0 and side["Parameters"]["seed"] == 3

@@ -301,7 +301,7 @@ def write_simulation(root, sim: xr.Dataset, subject, desc=None, task="rest", ses
     for key in ("dt_ms", "sample_rate_hz", "duration_s", "transient_s", "seed", "method"):
         if key in attrs:
             params.setdefault(key, attrs[key])
-    prov = {k: attrs[k] for k in attrs if k.startswith("connectome") or k in ("model", "version", "seed")}
+    prov = {k: v for k, v in attrs.items() if k != "params"}  # model, seed, connectome + hash, backend …
     text = description or f"{model} neural mass network simulation"
     return _write_dataset(root, sim, "timeseries", subject, desc, text, task, session, run, datatype,
                           params, sources, prov, overwrite)
