@@ -93,8 +93,10 @@ def test_tdcs_shifts_soma_potential_and_rate_with_the_sign_of_En(fields, En):
     (d,) = tes_drives(MONTAGE, TDCS(ramp_up_s=0.2, ramp_down_s=0.0), fields=fields, dose=[0.0, 1.0, -1.0],
                       lambda_mV_per_V_m=lam)
     res = simulate("jansen_rit", "tvb76", duration_s=3.0, dt_ms=0.1, transient_s=1.0, seed=5,
-                   params={"coupling": np.full(3, 5.0)}, drive=d, record=["v_pyr", "rate_out"])
-    big = np.abs(En) > 0.1
+                   params={"coupling": np.full(3, 2.0)}, drive=d, record=["v_pyr", "rate_out"])
+    # regions where the local field dominates over what the network carries in from the others
+    big = np.abs(En) > 0.3 * np.abs(En).max()
+    assert big.sum() >= 8
     shift = lam * np.array([0.0, 1.0, -1.0])[:, None] * En[None]     # imposed soma shift on the plateau
     soma = res["v_pyr"].values.mean(axis=1) + shift
     rate = res["rate_out"].values.mean(axis=1)

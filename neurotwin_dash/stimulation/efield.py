@@ -17,12 +17,14 @@ finite and the sum over a montage is exact.
 
 The gain is the one the EEG observer uses (:func:`neurotwin_dash.observe.forward.forward_model`):
 by default MNE's four-layer sphere fitted to the electrode layout, radii ≈ 88/90/95/98 mm
-(brain/CSF/skull/scalp) and conductivities **0.33 / 1.0 / 0.004 / 0.33 S/m** (MNE defaults), region
-centres mapped from MNI-like RAS mm to MNE's head frame by the fsaverage fiducials, and centres
-outside the inner sphere pulled 7 mm inside. With that head, bipolar scalp montages give
-**≈ 0.1–0.3 V/m per mA** at the regions (T7–T8: max 0.32, median 0.15 V/m per mA; F3–F4 max 0.29;
-O1–Fz max 0.19). Realistic head models give roughly 2× more, mainly because 0.004 S/m is a low
-skull conductivity (reported 0.01–0.015 S/m); pass ``head=`` to the forward model to change it.
+(brain/CSF/skull/scalp) and conductivities **0.33 / 1.0 / 0.004 / 0.33 S/m** (MNE defaults), with
+the region centres placed inside the brain sphere as the forward model documents (default
+``placement="fit"``: centred and scaled so the outermost centre sits at 90 % of the inner-skull
+radius). With that head, bipolar scalp montages give **≈ 0.1–0.3 V/m per mA** at the regions
+(1 mA T7–T8: max 0.33, median 0.15 V/m; F3–F4: max 0.23; O1–Fz: max 0.27; see
+``bench/bench_stimulation.py``). Realistic head models give roughly 2× more, mainly because
+0.004 S/m is a low skull conductivity (reported 0.01–0.015 S/m); pass ``head=`` (and other
+forward-model options) to change it.
 
 Normal component (convention of Ruffini's group, SCIENCE.md §7): ``E_n = E · n`` with ``n`` the
 unit normal pointing from the pial surface **into** the cortex (toward white matter, along the
@@ -76,7 +78,7 @@ _FIELD_CACHE: dict = {}
 
 
 def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere", orientation="auto",
-                     cache: bool = True) -> xr.Dataset:
+                     cache: bool = True, **forward_options) -> xr.Dataset:
     """Per-electrode field matrices: the field of 1 mA injected at each electrode.
 
     Parameters
@@ -89,6 +91,8 @@ def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere"
     head, orientation : see :func:`neurotwin_dash.observe.forward.forward_model`
     cache : bool
         Use the forward model's disk cache (and an in-process cache of the result).
+    **forward_options
+        Passed on to the forward model (e.g. ``placement="mni"``).
 
     Returns
     -------
@@ -99,11 +103,12 @@ def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere"
         depolarises); ``position`` (region, axis) and ``electrode_position`` (electrode, axis),
         head-frame metres; attrs with the head model (radii, conductivities) and sign convention.
     """
-    key = (_connectome_key(connectome), str(layout), str(head), str(orientation))
+    key = (_connectome_key(connectome), str(layout), str(head), str(orientation),
+           tuple(sorted((k, str(v)) for k, v in forward_options.items())))
     if cache and key in _FIELD_CACHE:
         return _FIELD_CACHE[key]
     from ..observe.forward import forward_model
-    fwd = forward_model(connectome, layout, head=head, orientation=orientation, cache=cache)
+    fwd = forward_model(connectome, layout, head=head, orientation=orientation, cache=cache, **forward_options)
     G = fwd["gain_vector"].values                                   # (sensor, region, 3) V/(A·m)
     G = G - G.mean(axis=0, keepdims=True)                           # common reference cancels
     field = -G * 1e-3                                                # V/m per mA
