@@ -250,6 +250,33 @@ def _validate_derivatives(args):
 
 COMMANDS += [_add_import_eeg, _add_import_fmri, _add_validate_derivatives]
 
+
+def _add_analyse(sub):
+    p = sub.add_parser("analyse", help="compute the standard metrics of a simulation file (netCDF/zarr)")
+    p.add_argument("run", help="simulation result (.nc or .zarr) written by `neurotwin simulate`")
+    p.add_argument("--out", required=True, help="metrics netCDF to write")
+    p.add_argument("--variable", help="variable to analyse (default: the model's EEG variable)")
+    p.add_argument("--no-aperiodic", action="store_true", help="skip FOOOF aperiodic exponents")
+    p.add_argument("--pac-surrogates", type=int, default=0,
+                   help="> 0 adds Tort PAC (alpha phase, gamma amplitude) with that many surrogates")
+    p.add_argument("--bold", action="store_true", help="also BOLD FC (and FCD variance for ≥ 2 min)")
+    p.add_argument("--tr", type=float, default=0.72, help="BOLD repetition time in s (default 0.72)")
+    p.add_argument("--montage", help="also simulated-EEG band powers per sensor for this montage")
+    p.set_defaults(func=_analyse)
+
+
+def _analyse(args):
+    from .analysis.biomarkers import analyse_file
+    if args.pac_surrogates < 0:
+        raise ValueError(f"--pac-surrogates must be ≥ 0, got {args.pac_surrogates}")
+    ds = analyse_file(args.run, args.out, variable=args.variable, aperiodic=not args.no_aperiodic,
+                      pac_surrogates=args.pac_surrogates, bold=args.bold, bold_tr_s=args.tr,
+                      montage=args.montage)
+    print(f"wrote {args.out}: {', '.join(ds.data_vars)}")
+
+
+COMMANDS.append(_add_analyse)
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

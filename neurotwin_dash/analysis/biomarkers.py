@@ -22,7 +22,7 @@ import xarray as xr
 
 from . import connectivity, pac, spectra
 
-__all__ = ["region_signal", "spectral_metrics", "standard_metrics"]
+__all__ = ["region_signal", "spectral_metrics", "standard_metrics", "sensor_metrics", "analyse_file"]
 
 
 def region_signal(result, variable=None) -> xr.DataArray:
@@ -88,8 +88,10 @@ def standard_metrics(result, variable=None, window_s: float = 2.0, aperiodic: bo
         src = result if isinstance(result, xr.Dataset) else xr.Dataset({"x": da})
         var = None if isinstance(result, xr.Dataset) else "x"
         b = bold_from_result(src, variable=var if variable is None else variable, tr_s=bold_tr_s)
-        # skip the first 10 s of hemodynamic transient
-        b = b.sel(time=slice(float(b.time[0]) + 10.0, None))
+        # skip the hemodynamic transient: first 10 s (or a quarter of short runs)
+        t_b = b.time.values
+        skip = min(10.0, 0.25 * float(t_b[-1] - t_b[0]))
+        b = b.sel(time=slice(float(t_b[0]) + skip, None))
         ds["bold_fc"] = connectivity.fc_pearson(b)
         dur = float(b.time[-1] - b.time[0])
         if dur >= 120:
@@ -104,4 +106,46 @@ def standard_metrics(result, variable=None, window_s: float = 2.0, aperiodic: bo
     ds.attrs.update(analysed_variable=str(da.attrs.get("variable", da.name)), window_s=window_s,
                     connectivity_band=str(connectivity_band),
                     bands=str({k: list(v) for k, v in spectra.BANDS.items()}))
+    return ds
+
+
+def sensor_metrics(result, montage="biosemi64", variable=None, window_s: float = 2.0,
+                   batch=None) -> xr.Dataset:
+    """Band powers and alpha peak of the simulated EEG (average reference) per sensor.
+
+    Every batch member is projected with :func:`neurotwin_dash.observe.eeg.region_to_sensor`;
+    returns ``sensor_band_power`` (…, sensor, band) in V² and ``sensor_alpha_peak_hz``.
+    """
+    from ..observe.eeg import region_to_sensor
+    da = region_signal(result, variable)
+    if batch is not None and "batch" in da.dims:
+        da = da.isel(batch=batch)
+    connectome = getattr(result, "attrs", {}).get("connectome") or "tvb76"
+    x = region_to_sensor(da, connectome, montage)
+    psd = spectra.welch(x, window_s=window_s, fmax=min(80.0, spectra.sampling_rate(x) / 2))
+    bands = {k: v for k, v in spectra.BANDS.items() if v[1] <= float(psd.frequency[-1])}
+    return xr.Dataset({"sensor_band_power": spectra.band_power(psd, bands),
+                       "sensor_alpha_peak_hz": spectra.peak_frequency(psd, "alpha")},
+                      attrs={"montage": str(montage), "reference": "average"})
+
+
+def analyse_file(path, out=None, variable=None, aperiodic: bool = True, pac_surrogates: int = 0,
+                 bold: bool = False, bold_tr_s: float = 0.72, montage: str | None = None) -> xr.Dataset:
+    """Read a simulation (netCDF or zarr), compute :func:`standard_metrics`, write netCDF to ``out``."""
+    from pathlib import Path
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"simulation file {p} does not exist")
+    res = xr.open_zarr(p) if p.suffix == ".zarr" or p.is_dir() else xr.open_dataset(p)
+    res = res.load()
+    ds = standard_metrics(res, variable=variable, aperiodic=aperiodic, pac_surrogates=pac_surrogates,
+                          bold=bold, bold_tr_s=bold_tr_s)
+    if montage:
+        ds = ds.merge(sensor_metrics(res, montage=montage, variable=variable), compat="no_conflicts", join="outer")
+        ds.attrs["eeg_montage"] = montage
+    if "diverged" in res:
+        ds["diverged"] = res["diverged"]
+    ds.attrs["source_file"] = str(p)
+    if out is not None:
+        ds.to_netcdf(out)
     return ds
