@@ -248,7 +248,42 @@ def _validate_derivatives(args):
     return 0 if rep.valid else 1
 
 
-COMMANDS += [_add_import_eeg, _add_import_fmri, _add_validate_derivatives]
+def _add_export_bids(sub):
+    p = sub.add_parser(
+        "export-bids", help="write a simulation / metrics netCDF into a BIDS-derivatives folder",
+        description="Copy a simulation (neurotwin simulate/sweep output) or a metrics file into "
+                    "<root> as BIDS-derivatives with a provenance sidecar; validates the folder after.")
+    p.add_argument("path", help="netCDF file (simulation or metrics)")
+    p.add_argument("--root", required=True, help="derivatives folder, e.g. bids/derivatives/neurotwin-dash")
+    p.add_argument("--subject", required=True, help="BIDS subject label (letters and digits)")
+    p.add_argument("--kind", choices=["simulation", "metrics"], default="simulation")
+    p.add_argument("--desc", help="BIDS desc label (default: the model name for simulations)")
+    p.add_argument("--task", default="rest"), p.add_argument("--session")
+    p.add_argument("--raw-root", help="the subject's raw BIDS dataset (recorded as the source dataset)")
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist")
+    p.set_defaults(func=_export_bids)
+
+
+def _export_bids(args):
+    import xarray as xr
+
+    from .io import derivatives as D
+    D.init_derivatives(args.root, raw_root=args.raw_root)
+    ds = xr.load_dataset(args.path)
+    if args.kind == "simulation":
+        out = D.write_simulation(args.root, ds, subject=args.subject, desc=args.desc, task=args.task,
+                                 session=args.session, sources=[args.path], overwrite=args.overwrite)
+    else:
+        if not args.desc:
+            raise ValueError("--desc is required for --kind metrics (BIDS entity 'desc')")
+        out = D.write_metrics(args.root, ds, subject=args.subject, desc=args.desc, task=args.task,
+                              session=args.session, sources=[args.path], overwrite=args.overwrite)
+    rep = D.validate_derivatives(args.root)
+    print(f"{out}\n{rep}")
+    return 0 if rep.valid else 1
+
+
+COMMANDS += [_add_import_eeg, _add_import_fmri, _add_validate_derivatives, _add_export_bids]
 
 
 def _add_analyse(sub):

@@ -74,3 +74,18 @@ def test_validate_derivatives_exit_code_follows_the_report(tmp_path, capsys):
     (deriv / "dataset_description.json").write_text(json.dumps(meta))
     assert main(["validate-derivatives", str(deriv)]) == 1
     assert "needs 'derivative'" in capsys.readouterr().out
+
+
+def test_export_bids_puts_a_simulation_file_into_valid_derivatives(tmp_path, capsys):
+    sim = xr.Dataset({"v_pyr": (("batch", "time", "region"), np.zeros((1, 10, 2)) + 1.5)},
+                     coords={"batch": [0], "time": np.arange(10) / 1000, "region": ["a", "b"]},
+                     attrs={"model": "wendling", "seed": 4, "params": json.dumps({"G": 20.0})})
+    sim.to_netcdf(tmp_path / "run.nc")
+    root = tmp_path / "derivatives" / "neurotwin-dash"
+    argv = ["export-bids", str(tmp_path / "run.nc"), "--root", str(root), "--subject", "07"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sub-07_task-rest_desc-wendling_timeseries.nc" in out and "valid" in out
+    side = json.loads((root / "sub-07" / "eeg" / "sub-07_task-rest_desc-wendling_timeseries.json").read_text())
+    assert side["Parameters"]["G"] == 20.0 and side["Parameters"]["seed"] == 4
+    assert main(argv) == 2 and "exists already" in capsys.readouterr().err
