@@ -90,3 +90,20 @@ def test_montage_electrodes_outside_the_layout_are_rejected(fields):
     f = montage_field(Montage.bipolar("AFF1h", "Cz", 1.0))
     assert f.attrs["layout"] == "standard_1005" and float(f["E_mag"].max()) > 0.05
     assert "Iz" not in scalp_electrodes(fields["electrode"].values)
+
+
+def test_cortex_surface_field_agrees_with_the_region_field(fields):
+    from neurotwin_dash.stimulation.efield import montage_surface_field, surface_fields
+    sf = surface_fields("tvb76")
+    assert sf.sizes["vertex"] == 16384 and sf.sizes["electrode"] == fields.sizes["electrode"]
+    m = Montage.bipolar("T7", "T8", 1.0)
+    s = montage_surface_field(m, sf)
+    r = montage_field(m, fields)
+    per_region = s["E"].groupby(s["vertex_region"]).mean().sel(vertex_region=r["region"].values).values
+    for k in range(3):
+        assert np.corrcoef(per_region[:, k], r["E"].values[:, k])[0, 1] > 0.95
+    # linear in current, and the anode side's cortex is depolarised on average
+    s2 = montage_surface_field(m.scaled(2.0), sf)
+    np.testing.assert_allclose(s2["E_n"].values, 2 * s["E_n"].values, rtol=1e-5, atol=1e-7)
+    left = sf["position"].sel(axis="x").values < -0.05
+    assert s["E_n"].values[left].mean() > 0.02

@@ -34,7 +34,7 @@ the dipole moment of EEG sources, so ``n = −orientation``.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+import os
 from typing import Iterable
 
 import numpy as np
@@ -43,7 +43,8 @@ import xarray as xr
 from .montage import DEFAULT_LAYOUT, Montage, MontageError, canonical_name
 
 __all__ = ["FieldError", "electrode_fields", "montage_field", "normal_field", "field_layout",
-           "field_summary", "bipolar_over", "scalp_electrodes"]
+           "field_summary", "bipolar_over", "scalp_electrodes", "cortex_surface", "surface_fields",
+           "montage_surface_field"]
 
 #: layout whose forward model (same sphere as the EEG default) is used when a montage fits in it
 EEG_LAYOUT = "standard_1020"
@@ -264,3 +265,150 @@ def bipolar_over(target: Iterable[str], fields: xr.Dataset, current_mA: float = 
     a_pos = epos[names.index(anode)]
     cathode = names[int(np.argmax(np.linalg.norm(epos - a_pos, axis=1)))]
     return Montage.bipolar(anode, cathode, current_mA, layout=fields.attrs.get("layout", DEFAULT_LAYOUT))
+
+
+# --- cortical surface ---------------------------------------------------------------------
+
+#: tvb-data cortical surface and region mappings per connectome name
+_SURFACES = {"tvb76": ("surfaceData/cortex_16384.zip", "regionMapping/regionMapping_16k_76.txt")}
+#: surface vertices are kept at least this far inside the inner-skull sphere
+SURFACE_MARGIN_MM = 2.0
+
+
+def cortex_surface(connectome="tvb76") -> xr.Dataset:
+    """tvb-data's 16,384-vertex cortex with its region mapping, in the connectome's RAS mm.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``vertices`` (vertex, axis) mm, ``normals`` (vertex, axis) as stored (mostly outward),
+        ``triangles`` (triangle, corner) vertex indices, ``region`` label per vertex
+        (``vertex_region``).
+    """
+    import io
+    import zipfile
+    from .. import catalog
+    from ..connectome import _to_ras
+    name = connectome if isinstance(connectome, str) else connectome.name
+    if name not in _SURFACES:
+        raise FieldError(f"no cortical surface for connectome {name!r}; available for: {list(_SURFACES)}")
+    entry = catalog.describe(name)
+    con = catalog.load(name)
+    surf, mapping = _SURFACES[name]
+    with zipfile.ZipFile(catalog.package_file("tvb-data", surf)) as z:
+        v = np.loadtxt(io.BytesIO(z.read("vertices.txt")))
+        nrm = np.loadtxt(io.BytesIO(z.read("vertex_normals.txt")))
+        tri = np.loadtxt(io.BytesIO(z.read("triangles.txt")), dtype=int)
+    rm = np.loadtxt(catalog.package_file("tvb-data", mapping), dtype=int)
+    axes = entry.get("axes", "RAS")
+    v, nrm = _to_ras(v, axes), _to_ras(nrm, axes)
+    # the connectome's centres are the mean vertex of each region: check the frames agree
+    means = np.array([v[rm == i].mean(axis=0) for i in range(con.n_regions)])
+    if np.abs(means - con.centres).max() > 1.0:
+        raise FieldError(f"the cortex surface does not line up with {name!r}'s centres")
+    labels = np.asarray(con.labels)
+    return xr.Dataset(
+        {"vertices": (("vertex", "axis"), v, {"units": "mm", "frame": "RAS"}),
+         "normals": (("vertex", "axis"), nrm, {"frame": "RAS", "note": "as stored, mostly outward"}),
+         "triangles": (("triangle", "corner"), tri),
+         "vertex_region": (("vertex",), labels[rm])},
+        coords={"axis": ["x", "y", "z"]}, attrs={"connectome": name, "source": f"tvb-data:{surf}"})
+
+
+def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = True) -> xr.Dataset:
+    """Per-electrode fields at every cortex vertex (V/m per mA), on the regions' forward model.
+
+    Vertices are placed into the head exactly like the region centres (the forward model's
+    ``placement``; checked by reproducing the centres' positions); vertices beyond the brain
+    sphere (less :data:`SURFACE_MARGIN_MM`) are pulled radially inside (``n_moved``).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``field`` (electrode, vertex, axis) float32, ``normal`` (vertex, axis) inward,
+        ``position`` (vertex, axis) head-frame m, ``vertex_region``, ``triangles``.
+    """
+    key = ("surface", _connectome_key(connectome), str(layout))
+    if cache and key in _FIELD_CACHE:
+        return _FIELD_CACHE[key]
+    from .. import catalog
+    from ..observe import forward
+    surf = cortex_surface(connectome)
+    con = catalog.load(surf.attrs["connectome"])
+    fwd = forward.forward_model(con, layout, cache=cache)
+    r0 = np.asarray(fwd.attrs["sphere_r0_m"], float)
+    place = fwd.attrs.get("placement", "mni")
+
+    def to_head(p_mm):
+        if place == "fit":
+            box = 0.5 * (con.centres.min(axis=0) + con.centres.max(axis=0))
+            return r0 + forward.mni_to_head(p_mm - box, vectors=True) * fwd.attrs["placement_scale"] / 1000.0
+        return forward.mni_to_head(p_mm)
+
+    if np.abs(to_head(con.centres) - fwd["position"].values).max() > 1e-6:
+        raise FieldError("cannot reproduce the forward model's region placement for the surface "
+                         f"(placement {place!r}); surface fields would not line up with the regions")
+    rr = to_head(surf["vertices"].values)
+    limit = min(fwd.attrs["sphere_radii_m"]) - SURFACE_MARGIN_MM / 1000.0
+    d = rr - r0
+    dist = np.linalg.norm(d, axis=1)
+    out = dist > limit
+    rr[out] = r0 + d[out] * (limit / dist[out])[:, None]
+    import hashlib
+    digest = hashlib.sha256(np.ascontiguousarray(rr).tobytes() + str(layout).encode()
+                            + str(fwd.attrs["sphere_radii_m"]).encode()
+                            + np.ascontiguousarray(fwd["sensor_position"].values).tobytes()).hexdigest()[:24]
+    path = forward.cache_dir() / f"surface_field_{digest}.npy"
+    field = None
+    if cache and path.exists():
+        try:
+            field = np.load(path)
+        except (OSError, ValueError):
+            field = None
+    if field is None or field.shape != (fwd.sizes["sensor"], len(rr), 3):
+        G = forward.gain_at_positions(rr, layout).values                 # (sensor, vertex, 3)
+        field = (-(G - G.mean(axis=0, keepdims=True)) * 1e-3).astype(np.float32)
+        if cache:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+                np.save(tmp, field)
+                os.replace(tmp, path)
+            except OSError:
+                pass
+    nrm = forward.mni_to_head(surf["normals"].values, vectors=True)
+    normal = -nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+    ds = xr.Dataset(
+        {"field": (("electrode", "vertex", "axis"), field, {"units": "V/m per mA"}),
+         "normal": (("vertex", "axis"), normal, {"long_name": "inward normal (E_n > 0 depolarises)"}),
+         "position": (("vertex", "axis"), rr, {"units": "m", "frame": "MNE head (RAS)"}),
+         "vertex_region": surf["vertex_region"], "triangles": surf["triangles"]},
+        coords={"electrode": [str(s) for s in fwd["sensor"].values], "axis": ["x", "y", "z"]},
+        attrs={"layout": str(layout), "n_moved": int(out.sum()), "connectome": surf.attrs["connectome"],
+               "units": "V/m per mA", "placement": place},
+    )
+    if cache:
+        _FIELD_CACHE[key] = ds
+    return ds
+
+
+def montage_surface_field(montage: Montage, fields: xr.Dataset | None = None, connectome="tvb76") -> xr.Dataset:
+    """``E`` (vertex, axis), ``E_n`` (vertex, inward) and ``E_mag`` of a montage on the cortex."""
+    if fields is None:
+        fields = surface_fields(connectome, field_layout(montage.active_electrodes or montage.electrodes))
+    lookup = {str(e).upper(): i for i, e in enumerate(fields["electrode"].values)}
+    names = montage.active_electrodes
+    missing = [n for n in names if n.upper() not in lookup]
+    if missing:
+        raise FieldError(f"electrodes {missing} are not in the surface field's layout {fields.attrs['layout']!r}")
+    cur = np.array([montage.currents_mA[n] for n in names])
+    F = fields["field"].values
+    E = np.tensordot(cur, F[[lookup[n.upper()] for n in names]].astype(float), axes=(0, 0)) \
+        if names else np.zeros(F.shape[1:])
+    return xr.Dataset(
+        {"E": (("vertex", "axis"), E, {"units": "V/m"}),
+         "E_n": (("vertex",), np.einsum("vk,vk->v", E, fields["normal"].values), {"units": "V/m"}),
+         "E_mag": (("vertex",), np.linalg.norm(E, axis=1), {"units": "V/m"}),
+         "position": fields["position"], "vertex_region": fields["vertex_region"],
+         "triangles": fields["triangles"]},
+        coords={"axis": ["x", "y", "z"]}, attrs={"montage": repr(montage), "layout": fields.attrs["layout"]})
