@@ -286,8 +286,9 @@ def source_targets(raw, connectome="tvb76", snr: float = 3.0, head: str = "spher
         q̂(t) = Lᵀ (L Lᵀ + λ² I)⁻¹ x(t),     λ² = tr(L Lᵀ) / (n_sensors · snr²)
 
     with ``L`` the average-referenced fixed-orientation lead field of the connectome's region
-    dipoles for the recording's own electrodes (:func:`neurotwin_dash.observe.forward.leadfield`)
-    and ``x`` the average-referenced data. ``snr`` = 3 is MNE's usual choice for continuous
+    dipoles (:func:`neurotwin_dash.observe.forward.leadfield`) at the template (10-05) positions
+    of the recording's channel names — the same head the simulator sees — and ``x`` the
+    average-referenced data. ``snr`` = 3 is MNE's usual choice for continuous
     data. The estimate is blurred (a handful of electrodes cannot resolve 76 regions); use
     it for spatially smooth targets (regional alpha/gamma maps), not single regions.
 
