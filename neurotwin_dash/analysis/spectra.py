@@ -195,7 +195,9 @@ def gamma_power(psd: xr.DataArray, band="gamma", relative: bool = False) -> xr.D
 
 
 def _fooof_exponent(p, freqs, freq_range, max_n_peaks):
-    from fooof import FOOOF
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # fooof 1.1 announces specparam
+        from fooof import FOOOF
     out = np.full(p.shape[:-1], np.nan)
     flat = p.reshape(-1, p.shape[-1])
     res = out.reshape(-1)
