@@ -125,7 +125,8 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
              record: Sequence[str] | None = None, transient_s: float = 0.0,
              drive: Drive | Sequence[Drive] | None = None, normalisation: str = "max",
              method: str = "euler", backend: str = "numba",
-             progress: bool | Callable[[int, int], None] = False) -> xr.Dataset:
+             progress: bool | Callable[[int, int], None] = False,
+             threads: int | None = None) -> xr.Dataset:
     """Simulate a neural mass model on a connectome, for one or many parameter sets.
 
     Parameters
@@ -161,6 +162,10 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         ``numpy`` runs the slow reference integrator (for tests).
     progress : bool or callable
         ``True`` shows a tqdm bar; a callable receives ``(steps_done, steps_total)``.
+    threads : int, optional
+        Batch members are spread over numba's threads (OpenMP) when the batch has more than one
+        member; ``1`` keeps the call single-threaded (e.g. inside Dask workers), ``None`` uses
+        numba's thread count. Results do not depend on it.
 
     Returns
     -------
@@ -171,7 +176,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     """
     plan = _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
                  transient_s, drive, normalisation, method, backend)
-    out = _execute(plan, progress)
+    out = _execute(plan, progress, threads)
     return _to_dataset(plan, out)
 
 
@@ -352,7 +357,8 @@ def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, re
     indices = cols.astype(np.int64)
     weights = W[rows, cols].astype(float)
     delays = np.rint(L[rows, cols][None, :] / speed[:, None] / dt_ms).astype(np.int64)
-    n_slot = int(delays.max()) + 1 if delays.size else 1
+    # +2: the kernel writes the next step's slot while the current step still reads the oldest
+    n_slot = int(delays.max()) + 2 if delays.size else 2
 
     return dict(
         mod=mod, conn=conn, labels=labels, n_batch=n_batch, n_region=n_region, pset=pset,
@@ -368,7 +374,7 @@ def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, re
 
 # --- execution -----------------------------------------------------------------------------
 
-def _execute(plan, progress):
+def _execute(plan, progress, threads=None):
     mod = plan["mod"]
     nb, nr = plan["n_batch"], plan["n_region"]
     n_noise = len(mod.NOISE_STATES)
@@ -401,39 +407,58 @@ def _execute(plan, progress):
         from tqdm.auto import tqdm
         bar = tqdm(total=plan["n_total"], unit="step", desc=f"simulate {mod.NAME}")
     no_rec = np.zeros((0, 0, 0, 0))
+    # chunk boundaries: the transient first (not recorded), then the recorded part
+    bounds = []
     t = 0
-    sample = 0
     while t < plan["n_total"]:
-        in_trans = t < plan["n_trans"]
-        end = min(t + chunk, plan["n_trans"] if in_trans else plan["n_total"])
-        n = end - t
+        end = min(t + chunk, plan["n_trans"] if t < plan["n_trans"] else plan["n_total"])
+        bounds.append((t, end))
+        t = end
+
+    def draw(n):
         noise = np.empty((len(uniq), n, nr, n_noise))
         for k, g in enumerate(rngs):
-            noise[k] = g.standard_normal((n, nr, n_noise))
-        wave = np.ascontiguousarray(plan["drv_wave"][:, t:end + 1])
-        if in_trans:
-            buf = no_rec
-        else:
-            buf = np.empty((len(rec), nb, n // decim, nr))
-        if plan["backend"] == "numba":
-            args = (x, hist, t, plan["model_p"], plan["coupling"], plan["indptr"],
-                    plan["weights"], offsets, noise, stream, noise_idx,
-                    plan["drv_space"], wave, plan["drv_target"], heun, plan["dt_s"], n, decim,
-                    rec, n_out, buf, diverged, float(mod.STATE_BOUND))
-            compiled_integrate(tag, *args)(tag, *args)
-        else:
-            integrate_numpy(mod, x, hist, t, plan["model_p"], plan["coupling"], plan["W"], D, noise,
-                            stream, noise_idx, plan["drv_space"], wave, plan["drv_target"], heun,
-                            plan["dt_s"], n, decim, rec, n_out, buf, diverged,
-                            float(mod.STATE_BOUND))
-        if not in_trans:
-            out[:, :, sample:sample + n // decim, :] = buf
-            sample += n // decim
-        t = end
-        if bar is not None:
-            bar.update(n)
-        elif callable(progress):
-            progress(t, plan["n_total"])
+            g.standard_normal(out=noise[k].reshape(-1)) if n_noise else None
+        return noise
+
+    parallel = plan["backend"] == "numba" and nb > 1 and threads != 1
+    if parallel and threads:
+        import numba
+        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    # the next chunk's noise is drawn while the kernel (which releases the GIL) runs this one
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pending = pool.submit(draw, bounds[0][1] - bounds[0][0])
+        sample = 0
+        for c, (t, end) in enumerate(bounds):
+            n = end - t
+            noise = pending.result()
+            if c + 1 < len(bounds):
+                pending = pool.submit(draw, bounds[c + 1][1] - bounds[c + 1][0])
+            in_trans = t < plan["n_trans"]
+            wave = np.ascontiguousarray(plan["drv_wave"][:, t:end + 1])
+            buf = no_rec if in_trans else np.empty((len(rec), nb, n // decim, nr))
+            if plan["backend"] == "numba":
+                args = (x, hist, t, plan["model_p"], plan["coupling"], plan["indptr"],
+                        plan["weights"], offsets, noise, stream, noise_idx,
+                        plan["drv_space"], wave, plan["drv_target"], heun, plan["dt_s"], n, decim,
+                        rec, n_out, buf, diverged, float(mod.STATE_BOUND))
+                compiled_integrate(tag, *args, parallel=parallel)(tag, *args)
+            else:
+                integrate_numpy(mod, x, hist, t, plan["model_p"], plan["coupling"], plan["W"], D,
+                                noise, stream, noise_idx, plan["drv_space"], wave,
+                                plan["drv_target"], heun, plan["dt_s"], n, decim, rec, n_out, buf,
+                                diverged, float(mod.STATE_BOUND))
+            if not in_trans:
+                out[:, :, sample:sample + n // decim, :] = buf
+                sample += n // decim
+            if bar is not None:
+                bar.update(n)
+            elif callable(progress):
+                progress(end, plan["n_total"])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     if bar is not None:
         bar.close()
     return out, diverged

@@ -1,23 +1,31 @@
-"""Network simulator: reference agreement, seeds, batching, divergence, input checks."""
+"""Network simulator: reference agreement, seeds, batching, resumable chunks, divergence, input checks."""
 import numpy as np
 import pytest
+import xarray as xr
 
+from neurotwin_dash import simulate as sim_module
+from neurotwin_dash.models import MODELS, get_model
 from neurotwin_dash.params import ParamError
-from neurotwin_dash.simulate import Drive, SimulationError, simulate
+from neurotwin_dash.simulate import Drive, SimulationError, all_params, simulate
 
 
-@pytest.mark.parametrize("method", ["euler", "heun"])
-def test_numba_kernel_matches_numpy_reference_on_76_region_network(method):
+@pytest.mark.parametrize("model", list(MODELS))
+def test_numba_kernel_matches_numpy_reference_with_the_same_noise(model):
+    mod = get_model(model)
+    method = "heun" if model in ("lanmm", "wilson_cowan") else "euler"
     drive = [Drive(np.linspace(0.0, 1.0, 76), lambda t: np.sin(2 * np.pi * 10 * t), "membrane"),
-             Drive(np.full(76, 5.0), lambda t: t > 0.01, "rate")]
-    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.06, params={"coupling": [1.0, 20.0]},
-              seed=[1, 2], method=method, drive=drive, record=["v_pyr", "rate_out", "y4"])
+             Drive(np.full(76, 5.0 if model != "wilson_cowan" else 0.1), lambda t: t > 0.01, "rate")]
+    record = list(mod.OUTPUTS) + [mod.STATES[mod.NOISE_STATES[0]]]
+    kw = dict(model=model, connectome="tvb76", duration_s=0.04, params={"coupling": [0.5, 3.0]},
+              seed=[1, 2], method=method, drive=drive, record=record)
     fast = simulate(**kw)
     ref = simulate(backend="numpy", **kw)
-    assert float(np.abs(fast.v_pyr).max()) > 1.0  # something happened
-    for name in kw["record"]:
+    assert not fast.diverged.any()
+    for name in record:
         scale = float(np.abs(ref[name]).max())
-        np.testing.assert_allclose(fast[name].values, ref[name].values, rtol=0, atol=1e-10 * scale)
+        assert scale > 0
+        np.testing.assert_allclose(fast[name].values, ref[name].values, rtol=0, atol=1e-9 * scale,
+                                   err_msg=f"{model}.{name}")
 
 
 def test_same_seed_reproduces_and_other_seed_differs():
@@ -35,18 +43,124 @@ def test_batch_member_equals_the_same_parameters_run_alone():
     alone = simulate("jansen_rit", "tvb76", duration_s=0.3, params={"coupling": 3.0, "p": 200.0}, seed=5)
     assert np.array_equal(batch.v_pyr.values[1], alone.v_pyr.values[0])
     assert list(batch.coupling.values) == [0.5, 3.0, 8.0]
+    single_thread = simulate("jansen_rit", "tvb76", duration_s=0.3,
+                             params={"coupling": [0.5, 3.0, 8.0], "p": 200.0}, seed=[4, 5, 6], threads=1)
+    assert np.array_equal(batch.v_pyr.values, single_thread.v_pyr.values)
 
 
-def test_unknown_or_out_of_range_parameter_raises_before_compute():
+def test_scalar_seed_gives_every_member_the_same_noise():
+    ds = simulate("jansen_rit", None, duration_s=0.5, params={"p": [220.0, 220.0]}, seed=3)
+    assert np.array_equal(ds.v_pyr.values[0], ds.v_pyr.values[1])
+
+
+def test_chunked_run_equals_one_long_kernel_call(monkeypatch):
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.25, transient_s=0.05, seed=2,
+              params={"coupling": 3.0, "speed_m_s": 2.0})
+    whole = simulate(**kw)
+    monkeypatch.setattr(sim_module, "_MAX_CHUNK_STEPS", 70)  # many resumed chunks, delays > chunk
+    steps = []
+    chunked = simulate(progress=lambda done, total: steps.append((done, total)), **kw)
+    assert len(steps) > 20 and steps[-1] == (2500, 2500)
+    assert np.array_equal(whole.v_pyr.values, chunked.v_pyr.values)
+
+
+def test_transient_is_dropped_and_time_is_absolute():
+    ds = simulate("jansen_rit", None, duration_s=1.0, transient_s=0.25, sample_rate_hz=200.0)
+    assert ds.sizes["time"] == 150
+    assert ds.time.values[0] == pytest.approx(0.25)
+    assert ds.time.values[1] - ds.time.values[0] == pytest.approx(0.005)
+    assert ds.attrs["transient_s"] == 0.25 and ds.attrs["sample_rate_hz"] == 200.0
+
+
+def test_monitor_averages_each_sampling_period():
+    fine = simulate("jansen_rit", None, duration_s=0.2, sample_rate_hz=10000.0, seed=1)
+    coarse = simulate("jansen_rit", None, duration_s=0.2, sample_rate_hz=1000.0, seed=1)
+    expect = fine.v_pyr.values[0, :, 0].reshape(-1, 10).mean(axis=1)
+    np.testing.assert_allclose(coarse.v_pyr.values[0, :, 0], expect, rtol=1e-12, atol=1e-12)
+
+
+def test_noise_convention_makes_fluctuations_independent_of_dt():
+    # p = 60: the node rests at a stable fixed point, so v_pyr is linearly filtered input noise
+    sds = []
+    for dt in (0.05, 0.2):
+        ds = simulate("jansen_rit", None, duration_s=40.0, transient_s=1.0, dt_ms=dt,
+                      params={"p": 60.0, "noise_sd": 22.0}, seed=11)
+        sds.append(float(ds.v_pyr.std()))
+    assert sds[0] > 0.01
+    assert sds[1] == pytest.approx(sds[0], rel=0.1)
+
+
+def test_divergent_member_is_flagged_filled_with_nan_and_others_unaffected():
+    # Euler is unstable for the fast synapse when g·dt > 2: g = 1000 1/s at dt = 2.5 ms blows up
+    kw = dict(model="wendling", connectome="tvb76", duration_s=1.0, dt_ms=2.5, sample_rate_hz=100.0, seed=0)
+    batch = simulate(params={"g": [350.0, 1000.0]}, **kw)
+    assert batch.diverged.values.tolist() == [False, True]
+    assert batch.g.values.tolist() == [350.0, 1000.0]
+    bad = batch.v_pyr.values[1]
+    assert np.isnan(bad[-1]).all() and np.isnan(bad).mean() > 0.5
+    alone = simulate(params={"g": 350.0}, **kw)
+    assert np.array_equal(batch.v_pyr.values[0], alone.v_pyr.values[0])
+
+
+def test_membrane_drive_depolarises_only_where_its_spatial_map_is_nonzero():
+    labels = list(simulate("jansen_rit", "tvb76", duration_s=0.01).region.values)
+    spatial = xr.DataArray(np.zeros(76), dims="region", coords={"region": labels})
+    spatial.loc["rV1"] = 5.0
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.3, params={"coupling": 0.0}, seed=1,
+              record=["rate_out"])
+    base = simulate(**kw)
+    driven = simulate(drive=Drive(spatial, lambda t: np.ones_like(t), "membrane", unit="mV"), **kw)
+    diff = np.abs(driven.rate_out - base.rate_out).max("time")[0]
+    assert float(diff.sel(region="rV1")) > 0.5
+    assert float(diff.drop_sel(region="rV1").max()) == 0.0
+
+
+def test_attrs_carry_every_parameter_value_and_the_connectome_identity():
+    import json
+    ds = simulate("jansen_rit", "tvb76", duration_s=0.05, params={"coupling": [1.0, 2.0]})
+    params = json.loads(ds.attrs["params"])
+    assert params["coupling"] == [1.0, 2.0] and params["A"] == 3.25 and params["speed_m_s"] == 4.0
+    assert set(params) == set(all_params("jansen_rit").names)
+    assert ds.attrs["connectome"] == "tvb76" and len(ds.attrs["connectome_hash"]) == 64
+    assert ds.attrs["model"] == "jansen_rit" and ds.attrs["dt_ms"] == 0.1
+
+
+def test_netcdf_round_trip(tmp_path):
+    ds = simulate("jansen_rit", None, duration_s=0.05, params={"p": [100.0, 200.0]})
+    path = tmp_path / "run.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    back = xr.load_dataset(path, engine="h5netcdf")
+    np.testing.assert_array_equal(back.v_pyr.values, ds.v_pyr.values)
+    assert back.attrs["params"] == ds.attrs["params"]
+
+
+def test_invalid_inputs_raise_clear_errors_before_compute(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("compute started")
+    monkeypatch.setattr(sim_module, "_execute", boom)
     with pytest.raises(ParamError, match="'nosuch'"):
         simulate("jansen_rit", None, duration_s=0.1, params={"nosuch": 1.0})
     with pytest.raises(ParamError, match=r"'A'.*\[2, 10\]"):
         simulate("jansen_rit", None, duration_s=0.1, params={"A": 50.0})
     with pytest.raises(ParamError, match="shape"):
         simulate("jansen_rit", "tvb76", duration_s=0.1, params={"p": np.ones((2, 3))})
+    with pytest.raises(ParamError, match="speed_m_s"):
+        simulate("jansen_rit", "tvb76", duration_s=0.1, params={"speed_m_s": np.linspace(1, 5, 76)})
     with pytest.raises(SimulationError, match="sample_rate_hz"):
         simulate("jansen_rit", None, duration_s=0.1, sample_rate_hz=300.0)
+    with pytest.raises(SimulationError, match="dt_ms"):
+        simulate("jansen_rit", None, duration_s=0.1, dt_ms=0.0)
+    with pytest.raises(SimulationError, match="transient_s"):
+        simulate("jansen_rit", None, duration_s=0.1, transient_s=0.2)
     with pytest.raises(SimulationError, match="record"):
         simulate("jansen_rit", None, duration_s=0.1, record=["v_p1"])
+    with pytest.raises(SimulationError, match="seed"):
+        simulate("jansen_rit", None, duration_s=0.1, params={"p": [1.0, 2.0]}, seed=[1, 2, 3])
+    with pytest.raises(SimulationError, match="method"):
+        simulate("jansen_rit", None, duration_s=0.1, method="rk4")
+    with pytest.raises(SimulationError, match=r"drive\[0\].spatial"):
+        simulate("jansen_rit", "tvb76", duration_s=0.1, drive=Drive(np.ones(3), np.sin))
+    with pytest.raises(SimulationError, match="target"):
+        Drive(np.ones(3), np.sin, target="skull")
     with pytest.raises(ValueError, match="unknown model"):
         simulate("nosuch", None, duration_s=0.1)

@@ -18,10 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from numba import literally, njit, types
+from numba import literally, njit, prange, types
 from numba.extending import overload
 
-__all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets"]
+__all__ = ["integrate", "integrate_parallel", "integrate_numpy", "model_tag", "compiled_integrate",
+           "edge_offsets"]
 
 _ENTRY_POINTS: dict = {}
 
@@ -41,8 +42,9 @@ def edge_offsets(indices, delays, n_slot):
     return np.ascontiguousarray(indices[None, :] * (2 * n_slot) + n_slot - delays, dtype=np.int64)
 
 
-def compiled_integrate(tag: str, *args):
-    """The machine-code entry point of :func:`integrate` for ``tag`` and these argument types.
+def compiled_integrate(tag: str, *args, parallel: bool = False):
+    """The machine-code entry point of :func:`integrate` (or :func:`integrate_parallel`) for
+    ``tag`` and these argument types.
 
     Calling the dispatcher with a plain ``str`` would retype the call every time (numba first
     tries ``unicode_type`` and only then the literal); compiling once for the literal signature
@@ -50,11 +52,12 @@ def compiled_integrate(tag: str, *args):
     microseconds.
     """
     from numba import typeof
+    disp = integrate_parallel if parallel else integrate
     sig = (types.literal(tag),) + tuple(typeof(a) for a in args)
-    ep = _ENTRY_POINTS.get(sig)
+    ep = _ENTRY_POINTS.get((parallel, sig))
     if ep is None:
-        integrate.compile(sig)
-        ep = _ENTRY_POINTS[sig] = integrate.overloads[sig].entry_point
+        disp.compile(sig)
+        ep = _ENTRY_POINTS[(parallel, sig)] = disp.overloads[sig].entry_point
     return ep
 
 
@@ -123,11 +126,157 @@ def _ov_noise_gain(tag, p):
     return impl
 
 
-@njit(cache=True)
-def integrate(tag, x, hist, t0, params, coupling, indptr, weights, offsets,
-              noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,
-              n_steps, decim, rec, n_out, out, diverged, bound):
+@njit(cache=True, nogil=True)
+def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offsets, noise,
+                    stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps,
+                    decim, rec, n_out, out, diverged, bound):
+    """Advance batch member ``b`` (see :func:`integrate` for the arguments)."""
+    n_batch, n_region, n_state = x.shape
+    n_cvar = hist.shape[1]
+    n_slot = hist.shape[3] // 2
+    n_flat = n_region * 2 * n_slot
+    n_noise = noise_idx.shape[0]
+    n_drive = drv_target.shape[0]
+    n_rec = rec.shape[0]
+    record = out.shape[0] > 0
+    if diverged[b]:
+        if record:
+            out[:, b, :, :] = np.nan
+        return
+    need_obs = False
+    for q in range(n_rec):
+        if rec[q] < n_out:
+            need_obs = True
+    sqdt = math.sqrt(dt)
+    n_stage = 2 if heun else 1
+    xb = x[b]
+    pb = params[b]
+    eoff = offsets[b]
+    hflat = hist[b].reshape(n_cvar, n_flat)
+    nz = noise[stream[b]]
+    gains = np.empty((n_region, n_noise))
+    for i in range(n_region):
+        m = 0
+        for g in _noise_gain(literally(tag), pb[i]):
+            gains[i, m] = g * sqdt
+            m += 1
+    cin = np.zeros(n_cvar)
+    xt = np.empty(n_state)
+    f1 = np.empty(n_state)
+    obs = np.zeros(n_out)
+    um = np.zeros(n_region)   # drives at step s ...
+    ur = np.zeros(n_region)
+    um1 = np.zeros(n_region)  # ... and at step s + 1
+    ur1 = np.zeros(n_region)
+    if n_drive > 0:
+        for d in range(n_drive):
+            for i in range(n_region):
+                if drv_target[d] == 0:
+                    um1[i] += drv_space[d, b, i] * drv_wave[d, 0]
+                else:
+                    ur1[i] += drv_space[d, b, i] * drv_wave[d, 0]
+    acc = np.zeros((n_rec, n_region))
+    for s in range(n_steps):
+        slot = (t0 + s) % n_slot          # holds the rates of this step's state
+        nslot = (t0 + s + 1) % n_slot     # receives the rates of the next state
+        if n_drive > 0:
+            for i in range(n_region):
+                um[i] = um1[i]
+                ur[i] = ur1[i]
+                um1[i] = 0.0
+                ur1[i] = 0.0
+            for d in range(n_drive):
+                w = drv_wave[d, s + 1]
+                if drv_target[d] == 0:
+                    for i in range(n_region):
+                        um1[i] += drv_space[d, b, i] * w
+                else:
+                    for i in range(n_region):
+                        ur1[i] += drv_space[d, b, i] * w
+        for i in range(n_region):
+            # delayed network input; offsets already hold source * 2 * slots + slots - delay
+            k = coupling[b, i]
+            e0 = indptr[i]
+            e1 = indptr[i + 1]
+            for c in range(n_cvar):
+                hc = hflat[c]
+                acc_c = 0.0
+                for e in range(e0, e1):
+                    acc_c += weights[e] * hc[eoff[e] + slot]
+                cin[c] = k * acc_c
+            xi = xb[i]
+            # one _dfun call site serves both Heun stages (halves the inlined code)
+            xs = xi
+            um_s = um[i]
+            ur_s = ur[i]
+            for stage in range(n_stage):
+                if stage == 1:
+                    xs = xt
+                    um_s = um1[i]
+                    ur_s = ur1[i]
+                f = _dfun(literally(tag), xs, pb[i], cin, um_s, ur_s)
+                j = 0
+                if stage == 0:
+                    for v in f:
+                        f1[j] = v
+                        j += 1
+                else:
+                    for v in f:
+                        f1[j] = 0.5 * (f1[j] + v)
+                        j += 1
+                if n_stage == 2 and stage == 0:
+                    for j in range(n_state):
+                        xt[j] = xi[j] + dt * f1[j]
+                    for m in range(n_noise):
+                        xt[noise_idx[m]] += gains[i, m] * nz[s, i, m]
+            for j in range(n_state):
+                xi[j] += dt * f1[j]
+            for m in range(n_noise):
+                xi[noise_idx[m]] += gains[i, m] * nz[s, i, m]
+            # rates of the new state; the slot they overwrite is one no edge reads this step
+            c = 0
+            for v in _cvar(literally(tag), xi, pb[i], um1[i]):
+                hflat[c, i * 2 * n_slot + nslot] = v
+                hflat[c, i * 2 * n_slot + nslot + n_slot] = v
+                c += 1
+            if record:
+                if need_obs:
+                    j = 0
+                    for v in _observe(literally(tag), xi, pb[i], um1[i]):
+                        obs[j] = v
+                        j += 1
+                for q in range(n_rec):
+                    r = rec[q]
+                    acc[q, i] += obs[r] if r < n_out else xi[r - n_out]
+        if (s + 1) % decim == 0:
+            bad = False
+            for i in range(n_region):
+                for j in range(n_state):
+                    if not (abs(xb[i, j]) <= bound):  # also catches NaN
+                        bad = True
+            if record:
+                n = (s + 1) // decim - 1
+                for q in range(n_rec):
+                    for i in range(n_region):
+                        out[q, b, n, i] = np.nan if bad else acc[q, i] / decim
+                        acc[q, i] = 0.0
+            if bad:
+                diverged[b] = True
+                if record:
+                    out[:, b, (s + 1) // decim:, :] = np.nan
+                return
+
+
+@njit(cache=True, nogil=True)
+def integrate(tag, x, hist, t0, params, coupling, indptr, weights, offsets, noise, stream,
+              noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps, decim, rec, n_out,
+              out, diverged, bound):
     """Advance every batch member ``n_steps`` steps of ``dt`` seconds (in place).
+
+    Per step and region: the delayed network input is summed over the region's non-zero
+    weights from the history, the state is advanced (Euler–Maruyama, or Heun with the same
+    noise increment in both stages and the network input held over the step), and the rates of
+    the new state are written to the next history slot.
 
     Parameters
     ----------
@@ -136,8 +285,9 @@ def integrate(tag, x, hist, t0, params, coupling, indptr, weights, offsets,
     x : (batch, region, state) float64
         State, updated in place.
     hist : (batch, cvar, region, 2 * slots) float64
-        Ring buffer of the transmitted rates, written twice (slot ``t % slots`` and that plus
-        ``slots``) so that a delayed read never wraps; a source's slots are contiguous.
+        Ring buffer of the transmitted rates; the rates of step ``t`` sit at ``t % slots`` and
+        again at that plus ``slots``, so that a delayed read never wraps. ``slots`` is the
+        longest delay + 2 (the next slot is written while the current step still reads).
     t0 : int
         Global index of the first step of this chunk.
     params : (batch, region, n_params) float64
@@ -154,151 +304,45 @@ def integrate(tag, x, hist, t0, params, coupling, indptr, weights, offsets,
     drv_space : (drive, batch, region); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
         Separable drives; target 0 = membrane (mV), 1 = rate (1/s).
     heun : bool
-        Heun (stochastic, additive noise) instead of Euler–Maruyama.
     n_steps, decim : int
         Steps to take; steps per recorded sample (``n_steps`` is a multiple of ``decim``).
     rec : (n_rec,) int64
         Recorded quantities: ``< n_out`` an output of ``observe``, else state ``rec - n_out``.
+    n_out : int
+        Number of model outputs.
     out : (n_rec, batch, n_steps // decim, region) float64 or a (0, 0, 0, 0) array (no record)
-        Temporal averages over each sample's ``decim`` steps.
+        Averages over each sample's ``decim`` steps.
     diverged : (batch,) bool
         Set when a member's state becomes non-finite or exceeds ``bound``; that member stops
         and its remaining samples are NaN.
+    bound : float
     """
-    n_batch, n_region, n_state = x.shape
-    n_cvar = hist.shape[1]
-    n_slot = hist.shape[3] // 2
-    n_flat = n_region * 2 * n_slot
-    n_noise = noise_idx.shape[0]
-    n_drive = drv_target.shape[0]
-    n_rec = rec.shape[0]
-    record = out.shape[0] > 0
-    need_obs = False
-    for q in range(n_rec):
-        if rec[q] < n_out:
-            need_obs = True
-    sqdt = math.sqrt(dt)
-    for b in range(n_batch):
-        if diverged[b]:
-            if record:
-                out[:, b, :, :] = np.nan
-            continue
-        xb = x[b]
-        hb = hist[b]
-        pb = params[b]
-        eoff = offsets[b]
-        hflat = hb.reshape(n_cvar, n_flat)
-        nz = noise[stream[b]]
-        gains = np.empty((n_region, n_noise))
-        for i in range(n_region):
-            m = 0
-            for g in _noise_gain(literally(tag), pb[i]):
-                gains[i, m] = g * sqdt
-                m += 1
-        cin = np.zeros(n_cvar)
-        xt = np.empty(n_state)
-        obs = np.zeros(n_out)
-        um = np.zeros(n_region)
-        ur = np.zeros(n_region)
-        acc = np.zeros((n_rec, n_region))
-        for s in range(n_steps):
-            slot = (t0 + s) % n_slot
-            if n_drive > 0:
-                for i in range(n_region):
-                    um[i] = 0.0
-                    ur[i] = 0.0
-                for d in range(n_drive):
-                    w = drv_wave[d, s]
-                    if drv_target[d] == 0:
-                        for i in range(n_region):
-                            um[i] += drv_space[d, b, i] * w
-                    else:
-                        for i in range(n_region):
-                            ur[i] += drv_space[d, b, i] * w
-            # transmitted rates of this step into the history (delay-0 edges read them)
-            for i in range(n_region):
-                c = 0
-                for v in _cvar(literally(tag), xb[i], pb[i], um[i]):
-                    hb[c, i, slot] = v
-                    hb[c, i, slot + n_slot] = v
-                    c += 1
-            for i in range(n_region):
-                k = coupling[b, i]
-                e0 = indptr[i]
-                e1 = indptr[i + 1]
-                for c in range(n_cvar):
-                    hc = hflat[c]
-                    acc_c = 0.0
-                    for e in range(e0, e1):
-                        acc_c += weights[e] * hc[eoff[e] + slot]
-                    cin[c] = k * acc_c
-                xi = xb[i]
-                f1 = _dfun(literally(tag), xi, pb[i], cin, um[i], ur[i])
-                if heun:
-                    um2 = 0.0
-                    ur2 = 0.0
-                    for d in range(n_drive):
-                        if drv_target[d] == 0:
-                            um2 += drv_space[d, b, i] * drv_wave[d, s + 1]
-                        else:
-                            ur2 += drv_space[d, b, i] * drv_wave[d, s + 1]
-                    j = 0
-                    for v in f1:
-                        xt[j] = xi[j] + dt * v
-                        j += 1
-                    for m in range(n_noise):
-                        xt[noise_idx[m]] += gains[i, m] * nz[s, i, m]
-                    f2 = _dfun(literally(tag), xt, pb[i], cin, um2, ur2)
-                    j = 0
-                    for v in f1:
-                        xt[j] = v
-                        j += 1
-                    j = 0
-                    for v in f2:
-                        xi[j] += 0.5 * dt * (xt[j] + v)
-                        j += 1
-                else:
-                    j = 0
-                    for v in f1:
-                        xi[j] += dt * v
-                        j += 1
-                for m in range(n_noise):
-                    xi[noise_idx[m]] += gains[i, m] * nz[s, i, m]
-                if record:
-                    if need_obs:
-                        j = 0
-                        for v in _observe(literally(tag), xi, pb[i], um[i]):
-                            obs[j] = v
-                            j += 1
-                    for q in range(n_rec):
-                        r = rec[q]
-                        acc[q, i] += obs[r] if r < n_out else xi[r - n_out]
-            if (s + 1) % decim == 0:
-                bad = False
-                for i in range(n_region):
-                    for j in range(n_state):
-                        if not (abs(xb[i, j]) <= bound):  # also catches NaN
-                            bad = True
-                if record:
-                    n = (s + 1) // decim - 1
-                    for q in range(n_rec):
-                        for i in range(n_region):
-                            out[q, b, n, i] = np.nan if bad else acc[q, i] / decim
-                            acc[q, i] = 0.0
-                if bad:
-                    diverged[b] = True
-                    if record:
-                        out[:, b, (s + 1) // decim:, :] = np.nan
-                    break
+    for b in range(x.shape[0]):
+        _advance_member(literally(tag), b, x, hist, t0, params, coupling, indptr, weights, offsets,
+                        noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,
+                        n_steps, decim, rec, n_out, out, diverged, bound)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def integrate_parallel(tag, x, hist, t0, params, coupling, indptr, weights, offsets, noise,
+                       stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps,
+                       decim, rec, n_out, out, diverged, bound):
+    """:func:`integrate` with the batch members spread over numba's threads."""
+    for b in prange(x.shape[0]):
+        _advance_member(literally(tag), b, x, hist, t0, params, coupling, indptr, weights, offsets,
+                        noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,
+                        n_steps, decim, rec, n_out, out, diverged, bound)
 
 
 def integrate_numpy(model, x, hist, t0, params, coupling, W, D, noise, stream, noise_idx,
                     drv_space, drv_wave, drv_target, heun, dt, n_steps, decim, rec, n_out,
                     out, diverged, bound):
-    """Slow, obvious NumPy reference of :func:`integrate` (same arguments, dense ``W`` and
-    per-member delay matrices ``D`` (batch, region, region) instead of CSR)."""
+    """Slow, obvious NumPy reference of :func:`integrate`: the same arguments, but a dense
+    ``W`` (region, region) and per-member delay matrices ``D`` (batch, region, region) in steps
+    instead of CSR offsets, and all members and regions advanced together."""
     n_batch, n_region, n_state = x.shape
     n_slot = hist.shape[3] // 2
+    ring = hist[..., :n_slot]                                  # the first copy is enough here
     bidx = np.arange(n_batch)[:, None, None]
     src = np.arange(n_region)[None, None, :]
     gains = model.noise_gain_numpy(params)                     # (batch, region, n_noise)
@@ -306,6 +350,8 @@ def integrate_numpy(model, x, hist, t0, params, coupling, W, D, noise, stream, n
     record = out.shape[0] > 0
     acc = np.zeros((len(rec), n_batch, n_region))
     alive = ~diverged.copy()
+    if record:
+        out[:, diverged] = np.nan
 
     def drives(s):
         um = np.zeros((n_batch, n_region))
@@ -320,32 +366,33 @@ def integrate_numpy(model, x, hist, t0, params, coupling, W, D, noise, stream, n
     for s in range(n_steps):
         slot = (t0 + s) % n_slot
         um, ur = drives(s)
-        hist[:, :, :, slot] = np.moveaxis(model.cvar_numpy(x, params, um), -1, 1)
-        hist[:, :, :, slot + n_slot] = hist[:, :, :, slot]
+        um1, ur1 = drives(s + 1)
         c_in = np.empty((n_batch, n_region, hist.shape[1]))
         for c in range(hist.shape[1]):
-            delayed = hist[:, c][bidx, src, (slot - D) % n_slot]  # (batch, target, source)
+            delayed = ring[:, c][bidx, src, (slot - D) % n_slot]   # (batch, target, source)
             c_in[..., c] = coupling * np.sum(W[None] * delayed, axis=-1)
         kick = np.zeros_like(x)
         kick[..., noise_idx] = gains * np.sqrt(dt) * xi[:, s]
         f1 = model.dfun_numpy(x, params, c_in, um, ur)
         if heun:
-            um2, ur2 = drives(s + 1)
-            f2 = model.dfun_numpy(x + dt * f1 + kick, params, c_in, um2, ur2)
-            new = x + 0.5 * dt * (f1 + f2) + kick
+            f2 = model.dfun_numpy(x + dt * f1 + kick, params, c_in, um1, ur1)
+            new = x + dt * 0.5 * (f1 + f2) + kick
         else:
             new = x + dt * f1 + kick
         x[alive] = new[alive]
+        rates = np.moveaxis(model.cvar_numpy(x, params, um1), -1, 1)
+        nslot = (t0 + s + 1) % n_slot
+        hist[alive, :, :, nslot] = rates[alive]
+        hist[alive, :, :, nslot + n_slot] = rates[alive]
         if record:
-            allq = np.concatenate([model.observe_numpy(x, params, um), x], axis=-1)
+            allq = np.concatenate([model.observe_numpy(x, params, um1), x], axis=-1)
             acc += np.moveaxis(allq[..., rec], -1, 0)
         if (s + 1) % decim == 0:
             bad = alive & ~np.all(np.abs(x) <= bound, axis=(1, 2))
             if record:
                 n = (s + 1) // decim - 1
                 out[:, :, n, :] = acc / decim
-                out[:, ~alive, n, :] = np.nan
-                out[:, bad, n, :] = np.nan
+                out[:, ~alive | bad, n, :] = np.nan
                 acc[:] = 0.0
             alive &= ~bad
             diverged |= bad
