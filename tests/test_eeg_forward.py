@@ -186,3 +186,12 @@ def test_eeg_rejects_mismatched_regions_and_bad_noise():
         eeg.region_to_sensor(sig, "tvb76", "starstim8")
     with pytest.raises(ValueError, match="noise_uV"):
         eeg.region_to_sensor(_region_signal(1, 1.0), "tvb76", "starstim8", noise_uV=-1)
+
+
+@pytest.mark.parametrize("montage", ["GSN-HydroCel-128", "standard_1005", "starstim32", "easycap-M1"])
+def test_any_standard_layout_gives_a_raw_with_its_channel_names(montage):
+    sig = _region_signal(n_batch=1, seconds=1.0)
+    raw = eeg.simulated_eeg(xr.Dataset({"v_pyr": sig}, attrs={"connectome": "tvb76"}), montage=montage)
+    names = forward.resolve_montage(montage)[0].ch_names
+    assert raw.ch_names == list(names)
+    assert np.all(np.isfinite(raw.get_data())) and raw.get_data().std() > 0
