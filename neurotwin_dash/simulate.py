@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -163,9 +164,9 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     progress : bool or callable
         ``True`` shows a tqdm bar; a callable receives ``(steps_done, steps_total)``.
     threads : int, optional
-        Batch members are spread over numba's threads (OpenMP) when the batch has more than one
-        member; ``1`` keeps the call single-threaded (e.g. inside Dask workers), ``None`` uses
-        numba's thread count. Results do not depend on it.
+        Threads that advance blocks of batch members concurrently (the kernel releases the GIL);
+        ``1`` keeps the call single-threaded (e.g. inside Dask workers), ``None`` uses one per
+        CPU. Results do not depend on it.
 
     Returns
     -------
@@ -421,13 +422,14 @@ def _execute(plan, progress, threads=None):
             g.standard_normal(out=noise[k].reshape(-1)) if n_noise else None
         return noise
 
-    parallel = plan["backend"] == "numba" and nb > 1 and threads != 1
-    if parallel and threads:
-        import numba
-        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    # the next chunk's noise is drawn while the kernel (which releases the GIL) runs this one
+    # batch members are split into contiguous blocks advanced by threads (the kernel releases
+    # the GIL); the next chunk's noise is drawn meanwhile by one more thread
+    n_workers = 1 if plan["backend"] != "numba" else min(nb, threads or os.cpu_count() or 1)
+    blocks = np.array_split(np.arange(nb), n_workers)
+    blocks = [(int(blk[0]), int(blk[-1]) + 1) for blk in blocks if blk.size]
     from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(max_workers=1)
+    workers = ThreadPoolExecutor(max_workers=len(blocks)) if len(blocks) > 1 else None
     try:
         pending = pool.submit(draw, bounds[0][1] - bounds[0][0])
         sample = 0
@@ -444,7 +446,12 @@ def _execute(plan, progress, threads=None):
                         plan["weights"], offsets, noise, stream, noise_idx,
                         plan["drv_space"], wave, plan["drv_target"], heun, plan["dt_s"], n, decim,
                         rec, n_out, buf, diverged, float(mod.STATE_BOUND))
-                compiled_integrate(tag, *args, parallel=parallel)(tag, *args)
+                kernel = compiled_integrate(tag, *args)
+                if workers is None:
+                    kernel(tag, 0, nb, *args)
+                else:
+                    for f in [workers.submit(kernel, tag, b0, b1, *args) for b0, b1 in blocks]:
+                        f.result()
             else:
                 integrate_numpy(mod, x, hist, t, plan["model_p"], plan["coupling"], plan["W"], D,
                                 noise, stream, noise_idx, plan["drv_space"], wave,
@@ -459,6 +466,8 @@ def _execute(plan, progress, threads=None):
                 progress(end, plan["n_total"])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if workers is not None:
+            workers.shutdown(wait=True)
     if bar is not None:
         bar.close()
     return out, diverged

@@ -18,11 +18,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from numba import literally, njit, prange, types
+from numba import literally, njit, types
 from numba.extending import overload
 
-__all__ = ["integrate", "integrate_parallel", "integrate_numpy", "model_tag", "compiled_integrate",
-           "edge_offsets"]
+__all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets"]
 
 _ENTRY_POINTS: dict = {}
 
@@ -42,9 +41,9 @@ def edge_offsets(indices, delays, n_slot):
     return np.ascontiguousarray(indices[None, :] * (2 * n_slot) + n_slot - delays, dtype=np.int64)
 
 
-def compiled_integrate(tag: str, *args, parallel: bool = False):
-    """The machine-code entry point of :func:`integrate` (or :func:`integrate_parallel`) for
-    ``tag`` and these argument types.
+def compiled_integrate(tag: str, *args):
+    """The machine-code entry point of :func:`integrate` for ``tag`` and these argument types
+    (``args`` without ``tag``, ``b_start``, ``b_stop``).
 
     Calling the dispatcher with a plain ``str`` would retype the call every time (numba first
     tries ``unicode_type`` and only then the literal); compiling once for the literal signature
@@ -52,12 +51,11 @@ def compiled_integrate(tag: str, *args, parallel: bool = False):
     microseconds.
     """
     from numba import typeof
-    disp = integrate_parallel if parallel else integrate
-    sig = (types.literal(tag),) + tuple(typeof(a) for a in args)
-    ep = _ENTRY_POINTS.get((parallel, sig))
+    sig = (types.literal(tag), types.int64, types.int64) + tuple(typeof(a) for a in args)
+    ep = _ENTRY_POINTS.get(sig)
     if ep is None:
-        disp.compile(sig)
-        ep = _ENTRY_POINTS[(parallel, sig)] = disp.overloads[sig].entry_point
+        integrate.compile(sig)
+        ep = _ENTRY_POINTS[sig] = integrate.overloads[sig].entry_point
     return ep
 
 
@@ -268,10 +266,12 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
 
 
 @njit(cache=True, nogil=True)
-def integrate(tag, x, hist, t0, params, coupling, indptr, weights, offsets, noise, stream,
+def integrate(tag, b_start, b_stop, x, hist, t0, params, coupling, indptr, weights, offsets, noise, stream,
               noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps, decim, rec, n_out,
               out, diverged, bound):
-    """Advance every batch member ``n_steps`` steps of ``dt`` seconds (in place).
+    """Advance batch members ``b_start..b_stop-1`` by ``n_steps`` steps of ``dt`` seconds (in place).
+
+    The GIL is released, so threads may advance disjoint member ranges of the same arrays at once.
 
     Per step and region: the delayed network input is summed over the region's non-zero
     weights from the history, the state is advanced (Euler–Maruyama, or Heun with the same
@@ -282,6 +282,8 @@ def integrate(tag, x, hist, t0, params, coupling, indptr, weights, offsets, nois
     ----------
     tag : str literal
         Model key from :func:`model_tag`.
+    b_start, b_stop : int
+        Range of batch members to advance.
     x : (batch, region, state) float64
         State, updated in place.
     hist : (batch, cvar, region, 2 * slots) float64
@@ -317,18 +319,7 @@ def integrate(tag, x, hist, t0, params, coupling, indptr, weights, offsets, nois
         and its remaining samples are NaN.
     bound : float
     """
-    for b in range(x.shape[0]):
-        _advance_member(literally(tag), b, x, hist, t0, params, coupling, indptr, weights, offsets,
-                        noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,
-                        n_steps, decim, rec, n_out, out, diverged, bound)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def integrate_parallel(tag, x, hist, t0, params, coupling, indptr, weights, offsets, noise,
-                       stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps,
-                       decim, rec, n_out, out, diverged, bound):
-    """:func:`integrate` with the batch members spread over numba's threads."""
-    for b in prange(x.shape[0]):
+    for b in range(b_start, b_stop):
         _advance_member(literally(tag), b, x, hist, t0, params, coupling, indptr, weights, offsets,
                         noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,
                         n_steps, decim, rec, n_out, out, diverged, bound)
