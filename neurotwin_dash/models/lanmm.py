@@ -93,6 +93,9 @@ CVAR_TARGETS = ("P1 external input e1", "P2 external input e2")
 NOISE_STATES = (14 + 2, 14 + 7)
 POLARISED = ("P1", "P2")
 STATE_BOUND = 1e7
+# tvb76 (W / max W, 4 m/s, defaults): P1 alpha (10.5 Hz) and P2 gamma (39–40 Hz) in every region for
+# coupling 0–1; from K ≈ 2 the network input (mostly P2 → e2) strengthens gamma and suppresses alpha,
+# and at K ≥ 5 P1 follows P2 at ~41 Hz (no alpha left).
 NETWORK_DEFAULTS = {"coupling": 1.0}
 UNITS = dict({o: ("1/s" if o.startswith("rate") else "mV") for o in OUTPUTS},
              **{f"u{k}": "mV" for k in range(1, 15)}, **{f"du{k}": "mV/s" for k in range(1, 15)})

@@ -53,6 +53,8 @@ CVAR_TARGETS = ("TCR input rate (added to P)",)
 NOISE_STATES = (3,)
 POLARISED = ("TCR",)
 STATE_BOUND = 1e7
+# tvb76 (W / max W, 4 m/s, defaults): noise-driven 9.5 Hz alpha for coupling 0–1; K = 2 slows it to
+# ~8 Hz with larger amplitude, K ≥ 5 leaves alpha (large slow waves, then saturation).
 NETWORK_DEFAULTS = {"coupling": 1.0}
 UNITS = {"v_tcr": "mV", "v_in": "mV", "rate_out": "1/s", "y1": "mV", "y2": "mV", "y3": "mV",
          "y4": "mV/s", "y5": "mV/s", "y6": "mV/s"}

@@ -61,6 +61,8 @@ CVAR_TARGETS = ("pyramidal input rate (added to p)",)
 NOISE_STATES = (6,)
 POLARISED = ("pyramidal",)
 STATE_BOUND = 1e7
+# tvb76 (W / max W, 4 m/s, defaults = background type): background activity for coupling 0–5; at
+# K ≈ 10 the network input drives regions into large spike discharges (sd ~9 mV).
 NETWORK_DEFAULTS = {"coupling": 1.0}
 UNITS = dict({"v_pyr": "mV", "rate_out": "1/s"}, **{f"y{k}": "mV" for k in range(5)},
              **{f"y{k}": "mV/s" for k in range(5, 10)})
