@@ -24,7 +24,7 @@ serve: setup
 	$(VENV)/bin/neurotwin serve --port $(PORT)
 
 test: setup browser
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	NEUROTWIN_QUICK=$${NEUROTWIN_QUICK:-1} $(PY) -m pytest -q --nbmake tests notebooks $(PYTEST_ARGS)
 
 bench: setup
 	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
