@@ -52,3 +52,72 @@ def test_wilson_cowan_network_uses_neurolib_defaults_and_stays_bounded():
     # additive noise may nudge the activity slightly outside [0, 1]; it must stay near it
     assert not ds.diverged.any() and v.min() > -0.2 and v.max() < 1.2
     assert '"speed_m_s": 20.0' in ds.attrs["params"] and '"coupling": 0.6' in ds.attrs["params"]
+
+
+LEAKY = '''
+"""A leaky rate unit: tau dx/dt = -x + p + u_net + u; the smallest possible model file."""
+import math
+import numpy as np
+from numba import njit
+from neurotwin_dash.params import ParamSet, ParamSpec
+
+NAME = "leaky_test_model"
+PARAMS = ParamSet([ParamSpec("tau", 0.01, 0.001, 1.0, "s", "time constant"),
+                   ParamSpec("p", 1.0, 0.0, 10.0, "1/s", "input"),
+                   ParamSpec("noise_sd", 0.0, 0.0, 10.0, "1/s", "input sd per 1-ms sample")], owner=NAME)
+STATES = ("x",)
+OUTPUTS = ("x_out",)
+OBSERVED = ("x_out",)
+CVARS = ("x_out",)
+NOISE_STATES = (0,)
+STATE_BOUND = 1e6
+
+def initial_state(nb, nr):
+    return np.zeros((nb, nr, 1))
+
+@njit(cache=True)
+def dfun(x, p, c_in, u_mem, u_rate):
+    return ((-x[0] + p[1] + c_in[0] + u_mem + u_rate) / p[0],)
+
+@njit(cache=True)
+def cvar(x, p, u_mem):
+    return (x[0],)
+
+@njit(cache=True)
+def observe(x, p, u_mem):
+    return (x[0],)
+
+@njit(cache=True)
+def noise_gain(p):
+    return (p[2] * math.sqrt(1e-3) / p[0],)
+
+def dfun_numpy(x, p, c_in, u_mem, u_rate):
+    return ((-x[..., 0] + p[..., 1] + c_in[..., 0] + u_mem + u_rate) / p[..., 0])[..., None]
+
+def cvar_numpy(x, p, u_mem):
+    return x[..., :1].copy()
+
+def observe_numpy(x, p, u_mem):
+    return x[..., :1].copy()
+
+def noise_gain_numpy(p):
+    return (p[..., 2] * math.sqrt(1e-3) / p[..., 0])[..., None]
+'''
+
+
+def test_a_new_model_is_one_small_file(tmp_path, monkeypatch):
+    import importlib
+
+    from neurotwin_dash.models import register_model
+    (tmp_path / "leaky_test_model.py").write_text(LEAKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    mod = register_model(importlib.import_module("leaky_test_model"))
+    ds = simulate(mod, None, duration_s=0.2, params={"p": [1.0, 3.0]})
+    # relaxes to the input with time constant 10 ms: x(t) = p (1 - exp(-t / tau))
+    t_end = ds.time.values[-1] + 1e-3
+    np.testing.assert_allclose(ds.x_out.values[:, -1, 0], np.array([1.0, 3.0]) * (1 - np.exp(-t_end / 0.01)),
+                               rtol=2e-3)
+    kw = dict(model="leaky_test_model", connectome="tvb76", duration_s=0.02,
+              params={"coupling": 0.3, "noise_sd": 1.0}, seed=4)
+    np.testing.assert_allclose(simulate(**kw).x_out.values, simulate(backend="numpy", **kw).x_out.values,
+                               rtol=1e-10, atol=1e-12)

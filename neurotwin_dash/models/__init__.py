@@ -13,14 +13,14 @@ A model module declares
   ``observe_numpy``, ``noise_gain_numpy``) and ``initial_state(n_batch, n_region)``.
 
 The network integrator (:mod:`neurotwin_dash.models._kernel`) is shared by all models; adding a
-model is one file plus a line in :data:`MODELS`.
+model is one file plus a line in ``_MODULES`` (or :func:`register_model` for a module elsewhere).
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
 
-__all__ = ["MODELS", "get_model", "model_names"]
+__all__ = ["MODELS", "get_model", "model_names", "register_model"]
 
 _MODULES = {
     "jansen_rit": "jansen_rit",
@@ -37,7 +37,8 @@ class _LazyModels(dict):
     def __missing__(self, name):
         if name not in _MODULES:
             raise KeyError(name)
-        mod = importlib.import_module(f"{__name__}.{_MODULES[name]}")
+        path = _MODULES[name]
+        mod = importlib.import_module(path if "." in path else f"{__name__}.{path}")
         self[name] = mod
         return mod
 
@@ -63,6 +64,26 @@ class _LazyModels(dict):
 MODELS: dict[str, ModuleType] = _LazyModels()
 
 
+def register_model(module: ModuleType) -> ModuleType:
+    """Make a model module defined outside this package usable by ``simulate`` (by its ``NAME``).
+
+    The module must be importable by its ``__name__`` (numba caches the compiled kernel per
+    model and looks the model up again by name) and declare the interface listed above.
+    """
+    missing = [a for a in ("NAME", "PARAMS", "STATES", "OUTPUTS", "OBSERVED", "CVARS", "NOISE_STATES",
+                           "STATE_BOUND", "dfun", "cvar", "observe", "noise_gain", "dfun_numpy",
+                           "cvar_numpy", "observe_numpy", "noise_gain_numpy", "initial_state")
+               if not hasattr(module, a)]
+    if missing:
+        raise ValueError(f"model module {module.__name__!r} lacks {', '.join(missing)}")
+    known = _MODULES.get(module.NAME)
+    if known is not None and (known if "." in known else f"{__name__}.{known}") != module.__name__:
+        raise ValueError(f"a different model is already registered as {module.NAME!r}")
+    _MODULES[module.NAME] = module.__name__
+    MODELS[module.NAME] = module
+    return module
+
+
 def model_names() -> list[str]:
     """Names of the available models."""
     return list(_MODULES)
@@ -77,8 +98,9 @@ def get_model(model) -> ModuleType:
         When the name is unknown; the message lists the known names.
     """
     if isinstance(model, ModuleType):
-        if model.__name__.rsplit(".", 1)[-1] not in _MODULES:
-            raise ValueError(f"model module {model.__name__!r} is not registered in MODELS")
+        if getattr(model, "NAME", None) not in _MODULES:
+            raise ValueError(f"model module {model.__name__!r} is not registered; "
+                             "call neurotwin_dash.models.register_model(module) first")
         return model
     if isinstance(model, str) and model in _MODULES:
         return MODELS[model]

@@ -29,9 +29,10 @@ _ENTRY_POINTS: dict = {}
 @lru_cache(maxsize=None)
 def model_tag(name: str) -> str:
     """``"<name>:<hash of the model sources and this kernel>"``, the compile-time model key."""
-    here = Path(__file__).resolve().parent
+    import inspect
+    from . import MODELS
     h = hashlib.sha1()
-    for path in (here / "_kernel.py", here / f"{name}.py"):
+    for path in (Path(__file__), Path(inspect.getfile(MODELS[name]))):
         h.update(path.read_bytes())
     return f"{name}:{h.hexdigest()[:12]}"
 
