@@ -334,12 +334,18 @@ def _add_simulate(sub):
     p.add_argument("--threads", type=int, default=None, help="threads for batch members (default: one per CPU)")
     p.add_argument("--out", required=True, help="output file (.nc, or .zarr)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--twin", default=None, metavar="FILE",
+                   help="re-run a neurotwin file (`neurotwin export`/`neurotwin fit`); model, connectome, "
+                        "parameters, drives and run options then come from the twin")
     p.set_defaults(func=_simulate)
 
 
 def _simulate(args):
     import time
     from pathlib import Path
+    if getattr(args, "twin", None):
+        from .fit.specs import simulate_twin_cli
+        return simulate_twin_cli(args)
     from .simulate import all_params, simulate
     pset = all_params(args.model)
     params = {}
@@ -380,6 +386,19 @@ def _simulate(args):
 
 
 COMMANDS.append(_add_simulate)
+
+
+def _add_fit(sub):
+    from .fit.specs import add_fit_parser
+    add_fit_parser(sub)
+
+
+def _add_export(sub):
+    from .fit.specs import add_export_parser
+    add_export_parser(sub)
+
+
+COMMANDS += [_add_fit, _add_export]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0])

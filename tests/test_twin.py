@@ -77,3 +77,37 @@ def test_loading_refuses_a_twin_whose_catalog_connectome_changed(tmp_path):
         Twin.from_result(res).save(tmp_path / "t.txt")
     with pytest.raises(TwinError, match="member 3 outside the batch"):
         Twin.from_result(res, member=3)
+
+
+def test_cli_export_then_simulate_twin_reproduces_and_says_so(tmp_path, capsys):
+    from neurotwin_dash.cli import main
+    twin_path = tmp_path / "cli_twin.nc"
+    assert main(["export", "--out", str(twin_path), "--model", "jansen_rit", "--connectome", "tvb76",
+                 "--duration", "1.0", "--sample-rate", "250", "--set", "p=180", "--seed", "5",
+                 "--name", "cli"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert Twin.load(twin_path).params["p"] == 180.0
+    out = tmp_path / "rerun.nc"
+    assert main(["simulate", "--twin", str(twin_path), "--out", str(out), "--no-progress"]) == 0
+    assert "reproduces the exported run bit for bit" in capsys.readouterr().out
+    ref = simulate("jansen_rit", "tvb76", duration_s=1.0, sample_rate_hz=250.0, params={"p": 180.0}, seed=5)
+    np.testing.assert_array_equal(xr.load_dataset(out)["v_pyr"].values, ref["v_pyr"].values)
+
+
+def test_cli_fit_writes_history_result_and_a_reproducible_twin(tmp_path, capsys):
+    from neurotwin_dash.cli import main
+    spec = tmp_path / "fit.yaml"
+    spec.write_text(
+        "problem: custom\nmodel: jansen_rit\nconnectome: null\nduration_s: 1.5\ntransient_s: 0.5\n"
+        "sample_rate_hz: 250\nfree:\n  - {name: p, low: 120, high: 300}\n"
+        "objective:\n  - {term: AlphaPeakError, target_hz: 9.0, window_s: 0.5, band: [5, 14]}\n"
+        "method: de\ngenerations: 1\npopsize: 5\nseed: 0\n")
+    out = tmp_path / "fitdir"
+    assert main(["fit", str(spec), "--out", str(out), "--scheduler", "sync", "--no-progress"]) == 0
+    assert "10 evaluations, 2 generation(s)" in capsys.readouterr().out   # 5 initial + 5
+    summary = json.loads((out / "result.json").read_text())
+    assert 120 <= summary["best"]["p"] <= 300 and "alpha_peak_hz" in summary["scores"]
+    assert xr.load_dataset(out / "history.nc").sizes["evaluation"] == 10
+    twin = Twin.load(out / "twin.nc")
+    assert twin.verify()
+    assert main(["export", "--fit", str(out), "--out", str(tmp_path / "again.zarr")]) == 0

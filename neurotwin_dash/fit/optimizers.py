@@ -395,8 +395,8 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
     generations : int
         Generations after the initial population (DE) / ask-tell iterations (CMA-ES).
     popsize : int
-        Candidates per generation (for DE the total population, rounded up to a multiple of
-        the dimension as scipy requires: ``ceil(popsize / n_dim) * n_dim``, at least 5).
+        Candidates per generation (DE: the population size, at least 5, started from a seeded
+        Latin hypercube).
     seed : int
         Optimizer seed (the simulations use ``problem.seed``).
     client : None, address, Client or ``"sync"``
@@ -451,15 +451,14 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
                 bar.update(1)
                 return out
 
-            init = "sobol"
-            n_pop = max(5, int(np.ceil(popsize / d)) * d)
+            from scipy.stats import qmc
+            # an explicit Latin-hypercube start fixes the population size to exactly `popsize`
+            init = qmc.LatinHypercube(d, seed=seed).random(max(5, int(popsize)))
             if u0 is not None:
-                from scipy.stats import qmc
-                init = qmc.LatinHypercube(d, seed=seed).random(n_pop)
                 init[0] = u0
-            differential_evolution(func, [(0.0, 1.0)] * d, maxiter=int(generations),
-                                   popsize=max(1, n_pop // d), init=init, rng=seed, polish=False,
-                                   vectorized=True, updating="deferred", tol=0, atol=0)
+            differential_evolution(func, [(0.0, 1.0)] * d, maxiter=int(generations), init=init,
+                                   rng=seed, polish=False, vectorized=True, updating="deferred",
+                                   tol=0, atol=0)
     finally:
         bar.close()
     hist = ev.history()
