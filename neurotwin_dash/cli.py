@@ -151,6 +151,45 @@ def _optimize_montage(args):
 COMMANDS.append(_add_optimize_montage)
 
 
+def _add_stimulation_options(p):
+    g = p.add_argument_group("tES stimulation")
+    g.add_argument("--montage", default=None, metavar="JSON",
+                   help="tES montage file (neurotwin optimize-montage output or hand-written)")
+    g.add_argument("--waveform", default=None, metavar="TEXT",
+                   help="e.g. tacs:40Hz, tacs:10Hz:phase=90, tdcs:ramp=1s, 'tdcs + 0.5*tacs:40Hz' "
+                        "(default tdcs:ramp=0 with --montage)")
+    g.add_argument("--stim-lambda", type=float, default=None, metavar="MV_PER_V_M",
+                   help="soma polarisation per V/m of normal field (default 0.2, range 0-1)")
+
+
+def _stimulation_drives(args, connectome):
+    """Drives for ``simulate --montage/--waveform`` (None without a montage)."""
+    if getattr(args, "montage", None) is None:
+        if getattr(args, "waveform", None) is not None:
+            raise ValueError("--waveform needs --montage (the electrode currents it scales)")
+        return None
+    from .stimulation.coupling import tes_drives
+    from .stimulation.montage import Montage
+    if connectome is None or (isinstance(connectome, str) and connectome.lower() == "none"):
+        raise ValueError("--montage needs a connectome with region centres (not 'none')")
+    return tes_drives(Montage.load(args.montage), args.waveform or "tdcs:ramp=0", connectome=connectome,
+                      lambda_mV_per_V_m=args.stim_lambda)
+
+
+def _record_stimulation(ds, args):
+    """Provenance of ``simulate --montage``: montage JSON, waveform and λ in the dataset attrs."""
+    if getattr(args, "montage", None) is None:
+        return
+    import json
+    from .stimulation.coupling import STIM_PARAMS
+    from .stimulation.montage import Montage
+    from .stimulation.waveforms import parse_waveform
+    ds.attrs["stim_montage"] = json.dumps(Montage.load(args.montage).to_dict())
+    ds.attrs["stim_waveform"] = parse_waveform(args.waveform or "tdcs:ramp=0").describe()
+    ds.attrs["stim_lambda_mV_per_V_m"] = float(
+        STIM_PARAMS["stim_lambda_mV_per_V_m"].default if args.stim_lambda is None else args.stim_lambda)
+
+
 
 def _add_import_eeg(sub):
     p = sub.add_parser(
@@ -337,6 +376,7 @@ def _add_simulate(sub):
     p.add_argument("--twin", default=None, metavar="FILE",
                    help="re-run a neurotwin file (`neurotwin export`/`neurotwin fit`); model, connectome, "
                         "parameters, drives and run options then come from the twin")
+    _add_stimulation_options(p)
     p.set_defaults(func=_simulate)
 
 
@@ -374,8 +414,10 @@ def _simulate(args):
                   params=params, seed=seeds[0] if len(seeds) == 1 else seeds,
                   sample_rate_hz=args.sample_rate, record=record, transient_s=args.transient,
                   normalisation=args.normalisation, method=args.method,
-                  progress=not args.no_progress, threads=args.threads)
+                  progress=not args.no_progress, threads=args.threads,
+                  drive=_stimulation_drives(args, conn))
     seconds = time.perf_counter() - t0
+    _record_stimulation(ds, args)
     out = Path(args.out)
     if out.suffix == ".zarr":
         ds.to_zarr(out, mode="w")
