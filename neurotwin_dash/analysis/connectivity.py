@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 from scipy import signal, stats
+from threadpoolctl import threadpool_limits
 
 from .spectra import resolve_band, sampling_rate
 
@@ -64,7 +65,10 @@ def _corr_np(x):
     # x (..., time, node) -> (..., node, node)
     x = x - x.mean(axis=-2, keepdims=True)
     sd = np.sqrt((x * x).sum(axis=-2))
-    c = np.swapaxes(x, -1, -2) @ x                 # BLAS, not einsum
+    # one BLAS thread: these tall-skinny products are fast on one core, and multi-threaded BLAS
+    # spin-waits badly when Dask workers or other jobs share the cores
+    with threadpool_limits(limits=1, user_api="blas"):
+        c = np.swapaxes(x, -1, -2) @ x
     with np.errstate(divide="ignore", invalid="ignore"):
         c = c / (sd[..., :, None] * sd[..., None, :])
     return c
@@ -107,7 +111,8 @@ def analytic_signal(da: xr.DataArray, band=None) -> xr.DataArray:
 
 def _plv_np(z):
     u = z / np.maximum(np.abs(z), 1e-300)
-    m = (np.swapaxes(u, -1, -2) @ np.conj(u)) / z.shape[-2]
+    with threadpool_limits(limits=1, user_api="blas"):
+        m = (np.swapaxes(u, -1, -2) @ np.conj(u)) / z.shape[-2]
     return np.abs(m)
 
 

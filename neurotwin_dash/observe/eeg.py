@@ -159,7 +159,9 @@ def region_to_sensor(signal, connectome="tvb76", montage="standard_1020", head="
     da = da.transpose(..., "time", "region")
     v = da.data
     v = v - v.mean(axis=-2, keepdims=True)
-    x = v @ Lq.T
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1, user_api="blas"):     # see analysis.connectivity._corr_np
+        x = v @ Lq.T
     if noise_uV > 0:
         rng = np.random.default_rng(seed)
         noise = rng.standard_normal(x.shape) * noise_uV * 1e-6
