@@ -195,8 +195,9 @@ def gamma_power(psd: xr.DataArray, band="gamma", relative: bool = False) -> xr.D
 
 
 def _fooof_exponent(p, freqs, freq_range, max_n_peaks):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # fooof 1.1 announces specparam
+    # fooof 1.1 sets simplefilter("always") and warns about specparam on import: record (and drop)
+    # that warning, and let catch_warnings restore the caller's filters afterwards
+    with warnings.catch_warnings(record=True):
         from fooof import FOOOF
     out = np.full(p.shape[:-1], np.nan)
     flat = p.reshape(-1, p.shape[-1])
