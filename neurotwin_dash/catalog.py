@@ -220,7 +220,7 @@ def _load_mne_subset(entry):
         raise CatalogError(f"montage {entry['name']!r}: channels {missing} not in {entry['base']}")
     ch_pos = {c: pos["ch_pos"][c] for c in entry["channels"]}
     return mne.channels.make_dig_montage(ch_pos=ch_pos, nasion=pos["nasion"], lpa=pos["lpa"],
-                                         rpa=pos["rpa"], coord_frame="head")
+                                         rpa=pos["rpa"], coord_frame=pos["coord_frame"])
 
 
 _LOADERS = {

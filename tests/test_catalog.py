@@ -68,3 +68,17 @@ def test_montages_load_with_their_channel_counts(name, n):
     pos = montage.get_positions()["ch_pos"]
     radii = np.linalg.norm(np.array(list(pos.values())), axis=1)
     assert np.all((radii > 0.05) & (radii < 0.15))  # metres, on a head
+
+
+def test_starstim_subset_sits_where_its_10_10_electrodes_sit_on_the_full_cap():
+    import mne
+    full = mne.channels.make_standard_montage(catalog.describe("starstim20")["base"])
+    info_full = mne.create_info(full.ch_names, 1000.0, "eeg")
+    info_full.set_montage(full)
+    sub = catalog.load("starstim20")
+    info_sub = mne.create_info(sub.ch_names, 1000.0, "eeg")
+    info_sub.set_montage(sub)
+    for ch in ("Oz", "Fz", "T7"):
+        a = info_sub["chs"][info_sub.ch_names.index(ch)]["loc"][:3]
+        b = info_full["chs"][info_full.ch_names.index(ch)]["loc"][:3]
+        np.testing.assert_allclose(a, b, atol=1e-6)
