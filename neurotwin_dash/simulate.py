@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -165,8 +166,8 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         ``True`` shows a tqdm bar; a callable receives ``(steps_done, steps_total)``.
     threads : int, optional
         Threads that advance blocks of batch members concurrently (the kernel releases the GIL);
-        ``1`` keeps the call single-threaded (e.g. inside Dask workers), ``None`` uses one per
-        CPU. Results do not depend on it.
+        ``1`` keeps the call single-threaded; ``None`` uses one per CPU, or one inside a Dask
+        worker. Results do not depend on it.
 
     Returns
     -------
@@ -424,7 +425,7 @@ def _execute(plan, progress, threads=None):
 
     # batch members are split into contiguous blocks advanced by threads (the kernel releases
     # the GIL); the next chunk's noise is drawn meanwhile by one more thread
-    n_workers = 1 if plan["backend"] != "numba" else min(nb, threads or os.cpu_count() or 1)
+    n_workers = 1 if plan["backend"] != "numba" else min(nb, threads or _default_threads())
     blocks = np.array_split(np.arange(nb), n_workers)
     blocks = [(int(blk[0]), int(blk[-1]) + 1) for blk in blocks if blk.size]
     from concurrent.futures import ThreadPoolExecutor
@@ -471,6 +472,18 @@ def _execute(plan, progress, threads=None):
     if bar is not None:
         bar.close()
     return out, diverged
+
+
+def _default_threads() -> int:
+    """One thread per CPU, but one inside a Dask worker (the cluster already fills the CPUs)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is not None:
+        try:
+            distributed.get_worker()
+            return 1
+        except (ValueError, AttributeError):
+            pass
+    return os.cpu_count() or 1
 
 
 def _param_json(plan):
