@@ -21,10 +21,12 @@ import warnings
 import holoviews as hv
 import panel as pn
 from . import panes
-from .state import ExplorerState
+from .state import ExplorerState, StagedResult, release_session_objects, settle_session_objects
 from .widgets import NumberBox, error_alert, paramset_widgets
 
 __all__ = ["Explorer", "servable", "parse_query"]
+
+_PLOTS = ("region_spectra", "sensor_spectra", "brain_map", "topomap", "fc_matrix", "eeg_traces", "weights")
 
 
 def parse_query(args: dict) -> dict:
@@ -64,14 +66,17 @@ class Explorer(pn.viewable.Viewer):
 
         # --- plots: DynamicMaps over the latest result update their data sources in place
         res = r.param.result
+        # each plot gets the result in its own event-loop tick (see StagedResult)
+        sh = StagedResult(r, "result", list(_PLOTS))
+        self.staged = sh
         self.plots = {
-            "region_spectra": hv.DynamicMap(pn.bind(panes.region_spectra, res, s.param.region)),
-            "sensor_spectra": hv.DynamicMap(pn.bind(panes.sensor_spectra, res)),
-            "brain_map": hv.DynamicMap(pn.bind(panes.brain_map, res, s.param.map_band)),
-            "topomap": hv.DynamicMap(pn.bind(panes.topomap, res, s.param.band)),
-            "fc_matrix": hv.DynamicMap(pn.bind(panes.fc_matrix, res)),
-            "eeg_traces": hv.DynamicMap(pn.bind(panes.eeg_traces, res)),
-            "weights": hv.DynamicMap(pn.bind(panes.connectome_weights, res)),
+            "region_spectra": hv.DynamicMap(pn.bind(panes.region_spectra, sh.param.region_spectra, s.param.region)),
+            "sensor_spectra": hv.DynamicMap(pn.bind(panes.sensor_spectra, sh.param.sensor_spectra)),
+            "brain_map": hv.DynamicMap(pn.bind(panes.brain_map, sh.param.brain_map, s.param.map_band)),
+            "topomap": hv.DynamicMap(pn.bind(panes.topomap, sh.param.topomap, s.param.band)),
+            "fc_matrix": hv.DynamicMap(pn.bind(panes.fc_matrix, sh.param.fc_matrix)),
+            "eeg_traces": hv.DynamicMap(pn.bind(panes.eeg_traces, sh.param.eeg_traces)),
+            "weights": hv.DynamicMap(pn.bind(panes.connectome_weights, sh.param.weights)),
         }
         self.summary = pn.pane.Markdown(pn.bind(panes.summary_markdown, res, r.param.error, r.param.busy),
                                         css_classes=["run-summary"], sizing_mode="stretch_width")
@@ -199,8 +204,10 @@ def servable(mode: str = "dask"):
         explorer.apply_query(pn.state.session_args)
         if explorer.state.runner.latest_token == 0:
             explorer.state.run()
+        settle_session_objects()
 
     pn.state.onload(start)
+    pn.state.on_session_destroyed(release_session_objects)
     template = pn.template.BootstrapTemplate(
         title="neurotwin explorer", sidebar=[explorer.controls()], main=[explorer.main()],
         sidebar_width=390, header_background="#1f4e79")

@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 __all__ = ["region_spectra", "sensor_spectra", "brain_map", "topomap", "fc_matrix", "eeg_traces",
-           "connectome_weights", "summary_markdown", "head_outline", "named", "CLASSIC_1020"]
+           "connectome_weights", "summary_markdown", "changed_settings", "head_outline", "named", "CLASSIC_1020"]
 
 #: channels shown as traces when the montage has them (the classic 10-20 set)
 CLASSIC_1020 = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8",
@@ -41,17 +41,30 @@ def _log10(p):
     return out
 
 
+def _nan_joined(x: np.ndarray, rows: np.ndarray, offsets=None):
+    """Concatenate ``rows`` (n, len(x)) into one line separated by NaN (optionally offset)."""
+    rows = np.atleast_2d(np.asarray(rows, dtype=float))
+    n = rows.shape[0]
+    if rows.size == 0:
+        return np.array([]), np.array([])
+    off = np.zeros(n) if offsets is None else np.asarray(offsets, dtype=float)
+    xs = np.tile(np.append(np.asarray(x, dtype=float), np.nan), n)
+    ys = np.column_stack([rows + off[:, None], np.full(n, np.nan)]).ravel()
+    return xs, ys
+
+
 def _spectra(freqs, psd, labels, highlight, title, unit, name):
     """Overlay: every row of ``psd`` thin, their mean thick, the ``highlight`` row in colour."""
     lp = _log10(psd)
-    paths = [np.column_stack([freqs, row]) for row in lp]
+    # all rows as one NaN-separated line: one glyph instead of hundreds (fast server-side updates)
+    xs, ys = _nan_joined(freqs, lp)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(lp, axis=0) if lp.size else np.array([])
     hi = lp[labels.index(highlight)] if highlight in labels else np.full_like(freqs, np.nan)
     kd, vd = hv.Dimension("frequency", unit="Hz"), hv.Dimension("log10 PSD", label=f"log10 PSD ({unit})")
-    el = (hv.Path(paths, kdims=[kd, vd], label="regions").opts(color="#9aa7b5", alpha=0.35, line_width=1,
-                                                                framewise=True)
+    el = (hv.Curve((xs, ys), kd, vd, label="regions").opts(color="#9aa7b5", alpha=0.45, line_width=1,
+                                                            framewise=True)
           * hv.Curve((freqs, mean), kd, vd, label="mean").opts(color="black", line_width=2.5, framewise=True)
           * hv.Curve((freqs, hi), kd, vd, label=str(highlight) or "-").opts(color="#d62728", line_width=2,
                                                                            framewise=True))
@@ -121,7 +134,7 @@ def brain_map(res: xr.Dataset | None, band: str = "low gamma") -> hv.Overlay:
     return (outline.opts(color="#888", line_width=1, **lims)
             * pts.opts(color="log10 power", cmap="inferno", size=11, colorbar=True, tools=["hover"],
                        line_color="#333", line_width=0.5, framewise=True, **lims)).opts(
-        hv.opts.Overlay(title=title, frame_width=300, frame_height=367, xlim=(-90, 90), ylim=(-125, 95),
+        hv.opts.Overlay(title=title, frame_width=260, frame_height=318, xlim=(-90, 90), ylim=(-125, 95),
                         hooks=[named("brain-map")], xlabel="x (right, mm)", ylabel="y (anterior, mm)"))
 
 
@@ -156,7 +169,7 @@ def topomap(res: xr.Dataset | None, band: str = "alpha") -> hv.Overlay:
     return (img.opts(cmap="RdBu_r", colorbar=True, tools=["hover"], framewise=True)
             * pts.opts(color="black", size=3, tools=["hover"])
             * head_outline()).opts(
-        hv.opts.Overlay(title=title, frame_width=340, frame_height=340, xlim=(-1.25, 1.25),
+        hv.opts.Overlay(title=title, frame_width=290, frame_height=290, xlim=(-1.25, 1.25),
                         ylim=(-1.25, 1.25), xaxis=None, yaxis=None, hooks=[named("topomap")]))
 
 
@@ -195,7 +208,7 @@ def eeg_traces(res: xr.Dataset | None, seconds: float = 3.0) -> hv.Overlay:
         da = res["trace"].sel(region=pick)
         unit, what = res["trace"].attrs.get("units", "mV"), "Region signals"
     else:
-        return hv.Overlay([hv.Path([], ["time", "offset"]).opts(color="#1f4e79", framewise=True)]).opts(
+        return hv.Overlay([hv.Curve(([], []), "time", "offset").opts(color="#1f4e79", framewise=True)]).opts(
             title="Traces (waiting…)", width=_W, height=_H + 40, hooks=[named("eeg-traces")], framewise=True)
     t = da["time_eeg"].values
     keep = t <= t[0] + seconds
@@ -205,9 +218,9 @@ def eeg_traces(res: xr.Dataset | None, seconds: float = 3.0) -> hv.Overlay:
     spread = float(np.nanpercentile(np.abs(x), 99)) if np.isfinite(x).any() else 1.0
     spread = spread if spread > 0 else 1.0
     offsets = -np.arange(len(pick)) * 2.0 * spread
-    paths = [np.column_stack([t, x[:, i] + offsets[i]]) for i in range(len(pick))]
+    xs, ys = _nan_joined(t, x.T, offsets)
     ticks = [(float(o), n) for o, n in zip(offsets, pick)]
-    el = hv.Path(paths, ["time", "offset"]).opts(color="#1f4e79", line_width=1, framewise=True)
+    el = hv.Curve((xs, ys), "time", "offset").opts(color="#1f4e79", line_width=1, framewise=True)
     return hv.Overlay([el]).opts(
         title=f"{what} (scale bar: {2 * spread:.3g} {unit} between lines)", width=_W, height=_H + 40,
         yticks=ticks, xlabel="time (s)", ylabel="", framewise=True, hooks=[named("eeg-traces")])
@@ -229,6 +242,28 @@ def connectome_weights(res: xr.Dataset | None) -> hv.Image:
                     framewise=True, hooks=[named("weights")])
 
 
+def changed_settings(res: xr.Dataset) -> dict:
+    """Model/network parameters and connectome edits of a result that differ from the defaults."""
+    import json
+    from ..models import get_model
+    from ..simulate import NETWORK_PARAMS
+    spec = json.loads(res.attrs.get("spec", "{}"))
+    if not spec:
+        return {}
+    defaults = dict(get_model(spec["model"]).PARAMS.defaults(), **NETWORK_PARAMS.defaults())
+    out = {k: float(v) for k, v in spec.get("params", {}).items()
+           if k in defaults and not np.isclose(float(v), defaults[k])}
+    if spec.get("weight_scale", 1.0) != 1.0:
+        out["weight scale"] = float(spec["weight_scale"])
+    if spec.get("lesions"):
+        out["lesioned"] = ", ".join(spec["lesions"])
+    if spec.get("edges"):
+        out["edited edges"] = len(spec["edges"])
+    if spec.get("seed", 0) != 0:
+        out["seed"] = int(spec["seed"])
+    return out
+
+
 def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False) -> str:
     """One paragraph describing the latest result (peak frequency, timings, divergence)."""
     if res is None:
@@ -242,6 +277,10 @@ def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False
         f"median spectral peak **{np.median(peaks):.2f} Hz**; simulated in "
         f"{res.attrs.get('simulate_s', float('nan')):.2f} s, job {res.attrs.get('elapsed_s', float('nan')):.2f} s.",
     ]
+    changed = changed_settings(res)
+    lines.append("Settings changed from the defaults: " + (", ".join(f"{k} = {v:g}" if isinstance(v, float)
+                                                                   else f"{k} = {v}" for k, v in changed.items())
+                                                         or "none") + ".")
     fit = res.attrs.get("fc_fit", float("nan"))
     if np.isfinite(fit):
         lines.append(f"FC fit to empirical: r = **{fit:.3f}**.")

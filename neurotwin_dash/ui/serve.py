@@ -140,7 +140,8 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
     if num_threads is not None and int(num_threads) < 1:
         raise ValueError(f"--num-threads must be ≥ 1, got {num_threads}")
     env: dict[str, str] = {}
-    argv = [sys.executable, "-m", "panel", "serve", *map(str, app_paths(apps)), "--port", str(int(port))]
+    argv = [sys.executable, "-m", "panel", "serve", *map(str, app_paths(apps)), "--port", str(int(port)),
+            "--liveness"]  # GET /liveness: a cheap health check that answers from the event loop
     if address:
         argv += ["--address", address]
     for origin in allow_websocket_origin or ():

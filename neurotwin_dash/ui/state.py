@@ -29,7 +29,7 @@ import param
 from .. import catalog
 from ..params import ParamSet
 
-__all__ = ["paramset_class", "available_models", "shared_client", "JobRunner", "ExplorerState",
+__all__ = ["paramset_class", "available_models", "shared_client", "JobRunner", "StagedResult", "ExplorerState",
            "SOFT_BOUNDS", "SINGLE_NODE"]
 
 #: Connectome choice meaning "one uncoupled node".
@@ -108,9 +108,81 @@ def shared_client():
     with _CLIENT_LOCK:
         client = pn.state.cache.get(_CLIENT_KEY)
         if client is None or getattr(client, "status", "closed") not in ("running", "connecting"):
-            client = get_client(os.environ.get("NEUROTWIN_DASK_SCHEDULER") or None, quiet=True)
+            address = os.environ.get("NEUROTWIN_DASK_SCHEDULER") or None
+            client = get_client(address, quiet=True)
+            if address is None:
+                # Local workers share the server's cores: lower their priority so that the
+                # server (page loads, plot updates) always gets a core first.
+                try:
+                    client.run(_lower_priority)
+                except Exception:  # not fatal: only latency under load suffers
+                    pass
             pn.state.cache[_CLIENT_KEY] = client
         return client
+
+
+def settle_session_objects() -> None:
+    """Move a freshly built session's objects out of the garbage collector's way.
+
+    A served page holds tens of thousands of long-lived Bokeh/Panel objects; full collections
+    of the cyclic garbage collector then pause the server's event loop for up to ~1 s on a small
+    machine (every session waits, pings included). Called once a page has loaded, this collects
+    what is garbage now and freezes the rest (``gc.freeze``), so later collections only scan
+    new objects. :func:`release_session_objects` (on session end) unfreezes so that a closed
+    session's cycles can be collected.
+    """
+    import gc
+    gc.collect(1)
+    gc.freeze()
+
+
+def release_session_objects(session_context) -> None:
+    """Counterpart of :func:`settle_session_objects` for a destroyed session."""
+    import gc
+    gc.unfreeze()
+
+
+def _log_gc_pauses():
+    """Debug aid (NEUROTWIN_UI_DEBUG): print garbage-collector pauses longer than 50 ms."""
+    import gc
+    import sys
+    started = {}
+
+    def cb(phase, info):
+        if phase == "start":
+            started["t"] = time.perf_counter()
+        elif "t" in started:
+            dt = time.perf_counter() - started.pop("t")
+            if dt > 0.05:
+                print(f"[ui] gc gen {info['generation']} pause {dt:.3f} s collected {info['collected']}",
+                      file=sys.stderr, flush=True)
+
+    gc.callbacks.append(cb)
+
+
+if os.environ.get("NEUROTWIN_UI_DEBUG"):
+    _log_gc_pauses()
+
+
+def _lower_priority(niceness: int = 10) -> int:
+    """Set the niceness of every thread of this process (run on local Dask workers).
+
+    Linux keeps a niceness per thread, so the worker's compute threads are changed one by one
+    (``/proc/self/task``); threads started later inherit it from the main thread. Returns the
+    number of threads changed.
+    """
+    changed = 0
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(niceness, os.getpriority(os.PRIO_PROCESS, tid)))
+            changed += 1
+        except (AttributeError, OSError):
+            pass
+    return changed
 
 
 class JobRunner(param.Parameterized):
@@ -174,13 +246,25 @@ class JobRunner(param.Parameterized):
     def _accept(self, token, result, error, t0):
         if token != self._latest:
             return False
-        with param.parameterized.batch_call_watchers(self):
+        _w, _c = time.perf_counter(), time.thread_time()
+        if os.environ.get("NEUROTWIN_UI_PROFILE"):
+            import cProfile
+            prof = cProfile.Profile()
+            prof.enable()
+        with _hold_document(), param.parameterized.batch_call_watchers(self):
             self.elapsed_s = time.perf_counter() - t0
             self.error = error
             if not error:
                 self.result = result
                 self.n_done += 1
             self.busy = False
+        if os.environ.get("NEUROTWIN_UI_PROFILE"):
+            prof.disable()
+            prof.dump_stats(os.environ["NEUROTWIN_UI_PROFILE"] + f".{token}")
+        if os.environ.get("NEUROTWIN_UI_DEBUG"):
+            import sys
+            print(f"[ui] accept wall {time.perf_counter() - _w:.3f} s cpu {time.thread_time() - _c:.3f} s",
+                  file=sys.stderr, flush=True)
         return True
 
     def _run_sync(self, token, fn, args):
@@ -236,6 +320,64 @@ class JobRunner(param.Parameterized):
                 if token == self._latest:
                     self._future = None
         self._accept(token, res, "", t0)
+
+
+class StagedResult(param.Parameterized):
+    """One copy of a result per plot, handed over one event-loop tick at a time.
+
+    Bind each plot to its own parameter (``staged.param[name]``). When the source result
+    changes on a server, the copies are updated one per tick (each in one held Bokeh update), so
+    pings and other sessions are served between two plots instead of after all of them. Outside
+    a server all copies update at once.
+    """
+
+    def __init__(self, source: param.Parameterized, attr: str, names, **params):
+        cls = type(self)
+        for n in names:
+            if n not in cls.param:
+                cls.param.add_parameter(n, param.Parameter(default=None))
+        super().__init__(**params)
+        self._names = list(names)
+        self._generation = 0
+        source.param.watch(self._on_source, attr)
+
+    def _on_source(self, event):
+        import panel as pn
+        self._generation += 1
+        gen, value = self._generation, event.new
+        doc = pn.state.curdoc
+        if doc is None or doc.session_context is None:
+            self.param.update({n: value for n in self._names})
+            return
+
+        async def hand_over():
+            for n in self._names:
+                if gen != self._generation:       # a newer result arrived: it takes over
+                    return
+                _w, _c = time.perf_counter(), time.thread_time()
+                with _hold_document():
+                    setattr(self, n, value)
+                if os.environ.get("NEUROTWIN_UI_DEBUG"):
+                    import sys
+                    print(f"[ui] plot {n} wall {time.perf_counter() - _w:.3f} s cpu {time.thread_time() - _c:.3f} s",
+                          file=sys.stderr, flush=True)
+                await asyncio.sleep(0.005)
+
+        pn.state.execute(hand_over)
+
+
+def _hold_document():
+    """Batch the Bokeh updates of one result into one message and one model-graph recompute.
+
+    Without it, each of the explorer's plots triggers a recompute of the whole document's model
+    graph (thousands of models), which costs most of the time the server's event loop spends on
+    a result.
+    """
+    import contextlib
+    import panel as pn
+    if pn.state.curdoc is None or pn.state.curdoc.session_context is None:
+        return contextlib.nullcontext()
+    return pn.io.hold(pn.state.curdoc, freeze=True)
 
 
 def _message(exc: BaseException) -> str:

@@ -83,11 +83,12 @@ class NumberBox(pn.viewable.Viewer):
 def paramset_widgets(obj: param.Parameterized, names=None, throttled: bool = True) -> list:
     """Sliders for the numeric parameters of ``obj`` (range, label with unit, doc as tooltip).
 
-    With ``throttled`` the parameter only changes when the slider is released.
+    With ``throttled`` the parameter only changes when the slider is released. Each slider has
+    the CSS class ``param-<name>`` (browser tests find it by that).
     """
     out = []
     for n in names or [p for p in obj.param if p != "name"]:
         p = obj.param[n]
-        out.append(pn.widgets.FloatSlider.from_param(p, throttled=throttled,
+        out.append(pn.widgets.FloatSlider.from_param(p, throttled=throttled, css_classes=[f"param-{n}"],
                                                      sizing_mode="stretch_width", format="0[.][000]"))
     return out

@@ -1,0 +1,134 @@
+"""The explorer served by `neurotwin serve`, driven in Debian's chromium."""
+from __future__ import annotations
+
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from ui_browser import figure_data, serving, wait_for_figure_change
+
+QUICK = "?connectome=tvb76&duration_s=2&montage=standard_1020"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serving(["explorer"], env={"PYTHONASYNCIODEBUG": "1", "NEUROTWIN_UI_DEBUG": "1"}) as s:
+        yield s
+
+
+def open_explorer(new_page, server, query=QUICK, **kw):
+    page, log = new_page(**kw)
+    page.goto(server.url("/explorer" + query))
+    wait_for_result(page)
+    return page, log
+
+
+def wait_for_result(page, timeout_s=90.0, contains="median spectral peak"):
+    page.locator(".run-summary", has_text=contains).first.wait_for(timeout=timeout_s * 1000)
+    page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0")
+
+
+def shadow_text(locator) -> str:
+    """Text of an element including its shadow DOM (Panel renders panes inside shadow roots)."""
+    return locator.evaluate("el => (el.shadowRoot ? el.shadowRoot.textContent : '') + el.textContent")
+
+
+def summary(page) -> str:
+    return shadow_text(page.locator(".run-summary", has_text="median spectral peak").first)
+
+
+def press_on_slider(page, name: str, key: str, times: int = 1):
+    handle = page.locator(f".param-{name} .noUi-handle").first
+    handle.focus()
+    for _ in range(times):
+        handle.press(key)
+
+
+def ping_ms(server) -> float:
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(server.url("/liveness"), timeout=5) as r:
+        r.read()
+    return (time.perf_counter() - t0) * 1000
+
+
+def test_moving_a_slider_redraws_the_spectrum_without_console_errors(new_page, server, artifacts):
+    page, log = open_explorer(new_page, server)
+    plot = page.locator(".plot-region-spectra canvas").first
+    before_png = plot.screenshot()
+    before = figure_data(page, "region-spectra")
+    page.screenshot(path=str(artifacts / "explorer_before.png"))
+
+    press_on_slider(page, "p", "End")                      # p -> 350 1/s: past the upper Hopf point
+    after = wait_for_figure_change(page, "region-spectra", before)
+    page.locator(".run-summary", has_text="p = 350").wait_for()
+    page.wait_for_timeout(400)                             # let the canvas repaint
+    assert plot.screenshot() != before_png                 # the plot really redrew
+    assert after != before
+    page.screenshot(path=str(artifacts / "explorer_after_slider.png"))
+    assert "p = 350" in summary(page)
+    assert log.errors == []
+
+
+def test_five_sessions_keep_their_own_state_and_the_server_answers_pings(new_page, server, artifacts):
+    moves = [("Home", 1, "p = 0"), ("End", 1, "p = 350"), ("ArrowRight", 10, "p = 230"),
+             ("ArrowLeft", 10, "p = 210"), ("PageDown", 1, "p = ")]
+    pages = [open_explorer(new_page, server, QUICK, width=1200, height=900)[0] for _ in moves]
+    pings: list[float] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def pinger():
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                pings.append(ping_ms(server))
+            except OSError as exc:                         # timed out (5 s): the loop was blocked
+                pings.append(5000.0)
+                failures.append(f"{exc!r} after {time.perf_counter() - t0:.2f} s")
+            time.sleep(0.05)
+
+    t = threading.Thread(target=pinger, daemon=True)
+    t.start()
+    try:
+        for page, (key, n, _) in zip(pages, moves):
+            press_on_slider(page, "p", key, n)
+        texts = []
+        for page, (key, n, expect) in zip(pages, moves):
+            page.locator(".run-summary", has_text=expect).wait_for(timeout=120_000)
+            texts.append(summary(page))
+    finally:
+        stop.set()
+        t.join()
+    values = [float(s.split("p = ")[1].split(",")[0].split(".")[0]) if "p = " in s else None for s in texts]
+    assert values[:4] == [0.0, 350.0, 230.0, 210.0]
+    assert values[4] is not None and values[4] < 220 and values[4] not in values[:4]
+    # each page shows its own p on its own slider too
+    for page, v in zip(pages, values):
+        assert f"p (1/s): {v:g}" in shadow_text(page.locator(".param-p").first)
+    pages[0].screenshot(path=str(artifacts / "explorer_session_p0.png"))
+    pages[1].screenshot(path=str(artifacts / "explorer_session_p350.png"))
+    assert len(pings) >= 10
+    assert failures == []
+    assert max(pings) < 200.0, f"slowest ping {max(pings):.0f} ms (n={len(pings)}): {sorted(pings)[-5:]}"
+
+
+def test_text_in_a_number_box_shows_an_inline_error_and_the_app_keeps_working(new_page, server, artifacts):
+    page, log = open_explorer(new_page, server)
+    box = page.locator(".number-box input").first          # the edge weight box
+    box.fill("abc")
+    box.press("Enter")
+    err = page.locator(".inline-error", has_text="is not a number").first
+    err.wait_for()
+    assert "edge weight: 'abc' is not a number; allowed [0, 10] normalised" in shadow_text(err)
+    box.fill("99")
+    box.press("Enter")
+    page.locator(".inline-error", has_text="outside the allowed range [0, 10]").first.wait_for()
+    page.screenshot(path=str(artifacts / "explorer_inline_error.png"))
+    # still working: a slider change re-simulates and redraws
+    before = figure_data(page, "region-spectra")
+    press_on_slider(page, "noise_sd", "End")
+    wait_for_figure_change(page, "region-spectra", before)
+    page.locator(".run-summary", has_text="noise_sd = 100").wait_for()
+    assert log.errors == []
