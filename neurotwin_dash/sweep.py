@@ -397,10 +397,14 @@ def _first_output(res: xr.Dataset, variable: str | None) -> xr.DataArray:
     raise SweepError("the simulation result has no time series to compute metrics from")
 
 
+def _psd(res, variable, kw):
+    from .analysis import spectra
+    return spectra.welch(_first_output(res, variable), **kw)
+
+
 def _band_power(res, band, variable=None, reduce="mean", **kw):
     from .analysis import spectra
-    psd = spectra.welch(_first_output(res, variable), **kw)
-    p = spectra.band_power(psd, band)
+    p = spectra.band_power(_psd(res, variable, kw), {"band": tuple(band)}).isel(band=0, drop=True)
     return _reduce(p, reduce)
 
 
@@ -414,21 +418,20 @@ def _reduce(da: xr.DataArray, how: str | None):
 
 @register_metric("peak_frequency")
 def metric_peak_frequency(res, band=(2.0, 45.0), variable=None, reduce="median", **kw):
-    """Spectral peak frequency (Hz) in ``band``, per region or reduced across regions."""
+    """Spectral peak frequency (Hz) in ``band`` of the Welch PSD, per region or reduced."""
     from .analysis import spectra
-    psd = spectra.welch(_first_output(res, variable), **kw)
-    return _reduce(spectra.peak_frequency(psd, band), reduce)
+    return _reduce(spectra.peak_frequency(_psd(res, variable, kw), tuple(band)), reduce)
 
 
 @register_metric("alpha_power")
 def metric_alpha_power(res, variable=None, reduce="mean", **kw):
-    """Alpha (8–13 Hz) band power, per region or reduced across regions."""
+    """Alpha (8–13 Hz) band power (integral of the Welch PSD), per region or reduced."""
     return _band_power(res, (8.0, 13.0), variable, reduce, **kw)
 
 
 @register_metric("gamma_power")
 def metric_gamma_power(res, band=(30.0, 50.0), variable=None, reduce="mean", **kw):
-    """Low-gamma (30–50 Hz by default) band power, per region or reduced across regions."""
+    """Low-gamma (30–50 Hz by default) band power, per region or reduced."""
     return _band_power(res, tuple(band), variable, reduce, **kw)
 
 
@@ -852,11 +855,12 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
                 threads = sum(client.nthreads().values()) or 1
                 max_in_flight = 2 * threads
             key = spec.fingerprint()[:16]
-            spec_future = client.scatter(spec_dict, broadcast=True, hash=False)
             queue = list(pending)
 
+            # the spec travels with every task (a few kB): no scattered data that a dying
+            # worker could take with it
             def submit(b):
-                fut = client.submit(run_batch, spec_future, batch_values[b], _range(slices[b]),
+                fut = client.submit(run_batch, spec_dict, batch_values[b], _range(slices[b]),
                                     retries=retries,
                                     key=f"sweep-{key}-batch-{b}", pure=False)
                 fut.batch_index = b

@@ -324,7 +324,6 @@ class _Evaluator:
         self.rows: list[dict] = []
         self.generation = 0
         self.computed: list[int] = []
-        self._problem_future = None
         if self.checkpoint and self.checkpoint.exists():
             with open(self.checkpoint, "rb") as fh:
                 state = pickle.load(fh)
@@ -355,10 +354,9 @@ class _Evaluator:
     def _compute(self, U):
         if self.client == "sync":
             return evaluate_population(self.problem, U)
-        if self._problem_future is None:
-            self._problem_future = self.client.scatter(self.problem, broadcast=True, hash=False)
         chunks = [c for c in np.array_split(U, min(self.n_chunks, len(U))) if len(c)]
-        futures = self.client.map(evaluate_population, [self._problem_future] * len(chunks), chunks,
+        # the problem travels with each task (no scattered data a dying worker could lose)
+        futures = self.client.map(evaluate_population, [self.problem] * len(chunks), chunks,
                                   pure=False, retries=2)
         parts = self.client.gather(futures)
         return xr.concat(parts, dim="member")
