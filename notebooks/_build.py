@@ -232,9 +232,9 @@ QUICKSTART = [
         save(fig, "eeg_psd");
     '''),
     code('''
-        fig = eeg_psd.plot_topomap(bands={"theta (4–8 Hz)": (4, 8), "alpha (8–13 Hz)": (8, 13),
-                                          "beta (13–30 Hz)": (13, 30)},
-                                   ch_type="eeg", normalize=False, dB=True, size=2.2, show=False)
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+        eeg_psd.plot_topomap(bands={"theta (4–8 Hz)": (4, 8), "alpha (8–13 Hz)": (8, 13), "beta (13–30 Hz)": (13, 30)},
+                             ch_type="eeg", normalize=False, dB=True, axes=axes, show=False)
         fig.suptitle("Simulated EEG band power (MNE Spectrum.plot_topomap)")
         save(fig, "eeg_topomap");
 
