@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import holoviews as hv
 import numpy as np
 import pytest
 
@@ -12,8 +11,6 @@ from neurotwin_dash.ui import compute, panes
 from neurotwin_dash.ui.explorer import Explorer, parse_query
 from neurotwin_dash.ui.state import SINGLE_NODE, ExplorerState, JobRunner, paramset_class, values_of
 from neurotwin_dash.ui.widgets import NumberBox, paramset_widgets
-
-hv.extension("bokeh")
 
 
 def _peak_hz(res, lo=1.0):
@@ -132,14 +129,15 @@ def test_switching_to_hcp80_loads_its_empirical_fc_and_scores_the_fit():
     fit = res.attrs["fc_fit"]
     assert np.isfinite(fit) and -1 <= fit <= 1
     assert fit == pytest.approx(compute.fc_fit(res["fc"].values, res["fc_empirical"].values))
-    # the FC pane shows simulated (upper) and empirical (lower) triangles
-    img = panes.fc_matrix(res)
-    z = np.asarray(img.data)[::-1]                           # back to row = target order
+    # the FC plot shows simulated (upper) and empirical (lower) triangles
+    plot = panes.FCPlot()
+    plot.update(res)
+    z = plot.source.data["image"][0]
     n = res.sizes["region"]
     iu, il = np.triu_indices(n, 1), np.tril_indices(n, -1)
     np.testing.assert_allclose(z[iu], res["fc"].values[iu])
     np.testing.assert_allclose(z[il], res["fc_empirical"].values[il])
-    assert f"r = {fit:.2f}" in img.opts.get().kwargs["title"]
+    assert f"r = {fit:.2f}" in plot.figure.title.text
 
 
 def test_model_error_is_shown_not_raised():
@@ -186,16 +184,51 @@ def test_query_arguments_set_the_explorer_state():
     assert ex.query_error.visible and "coupling" in ex.query_error.object
 
 
-def test_panes_render_before_and_after_a_result(node_state):
+def test_plots_update_in_place_from_a_result(node_state):
     res = node_state.runner.result
-    for fn in (panes.region_spectra, panes.sensor_spectra, panes.brain_map, panes.topomap,
-               panes.fc_matrix, panes.eeg_traces, panes.connectome_weights):
-        for r in (None, res):
-            fig = hv.render(fn(r))
-            assert fig is not None
-    ov = panes.region_spectra(res, "node")
-    mean = ov.get(1)
-    np.testing.assert_allclose(mean.dimension_values(1), np.log10(res["psd_region"].values[0]), rtol=1e-12)
+    plots = panes.explorer_plots()
+    sources = {k: [r.data_source for r in p.figure.renderers] for k, p in plots.items()}
+    for p in plots.values():
+        p.update(None)
+        assert "waiting" in p.figure.title.text
+    for p in plots.values():
+        p.update(res)
+    # same figures and sources, new data
+    assert {k: [r.data_source for r in p.figure.renderers] for k, p in plots.items()} == sources
+    sp = plots["region_spectra"]
+    np.testing.assert_allclose(sp.mean.data["y"], np.log10(res["psd_region"].values[0]), rtol=1e-12)
+    assert "needs a connectome" in plots["brain_map"].figure.title.text      # single node
+    assert "needs a connectome and a montage" in plots["topomap"].figure.title.text
+    assert plots["eeg_traces"].figure.title.text.startswith("Region signals")
+
+
+def test_spectra_lines_are_one_nan_separated_glyph():
+    x, y = panes.nan_joined(np.arange(3.0), np.array([[1.0, 2, 3], [4, 5, 6]]), offsets=[0, 10])
+    np.testing.assert_array_equal(x, [0, 1, 2, np.nan, 0, 1, 2, np.nan])
+    np.testing.assert_array_equal(y, [1, 2, 3, np.nan, 14, 15, 16, np.nan])
+
+
+def test_network_plots_show_centres_topomap_and_traces():
+    s = ExplorerState(mode="sync", auto_run=False, connectome="tvb76")
+    s.update_params({"duration_s": 1.0})
+    s.run()
+    res = s.runner.result
+    d = panes.brain_map_data(res, "alpha")
+    c = res["centres"].values
+    right = [i for i, lab in enumerate(d["region"]) if lab.startswith("r")]
+    assert np.all(d["x"][right] > 0)                         # right hemisphere on the right
+    np.testing.assert_allclose(d["power"], np.log10(res["band_region"].sel(band="alpha").values))
+    np.testing.assert_allclose(d["y"], c[:, 1])
+    Z, sensors = panes.topomap_data(res, "alpha")
+    assert Z.shape == (64, 64) and np.isfinite(Z[32, 32]) and np.isnan(Z[0, 0])
+    # the interpolant passes (nearly) through the electrode values
+    g = np.linspace(-1.15, 1.15, 64)
+    i = sensors["channel"].index("Cz")
+    ix, iy = np.abs(g - sensors["x"][i]).argmin(), np.abs(g - sensors["y"][i]).argmin()
+    assert abs(Z[iy, ix] - sensors["power"][i]) < 0.1 * (np.nanmax(Z) - np.nanmin(Z))
+    line, ticks, title = panes.traces_data(res)
+    assert list(ticks.values()) == [ch for ch in panes.CLASSIC_1020 if ch in sensors["channel"]]
+    assert title.startswith("Simulated EEG") and "µV" in title
 
 
 def test_topomap_layout_puts_electrodes_where_they_belong():

@@ -16,9 +16,6 @@ The URL query sets the initial state, e.g. ``/explorer?model=jansen_rit&connecto
 """
 from __future__ import annotations
 
-import warnings
-
-import holoviews as hv
 import panel as pn
 from . import panes
 from .state import ExplorerState, StagedResult, release_session_objects, settle_session_objects
@@ -66,18 +63,22 @@ class Explorer(pn.viewable.Viewer):
 
         # --- plots: DynamicMaps over the latest result update their data sources in place
         res = r.param.result
-        # each plot gets the result in its own event-loop tick (see StagedResult)
-        sh = StagedResult(r, "result", list(_PLOTS))
-        self.staged = sh
-        self.plots = {
-            "region_spectra": hv.DynamicMap(pn.bind(panes.region_spectra, sh.param.region_spectra, s.param.region)),
-            "sensor_spectra": hv.DynamicMap(pn.bind(panes.sensor_spectra, sh.param.sensor_spectra)),
-            "brain_map": hv.DynamicMap(pn.bind(panes.brain_map, sh.param.brain_map, s.param.map_band)),
-            "topomap": hv.DynamicMap(pn.bind(panes.topomap, sh.param.topomap, s.param.band)),
-            "fc_matrix": hv.DynamicMap(pn.bind(panes.fc_matrix, sh.param.fc_matrix)),
-            "eeg_traces": hv.DynamicMap(pn.bind(panes.eeg_traces, sh.param.eeg_traces)),
-            "weights": hv.DynamicMap(pn.bind(panes.connectome_weights, sh.param.weights)),
-        }
+        # one Bokeh figure per plot, updated in place; each gets a new result in its own
+        # event-loop tick (StagedResult) so other sessions and pings are served in between
+        self.plots = panes.explorer_plots()
+        self.staged = sh = StagedResult(r, "result", list(self.plots))
+        views = {"region_spectra": lambda v: self.plots["region_spectra"].update(v, s.region),
+                 "sensor_spectra": lambda v: self.plots["sensor_spectra"].update(v),
+                 "brain_map": lambda v: self.plots["brain_map"].update(v, s.map_band),
+                 "topomap": lambda v: self.plots["topomap"].update(v, s.band),
+                 "fc_matrix": lambda v: self.plots["fc_matrix"].update(v),
+                 "eeg_traces": lambda v: self.plots["eeg_traces"].update(v),
+                 "weights": lambda v: self.plots["weights"].update(v)}
+        for key, show in views.items():
+            sh.param.watch(lambda e, show=show: show(e.new), key)
+        s.param.watch(lambda e: views["region_spectra"](sh.region_spectra), "region")
+        s.param.watch(lambda e: views["brain_map"](sh.brain_map), "map_band")
+        s.param.watch(lambda e: views["topomap"](sh.topomap), "band")
         self.summary = pn.pane.Markdown(pn.bind(panes.summary_markdown, res, r.param.error, r.param.busy),
                                         css_classes=["run-summary"], sizing_mode="stretch_width")
         self.spinner = pn.indicators.LoadingSpinner(value=r.param.busy, size=28,
@@ -86,7 +87,9 @@ class Explorer(pn.viewable.Viewer):
         # --- controls
         self.edge_weight = NumberBox("edge weight", 1.0, 0.0, 10.0, unit="normalised")
         self.edge_target = pn.widgets.Select(label="edge target", options=s.labels(), width=150)
-        self.edge_source = pn.widgets.Select(label="edge source", options=s.labels(), width=150)
+        labels = s.labels()
+        self.edge_source = pn.widgets.Select(label="edge source", options=labels, width=150,
+                                             value=labels[min(1, len(labels) - 1)])
         self.edge_button = pn.widgets.Button(label="Set edge", color="primary", width=100)
         self.edge_button.on_click(self._set_edge)
         self.clear_button = pn.widgets.Button(label="Clear edits", width=100)
@@ -108,6 +111,7 @@ class Explorer(pn.viewable.Viewer):
         labels = self.state.labels()
         self.edge_target.options = labels
         self.edge_source.options = labels
+        self.edge_source.value = labels[min(1, len(labels) - 1)]
 
     def _set_edge(self, event=None):
         msg = self.edge_weight.error
@@ -175,7 +179,7 @@ class Explorer(pn.viewable.Viewer):
         return pn.Column(model_card, network_card, run_card, view_card, sizing_mode="stretch_width")
 
     def main(self) -> pn.Column:
-        p = {k: pn.pane.HoloViews(v, linked_axes=False, css_classes=[f"plot-{k.replace('_', '-')}"]) for k, v in self.plots.items()}
+        p = {k: pn.pane.Bokeh(v.figure, css_classes=[f"plot-{k.replace('_', '-')}"]) for k, v in self.plots.items()}
         header = pn.Row(self.spinner, self.summary, sizing_mode="stretch_width")
         return pn.Column(
             header, self.error, self.query_error,
@@ -195,9 +199,7 @@ def _edits_text(edges, lesions) -> str:
 
 def servable(mode: str = "dask"):
     """Build one session's explorer page and mark it servable (``panel serve apps/explorer.py``)."""
-    warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)  # empty placeholder images
     pn.extension(throttled=True, notifications=False)
-    hv.extension("bokeh", logo=False)
     explorer = Explorer(mode=mode)
 
     def start():
