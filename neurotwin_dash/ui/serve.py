@@ -49,6 +49,52 @@ def app_paths(names=None) -> list[Path]:
     return [root / f"{n}.py" for n in names]
 
 
+#: Login page without external resources (Panel's default pulls its logo from a CDN, which
+#: a closed network answers with console errors). Jinja2, rendered by Panel's login handler.
+LOGIN_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>neurotwin-dash — login</title>
+  <link rel="icon" href="data:,">
+  <style>
+    body { font-family: system-ui, sans-serif; background: #f3f5f8; margin: 0; }
+    .wrap { max-width: 340px; margin: 12vh auto; background: white; padding: 28px 32px;
+            border-radius: 8px; box-shadow: 0 2px 12px rgba(0, 0, 0, .12); }
+    h1 { font-size: 20px; color: #1f4e79; margin: 0 0 6px; }
+    p { color: #444; margin: 0 0 16px; }
+    input { width: 100%; box-sizing: border-box; padding: 9px; margin: 6px 0; border: 1px solid #bbb;
+            border-radius: 4px; font-size: 15px; }
+    button { width: 100%; padding: 10px; margin-top: 10px; background: #1f4e79; color: white;
+             border: 0; border-radius: 4px; font-size: 15px; cursor: pointer; }
+    .errormessage { color: #b00020; font-weight: bold; min-height: 1em; }
+  </style>
+</head>
+<body>
+  <div class="wrap">
+    <form class="login-form" action=".{{ login_endpoint }}" method="post">
+      <h1>neurotwin-dash</h1>
+      <p>Log in to use the dashboards.</p>
+      <p class="errormessage">{{ errormessage|escape }}</p>
+      <input name="username" type="text" autocapitalize="off" autocorrect="off" placeholder="user name" autofocus>
+      <input name="password" type="password" placeholder="password">
+      <button type="submit">Log in</button>
+    </form>
+  </div>
+</body>
+</html>
+"""
+
+
+def login_template_path() -> str:
+    """Write :data:`LOGIN_TEMPLATE` to a private temporary file and return its path."""
+    fd, out = tempfile.mkstemp(prefix="neurotwin-login-", suffix=".html")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(LOGIN_TEMPLATE)
+    return out
+
+
 def read_credentials(path) -> dict[str, str]:
     """Read a basic-auth credentials file.
 
@@ -147,7 +193,8 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
     for origin in allow_websocket_origin or ():
         argv += ["--allow-websocket-origin", origin]
     if basic_auth:
-        argv += ["--basic-auth", _credentials_json(basic_auth)]
+        argv += ["--basic-auth", _credentials_json(basic_auth),
+                 "--basic-login-template", login_template_path()]
         if not cookie_secret and not os.environ.get("PANEL_COOKIE_SECRET"):
             cookie_secret = secrets.token_urlsafe(32)
     if cookie_secret:
