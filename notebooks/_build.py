@@ -1016,7 +1016,7 @@ LAB_MEETING = [
           JupyterLab: sliders generated from the declared model parameters, a connectome picker
           with lesion/edge edits, and the spectra, brain map, EEG topomap, FC and traces that
           update when a setting changes;
-        * **static** — the same plot functions (`neurotwin_dash.ui.panes`) assembled into one
+        * **static** — the same plots (`neurotwin_dash.ui.panes`) assembled into one
           self-contained HTML file (Bokeh plots stay zoomable; JavaScript inlined, no server),
           for the meeting's slides or an e-mail.
 
@@ -1119,18 +1119,25 @@ LAB_MEETING = [
     md("""
         ## 3. The static report
 
-        The report is a Panel layout of the dashboard's plot functions applied to the results,
-        plus the table and the matplotlib figure; `save(..., resources=INLINE, embed=True)` writes
-        one HTML file with Bokeh's and Panel's JavaScript inlined. (Panel 1.9 still links a few of
-        its own *stylesheets* from its CDN in saved files — holoviz/panel#6759; offline the plots
-        render and only some styling is lost.)
+        The report is a Panel layout of the dashboard's own plots (`panes.explorer_plots()`: Bokeh
+        figures filled by `update(result, ...)`) for the results, plus the table and the matplotlib
+        figure; `save(..., resources=INLINE, embed=True)` writes one HTML file with Bokeh's and
+        Panel's JavaScript inlined. (Panel 1.9 still links a few of its own *stylesheets* from its
+        CDN in saved files — holoviz/panel#6759; offline the plots render and only some styling is
+        lost.)
     """),
     code("""
-        def hvpane(el):
-            return pn.pane.HoloViews(el, linked_axes=False)   # independent axes for every figure
+        def bokeh(plot, res, *view, title=None):
+            # a dashboard plot (neurotwin_dash.ui.panes) filled with ``res``, as a Panel pane
+            plot.update(res, *view)
+            if title:
+                plot.figure.title.text = title
+            return pn.pane.Bokeh(plot.figure)
+
 
         REPORT = FIG_DIR / "05_lab_meeting_report.html"
         best = results[2.0]
+        p = panes.explorer_plots()                      # one figure per plot, as in the explorer
         report = pn.Column(
             pn.pane.Markdown(f\"\"\"
         # Lab meeting — how strongly should the regions talk?
@@ -1140,13 +1147,13 @@ LAB_MEETING = [
             pn.pane.DataFrame(table.round(3), width=600),
             pn.pane.Matplotlib(fig, dpi=80, tight=True, format="png"),
             pn.pane.Markdown("## The network at K = 2"),
-            pn.Row(hvpane(panes.region_spectra(best, "rV1")), hvpane(panes.sensor_spectra(best, "Oz"))),
-            pn.Row(hvpane(panes.brain_map(best, "alpha")), hvpane(panes.topomap(best, "alpha"))),
-            pn.Row(hvpane(panes.fc_matrix(best)), hvpane(panes.eeg_traces(best))),
-            pn.Row(hvpane(panes.connectome_weights(best))),
+            pn.Row(bokeh(p["region_spectra"], best, "rV1"), bokeh(p["sensor_spectra"], best, "Oz")),
+            pn.Row(bokeh(p["brain_map"], best, "alpha"), bokeh(p["topomap"], best, "alpha")),
+            pn.Row(bokeh(p["fc_matrix"], best), bokeh(p["eeg_traces"], best)),
+            pn.Row(bokeh(p["weights"], best)),
             pn.pane.Markdown("## Isolated regions (K = 0) and strong coupling (K = 8)"),
-            pn.Row(hvpane(panes.fc_matrix(results[0.0]).opts(title="FC at K = 0")),
-                   hvpane(panes.fc_matrix(results[8.0]).opts(title="FC at K = 8"))),
+            pn.Row(bokeh(panes.FCPlot(), results[0.0], title="FC at K = 0"),
+                   bokeh(panes.FCPlot(), results[8.0], title="FC at K = 8")),
         )
         report.save(REPORT, resources=INLINE, embed=True, title="neurotwin lab meeting")
         print(f"wrote {REPORT} ({REPORT.stat().st_size / 1e6:.1f} MB)")
