@@ -67,6 +67,9 @@ SWEEP_PARAMS = ParamSet([
               "peak normal field of the tACS pattern: the stimulation pattern is scaled by this value"),
     ParamSpec("stim_frequency_hz", 40.0, 0.0, 200.0, "Hz", "tACS frequency (0: constant, i.e. tDCS)"),
     ParamSpec("stim_phase_rad", 0.0, -2 * np.pi, 2 * np.pi, "rad", "tACS phase at t = 0"),
+    ParamSpec("stim_dose", 1.0, 0.0, 10.0, "",
+              "multiplier of a montage's currents (1 = as given; every scaled montage must respect "
+              "the stimulator limits)"),
 ], owner="sweep")
 
 #: zarr format of sweep stores: v2 is readable by every zarr implementation and its
@@ -114,11 +117,16 @@ class SweepSpec:
     timeseries : bool or list of str
         Also store the recorded time series (all recorded variables, or the listed ones).
     stimulation : mapping, optional
-        Spatial pattern of the tACS drive swept by ``stim_amplitude``/``stim_frequency_hz``:
-        ``{"pattern": "uniform"}``, ``{"pattern": {label: weight, ...}}`` (other regions 0),
-        or ``{"field_V_m": [per-region values]}`` (e.g. an E-field from
-        :mod:`neurotwin_dash.stimulation`), plus ``lambda_mV_per_V_m`` (default 0.2). The
-        pattern is scaled to a peak |value| of 1 so ``stim_amplitude`` is the peak field.
+        Spatial pattern of the tACS drive (frequency ``stim_frequency_hz``, phase
+        ``stim_phase_rad``), with ``lambda_mV_per_V_m`` (default 0.2):
+
+        * ``{"montage": {"currents_mA": {...}, ...}}`` (``Montage.to_dict()``, or a path to a
+          montage JSON): the montage's normal field E_n (V/m) from
+          :mod:`neurotwin_dash.stimulation.efield`, scaled per sample by ``stim_dose`` (current
+          multiplier; each dose is checked against the stimulator limits);
+        * ``{"pattern": "uniform"}``, ``{"pattern": {label: weight, ...}}`` or
+          ``{"field_V_m": [per-region values]}``: scaled to a peak |value| of 1 and multiplied by
+          ``stim_amplitude`` (V/m).
     simulator : str
         ``"module:function"`` of the simulator (default ``neurotwin_dash.simulate:simulate``).
     seed_per_sample : bool
@@ -475,9 +483,22 @@ def _region_index(conn, labels: Sequence[str], where: str) -> np.ndarray:
     return np.array([conn.index(str(lab)) for lab in labels], dtype=int)
 
 
+def _stim_montage(spec: SweepSpec):
+    from .stimulation.montage import Montage
+    m = spec.stimulation["montage"]
+    if isinstance(m, (str, os.PathLike)):
+        return Montage.load(m)
+    return Montage.from_dict(m)
+
+
 def _stim_pattern(spec: SweepSpec, conn) -> np.ndarray:
     st = dict(spec.stimulation or {})
     n = conn.n_regions if conn is not None else 1
+    if "montage" in st:
+        from .stimulation.efield import montage_field
+        if conn is None:
+            raise SweepError("stimulation.montage needs a connectome with region centres")
+        return montage_field(_stim_montage(spec), connectome=conn)["E_n"].values.astype(float)
     if "field_V_m" in st:
         pat = np.asarray(st["field_V_m"], dtype=float)
         if pat.shape != (n,):
@@ -588,7 +609,14 @@ def _stim_drives(spec, conn, vals, n_batch):
     if not 0 <= lam <= 1:
         raise SweepError(f"stimulation.lambda_mV_per_V_m must lie in [0, 1] mV per V/m, got {lam}")
     pattern = _stim_pattern(spec, conn)
-    amp, freq, phase = vals["stim_amplitude"], vals["stim_frequency_hz"], vals["stim_phase_rad"]
+    freq, phase = vals["stim_frequency_hz"], vals["stim_phase_rad"]
+    if "montage" in spec.stimulation:
+        montage = _stim_montage(spec)
+        for d in np.unique(vals["stim_dose"]):
+            montage.scaled(float(d))        # raises MontageError naming the limit a dose breaks
+        amp = vals["stim_dose"]             # E_n is already in V/m at the montage's currents
+    else:
+        amp = vals["stim_amplitude"]
     drives = []
     for f, ph in sorted(set(zip(freq.tolist(), phase.tolist()))):
         members = (freq == f) & (phase == ph) & (amp != 0)

@@ -37,6 +37,24 @@ def test_fc_correlation_term_is_one_minus_pearson_of_upper_triangles():
     assert r[1] == pytest.approx(1.0)
 
 
+def test_bold_fc_marks_members_with_a_flat_region_as_invalid_instead_of_failing():
+    rng = np.random.default_rng(0)
+    n_t, fs = 8000, 100.0                                   # 80 s at 100 Hz
+    shared = np.convolve(rng.standard_normal(n_t), np.ones(200) / 200, "same")
+    x = 0.3 + 0.05 * (shared[None, :, None] + rng.standard_normal((3, n_t, 5)) * 0.5)
+    x[1, :, 2] = 5.0                                        # member 1: one saturated region
+    res = xr.Dataset({"rate_out": (("batch", "time", "region"), x)},
+                     coords={"time": np.arange(n_t) / fs, "region": list("abcde")})
+    t = rng.uniform(0.1, 0.6, (5, 5))
+    target = (t + t.T) / 2
+    np.fill_diagonal(target, 1.0)
+    loss, r = FCCorrelation(target=target, variable="rate_out").evaluate(Features(res))
+    assert np.isfinite(loss[[0, 2]]).all() and np.isnan(loss[1])
+    b = Features(res).bold("rate_out")
+    assert b.dims == ("batch", "time", "region") and np.isnan(b.values[1]).all()
+    assert np.isfinite(b.values[[0, 2]]).all()
+
+
 def test_objective_is_the_weighted_sum_of_its_terms_and_reports_each_measurement():
     res = simulate(params={"p": [120.0, 220.0]}, **NET)
     psd = spectra.welch(res["v_pyr"].isel(batch=1), window_s=1.0)

@@ -130,6 +130,21 @@ def test_stimulation_axes_build_one_drive_per_frequency_acting_only_on_its_membe
     assert np.abs(v[2:] - v0[2:]).max() > 1e-3           # stimulated members respond
 
 
+def test_montage_stimulation_axis_scales_the_montage_field_and_enforces_limits():
+    from neurotwin_dash.stimulation.efield import montage_field
+    from neurotwin_dash.stimulation.montage import Montage, MontageError
+    montage = Montage.bipolar("O1", "Fp2", 2.0)
+    spec = _spec(axes={"stim_dose": {"values": [0.5, 1.0]}}, stimulation={"montage": montage.to_dict()})
+    kw = sweep.build_simulate_kwargs(spec, {"stim_dose": np.array([0.5, 1.0])})
+    en = montage_field(montage, connectome=kw["connectome"])["E_n"].values
+    (drv,) = kw["drive"]
+    np.testing.assert_allclose(np.asarray(drv.spatial), 0.2 * np.array([0.5, 1.0])[:, None] * en[None, :])
+    assert 0.05 < np.abs(en).max() < 2.0                      # V/m for 2 mA: a scalp-tES field
+    too_much = _spec(axes={"stim_dose": {"values": [1.5]}}, stimulation={"montage": montage.to_dict()})
+    with pytest.raises(MontageError, match="mA"):
+        sweep.build_simulate_kwargs(too_much, {"stim_dose": np.array([1.5])})
+
+
 # --- running --------------------------------------------------------------------------------
 
 def _serial_reference(spec):
