@@ -80,7 +80,8 @@ def _add_sweep(sub):
     p.add_argument("spec", help="YAML sweep spec (see neurotwin_dash.sweep.SweepSpec)")
     p.add_argument("--out", required=True, help="zarr store to create or resume")
     p.add_argument("--scheduler", default=None,
-                   help="Dask scheduler address (tcp://host:8786); default: a LocalCluster on this machine")
+                   help="Dask scheduler address (tcp://host:8786); default: a LocalCluster on this machine; "
+                        "'sync' runs the batches in this process")
     p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing store first")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -90,11 +91,7 @@ def _add_sweep(sub):
 def _sweep(args):
     from . import sweep
     from .cluster import get_client
-    client = None
-    if args.scheduler != "sync":
-        client = get_client(args.scheduler, n_workers=args.workers)
-    else:
-        client = "sync"
+    client = "sync" if args.scheduler == "sync" else get_client(args.scheduler, n_workers=args.workers)
     res = sweep.run_sweep(args.spec, args.out, client=client, overwrite=args.overwrite,
                           progress=not args.no_progress)
     ds = res.dataset
