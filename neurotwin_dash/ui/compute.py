@@ -279,3 +279,134 @@ def explorer_job(spec: dict) -> xr.Dataset:
         elapsed_s=time.perf_counter() - t0, spec=json.dumps(spec, default=str),
     )
     return res
+
+
+# --- montage designer ------------------------------------------------------------------------
+
+def _montage(spec: dict):
+    from ..stimulation.montage import Limits, Montage
+    lim = spec.get("limits") or {}
+    return Montage(dict(spec["currents_mA"]), layout=spec.get("layout", "standard_1020"),
+                   return_electrode=spec.get("return_electrode") or None, limits=Limits(**lim))
+
+
+@lru_cache(maxsize=4)
+def _layout_xy(connectome: str, layout: str):
+    """All electrodes of a layout with their topomap positions (see :func:`sensor_layout_2d`)."""
+    from ..observe import forward
+    fwd = forward.forward_model(connectome, layout)
+    xy = sensor_layout_2d(fwd["sensor_position"].values, fwd.attrs.get("sphere_r0_m", [0.0, 0.0, 0.04]))
+    return [str(s) for s in fwd["sensor"].values], xy
+
+
+def montage_field_job(spec: dict) -> xr.Dataset:
+    """Field of a montage at every region (and a 3D picture on the cortex when available).
+
+    ``spec``: ``connectome``, ``layout``, ``currents_mA`` (dict), ``return_electrode``,
+    ``limits`` (dict of :class:`~neurotwin_dash.stimulation.montage.Limits` fields),
+    ``render_3d`` (bool). Returns ``E_n``, ``E_mag`` (region), ``centres`` (region, axis),
+    ``electrode_xy`` (electrode, xy) for the whole layout, ``current_mA`` (electrode; 0 when
+    unused); attrs ``png_3d`` (bytes) and ``backend_3d`` when rendered.
+    """
+    from ..stimulation import efield
+    t0 = time.perf_counter()
+    m = _montage(spec)
+    con = _catalog_connectome(spec["connectome"])
+    fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"))
+    mf = efield.montage_field(m, fields)
+    names, xy = _layout_xy(spec["connectome"], spec.get("layout", "standard_1020"))
+    upper = {k.upper(): v for k, v in m.currents_mA.items()}
+    cur = np.array([upper.get(n.upper(), 0.0) for n in names])
+    res = xr.Dataset(
+        {"E_n": mf["E_n"], "E_mag": mf["E_mag"],
+         "centres": (("region", "axis"), con.centres),
+         "electrode_xy": (("electrode", "xy"), xy), "current_mA": (("electrode",), cur)},
+        coords={"region": mf["region"].values, "axis": ["x", "y", "z"], "electrode": names, "xy": ["x", "y"]},
+        attrs={"montage": json.dumps(m.currents_mA), "total_injected_mA": m.total_injected_mA,
+               "max_Emag": float(mf["E_mag"].max()), "max_abs_En": float(np.abs(mf["E_n"]).max())},
+    )
+    if spec.get("render_3d"):
+        from .field3d import render_surface_png
+        try:
+            sf = efield.montage_surface_field(m, connectome=spec["connectome"])
+            surf = efield.cortex_surface(spec["connectome"])
+            png, backend = render_surface_png(surf["vertices"].values, surf["triangles"].values,
+                                              sf["E_n"].values, title="E_n (V/m), inward > 0")
+            res.attrs.update(png_3d=png, backend_3d=backend)
+        except efield.FieldError as exc:   # no cortex surface for this connectome
+            res.attrs["note_3d"] = str(exc)
+    res.attrs["elapsed_s"] = time.perf_counter() - t0
+    return res
+
+
+def montage_effect_job(spec: dict) -> xr.Dataset:
+    """Simulated effect of a montage: the same network with and without stimulation.
+
+    One batched run of two members with identical noise (the ``seed`` gives both the same
+    stream): member 0 sham (dose 0), member 1 the montage with waveform ``frequency_hz``
+    (tACS; 0 = tDCS) and coupling ``stim_lambda_mV_per_V_m``. ``spec`` adds ``model``,
+    ``output``, ``band`` (name in :data:`BANDS`), ``params``, ``duration_s``, ``transient_s``,
+    ``seed`` and ``targets`` (region labels).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``band_power`` (condition, region) of ``output`` in ``band``, ``psd_target``
+        (condition, frequency) averaged over the targets (all regions without targets),
+        ``centres``; attrs the relative change in the targets.
+    """
+    from ..simulate import simulate
+    from ..stimulation import coupling, waveforms
+    t0 = time.perf_counter()
+    m = _montage(spec)
+    con = _catalog_connectome(spec["connectome"])
+    f_hz = float(spec.get("frequency_hz", 40.0))
+    wave = waveforms.TACS(f_hz) if f_hz > 0 else waveforms.TDCS()
+    drives = coupling.tes_drives(m, wave, con, lambda_mV_per_V_m=spec.get("stim_lambda_mV_per_V_m"),
+                                 dose=[0.0, 1.0])
+    params = {k: [float(v), float(v)] for k, v in dict(spec.get("params") or {}).items()}
+    params.setdefault("coupling", [0.0, 0.0])
+    sim = simulate(model=spec["model"], connectome=con, duration_s=spec["duration_s"] + spec["transient_s"],
+                   dt_ms=0.1, params=params, seed=int(spec.get("seed", 0)), sample_rate_hz=500.0,
+                   transient_s=spec["transient_s"], drive=drives, normalisation="max")
+    out = _first_output(sim, spec.get("output"))
+    x = np.nan_to_num(np.asarray(sim[out].transpose("batch", "time", "region").values, dtype=float))
+    band = BANDS[spec.get("band", "low gamma")]
+    labels = [str(s) for s in sim["region"].values]
+    targets = [t for t in spec.get("targets") or [] if t in labels]
+    idx = [labels.index(t) for t in targets] or list(range(len(labels)))
+    bp, psd_t = [], []
+    for b in range(2):
+        f, p = welch_psd(x[b], 500.0)
+        bp.append(band_power(f, p, band))
+        psd_t.append(p[:, idx].mean(axis=1))
+    bp = np.array(bp)
+    change = float(bp[1, idx].mean() / max(bp[0, idx].mean(), 1e-30) - 1.0)
+    return xr.Dataset(
+        {"band_power": (("condition", "region"), bp, {"long_name": f"{spec.get('band', 'low gamma')} power of {out}"}),
+         "psd_target": (("condition", "frequency"), np.array(psd_t)),
+         "centres": (("region", "axis"), con.centres)},
+        coords={"condition": ["no stimulation", "stimulation"], "region": labels, "frequency": f,
+                "axis": ["x", "y", "z"]},
+        attrs={"output": out, "band": spec.get("band", "low gamma"), "targets": ",".join(targets),
+               "montage": json.dumps(m.currents_mA),
+               "relative_change_targets": change, "diverged": int(np.asarray(sim["diverged"]).any()),
+               "frequency_hz": f_hz, "elapsed_s": time.perf_counter() - t0},
+    )
+
+
+def optimize_job(spec: dict) -> dict:
+    """Stimweaver-style optimization for target regions; returns currents and metrics (a dict).
+
+    ``spec``: ``connectome``, ``layout``, ``targets`` (labels), ``target_En_V_m``, ``limits``.
+    """
+    from ..stimulation import efield
+    from ..stimulation.montage import Limits
+    from ..stimulation.optimize import Target, optimize_montage
+    con = _catalog_connectome(spec["connectome"])
+    fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"))
+    res = optimize_montage(Target(list(spec["targets"]), en_V_m=float(spec.get("target_En_V_m", 0.5))),
+                           fields=fields, limits=Limits(**(spec.get("limits") or {})))
+    return {"currents_mA": dict(res.montage.currents_mA),
+            "metrics": {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
+                        for k, v in res.metrics.items()}}

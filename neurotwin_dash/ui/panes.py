@@ -161,34 +161,50 @@ def _limits(values, pct=(2, 98)):
 
 
 class BrainMapPlot:
-    """Band power per region at the region centres, axial view with an outline."""
+    """A value per region at the region centres, axial view with an outline.
 
-    name = "brain-map"
+    ``symmetric`` centres a diverging palette on zero (fields); otherwise the colour range
+    spans the 2nd–98th percentile (powers) unless :meth:`show` is given ``limits``.
+    """
 
-    def __init__(self):
-        fig = _base_figure(self.name, "power per region (waiting…)", "x (right, mm)", "y (anterior, mm)",
+    def __init__(self, name: str = "brain-map", palette=Inferno256, value_label: str = "log10 power",
+                 symmetric: bool = False, title: str = "power per region (waiting…)"):
+        self.name, self.value_label, self.symmetric = name, value_label, symmetric
+        fig = _base_figure(name, title, "x (right, mm)", "y (anterior, mm)",
                            frame_width=260, frame_height=318, x_range=Range1d(-90, 90),
                            y_range=Range1d(-125, 95))
         t = np.linspace(0, 2 * np.pi, 121)
         fig.line(72 * np.cos(t), -17 + 88 * np.sin(t), color="#999", line_width=1)
-        self.mapper = LinearColorMapper(palette=Inferno256, low=0, high=1)
+        self.mapper = LinearColorMapper(palette=palette, low=0, high=1)
         self.source = ColumnDataSource({"x": [], "y": [], "power": [], "region": []})
         r = fig.scatter("x", "y", source=self.source, size=11, line_color="#333", line_width=0.5,
                         fill_color={"field": "power", "transform": self.mapper})
-        fig.add_tools(HoverTool(renderers=[r], tooltips=[("region", "@region"), ("log10 power", "@power")]))
-        fig.add_layout(ColorBar(color_mapper=self.mapper, title="log10 power", width=12), "right")
+        fig.add_tools(HoverTool(renderers=[r], tooltips=[("region", "@region"), (value_label, "@power")]))
+        fig.add_layout(ColorBar(color_mapper=self.mapper, title=value_label, width=12), "right")
         self.figure = fig
+
+    def show(self, data, title: str, limits=None):
+        """Show ``data`` (dict x, y, power, region, or ``None``) with ``title``."""
+        if data is None:
+            self.source.data = {"x": [], "y": [], "power": [], "region": []}
+        else:
+            if limits is None:
+                if self.symmetric:
+                    lim = _limits(np.abs(data["power"]), (0, 99))[1]
+                    limits = (-lim, lim)
+                else:
+                    limits = _limits(data["power"])
+            self.mapper.low, self.mapper.high = limits
+            self.source.data = data
+        self.figure.title.text = title
 
     def update(self, res, band: str = "low gamma"):
         d = brain_map_data(res, band)
         if d is None:
-            self.source.data = {"x": [], "y": [], "power": [], "region": []}
             why = "waiting…" if res is None else "needs a connectome"
-            self.figure.title.text = f"{band} power per region ({why})"
-            return
-        self.mapper.low, self.mapper.high = _limits(d["power"])
-        self.source.data = d
-        self.figure.title.text = f"{band} power per region (axial view)"
+            self.show(None, f"{band} power per region ({why})")
+        else:
+            self.show(d, f"{band} power per region (axial view)")
 
 
 # --- topomap -------------------------------------------------------------------------------
