@@ -55,6 +55,23 @@ def test_bold_fc_marks_members_with_a_flat_region_as_invalid_instead_of_failing(
     assert np.isfinite(b.values[[0, 2]]).all()
 
 
+def test_fcd_ks_is_zero_against_its_own_bold_and_positive_against_another():
+    from neurotwin_dash.fit.objectives import FCDKS
+    rng = np.random.default_rng(2)
+    n_t, fs = 15000, 100.0                                  # 150 s
+    slow = np.cumsum(rng.standard_normal((2, n_t, 6)), axis=1) * 0.002
+    x = 1.0 + slow + 0.01 * rng.standard_normal((2, n_t, 6))
+    x[1] += 0.2 * np.sin(2 * np.pi * 0.05 * np.arange(n_t) / fs)[:, None]    # member 1: a strong shared slow wave
+    res = xr.Dataset({"rate_out": (("batch", "time", "region"), x)},
+                     coords={"time": np.arange(n_t) / fs, "region": list("abcdef")})
+    own = Features(res).bold("rate_out").isel(batch=0).values          # (frame, region)
+    term = FCDKS(target=own, window_s=30.0, step_s=2.16, variable="rate_out")
+    loss, ks = term.evaluate(Features(res))
+    print("FCD KS (own, other):", ks)
+    assert ks[0] < 0.01                 # the same series (window placement may differ by a frame)
+    assert ks[1] > 20 * ks[0] and ks[1] > 0.1
+
+
 def test_objective_is_the_weighted_sum_of_its_terms_and_reports_each_measurement():
     res = simulate(params={"p": [120.0, 220.0]}, **NET)
     psd = spectra.welch(res["v_pyr"].isel(batch=1), window_s=1.0)
