@@ -846,7 +846,11 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
     if _store_exists(store):
         if not resume:
             raise SweepError(f"store {store} exists; pass resume=True to continue it or overwrite=True")
-        status = sweep_status(store)
+        try:
+            status = sweep_status(store)
+        except Exception as exc:  # noqa: BLE001 - any unreadable store is reported the same way
+            raise SweepError(f"store {store} cannot be read ({type(exc).__name__}: {exc}); it was probably "
+                             "interrupted while being created: rerun with overwrite=True (--overwrite)") from None
         if status["fingerprint"] != spec.fingerprint():
             raise SweepError(f"store {store} was made by a different sweep spec; use another store "
                              "or overwrite=True")

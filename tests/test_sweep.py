@@ -205,6 +205,11 @@ def test_resume_refuses_a_store_made_by_another_spec(tmp_path):
     sweep.run_sweep(_spec(axes={"p": {"values": [150.0]}}), store, client="sync", progress=False)
     with pytest.raises(sweep.SweepError, match="different sweep spec"):
         sweep.run_sweep(_spec(axes={"p": {"values": [160.0]}}), store, client="sync", progress=False)
+    half = tmp_path / "half.zarr"          # a store killed while its metadata was being written
+    half.mkdir()
+    (half / ".zgroup").write_text('{"zarr_format": 2}')
+    with pytest.raises(sweep.SweepError, match="cannot be read .* overwrite"):
+        sweep.run_sweep(_spec(), half, client="sync", progress=False)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("x")
     with pytest.raises(sweep.SweepError, match="not a sweep store"):
