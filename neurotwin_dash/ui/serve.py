@@ -18,7 +18,7 @@ from pathlib import Path
 __all__ = ["APPS", "apps_dir", "app_paths", "read_credentials", "panel_serve_command", "run"]
 
 #: Served apps (name -> module in neurotwin_dash.ui), in the order of the index page.
-APPS = {"explorer": "explorer", "montage": "montage"}
+APPS = {"explorer": "explorer", "montage": "montage", "fit": "fitmonitor"}
 
 _ENTRY = '"""Thin entry point (written by neurotwin serve)."""\nfrom neurotwin_dash.ui.{mod} import servable\n\nservable()\n'
 

@@ -128,3 +128,22 @@ def wait_for_figure_change(page, name: str, before, timeout_s: float = 60.0):
             return now
         page.wait_for_timeout(100)
     raise AssertionError(f"figure {name!r} did not change within {timeout_s} s")
+
+
+# Page coordinates of a data point in a named Bokeh figure (to click on it).
+DATA_TO_PAGE_JS = """([name, x, y]) => {
+  for (const doc of (window.Bokeh && window.Bokeh.documents) || []) {
+    const fig = doc.get_model_by_name(name);
+    if (!fig) continue;
+    const view = window.Bokeh.index.find_one(fig);
+    if (!view) return null;
+    const sx = view.frame.x_scale.compute(x), sy = view.frame.y_scale.compute(y);
+    const r = view.canvas_view.el.getBoundingClientRect();
+    return [r.left + sx, r.top + sy];
+  }
+  return null;
+}"""
+
+
+def data_to_page(page, name: str, x: float, y: float):
+    return page.evaluate(DATA_TO_PAGE_JS, [name, x, y])

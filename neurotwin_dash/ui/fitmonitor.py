@@ -1,0 +1,464 @@
+"""Fit and sweep monitor: start a sweep or a fit on the cluster and watch it.
+
+* **Sweep**: a grid over two parameters of a model (:class:`neurotwin_dash.sweep.SweepSpec`),
+  run by :func:`neurotwin_dash.sweep.run_sweep` on the Dask client into a zarr store. The store
+  is polled while it fills: progress, the best value of the chosen metric so far, and a heatmap
+  over the two parameters (pending cells empty).
+* **Fit**: CMA-ES or differential evolution over the same two parameters against the healthy-
+  dynamics objective (:func:`neurotwin_dash.fit.objectives.healthy_objective`), run by
+  :func:`neurotwin_dash.fit.optimizers.fit` with a checkpoint file that is polled: evaluations
+  in the parameter plane coloured by loss, and the loss per evaluation with its running best.
+
+Clicking a heatmap cell or an evaluation opens that simulation in the explorer (same server,
+``explorer?model=…&<x>=…&<y>=…``). Runs execute in a background thread of the server process
+that only waits on Dask; reading progress happens off the event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import pickle
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+import panel as pn
+import param
+from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, OpenURL, TapTool
+from bokeh.palettes import Viridis256
+
+from .. import catalog
+from . import panes
+from .state import SINGLE_NODE, available_models
+from .widgets import error_alert
+
+__all__ = ["MonitorState", "FitMonitor", "servable", "explorer_url"]
+
+GOALS = {"maximise": np.nanargmax, "minimise": np.nanargmin}
+
+
+def explorer_url(model: str, connectome: str | None, values: dict, duration_s: float,
+                 base: str = "explorer") -> str:
+    """Relative URL opening the explorer on one simulation (``model``, connectome, values)."""
+    q = {"model": model, "connectome": connectome or SINGLE_NODE, "duration_s": f"{duration_s:g}"}
+    q.update({k: f"{float(v):.6g}" for k, v in values.items()})
+    return f"{base}?{urlencode(q)}"
+
+
+class MonitorState(param.Parameterized):
+    """Settings of one sweep/fit and what is known about it so far."""
+
+    mode = param.Selector(default="sweep", objects=["sweep", "fit"], doc="Grid sweep or optimizer fit")
+    model = param.Selector(default="jansen_rit", objects=["jansen_rit"], doc="Neural mass model")
+    connectome = param.Selector(default=SINGLE_NODE, objects=[SINGLE_NODE], doc="Connectome (or one node)")
+    x_param = param.Selector(default="p", objects=["p"], label="x parameter", doc="Parameter on the x axis")
+    x_low = param.Number(default=60.0, doc="Lowest x value")
+    x_high = param.Number(default=320.0, doc="Highest x value")
+    x_num = param.Integer(default=6, bounds=(2, 50), doc="Grid points along x")
+    y_param = param.Selector(default="C", objects=["C"], label="y parameter", doc="Parameter on the y axis")
+    y_low = param.Number(default=80.0, doc="Lowest y value")
+    y_high = param.Number(default=250.0, doc="Highest y value")
+    y_num = param.Integer(default=4, bounds=(2, 50), doc="Grid points along y")
+    metric = param.Selector(default="alpha_power", objects=["alpha_power"], doc="Sweep metric shown")
+    goal = param.Selector(default="maximise", objects=list(GOALS), doc="Which metric value is 'best'")
+    method = param.Selector(default="cmaes", objects=["cmaes", "de"], doc="Fit optimizer")
+    generations = param.Integer(default=4, bounds=(1, 200), doc="Fit generations")
+    popsize = param.Integer(default=6, bounds=(2, 200), doc="Candidates per generation")
+    duration_s = param.Number(default=2.0, bounds=(0.5, 600.0), step=0.5, label="duration (s)",
+                              doc="Simulated time per sample (after a 0.5 s transient)")
+    batch_size = param.Integer(default=4, bounds=(1, 256), doc="Samples per Dask task")
+    running = param.Boolean(default=False, doc="A run is in progress")
+    done = param.Integer(default=0, doc="Samples (sweep) or evaluations (fit) finished")
+    total = param.Integer(default=0, doc="Samples or evaluations expected")
+    best_text = param.String(default="", doc="Best value so far and where")
+    error = param.String(default="", doc="Why the last run failed ('' otherwise)")
+    data = param.Parameter(doc="Latest snapshot: dict of arrays for the plots")
+
+    def __init__(self, client="dask", run_dir=None, **params):
+        from ..simulate import NETWORK_PARAMS
+        from ..sweep import METRICS
+        self.param.model.objects = available_models()
+        self.param.connectome.objects = [SINGLE_NODE] + catalog.names("connectome")
+        self.param.metric.objects = [m for m in METRICS if m not in ("band_power",)]
+        super().__init__(**params)
+        self._network = NETWORK_PARAMS
+        self.client = client
+        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="neurotwin-monitor-"))
+        self._run_id = 0
+        self._thread = None
+        self._refresh_params()
+        self.param.watch(self._refresh_params, ["model"])
+        self.param.watch(self._axis_range, ["x_param", "y_param"])
+
+    # --- parameters ----------------------------------------------------------------------------
+    def declared(self):
+        from ..models import get_model
+        return get_model(self.model).PARAMS + self._network
+
+    def _refresh_params(self, *events):
+        names = list(self.declared().names)
+        self.param.x_param.objects = names
+        self.param.y_param.objects = names
+        for axis, fallback in (("x", names[0]), ("y", names[1])):
+            if getattr(self, f"{axis}_param") not in names:
+                setattr(self, f"{axis}_param", fallback)
+
+    def _axis_range(self, event):
+        """A newly chosen axis parameter starts from its declared range (unless the range fits)."""
+        axis = event.name[0]
+        spec = self.declared()[event.new]
+        lo, hi = getattr(self, f"{axis}_low"), getattr(self, f"{axis}_high")
+        if not (spec.low <= lo < hi <= spec.high):
+            setattr(self, f"{axis}_low", float(spec.low))
+            setattr(self, f"{axis}_high", float(spec.high))
+
+    def check(self) -> str:
+        """Validate the axes against the declared bounds; returns an error message or ''."""
+        dec = self.declared()
+        if self.x_param == self.y_param:
+            return "choose two different parameters for x and y"
+        for axis in ("x", "y"):
+            name = getattr(self, f"{axis}_param")
+            lo, hi = getattr(self, f"{axis}_low"), getattr(self, f"{axis}_high")
+            spec = dec[name]
+            if not lo < hi:
+                return f"{axis} range of {name!r}: low ({lo:g}) must be below high ({hi:g})"
+            if lo < spec.low or hi > spec.high:
+                return (f"{axis} range of {name!r} = [{lo:g}, {hi:g}] is outside the allowed range "
+                        f"[{spec.low:g}, {spec.high:g}] {spec.unit}".rstrip())
+        return ""
+
+    @property
+    def connectome_name(self):
+        return None if self.connectome == SINGLE_NODE else self.connectome
+
+    def sweep_spec(self):
+        from ..sweep import SweepSpec
+        return SweepSpec(model=self.model, connectome=self.connectome_name, sampling="grid",
+                         axes={self.x_param: {"low": self.x_low, "high": self.x_high, "num": self.x_num},
+                               self.y_param: {"low": self.y_low, "high": self.y_high, "num": self.y_num}},
+                         duration_s=self.duration_s + 0.5, transient_s=0.5, metrics=[self.metric],
+                         batch_size=self.batch_size, sample_rate_hz=250.0)
+
+    def fit_problem(self):
+        from ..fit.objectives import healthy_objective
+        from ..fit.optimizers import FitProblem, FreeParam
+        return FitProblem(model=self.model, connectome=self.connectome_name,
+                          free=[FreeParam(self.x_param, self.x_low, self.x_high),
+                                FreeParam(self.y_param, self.y_low, self.y_high)],
+                          objective=healthy_objective(self.model), duration_s=self.duration_s + 0.5,
+                          transient_s=0.5)
+
+    # --- running ---------------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Start a sweep or fit in a background thread; returns False (with :attr:`error`) if refused."""
+        if self.running:
+            self.error = "a run is already in progress"
+            return False
+        msg = self.check()
+        if msg:
+            self.error = msg
+            return False
+        self._run_id += 1
+        rid = self._run_id
+        target = self.run_dir / f"{self.mode}-{rid}"
+        self.error, self.done, self.best_text, self.data = "", 0, "", None
+        if self.mode == "sweep":
+            spec = self.sweep_spec()
+            self.total = self.x_num * self.y_num
+            job = (self._run_sweep, spec, target.with_suffix(".zarr"))
+        else:
+            problem = self.fit_problem()
+            self.total = self.popsize * (self.generations + (1 if self.method == "de" else 0))
+            job = (self._run_fit, problem, target.with_suffix(".pkl"))
+        self._store = job[2]
+        self._meta = {"mode": self.mode, "model": self.model, "connectome": self.connectome_name,
+                      "x": self.x_param, "y": self.y_param, "metric": self.metric, "goal": self.goal,
+                      "duration_s": self.duration_s,
+                      "bounds": {"x": (self.x_low, self.x_high), "y": (self.y_low, self.y_high)}}
+        self.running = True
+        self._thread = threading.Thread(target=self._guard, args=(rid,) + job, daemon=True,
+                                        name=f"neurotwin-{self.mode}-{rid}")
+        self._thread.start()
+        return True
+
+    def _client(self):
+        if self.client == "dask":
+            from .state import shared_client
+            return shared_client()
+        return self.client
+
+    def _guard(self, rid, fn, *args):
+        try:
+            fn(*args)
+        except Exception as exc:  # reported in the page; the server keeps going
+            if rid == self._run_id:
+                self._finish_error = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+        else:
+            self._finish_error = ""
+        finally:
+            self._finished = rid
+
+    def _run_sweep(self, spec, store):
+        from ..sweep import run_sweep
+        run_sweep(spec, store, client=self._client(), progress=False)
+
+    def _run_fit(self, problem, checkpoint):
+        from ..fit.optimizers import fit
+        fit(problem, method=self.method, generations=self.generations, popsize=self.popsize,
+            client=self._client(), checkpoint=checkpoint, progress=False)
+
+    def wait(self, timeout_s: float = 600.0) -> None:
+        """Block until the background run ends (tests, notebooks), then take a last snapshot."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.poll_now()
+
+    # --- reading progress -----------------------------------------------------------------------
+    def snapshot(self) -> dict | None:
+        """Read the store/checkpoint of the current run (blocking I/O; call off the event loop)."""
+        store = getattr(self, "_store", None)
+        if store is None or not Path(store).exists():
+            return None
+        meta = self._meta
+        if meta["mode"] == "sweep":
+            return _sweep_snapshot(store, meta)
+        return _fit_snapshot(store, meta)
+
+    def apply(self, snap: dict | None) -> None:
+        """Show a snapshot (progress, best, plot data) and finish the run when its thread ended."""
+        finished = getattr(self, "_finished", None) == self._run_id
+        with param.parameterized.batch_call_watchers(self):
+            if snap is not None:
+                self.done = snap["done"]
+                self.best_text = snap["best_text"]
+                self.data = snap
+            if finished and self.running:
+                self.running = False
+                self.error = getattr(self, "_finish_error", "")
+
+    def poll_now(self) -> None:
+        self.apply(self.snapshot())
+
+    async def poll(self) -> None:
+        """Periodic callback: read progress in a thread, then update the page."""
+        if not self.running and getattr(self, "_finished", None) != self._run_id:
+            return
+        snap = await asyncio.get_running_loop().run_in_executor(None, self.snapshot)
+        self.apply(snap)
+
+
+def _sweep_snapshot(store, meta) -> dict | None:
+    from ..sweep import open_sweep, sweep_status
+    try:
+        status = sweep_status(store)
+        ds = open_sweep(store, only_done=False).load()
+    except (FileNotFoundError, KeyError, ValueError, OSError):
+        return None                                     # store being created
+    bs = int(ds.attrs["batch_size"])
+    done_mask = np.zeros(ds.sizes["sample"], dtype=bool)
+    for b in status["done"]:
+        done_mask[b * bs:(b + 1) * bs] = True
+    x = ds[meta["x"]].values
+    y = ds[meta["y"]].values
+    v = np.where(done_mask, ds[meta["metric"]].values.astype(float), np.nan)
+    if "diverged" in ds:
+        v = np.where(ds["diverged"].values.astype(bool), np.nan, v)
+    snap = {"mode": "sweep", "x": x, "y": y, "value": v, "done": int(done_mask.sum()),
+            "meta": meta, "best_text": "", "best": None}
+    if np.isfinite(v).any():
+        i = int(GOALS[meta["goal"]](v))
+        snap["best"] = {meta["x"]: float(x[i]), meta["y"]: float(y[i])}
+        snap["best_text"] = (f"best {meta['metric']} = {v[i]:.4g} at {meta['x']} = {x[i]:.4g}, "
+                             f"{meta['y']} = {y[i]:.4g}")
+    return snap
+
+
+def _fit_snapshot(path, meta) -> dict | None:
+    try:
+        with open(path, "rb") as fh:
+            state = pickle.load(fh)
+    except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+        return None
+    rows = state["rows"]
+    if not rows:
+        return None
+    (xl, xh), (yl, yh) = meta["bounds"]["x"], meta["bounds"]["y"]
+    u = np.array([r["unit"] for r in rows])
+    x = xl + np.clip(u[:, 0], 0, 1) * (xh - xl)
+    y = yl + np.clip(u[:, 1], 0, 1) * (yh - yl)
+    loss = np.array([r["loss"] for r in rows], dtype=float)
+    i = int(np.nanargmin(loss)) if np.isfinite(loss).any() else 0
+    return {"mode": "fit", "x": x, "y": y, "value": loss, "done": len(rows), "meta": meta,
+            "best": {meta["x"]: float(x[i]), meta["y"]: float(y[i])},
+            "best_text": f"best loss = {loss[i]:.4g} at {meta['x']} = {x[i]:.4g}, {meta['y']} = {y[i]:.4g}",
+            "generation": np.array([r["generation"] for r in rows])}
+
+
+class ResultPlot:
+    """Heatmap (sweep) or evaluations (fit) over the two parameters; a click opens the explorer."""
+
+    name = "monitor-map"
+
+    def __init__(self):
+        fig = panes._base_figure(self.name, "Start a sweep or a fit", "x", "y", width=560, height=460)
+        self.mapper = LinearColorMapper(palette=Viridis256, low=0, high=1, nan_color=(0, 0, 0, 0))
+        self.cells = ColumnDataSource({"x": [], "y": [], "w": [], "h": [], "value": [], "colour": [], "url": []})
+        self.points = ColumnDataSource({"x": [], "y": [], "value": [], "colour": [], "url": []})
+        r1 = fig.rect("x", "y", "w", "h", source=self.cells, line_color="white",
+                      fill_color={"field": "colour", "transform": self.mapper})
+        r2 = fig.scatter("x", "y", source=self.points, size=11, line_color="black",
+                         fill_color={"field": "colour", "transform": self.mapper})
+        fig.add_tools(HoverTool(renderers=[r1, r2], tooltips=[("x", "@x{0.000}"), ("y", "@y{0.000}"),
+                                                              ("value", "@value")]))
+        fig.add_tools(TapTool(renderers=[r1, r2], callback=OpenURL(url="@url")))
+        self.colorbar = ColorBar(color_mapper=self.mapper, width=12)
+        fig.add_layout(self.colorbar, "right")
+        self.best = ColumnDataSource({"x": [], "y": []})
+        fig.scatter("x", "y", source=self.best, marker="star", size=22, color="#d62728", line_color="white")
+        self.figure = fig
+
+    def update(self, snap):
+        if snap is None:
+            return
+        m = snap["meta"]
+        x, y, v = snap["x"], snap["y"], snap["value"]
+        urls = [explorer_url(m["model"], m["connectome"], {m["x"]: a, m["y"]: b}, m["duration_s"])
+                for a, b in zip(x, y)]
+        self.figure.xaxis.axis_label = m["x"]
+        self.figure.yaxis.axis_label = m["y"]
+        # powers span decades: colour by log10 (the hover shows the value itself)
+        log = snap["mode"] == "sweep" and "power" in m["metric"] and np.all(v[np.isfinite(v)] > 0)
+        colour = np.log10(v) if log else v
+        self.colorbar.title = f"log10 {m['metric']}" if log else (m["metric"] if snap["mode"] == "sweep" else "loss")
+        if np.isfinite(colour).any():
+            self.mapper.low, self.mapper.high = panes._limits(colour, (0, 100))
+        if snap["mode"] == "sweep":
+            ux, uy = np.unique(x), np.unique(y)
+            w = float(np.min(np.diff(ux))) if len(ux) > 1 else 1.0
+            h = float(np.min(np.diff(uy))) if len(uy) > 1 else 1.0
+            self.cells.data = {"x": x, "y": y, "w": np.full(len(x), w), "h": np.full(len(x), h),
+                               "value": v, "colour": colour, "url": urls}
+            self.points.data = {"x": [], "y": [], "value": [], "colour": [], "url": []}
+            self.figure.title.text = f"{m['metric']} over {m['x']} × {m['y']} (click a cell: open in explorer)"
+        else:
+            self.points.data = {"x": x, "y": y, "value": v, "colour": colour, "url": urls}
+            self.cells.data = {"x": [], "y": [], "w": [], "h": [], "value": [], "colour": [], "url": []}
+            self.figure.title.text = "Fit evaluations coloured by loss (click: open in explorer)"
+        if snap.get("best"):
+            self.best.data = {"x": [snap["best"][m["x"]]], "y": [snap["best"][m["y"]]]}
+
+
+class LossPlot:
+    """Loss (fit) or metric (sweep) per finished evaluation, with the running best."""
+
+    name = "monitor-progress"
+
+    def __init__(self):
+        fig = panes._base_figure(self.name, "Scores as they arrive", "evaluation", "score", width=460, height=330)
+        self.all = ColumnDataSource({"x": [], "y": []})
+        self.best = ColumnDataSource({"x": [], "y": []})
+        fig.scatter("x", "y", source=self.all, size=6, color="#1f4e79", legend_label="evaluation")
+        fig.step("x", "y", source=self.best, color="#d62728", line_width=2, legend_label="best so far",
+                 mode="after")
+        fig.legend.location = "top_right"
+        self.figure = fig
+
+    def update(self, snap):
+        if snap is None:
+            return
+        v = np.asarray(snap["value"], dtype=float)
+        ok = np.isfinite(v)
+        idx = np.flatnonzero(ok)
+        vals = v[ok]
+        if snap["mode"] == "sweep" and snap["meta"]["goal"] == "maximise":
+            best = np.maximum.accumulate(vals) if vals.size else vals
+        else:
+            best = np.minimum.accumulate(vals) if vals.size else vals
+        self.all.data = {"x": idx, "y": vals}
+        self.best.data = {"x": idx, "y": best}
+        self.figure.yaxis.axis_label = "loss" if snap["mode"] == "fit" else snap["meta"]["metric"]
+
+
+class FitMonitor(pn.viewable.Viewer):
+    """Controls and plots of the monitor (one per session)."""
+
+    def __init__(self, state: MonitorState | None = None, client="dask", **params):
+        super().__init__(**params)
+        self.state = s = state or MonitorState(client=client)
+        self.map = ResultPlot()
+        self.losses = LossPlot()
+        self.start_button = pn.widgets.Button(label="Start", color="success", width=120,
+                                              css_classes=["start-run"])
+        self.start_button.on_click(lambda e: s.start())
+        self.error = error_alert()
+        s.param.watch(lambda e: _set_alert(self.error, e.new), "error")
+        s.param.watch(self._show, "data")
+        self.progress = pn.indicators.Progress(value=0, max=1, width=300, css_classes=["run-progress"])
+        self.status = pn.pane.Markdown("No run yet.", css_classes=["run-status"])
+        s.param.watch(self._status, ["done", "total", "running", "best_text"])
+
+    def _show(self, event):
+        self.map.update(event.new)
+        self.losses.update(event.new)
+
+    def _status(self, *events):
+        s = self.state
+        self.progress.max = max(s.total, 1)
+        self.progress.value = min(s.done, max(s.total, 1))
+        what = "samples" if s.mode == "sweep" else "evaluations"
+        state = "running" if s.running else ("finished" if s.total else "idle")
+        self.status.object = f"**{state}**: {s.done} / {s.total} {what}. {s.best_text}"
+
+    def controls(self):
+        s = self.state
+        return pn.Column(
+            pn.widgets.RadioButtonGroup.from_param(s.param.mode),
+            pn.widgets.Select.from_param(s.param.model), pn.widgets.Select.from_param(s.param.connectome),
+            pn.Row(pn.widgets.Select.from_param(s.param.x_param, width=110),
+                   pn.widgets.FloatInput.from_param(s.param.x_low, width=80),
+                   pn.widgets.FloatInput.from_param(s.param.x_high, width=80),
+                   pn.widgets.IntInput.from_param(s.param.x_num, width=60)),
+            pn.Row(pn.widgets.Select.from_param(s.param.y_param, width=110),
+                   pn.widgets.FloatInput.from_param(s.param.y_low, width=80),
+                   pn.widgets.FloatInput.from_param(s.param.y_high, width=80),
+                   pn.widgets.IntInput.from_param(s.param.y_num, width=60)),
+            pn.widgets.FloatInput.from_param(s.param.duration_s),
+            pn.Card(pn.widgets.Select.from_param(s.param.metric), pn.widgets.Select.from_param(s.param.goal),
+                    pn.widgets.IntInput.from_param(s.param.batch_size), title="Sweep", sizing_mode="stretch_width"),
+            pn.Card(pn.widgets.Select.from_param(s.param.method), pn.widgets.IntInput.from_param(s.param.generations),
+                    pn.widgets.IntInput.from_param(s.param.popsize),
+                    pn.pane.Markdown("Objective: healthy resting dynamics (alpha peak 8–12 Hz, "
+                                     "aperiodic exponent 1–2, no saturation; LaNMM: gamma present)."),
+                    title="Fit", sizing_mode="stretch_width"),
+            self.start_button, self.error, sizing_mode="stretch_width")
+
+    def main(self):
+        return pn.Column(pn.Row(self.progress, self.status), pn.FlexBox(
+            pn.pane.Bokeh(self.map.figure), pn.pane.Bokeh(self.losses.figure)), sizing_mode="stretch_width")
+
+    def __panel__(self):
+        return pn.Row(pn.Column(self.controls(), width=400), self.main())
+
+
+def _set_alert(alert, text):
+    alert.object = text
+    alert.visible = bool(text)
+
+
+def servable(client="dask"):
+    """Build one session's monitor page (``panel serve apps/fit.py``)."""
+    from .state import release_session_objects, settle_session_objects
+    pn.extension(notifications=False)
+    monitor = FitMonitor(client=client)
+    pn.state.onload(settle_session_objects)
+    pn.state.on_session_destroyed(release_session_objects)
+    pn.state.add_periodic_callback(monitor.state.poll, period=700)
+    template = pn.template.BootstrapTemplate(
+        title="neurotwin fit & sweep monitor", sidebar=[monitor.controls()], main=[monitor.main()],
+        sidebar_width=420, header_background="#1f4e79")
+    return template.servable()
+

@@ -1,0 +1,50 @@
+"""The fit/sweep monitor: start a sweep, watch it finish, open a cell in the explorer."""
+from __future__ import annotations
+
+import pytest
+
+from ui_browser import data_to_page, figure_data, serving
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serving(["fit", "explorer"]) as s:
+        yield s
+
+
+def text_of(locator) -> str:
+    return locator.evaluate("el => (el.shadowRoot ? el.shadowRoot.textContent : '') + el.textContent")
+
+
+def test_sweep_progress_heatmap_and_click_through_to_the_explorer(new_page, server, artifacts):
+    page, log = new_page(height=1300)
+    page.goto(server.url("/fit"))
+    page.locator(".start-run button").first.wait_for()
+    # a small grid keeps the test short: 3 x 2 single-node samples of 1 s
+    for label, value in (("X num", "3"), ("Y num", "2"), ("duration (s)", "1")):
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+    page.locator(".start-run button").first.click()
+    page.locator(".run-status", has_text="finished").first.wait_for(timeout=120_000)
+    status = text_of(page.locator(".run-status", has_text="finished").first)
+    assert "6 / 6 samples" in status and "best alpha_power" in status
+    cells = figure_data(page, "monitor-map")
+    assert cells is not None
+    page.screenshot(path=str(artifacts / "fit_sweep_finished.png"))
+
+    # click the best cell (the star): the explorer opens on that simulation
+    best = status.split(" at ")[1].rstrip(".").strip()
+    p_val = float(best.split("p = ")[1].split(",")[0])
+    c_val = float(best.split("C = ")[1].split()[0])
+    xy = data_to_page(page, "monitor-map", p_val, c_val)
+    with page.context.expect_page() as info:
+        page.mouse.click(*xy)
+    explorer = info.value
+    explorer.wait_for_load_state()
+    assert "/explorer?" in explorer.url and "connectome=single+node" in explorer.url
+    explorer.locator(".run-summary", has_text="median spectral peak").first.wait_for(timeout=90_000)
+    summary = text_of(explorer.locator(".run-summary", has_text="median spectral peak").first)
+    assert f"p = {p_val:g}" in summary and f"C = {c_val:g}" in summary
+    explorer.screenshot(path=str(artifacts / "fit_opened_in_explorer.png"))
+    assert log.errors == []

@@ -1,0 +1,67 @@
+"""Fit/sweep monitor state and plots in plain Python (runs in this process, no browser)."""
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+import pytest
+
+from neurotwin_dash import sweep
+from neurotwin_dash.ui.explorer import parse_query
+from neurotwin_dash.ui.fitmonitor import FitMonitor, MonitorState, explorer_url
+
+
+def test_sweep_runs_in_the_background_and_its_heatmap_links_to_the_explorer(tmp_path):
+    s = MonitorState(client="sync", run_dir=tmp_path)
+    s.param.update(x_param="p", x_low=60.0, x_high=320.0, x_num=3, y_param="C", y_low=100.0, y_high=200.0,
+             y_num=2, duration_s=1.0, metric="alpha_power", batch_size=2)
+    mon = FitMonitor(state=s)
+    assert s.start() and s.running
+    s.wait()
+    assert not s.running and s.error == "" and s.done == s.total == 6
+    # the heatmap shows the store's values
+    ds = sweep.open_sweep(str(tmp_path / "sweep-1.zarr")).load()
+    np.testing.assert_allclose(mon.map.cells.data["value"], ds["alpha_power"].values)
+    # p = 60 is below JR's Hopf point: no alpha rhythm; the best cell lies at p >= 190
+    assert s.data["best"]["p"] >= 190.0
+    assert "best alpha_power" in s.best_text
+    # a cell's link opens the explorer on exactly that simulation
+    i = int(np.argmax(mon.map.cells.data["value"]))
+    url = mon.map.cells.data["url"][i]
+    q = parse_query({k: [v.encode() for v in vs] for k, vs in parse_qs(urlparse(url).query).items()})
+    assert q["p"] == pytest.approx(mon.map.cells.data["x"][i]) and q["C"] == pytest.approx(mon.map.cells.data["y"][i])
+    assert q["connectome"] == "single node" and q["model"] == "jansen_rit" and urlparse(url).path == "explorer"
+
+
+def test_fit_reports_evaluations_and_the_best_loss(tmp_path):
+    s = MonitorState(client="sync", run_dir=tmp_path, mode="fit")
+    s.param.update(x_param="p", x_low=100.0, x_high=300.0, y_param="noise_sd", y_low=5.0, y_high=50.0,
+             duration_s=2.0, generations=2, popsize=3, method="cmaes")
+    mon = FitMonitor(state=s)
+    assert s.start()
+    s.wait()
+    assert s.error == "" and s.done == 6
+    loss = np.asarray(mon.map.points.data["value"])
+    assert loss.shape == (6,) and np.all(loss >= 0)
+    assert mon.losses.best.data["y"][-1] == pytest.approx(np.nanmin(loss))
+    assert 100.0 <= s.data["best"]["p"] <= 300.0 and "best loss" in s.best_text
+
+
+def test_bad_ranges_are_refused_with_a_message():
+    s = MonitorState(client="sync")
+    s.param.update(x_param="p", x_low=-10.0, x_high=100.0)
+    assert not s.start()
+    assert "x range of 'p' = [-10, 100] is outside the allowed range [0, 350] 1/s" in s.error
+    s.param.update(x_low=10.0, y_param="p")
+    assert not s.start() and "two different parameters" in s.error
+
+
+def test_choosing_an_axis_parameter_resets_its_range_to_the_declared_bounds():
+    s = MonitorState(client="sync")
+    s.x_param = "B"                                   # p's range 60-320 mV does not fit B (10-50 mV)
+    assert (s.x_low, s.x_high) == (10.0, 50.0)
+
+
+def test_explorer_url_is_relative_and_encodes_the_single_node():
+    url = explorer_url("jansen_rit", None, {"p": 120.0}, 2.0)
+    assert url.startswith("explorer?") and "connectome=single+node" in url and "p=120" in url
