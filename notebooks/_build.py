@@ -1075,6 +1075,32 @@ LAB_MEETING = [
         state.update_params({"coupling": 2.0})            # leave the live view on the K = 2 network
     """),
     md("""
+        ### The montage designer
+
+        The second dashboard, `MontageDesigner`, works the same way: electrodes by 10-10 name with
+        their currents (the stimulator limits checked as you type), the normal field per region,
+        a 3D view on the cortex, "Optimize for targets" (Stimweaver), and the simulated effect of
+        40 Hz tACS on LaNMM gamma beside no stimulation. Here the state asks the optimizer for a
+        montage on `lPFCDL`, then computes its field and effect.
+    """),
+    code("""
+        from neurotwin_dash.stimulation import montage_field
+        from neurotwin_dash.ui.montage import MontageDesigner, MontageState
+
+        mstate = MontageState(mode="sync")
+        mstate.auto_run = False                                   # compute on request below
+        mstate.duration_s = 1.0 if QUICK else 5.0
+        designer = MontageDesigner(state=mstate)
+        mstate.targets = ["lPFCDL"]
+        mstate.optimize()                                         # sets currents_mA to the optimum
+        mstate.run_all()                                          # field (+ 3D view) and network effect
+        for name, runner in [("optimize", mstate.opt_runner), ("field", mstate.field_runner),
+                             ("effect", mstate.effect_runner)]:
+            assert runner.error == "", f"{name}: {runner.error}"
+        print("optimised montage:", mstate.montage())
+        designer          # the effect panel is a live preview (1 s in quick mode); notebook 02 measures properly
+    """),
+    md("""
         ## 2. The numbers for the slide
 
         * alpha power: the band power (8–13 Hz) of the region signals, mean over regions;
@@ -1163,7 +1189,8 @@ LAB_MEETING = [
         ## 4. Check
 
         The report file exists and holds every figure (each Bokeh figure carries the name its plot
-        function gives it) with the JavaScript inlined. The science: at K = 2 the network is in
+        gives it) with the JavaScript inlined; the montage designer shows the library's field of its
+        montage. The science: at K = 2 the network is in
         alpha; isolated regions' FC is unrelated to the structure while the coupled network's FC
         follows it; and strong coupling (K = 8) suppresses the alpha rhythm (SIM_API reference:
         amplitude falls above K ≈ 3).
@@ -1182,6 +1209,8 @@ LAB_MEETING = [
         assert abs(k0["r(FC, log SC)"]) < 0.05, f"isolated regions' FC follows SC: r = {k0['r(FC, log SC)']:.3f}"
         assert k2["r(FC, log SC)"] > 0.06, f"coupled FC does not follow SC: r = {k2['r(FC, log SC)']:.3f}"
         assert k8["alpha power (mV²)"] < 0.5 * k2["alpha power (mV²)"], "strong coupling did not suppress alpha"
+        designer_En = mstate.field_runner.result["E_n"].values
+        assert np.allclose(designer_En, montage_field(mstate.montage(), connectome="tvb76")["E_n"].values)
         print(f"OK: K=2 peak {k2['peak (Hz)']:.2f} Hz; r(FC, log SC) {k0['r(FC, log SC)']:.3f} (K=0) -> "
               f"{k2['r(FC, log SC)']:.3f} (K=2); alpha power {k2['alpha power (mV²)']:.2f} -> "
               f"{k8['alpha power (mV²)']:.2f} (K=8); notebook ran in {time.perf_counter() - T_START:.0f} s")
