@@ -268,8 +268,8 @@ QUICKSTART = [
 
         Three views of FC from the same simulation: Pearson correlation of the raw signal, the
         phase-locking value (PLV) in the alpha band, and the amplitude-envelope correlation
-        (AEC) of alpha. Structure shapes function: `fc_fit_score` (Pearson r of upper triangles)
-        compares each FC with the structural weights.
+        (AEC) of alpha. `fc_fit_score` (Pearson r of upper triangles) compares each with the log
+        structural weights.
     '''),
     code('''
         fc = analysis.fc_pearson(res["v_pyr"]).isel(batch=0)
@@ -289,6 +289,12 @@ QUICKSTART = [
             fig.colorbar(im, ax=a, shrink=0.8)
         save(fig, "fc");
         print({k: round(v, 3) for k, v in scores.items()})
+    '''),
+    md('''
+        The agreement with the structure is weak here, for a reason worth knowing: every region
+        oscillates near the same 10.75 Hz, so zero-lag Pearson FC over a few seconds mostly reflects
+        their phase relations (note the ± blocks). Phase locking (PLV) follows the connections
+        better. Fitting FC to data is done on BOLD, minutes long — see `04_personalization_hcp`.
     '''),
     md('''
         ## 7. The standard metric set in one call
