@@ -51,6 +51,9 @@ def _add_serve(sub):
     p.add_argument("--allow-websocket-origin", action="append", default=None, metavar="HOST[:PORT]",
                    help="allowed websocket origin (repeatable; needed behind a proxy)")
     p.add_argument("--prefix", default=None, help="URL prefix (e.g. behind jupyter-server-proxy)")
+    p.add_argument("--oauth-provider", default=None, metavar="NAME",
+                   help="Panel OAuth provider (github, google, azure, okta, generic...); key and secret "
+                        "from PANEL_OAUTH_KEY / PANEL_OAUTH_SECRET in the environment")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="submit simulations to this Dask scheduler (default: a local cluster)")
     p.add_argument("--show", action="store_true", help="open a browser")
@@ -64,7 +67,7 @@ def _serve(args):
         apps=args.apps, port=args.port, address=args.address, basic_auth=args.basic_auth,
         cookie_secret=args.cookie_secret, num_threads=args.num_threads, num_procs=args.num_procs,
         allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix, show=args.show,
-        dask_scheduler=args.dask_scheduler)
+        dask_scheduler=args.dask_scheduler, oauth_provider=args.oauth_provider)
     if args.dry_run:
         print(" ".join(argv))
         for key in sorted(env):

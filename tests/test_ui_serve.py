@@ -65,3 +65,12 @@ def test_serve_cli_dry_run_and_errors(tmp_path, capsys):
     assert main(["serve", "nope", "--dry-run"]) == 2
     assert "unknown app" in capsys.readouterr().err
     assert main(["serve", "--port", "70000", "--dry-run"]) == 2
+
+
+def test_oauth_provider_passes_through_and_excludes_basic_auth(tmp_path):
+    argv, env = serve.panel_serve_command(oauth_provider="github")
+    assert argv[argv.index("--oauth-provider") + 1] == "github" and "PANEL_COOKIE_SECRET" in env
+    creds = tmp_path / "c.txt"
+    creds.write_text("a:b\n")
+    with pytest.raises(ValueError, match="exclude each other"):
+        serve.panel_serve_command(oauth_provider="github", basic_auth=str(creds))

@@ -141,7 +141,7 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
                      basic_auth: str | None = None, cookie_secret: str | None = None,
                      num_threads: int | None = None, num_procs: int = 1,
                      allow_websocket_origin=None, prefix: str | None = None,
-                     show: bool = False, dask_scheduler: str | None = None,
+                     show: bool = False, dask_scheduler: str | None = None, oauth_provider: str | None = None,
                      extra=()) -> tuple[list[str], dict[str, str]]:
     """Command line and extra environment of ``panel serve`` for the given options.
 
@@ -165,6 +165,10 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
         Threads per server process for Panel callbacks.
     num_procs : int
         Server processes (``0`` = one per core).
+    oauth_provider : str, optional
+        Panel OAuth provider (``github``, ``google``, ``azure``, ``okta``, ``generic``...); its key
+        and secret come from ``PANEL_OAUTH_KEY`` / ``PANEL_OAUTH_SECRET`` (and
+        ``PANEL_OAUTH_ENCRYPTION``, ``PANEL_COOKIE_SECRET``) in the environment, never the command line.
     dask_scheduler : str, optional
         Address of a running Dask scheduler (``tcp://host:8786``) the dashboards submit to;
         a local cluster per server process otherwise (``NEUROTWIN_DASK_SCHEDULER``).
@@ -195,6 +199,12 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
     if basic_auth:
         argv += ["--basic-auth", _credentials_json(basic_auth),
                  "--basic-login-template", login_template_path()]
+        if not cookie_secret and not os.environ.get("PANEL_COOKIE_SECRET"):
+            cookie_secret = secrets.token_urlsafe(32)
+    if oauth_provider:
+        if basic_auth:
+            raise ValueError("--oauth-provider and --basic-auth exclude each other; choose one")
+        argv += ["--oauth-provider", oauth_provider]
         if not cookie_secret and not os.environ.get("PANEL_COOKIE_SECRET"):
             cookie_secret = secrets.token_urlsafe(32)
     if cookie_secret:
