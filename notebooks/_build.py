@@ -221,9 +221,6 @@ QUICKSTART = [
         print(f"lead field {dict(lf.sizes)}, |gain| median {float(abs(lf).median()):.3g} V/(A·m)")
 
         raw = simulated_eeg(res, montage="standard_1020")
-        # standard_1020 also carries the old names T3/T4/T5/T6 at the positions of T7/T8/P7/P8;
-        # drop the duplicates so that MNE's topographic plots can lay the electrodes out
-        raw.drop_channels([c for c in ("T3", "T4", "T5", "T6") if c in raw.ch_names])
         print(raw)
         print(raw.info["description"])
         eeg_psd = raw.compute_psd(method="welch", fmin=1.0, fmax=45.0, n_fft=int(2 * raw.info["sfreq"]))

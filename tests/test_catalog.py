@@ -60,7 +60,7 @@ def test_hcp_empirical_fc_has_seven_subjects_and_a_group_mean():
     assert list(ds["region"].values) == catalog.load("hcp80").labels
 
 
-@pytest.mark.parametrize("name,n", [("standard_1020", 94), ("biosemi64", 64), ("starstim8", 8),
+@pytest.mark.parametrize("name,n", [("standard_1020", 90), ("standard_1005", 339), ("biosemi64", 64), ("starstim8", 8),
                                     ("starstim20", 20), ("starstim32", 32)])
 def test_montages_load_with_their_channel_counts(name, n):
     montage = catalog.load(name)
@@ -82,3 +82,12 @@ def test_starstim_subset_sits_where_its_10_10_electrodes_sit_on_the_full_cap():
         a = info_sub["chs"][info_sub.ch_names.index(ch)]["loc"][:3]
         b = info_full["chs"][info_full.ch_names.index(ch)]["loc"][:3]
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_standard_montages_have_no_two_electrodes_at_one_position():
+    for name in ("standard_1020", "standard_1005"):
+        montage = catalog.load(name)
+        assert "T7" in montage.ch_names and "T3" not in montage.ch_names
+        xyz = np.array(list(montage.get_positions()["ch_pos"].values()))
+        d = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1) + np.eye(len(xyz))
+        assert d.min() > 1e-3

@@ -72,9 +72,9 @@ HEADS = ("sphere", "fsaverage")
 MIN_SPHERE_FIT_CHANNELS = 32
 #: sources are kept at least this far inside the inner-skull sphere.
 INNER_MARGIN_MM = 7.0
-_TEMPLATE_MONTAGE = "colin27_1005"
+_TEMPLATE_MONTAGE = "standard_1005"
 _NAME_MONTAGE = "colin27_1005"    # where bare channel names are looked up
-_VERSION = "2"                    # bump when the computation changes (invalidates the cache)
+_VERSION = "3"                    # bump when the computation changes (invalidates the cache)
 
 
 class ForwardError(ValueError):
@@ -111,11 +111,6 @@ def resolve_montage(montage):
         if entry is not None:
             if entry["kind"] != "montage":
                 raise ForwardError(f"montage {montage!r} is a {entry['kind']} in the catalog, not a montage")
-            if entry.get("loader") == "mne_subset":
-                # rebuilt here in the base montage's own frame (MNE's templates are stored in
-                # fsaverage MRI coordinates, not head coordinates)
-                m, _ = _subset_montage(entry["channels"], entry["base"])
-                return m, montage
             return catalog.load(montage), montage
         builtin = mne.channels.get_builtin_montages()
         if montage in builtin:
