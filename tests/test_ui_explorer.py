@@ -247,3 +247,25 @@ def test_explorer_viewer_builds_its_page():
     assert page.get_root() is not None
     ex.state.model = ex.state.model                          # no-op keeps the same sliders
     assert set(values_of(ex.state.model_params)) == set(get_model(ex.state.model).PARAMS.names)
+
+
+@pytest.mark.parametrize("model", ["wendling", "lanmm", "wilson_cowan", "lopes_da_silva"])
+def test_every_model_gets_its_own_sliders_and_simulates(model):
+    s = ExplorerState(mode="sync", auto_run=False, connectome=SINGLE_NODE)
+    s.duration_s = 1.0
+    s.model = model
+    spec = get_model(model)
+    assert set(values_of(s.model_params)) == set(spec.PARAMS.names)
+    assert s.output == spec.OBSERVED[0] and list(s.param.output.objects) == list(spec.OBSERVED)
+    s.run()
+    assert s.runner.error == ""
+    res = s.runner.result
+    assert res.attrs["output"] == s.output and np.isfinite(res["psd_region"].values).all()
+
+
+def test_lanmm_superficial_output_carries_gamma():
+    s = ExplorerState(mode="sync", auto_run=False, connectome=SINGLE_NODE, model="lanmm")
+    s.update_params({"duration_s": 3.0, "output": "v_p2"})
+    s.run()
+    assert s.runner.result.attrs["output"] == "v_p2"
+    assert 30.0 <= _peak_hz(s.runner.result, lo=20.0) <= 50.0       # SCIENCE.md: P2 peak ~39 Hz

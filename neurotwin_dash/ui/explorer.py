@@ -35,7 +35,7 @@ def parse_query(args: dict) -> dict:
     for key, vals in (args or {}).items():
         v = vals[-1] if isinstance(vals, (list, tuple)) else vals
         v = v.decode() if isinstance(v, bytes) else str(v)
-        if key in ("model", "connectome", "normalisation", "montage", "empirical_fc", "band", "map_band",
+        if key in ("model", "output", "connectome", "normalisation", "montage", "empirical_fc", "band", "map_band",
                    "region"):
             out[key] = v
         elif key == "lesions":
@@ -150,6 +150,7 @@ class Explorer(pn.viewable.Viewer):
         net = paramset_widgets(s.network_params)
         model_card = pn.Card(
             pn.widgets.Select.from_param(s.param.model, sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(s.param.output, sizing_mode="stretch_width"),
             pn.bind(self._model_sliders, s.param.model_params), title="Model", collapsed=False, sizing_mode="stretch_width")
         network_card = pn.Card(
             pn.widgets.Select.from_param(s.param.connectome, sizing_mode="stretch_width"),

@@ -136,6 +136,9 @@ class SpectraPlot:
             return
         a, m, h, label, n = d
         self.all.data, self.mean.data, self.hi.data = a, m, h
+        unit = res[f"psd_{self.kind}"].attrs.get("units", "").replace("^2", "²")
+        if unit:
+            self.figure.yaxis.axis_label = f"log10 PSD ({unit})"
         self.figure.legend.items[2].label = value(label)
         self.figure.title.text = self._title(res, n)
 

@@ -264,10 +264,6 @@ class JobRunner(param.Parameterized):
         if token != self._latest:
             return False
         _w, _c = time.perf_counter(), time.thread_time()
-        if os.environ.get("NEUROTWIN_UI_PROFILE"):
-            import cProfile
-            prof = cProfile.Profile()
-            prof.enable()
         with _hold_document(), param.parameterized.batch_call_watchers(self):
             self.elapsed_s = time.perf_counter() - t0
             self.error = error
@@ -275,9 +271,6 @@ class JobRunner(param.Parameterized):
                 self.result = result
                 self.n_done += 1
             self.busy = False
-        if os.environ.get("NEUROTWIN_UI_PROFILE"):
-            prof.disable()
-            prof.dump_stats(os.environ["NEUROTWIN_UI_PROFILE"] + f".{token}")
         if os.environ.get("NEUROTWIN_UI_DEBUG"):
             import sys
             print(f"[ui] accept wall {time.perf_counter() - _w:.3f} s cpu {time.thread_time() - _c:.3f} s",
@@ -432,6 +425,8 @@ class ExplorerState(param.Parameterized):
     """
 
     model = param.Selector(default="jansen_rit", objects=["jansen_rit"], doc="Neural mass model")
+    output = param.Selector(default="v_pyr", objects=["v_pyr"],
+                            doc="Model output analysed in the region plots (the model's observed outputs)")
     connectome = param.Selector(default="tvb76", objects=[SINGLE_NODE, "tvb76"],
                                 doc="Structural connectome from the data catalog (or one uncoupled node)")
     normalisation = param.Selector(default="max", objects=["none", "max", "rowsum", "spectral", "log"],
@@ -460,7 +455,7 @@ class ExplorerState(param.Parameterized):
     network_params = param.Parameter(doc="Network parameters (simulate.NETWORK_PARAMS)")
     auto_run = param.Boolean(default=True, doc="Re-simulate whenever an input changes")
 
-    _SIM_INPUTS = ("model", "connectome", "normalisation", "weight_scale", "lesions", "edges",
+    _SIM_INPUTS = ("model", "output", "connectome", "normalisation", "weight_scale", "lesions", "edges",
                    "duration_s", "transient_s", "seed", "montage", "empirical_fc")
 
     def __init__(self, mode: str = "dask", **params):
@@ -521,6 +516,7 @@ class ExplorerState(param.Parameterized):
             lesions=list(self.lesions), edges=list(self.edges),
             montage=self.montage if self.connectome_name else None,
             empirical_fc=None if self.empirical_fc == "none" else self.empirical_fc,
+            output=self.output,
         )
 
     # --- actions -----------------------------------------------------------------------------
@@ -567,6 +563,10 @@ class ExplorerState(param.Parameterized):
         obj = cls()
         obj.param.watch(self._on_input, list(mod.PARAMS.names))
         self.model_params = obj
+        observed = list(getattr(mod, "OBSERVED", ()) or ())
+        self.param.output.objects = observed
+        if self.output not in observed:
+            self.output = observed[0]
 
     def _refresh_regions(self):
         labels = self.labels()
