@@ -225,9 +225,17 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> int:
     """Run ``panel serve`` in the foreground with ``env`` added; returns its exit code."""
+    import signal
     proc = subprocess.Popen(argv, env={**os.environ, **(env or {})})
+
+    def forward(signum, frame):       # stopping `neurotwin serve` stops the server it started
+        proc.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
         return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
