@@ -269,3 +269,13 @@ def test_lanmm_superficial_output_carries_gamma():
     s.run()
     assert s.runner.result.attrs["output"] == "v_p2"
     assert 30.0 <= _peak_hz(s.runner.result, lo=20.0) <= 50.0       # SCIENCE.md: P2 peak ~39 Hz
+
+
+def test_network_sliders_start_at_each_models_own_network_defaults():
+    from neurotwin_dash.simulate import network_params
+    state = ExplorerState(mode="sync", model="jansen_rit", connectome=SINGLE_NODE, auto_run=False)
+    jr = network_params("jansen_rit").defaults()
+    assert jr["coupling"] > 0  # the coupling of its reference alpha rhythm on tvb76, not 0
+    assert state.network_params.coupling == pytest.approx(jr["coupling"])
+    state.model = "lanmm"
+    assert state.network_params.coupling == pytest.approx(network_params("lanmm").defaults()["coupling"])

@@ -77,13 +77,11 @@ class MonitorState(param.Parameterized):
     data = param.Parameter(doc="Latest snapshot: dict of arrays for the plots")
 
     def __init__(self, client="dask", run_dir=None, **params):
-        from ..simulate import NETWORK_PARAMS
         from ..sweep import METRICS
         self.param.model.objects = available_models()
         self.param.connectome.objects = [SINGLE_NODE] + catalog.names("connectome")
         self.param.metric.objects = [m for m in METRICS if m not in ("band_power",)]
         super().__init__(**params)
-        self._network = NETWORK_PARAMS
         self.client = client
         self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="neurotwin-monitor-"))
         self._run_id = 0
@@ -94,8 +92,8 @@ class MonitorState(param.Parameterized):
 
     # --- parameters ----------------------------------------------------------------------------
     def declared(self):
-        from ..models import get_model
-        return get_model(self.model).PARAMS + self._network
+        from ..simulate import all_params
+        return all_params(self.model)
 
     def _refresh_params(self, *events):
         names = list(self.declared().names)

@@ -422,11 +422,11 @@ def explorer_plots() -> dict:
 def changed_settings(res: xr.Dataset) -> dict:
     """Model/network parameters and connectome edits of a result that differ from the defaults."""
     from ..models import get_model
-    from ..simulate import NETWORK_PARAMS
+    from ..simulate import network_params
     spec = json.loads(res.attrs.get("spec", "{}"))
     if not spec:
         return {}
-    defaults = dict(get_model(spec["model"]).PARAMS.defaults(), **NETWORK_PARAMS.defaults())
+    defaults = dict(get_model(spec["model"]).PARAMS.defaults(), **network_params(spec["model"]).defaults())
     out = {k: float(v) for k, v in spec.get("params", {}).items()
            if k in defaults and not np.isclose(float(v), defaults[k])}
     if spec.get("weight_scale", 1.0) != 1.0:

@@ -478,7 +478,11 @@ class ExplorerState(param.Parameterized):
         super().__init__(**params)
         self.network_params = self._network_cls()
         self.network_params.param.watch(self._on_input, list(NETWORK_PARAMS.names))
-        self._install_model_params()
+        self._suspend += 1
+        try:
+            self._install_model_params()
+        finally:
+            self._suspend -= 1
         self._refresh_regions()
         self.param.watch(self._on_model, ["model"])
         self.param.watch(self._on_connectome, ["connectome"])
@@ -563,6 +567,10 @@ class ExplorerState(param.Parameterized):
         obj = cls()
         obj.param.watch(self._on_input, list(mod.PARAMS.names))
         self.model_params = obj
+        # each model has its own network defaults (e.g. the coupling of its reference rhythm)
+        from ..simulate import network_params
+        for name, value in network_params(mod).defaults().items():
+            setattr(self.network_params, name, float(value))
         observed = list(getattr(mod, "OBSERVED", ()) or ())
         self.param.output.objects = observed
         if self.output not in observed:
