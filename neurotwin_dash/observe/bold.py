@@ -25,21 +25,30 @@ is normalised per region before it enters the model — ``drive_norm="zscore"`` 
 from the resting baseline independent of the model's units), ``"relative"`` ((x − mean)/mean,
 for positive rates), or ``"none"`` (use x as is) — then multiplied by ``drive_gain``.
 
-Numerics: explicit Euler at a fine step ``dt_ms`` (≤ 1 ms; never at the TR), the input held
-constant over each of its samples (zero-order hold; its sample interval must be a whole
-number of steps), run in chunks of input samples so that long runs never hold the whole
-fine-grained series in memory. The state is sampled every TR (exact step indices
+Numerics: explicit Euler at a fine step ``dt_ms`` (≤ 1 ms; never at the TR) in s and the
+logarithms of f, v, q (Stephan et al. 2007, NeuroImage 38:387), so the positive states stay
+positive; the input held constant over each of its samples (zero-order hold; its sample interval
+must be a whole number of steps), run in chunks of input samples so that long runs never hold the
+whole fine-grained series in memory. The state is sampled every TR (exact step indices
 round(k·TR/dt)), starting with the state at the first input sample's time.
+
+Range: a drive that stays below −γ (for z-scored drives: the long low phase of a slow or
+saturated signal) makes ḟ = s pull the inflow to zero in finite time — the model then has no
+solution, in any coordinates. The inflow is held at :data:`FLOW_FLOOR` (1 % of rest) until s
+turns positive; the BOLD there is clipped (≈ −5 % with the classic constants), a
+``RuntimeWarning`` says how often, and ``attrs["flow_floor_fraction"]`` records it. Lower
+``drive_gain`` to stay in the model's linear range (slow drives: |z| ≲ γ).
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import xarray as xr
 from numba import njit
 
-__all__ = ["CONSTANTS", "resolve_constants", "balloon_windkessel", "balloon_windkessel_reference",
+__all__ = ["CONSTANTS", "FLOW_FLOOR", "resolve_constants", "balloon_windkessel", "balloon_windkessel_reference",
            "bold_from_result", "impulse_response"]
 
 _THETA0, _R0, _EPS, _TE = 40.3, 25.0, 1.43, 0.04
@@ -78,72 +87,137 @@ def resolve_constants(constants="classic") -> dict[str, float]:
 
 
 # --- kernels --------------------------------------------------------------------------------
+#
+# States: s (linear, may be negative) and the logarithms of the positive states f, v, q
+# (Stephan et al. 2007, NeuroImage 38:387: x̃ = ln x, dx̃/dt = ẋ/x), so v and q stay positive by
+# construction and no step can overshoot them through zero:
+#
+#     d ln f/dt = s / f
+#     d ln v/dt = (f − v^(1/α)) / (τ v)
+#     d ln q/dt = (f (1 − (1 − ρ)^(1/f)) / ρ − v^(1/α) q / v) / (τ q)
+#
+# The log transform cannot rescue the inflow itself: while s stays negative, ḟ = s reaches f = 0 in
+# finite time (ln f → −∞) — this happens whenever the drive stays below −γ (linear steady state
+# f* = 1 + z/γ ≤ 0), e.g. the drop of a z-scored saturated signal. There the model has no solution;
+# ln f is held at ln FLOW_FLOOR (flow stopped) until s turns positive again, the steps are counted
+# and reported (the BOLD there is clipped, not the model's linear response).
 
-@njit(cache=True, fastmath=True)
-def _bw_chunk(z, hold, dt, c, state, sample_steps, k_next, step0, out):
+FLOW_FLOOR = 0.01
+"""Lowest inflow f (fraction of rest) the integration allows; reached only for drives below −γ."""
+
+_EXACT_ABOVE = 0.01   # carried exponentials are re-evaluated exactly when a step's log change exceeds this
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _exp_small(x):
+    """exp(x) by its 4th-order Taylor polynomial: relative error < x⁵/120 (< 1e-12 for |x| ≤ 0.01)."""
+    return 1.0 + x * (1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + x * 0.25)))
+
+
+@njit(cache=True, fastmath=True, error_model="numpy")   # no zero-division branch: the loop vectorises
+def _bw_chunk(z, hold, dt, c, state, sample_steps, k_next, step0, out, floor_steps):
     """Integrate a chunk. z: (n_in, n_region) drive; each sample lasts ``hold`` steps of ``dt`` s.
 
-    state: (4, n_region) s, f, v, q (updated in place). sample_steps: global step indices at
-    which the state is read (before that step); out: (n_samples, n_region) BOLD, rows from
-    ``k_next`` on are filled.
+    state: (4, n_region) s, ln f, ln v, ln q (updated in place). sample_steps: global step indices
+    at which the state is read (before that step); out: (n_samples, n_region) BOLD, rows from
+    ``k_next`` on are filled. floor_steps: (n_region,) int, incremented for each step the inflow
+    is held at :data:`FLOW_FLOOR`.
 
-    Speed: the two powers w = v^(1/α) and e = (1 − ρ)^(1/f) are evaluated exactly once per
-    input sample and carried between by their own ODEs (dw = w/(α v) dv, de = −ln(1 − ρ) e df/f²),
-    so the inner loop over regions has no transcendental calls and vectorises. Over one
-    input sample this differs from evaluating the powers every step by O(hold · dt²).
+    Explicit Euler in the log states, exactly as the reference. Speed: the exponentials the
+    derivatives need (f, 1/v, v^(1/α − 1), 1/q, (1 − ρ)^(1/f)) are evaluated exactly at every
+    input sample and carried between by multiplying with exp(Δ) of their exponent's change, where
+    exp(Δ) is a 4th-order polynomial (|Δ| ≤ 1e-4 per step in ordinary use: error ~1e-22). So the
+    loop over regions has no transcendental calls and vectorises; a region whose step changes an
+    exponent by more than ``_EXACT_ABOVE`` (near the flow floor) is re-evaluated exactly.
     """
     kappa, gamma, tau, alpha, rho, V0, k1, k2, k3 = c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
-    inv_alpha = 1.0 / alpha
-    inv_tau = 1.0 / tau
+    kk = 1.0 / alpha - 1.0              # v^(1/α)/v = v^(1/α − 1)
+    dt_tau = dt / tau
     inv_rho = 1.0 / rho
     log1mr = math.log(1.0 - rho)
+    lf_min = math.log(FLOW_FLOOR)
     n_in, n_reg = z.shape
     n_samp = sample_steps.shape[0]
     s = state[0].copy()
-    f = state[1].copy()
-    v = state[2].copy()
-    q = state[3].copy()
-    w = np.empty(n_reg)
-    e = np.empty(n_reg)
+    lf = state[1].copy()
+    lv = state[2].copy()
+    lq = state[3].copy()
+    f = np.empty(n_reg)        # f
+    inv_f = np.empty(n_reg)    # 1/f
+    inv_v = np.empty(n_reg)    # 1/v
+    w = np.empty(n_reg)        # v^(1/α − 1)
+    inv_q = np.empty(n_reg)    # 1/q
+    p = np.empty(n_reg)        # (1 − ρ)^(1/f)
+    big = np.empty(n_reg)
     k = k_next
     g = step0
     for i in range(n_in):
         for r in range(n_reg):
-            w[r] = math.exp(math.log(v[r]) * inv_alpha)
-            e[r] = math.exp(log1mr / f[r])
+            f[r] = math.exp(lf[r])
+            inv_f[r] = 1.0 / f[r]
+            inv_v[r] = math.exp(-lv[r])
+            w[r] = math.exp(kk * lv[r])
+            inv_q[r] = math.exp(-lq[r])
+            p[r] = math.exp(log1mr * inv_f[r])
         for h in range(hold):
             while k < n_samp and sample_steps[k] == g:
                 for r in range(n_reg):
-                    out[k, r] = V0 * (k1 * (1.0 - q[r]) + k2 * (1.0 - q[r] / v[r]) + k3 * (1.0 - v[r]))
+                    vr = math.exp(lv[r])
+                    qr = math.exp(lq[r])
+                    out[k, r] = V0 * (k1 * (1.0 - qr) + k2 * (1.0 - qr / vr) + k3 * (1.0 - vr))
                 k += 1
+            n_big = 0
             for r in range(n_reg):
                 sr = s[r]
                 fr = f[r]
-                vr = v[r]
-                qr = q[r]
                 wr = w[r]
-                inv_v = 1.0 / vr
-                inv_f = 1.0 / fr
-                dv = inv_tau * (fr - wr)
-                dq = inv_tau * (fr * (1.0 - e[r]) * inv_rho - wr * qr * inv_v)
+                d_lv = dt_tau * (fr * inv_v[r] - wr)
+                d_lq = dt_tau * (fr * (1.0 - p[r]) * inv_rho * inv_q[r] - wr)
+                lf_try = lf[r] + dt * sr * inv_f[r]
+                at_floor = lf_try < lf_min
+                lf_new = lf_min if at_floor else lf_try
+                d_lf = lf_new - lf[r]
+                floor_steps[r] += at_floor
                 s[r] = sr + dt * (z[i, r] - kappa * sr - gamma * (fr - 1.0))
-                f[r] = fr + dt * sr
-                v[r] = vr + dt * dv
-                q[r] = qr + dt * dq
-                w[r] = wr + dt * wr * inv_alpha * inv_v * dv
-                e[r] = e[r] - dt * log1mr * e[r] * sr * inv_f * inv_f
+                lf[r] = lf_new
+                lv[r] += d_lv
+                lq[r] += d_lq
+                f_new = fr * _exp_small(d_lf)
+                inv_f_new = 1.0 / f_new
+                d_lp = log1mr * (inv_f_new - inv_f[r])
+                f[r] = f_new
+                inv_f[r] = inv_f_new
+                p[r] *= _exp_small(d_lp)
+                inv_v[r] *= _exp_small(-d_lv)
+                w[r] *= _exp_small(kk * d_lv)
+                inv_q[r] *= _exp_small(-d_lq)
+                m = max(max(abs(d_lf), abs(d_lp)), max(abs(kk * d_lv), abs(d_lq)))
+                big[r] = m
+                n_big += m > _EXACT_ABOVE
+            if n_big:
+                for r in range(n_reg):
+                    if big[r] > _EXACT_ABOVE:
+                        f[r] = math.exp(lf[r])
+                        inv_f[r] = 1.0 / f[r]
+                        inv_v[r] = math.exp(-lv[r])
+                        w[r] = math.exp(kk * lv[r])
+                        inv_q[r] = math.exp(-lq[r])
+                        p[r] = math.exp(log1mr * inv_f[r])
             g += 1
     state[0] = s
-    state[1] = f
-    state[2] = v
-    state[3] = q
+    state[1] = lf
+    state[2] = lv
+    state[3] = lq
 
 
-def balloon_windkessel_reference(z, dt_in, dt, constants="classic", tr=None):
+def balloon_windkessel_reference(z, dt_in, dt, constants="classic", tr=None, return_floor_steps=False):
     """Slow, obvious NumPy reference: same equations and sampling, one step at a time.
 
-    ``z`` (n_in, n_region) drive sampled every ``dt_in`` s; returns BOLD (n_samples, n_region)
-    sampled every ``tr`` s (every input sample when ``tr`` is None).
+    Explicit Euler in s, ln f, ln v, ln q with every power evaluated exactly; ln f held at
+    ln :data:`FLOW_FLOOR` from below. ``z`` (n_in, n_region) drive sampled every ``dt_in`` s;
+    returns BOLD (n_samples, n_region) sampled every ``tr`` s (every input sample when ``tr`` is
+    None), and with ``return_floor_steps`` also the number of steps each region's inflow sat at
+    the floor.
     """
     c = resolve_constants(constants)
     z = np.atleast_2d(np.asarray(z, float))
@@ -151,21 +225,27 @@ def balloon_windkessel_reference(z, dt_in, dt, constants="classic", tr=None):
     n_steps = z.shape[0] * hold
     tr = dt_in if tr is None else tr
     samples = _sample_steps(n_steps, dt, tr)
-    s = np.zeros(z.shape[1]); f = np.ones_like(s); v = np.ones_like(s); q = np.ones_like(s)
+    s = np.zeros(z.shape[1]); lf = np.zeros_like(s); lv = np.zeros_like(s); lq = np.zeros_like(s)
+    floor_steps = np.zeros(z.shape[1], np.int64)
     out = []
     k = 0
     for g in range(n_steps):
+        f, v, q = np.exp(lf), np.exp(lv), np.exp(lq)
         while k < len(samples) and samples[k] == g:
             out.append(c["V0"] * (c["k1"] * (1 - q) + c["k2"] * (1 - q / v) + c["k3"] * (1 - v)))
             k += 1
         zi = z[g // hold]
         vpow = v ** (1 / c["alpha"])
         ds = zi - c["kappa"] * s - c["gamma"] * (f - 1)
-        df = s
-        dv = (f - vpow) / c["tau"]
-        dq = (f * (1 - (1 - c["rho"]) ** (1 / f)) / c["rho"] - vpow * q / v) / c["tau"]
-        s, f, v, q = s + dt * ds, f + dt * df, v + dt * dv, q + dt * dq
-    return np.array(out).reshape(len(samples), z.shape[1])
+        dlf = s / f
+        dlv = (f - vpow) / (c["tau"] * v)
+        dlq = (f * (1 - (1 - c["rho"]) ** (1 / f)) / c["rho"] - vpow * q / v) / (c["tau"] * q)
+        lf_try = lf + dt * dlf
+        floor_steps += lf_try < np.log(FLOW_FLOOR)
+        s, lf = s + dt * ds, np.maximum(lf_try, np.log(FLOW_FLOOR))
+        lv, lq = lv + dt * dlv, lq + dt * dlq
+    bold = np.array(out).reshape(len(samples), z.shape[1])
+    return (bold, floor_steps) if return_floor_steps else bold
 
 
 def _sample_steps(n_steps: int, dt: float, tr: float) -> np.ndarray:
@@ -199,7 +279,8 @@ def balloon_windkessel(drive, tr_s: float = 0.72, dt_ms: float | None = None, co
     -------
     xarray.DataArray (…, time, region)
         BOLD as a fraction (0.01 = 1 % signal change); ``time`` in s at multiples of ``tr_s`` from the
-        first input time. attrs: constants, dt_ms, tr_s.
+        first input time. attrs: constants, dt_ms, tr_s, flow_floor_fraction (share of region-time
+        with the inflow held at :data:`FLOW_FLOOR`; > 0 also warns).
     """
     from ..params import ParamError
     if not isinstance(drive, xr.DataArray) or "time" not in drive.dims or "region" not in drive.dims:
@@ -241,8 +322,8 @@ def balloon_windkessel(drive, tr_s: float = 0.72, dt_ms: float | None = None, co
     cvec = np.array([c[k] for k in _ORDER], float)
     chunk = max(1, int(round(chunk_s / dt_in)))
     # all series side by side as "regions" of one kernel call (one pass over time)
-    state = np.zeros((4, n_series * n_reg))
-    state[1:] = 1.0
+    state = np.zeros((4, n_series * n_reg))      # s = 0, ln f = ln v = ln q = 0: rest
+    floor_steps = np.zeros(n_series * n_reg, np.int64)
     out = np.full((len(samples), n_series * n_reg), np.nan)
     k_next = 0
     for start in range(0, n_in, chunk):
@@ -251,8 +332,17 @@ def balloon_windkessel(drive, tr_s: float = 0.72, dt_ms: float | None = None, co
         block = np.ascontiguousarray(block, dtype=np.float64)
         if not np.all(np.isfinite(block)):
             raise ValueError("drive contains NaN/Inf (diverged simulation?); drop those members first")
-        _bw_chunk(block, hold, dt, cvec, state, samples, k_next, start * hold, out)
+        _bw_chunk(block, hold, dt, cvec, state, samples, k_next, start * hold, out, floor_steps)
         k_next = int(np.searchsorted(samples, (start + block.shape[0]) * hold))
+    floor_fraction = float(floor_steps.sum()) / (floor_steps.size * n_steps)
+    n_floored = int(np.count_nonzero(floor_steps))
+    if n_floored:
+        warnings.warn(
+            f"BOLD: inflow f held at its floor ({FLOW_FLOOR:g} of rest) in {n_floored} of {floor_steps.size} "
+            f"series, {100 * floor_fraction:.2g} % of all region-time: the drive stayed below "
+            f"−γ = −{c['gamma']:g}, outside the Balloon–Windkessel model's range, and the BOLD there is "
+            f"clipped. Scale the drive down (bold_from_result(drive_gain=...)) to stay in its linear range.",
+            RuntimeWarning, stacklevel=3)
     bold = out.reshape(len(samples), n_series, n_reg)
     bold = np.moveaxis(bold, 1, 0).reshape(lead_shape + (len(samples), n_reg))
     times = t[0] + samples * dt
@@ -265,7 +355,8 @@ def balloon_windkessel(drive, tr_s: float = 0.72, dt_ms: float | None = None, co
         attrs={"units": "1 (fractional signal change)", "model": "Balloon–Windkessel (Friston 2000/2003)",
                "constants": constants if isinstance(constants, str) else str(constants),
                **{f"bw_{k}": c[k] for k in _ORDER}, "dt_ms": dt * 1000.0, "tr_s": float(tr_s),
-               "integration": "explicit Euler, zero-order hold input"},
+               "integration": "explicit Euler in s, ln f, ln v, ln q (Stephan 2007), zero-order hold input",
+               "flow_floor": FLOW_FLOOR, "flow_floor_fraction": floor_fraction},
     )
 
 
@@ -277,7 +368,9 @@ def bold_from_result(result: xr.Dataset, variable=None, tr_s: float = 0.72, dt_m
     The neural drive is ``variable`` (default: ``rate_out`` when recorded, else the EEG variable,
     see :func:`neurotwin_dash.observe.eeg.pick_eeg_variable`), normalised per region and member
     over time by ``drive_norm`` (``"zscore"``, ``"relative"`` or ``"none"``) and scaled by
-    ``drive_gain``. Diverged members (NaN) give NaN BOLD.
+    ``drive_gain``. Diverged members (NaN) give NaN BOLD. A z-scored slow or saturated signal can
+    leave the model's range at ``drive_gain = 1``: the inflow is then held at :data:`FLOW_FLOOR`,
+    with a ``RuntimeWarning`` (see the module notes); a gain ~0.1 keeps such drives linear.
     """
     from .eeg import pick_eeg_variable
     if variable is None:
