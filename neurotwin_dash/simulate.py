@@ -144,8 +144,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         Integration step in ms, in (0, 10].
     params : dict, optional
         Model parameters and network parameters (:data:`NETWORK_PARAMS`: ``coupling``,
-        ``speed_m_s``), each a scalar, ``(batch,)``, ``(region,)`` or ``(batch, region)``. The batch
-        size is the longest batch axis given.
+        ``speed_m_s``), each a scalar, ``(batch,)``, ``(region,)`` or ``(batch, region)``.
     seed : int or sequence of int or None
         One seed for all members, or one per member (see the module notes). ``None`` draws one.
     sample_rate_hz : float
@@ -155,7 +154,8 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     transient_s : float
         Initial period simulated but not returned (``0 ≤ transient_s < duration_s``).
     drive : Drive or list of Drive, optional
-        External inputs (stimulation enters here).
+        External inputs (stimulation enters here); a ``(batch, region)`` spatial map gives each
+        member its own drive (e.g. a dose sweep).
     normalisation : str
         Weight normalisation applied before simulating (``max``, ``spectral``, ``rowsum``, ``log``,
         ``none``).
@@ -168,6 +168,13 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         Threads that advance blocks of batch members concurrently (the kernel releases the GIL);
         ``1`` keeps the call single-threaded; ``None`` uses one per CPU, or one inside a Dask
         worker. Results do not depend on it.
+
+    The batch size is inferred from every source that has a batch axis: ``params`` values of
+    shape ``(batch,)`` or ``(batch, region)``, drives whose spatial map is ``(batch, region)``,
+    and a ``seed`` list. They must agree (a size-1 batch axis counts as one value for all);
+    otherwise a :class:`SimulationError` (:class:`~neurotwin_dash.params.ParamError` when only
+    parameters disagree) names each source and its size. A ``(region,)``-long 1-D value is
+    always per region.
 
     Returns
     -------
@@ -229,19 +236,79 @@ def _seeds(seed, n_batch):
     return [int(s) for s in arr]
 
 
-def _spatial(drv, n_batch, labels, k):
+def _spatial_array(drv, labels, k):
+    """The drive's spatial map as a float array, a DataArray's regions put in connectome order."""
     sp = drv.spatial
     if hasattr(sp, "dims") and "region" in getattr(sp, "dims", ()):
         try:
             sp = sp.sel(region=labels).transpose(..., "region").values
         except KeyError:
             raise SimulationError(f"drive[{k}].spatial: its region labels do not match the connectome") from None
-    sp = np.asarray(sp, dtype=float)
-    n = len(labels)
+    try:
+        return np.asarray(sp, dtype=float)
+    except (TypeError, ValueError):
+        raise SimulationError(f"drive[{k}].spatial must be numeric, got {type(sp).__name__}") from None
+
+
+def _batch_size(given, spatials, seed, n_region):
+    """Batch size agreed by params, drives and seeds: each source with a batch axis, by name."""
+    param_sizes, other_sizes = {}, {}
+    for name, value in given.items():
+        try:
+            arr = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            continue                                   # ParamSet.to_array names the bad value
+        if arr.ndim == 2 and arr.shape[1] == n_region:
+            param_sizes[f"params[{name!r}]"] = arr.shape[0]
+        elif arr.ndim == 1 and arr.shape[0] != n_region:
+            param_sizes[f"params[{name!r}]"] = arr.shape[0]
+    for k, sp in enumerate(spatials):
+        if sp.ndim == 2 and sp.shape[1] == n_region:
+            other_sizes[f"drive[{k}].spatial"] = sp.shape[0]
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        arr = np.asarray(seed)
+        if arr.ndim == 1:
+            other_sizes["seed"] = arr.shape[0]
+    sizes = {**param_sizes, **other_sizes}
+    for src, n in sizes.items():
+        if n == 0:
+            raise (ParamError if src in param_sizes else SimulationError)(
+                f"{src} has no values along the batch axis; give at least one")
+    distinct = {n for n in sizes.values() if n != 1}
+    if len(distinct) > 1:
+        listed = ", ".join(f"{src} has {n}" for src, n in sizes.items())
+        error = ParamError if not {n for n in other_sizes.values() if n != 1} else SimulationError
+        raise error(f"batch sizes disagree: {listed}; give each a batch axis of the same length "
+                    f"(or one value for all members)")
+    return distinct.pop() if distinct else 1
+
+
+def _squeeze_batch(given, n_batch, n_region):
+    """Size-1 batch axes of parameters broadcast like scalars when the batch is larger."""
+    if n_batch == 1:
+        return given
+    out = {}
+    for name, value in given.items():
+        try:
+            arr = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            out[name] = value
+            continue
+        if arr.ndim == 2 and arr.shape == (1, n_region):
+            value = arr[0]
+        elif arr.shape == (1,) and n_region != 1:
+            value = arr[0]
+        out[name] = value
+    return out
+
+
+def _spatial(sp, n_batch, n, k):
     if sp.ndim == 0:
         sp = np.full((n_batch, n), float(sp))
     elif sp.shape == (n,):
         sp = np.repeat(sp[None], n_batch, axis=0)
+    elif sp.shape == (1, n):
+        sp = np.repeat(sp, n_batch, axis=0)
     elif sp.shape != (n_batch, n):
         raise SimulationError(
             f"drive[{k}].spatial has shape {sp.shape}; allowed: ({n},) or ({n_batch}, {n})")
@@ -308,8 +375,14 @@ def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, re
         raise SimulationError(f"model {mod.NAME} redeclares network parameters {sorted(clash)}")
     pset = ParamSet(tuple(mod.PARAMS) + tuple(network_params(mod)), owner=mod.NAME)
     given = dict(params or {})
-    full = pset.to_array(given, n_region=n_region)  # checks names, bounds and shapes
-    n_batch = full.shape[0]
+    drives = [] if drive is None else ([drive] if isinstance(drive, Drive) else list(drive))
+    for k, d in enumerate(drives):
+        if not isinstance(d, Drive):
+            raise SimulationError(f"drive[{k}] must be a Drive, got {type(d).__name__}")
+    spatials = [_spatial_array(d, labels, k) for k, d in enumerate(drives)]
+    n_batch = _batch_size(given, spatials, seed, n_region)
+    # checks names, bounds and shapes
+    full = pset.to_array(_squeeze_batch(given, n_batch, n_region), n_batch=n_batch, n_region=n_region)
     n_model = len(mod.PARAMS)
     model_p = np.ascontiguousarray(full[:, :n_model, :].transpose(0, 2, 1))
     coupling = np.ascontiguousarray(full[:, pset.index("coupling"), :])
@@ -334,15 +407,11 @@ def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, re
 
     n_total = n_samp_total * decim
     dt_s = dt_ms * 1e-3
-    drives = [] if drive is None else ([drive] if isinstance(drive, Drive) else list(drive))
-    for k, d in enumerate(drives):
-        if not isinstance(d, Drive):
-            raise SimulationError(f"drive[{k}] must be a Drive, got {type(d).__name__}")
     drv_space = np.zeros((len(drives), n_batch, n_region))
     drv_wave = np.zeros((len(drives), n_total + 1))
     drv_target = np.zeros(len(drives), dtype=np.int64)
     for k, d in enumerate(drives):
-        drv_space[k] = _spatial(d, n_batch, labels, k)
+        drv_space[k] = _spatial(spatials[k], n_batch, n_region, k)
         drv_wave[k] = _waveform(d, n_total, dt_s, k)
         drv_target[k] = 0 if d.target == "membrane" else 1
 

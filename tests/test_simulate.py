@@ -164,3 +164,57 @@ def test_invalid_inputs_raise_clear_errors_before_compute(monkeypatch):
         Drive(np.ones(3), np.sin, target="skull")
     with pytest.raises(ValueError, match="unknown model"):
         simulate("nosuch", None, duration_s=0.1)
+
+
+def test_batch_size_is_inferred_from_a_batched_drive_and_each_member_equals_its_drive_alone():
+    labels = list(simulate("jansen_rit", "tvb76", duration_s=0.01).region.values)
+    dose = np.array([0.0, 1.0, 3.0])
+    en = np.linspace(-1.0, 2.0, 76)
+    spatial = xr.DataArray(dose[:, None] * en, dims=("batch", "region"), coords={"region": labels})
+    wave = lambda t: np.sin(2 * np.pi * 40 * t)  # noqa: E731
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.2, seed=3, record=["v_pyr"])
+    swept = simulate(drive=Drive(spatial, wave), **kw)                 # no batched parameter needed
+    assert swept.sizes["batch"] == 3
+    alone = simulate(drive=Drive(dose[2] * en, wave), **kw)
+    assert np.array_equal(swept.v_pyr.values[2], alone.v_pyr.values[0])
+    undriven = simulate(**kw)
+    assert np.array_equal(swept.v_pyr.values[0], undriven.v_pyr.values[0])
+    assert np.abs(swept.v_pyr.values[2] - swept.v_pyr.values[0]).max() > 0.05
+    # the old workaround (a dummy batched parameter) gives the same run
+    dummy = simulate(drive=Drive(spatial, wave), params={"coupling": np.full(3, 2.0)}, **kw)
+    assert np.array_equal(swept.v_pyr.values, dummy.v_pyr.values)
+
+
+def test_batch_size_is_inferred_from_a_seed_list():
+    ds = simulate("jansen_rit", None, duration_s=0.3, seed=[5, 6, 7])
+    assert ds.sizes["batch"] == 3 and ds.attrs["seed"] == "[5, 6, 7]"
+    alone = simulate("jansen_rit", None, duration_s=0.3, seed=6)
+    assert np.array_equal(ds.v_pyr.values[1], alone.v_pyr.values[0])
+    assert np.abs(ds.v_pyr.values[0] - ds.v_pyr.values[1]).max() > 1e-3
+
+
+def test_size_one_batch_axes_broadcast_over_a_larger_batch():
+    en = np.linspace(0.0, 1.0, 76)
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.05, seed=1)
+    a = simulate(params={"coupling": [1.0, 2.0, 3.0], "p": 200.0}, drive=Drive(en[None, :], np.cos), **kw)
+    b = simulate(params={"coupling": [1.0, 2.0, 3.0], "p": [200.0]}, drive=Drive(en, np.cos), **kw)
+    assert a.sizes["batch"] == b.sizes["batch"] == 3
+    assert np.array_equal(a.v_pyr.values, b.v_pyr.values)
+
+
+def test_disagreeing_batch_sizes_name_each_source_before_compute(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("compute started")
+    monkeypatch.setattr(sim_module, "_execute", boom)
+    two = Drive(np.ones((2, 76)), np.sin)
+    with pytest.raises(SimulationError, match=r"params\['coupling'\] has 3, drive\[1\].spatial has 2"):
+        simulate("jansen_rit", "tvb76", duration_s=0.1, params={"coupling": [1.0, 2.0, 3.0]},
+                 drive=[Drive(np.ones(76), np.sin), two])
+    with pytest.raises(SimulationError, match=r"drive\[0\].spatial has 2, seed has 4"):
+        simulate("jansen_rit", "tvb76", duration_s=0.1, drive=two, seed=[1, 2, 3, 4])
+    with pytest.raises(ParamError, match=r"params\['coupling'\] has 3, params\['p'\] has 2"):
+        simulate("jansen_rit", "tvb76", duration_s=0.1, params={"coupling": [1.0, 2.0, 3.0], "p": [100.0, 200.0]})
+    with pytest.raises(SimulationError, match=r"seed has no values"):
+        simulate("jansen_rit", "tvb76", duration_s=0.1, seed=[])
+    with pytest.raises(SimulationError, match=r"drive\[0\].spatial has shape \(2, 5\)"):
+        simulate("jansen_rit", "tvb76", duration_s=0.1, drive=Drive(np.ones((2, 5)), np.sin))
