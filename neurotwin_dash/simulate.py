@@ -28,6 +28,15 @@ Seeds
     only by their parameters, as a sweep wants); pass one seed per member for independent
     realisations. Member *k* equals the run of its parameters alone with seed ``seed_k``.
 
+Initial state
+    ``initial="random"`` (the default for networks) starts every region at its own point drawn
+    uniformly within the model's ``INITIAL_RANGE`` from ``default_rng([seed_k, INITIAL_TAG])``
+    (a stream separate from the noise, which is unchanged). Identical starts would make
+    uncoupled limit-cycle regions oscillate in phase for seconds (JR on tvb76 at coupling 0:
+    mean FC 0.5 instead of 0) and pollute every FC/PLV. ``"zeros"`` (the default for one node)
+    is the model's deterministic ``initial_state`` (zero PSPs; Wilson–Cowan 0.05), the start of
+    the single-node reference behaviours.
+
 Monitor
     Every recorded variable is averaged over each sampling period (``decim = 1 / (fs·dt)``
     steps, which must be an integer); sample *n* carries the time of its window start.
@@ -53,6 +62,9 @@ __all__ = ["simulate", "Drive", "NETWORK_PARAMS", "network_params", "all_params"
 
 METHODS = ("euler", "heun")
 BACKENDS = ("numba", "numpy")
+INITIALS = ("random", "zeros")
+#: Second entropy word of the initial-state generator ``default_rng([seed_k, INITIAL_TAG])``.
+INITIAL_TAG = 0x696E6974  # "init"
 
 NETWORK_PARAMS = ParamSet([
     ParamSpec("coupling", 0.0, 0.0, 1000.0, "",
@@ -128,7 +140,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
              drive: Drive | Sequence[Drive] | None = None, normalisation: str = "max",
              method: str = "euler", backend: str = "numba",
              progress: bool | Callable[[int, int], None] = False,
-             threads: int | None = None) -> xr.Dataset:
+             threads: int | None = None, initial=None) -> xr.Dataset:
     """Simulate a neural mass model on a connectome, for one or many parameter sets.
 
     Parameters
@@ -168,6 +180,14 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         Threads that advance blocks of batch members concurrently (the kernel releases the GIL);
         ``1`` keeps the call single-threaded; ``None`` uses one per CPU, or one inside a Dask
         worker. Results do not depend on it.
+    initial : {"random", "zeros"} or array, optional
+        Initial state. ``"random"``: each member's regions drawn uniformly within the model's
+        ``INITIAL_RANGE`` from its own seed (``default_rng([seed_k, INITIAL_TAG])``), so the same
+        seed gives the same start and member *k* equals its run alone. ``"zeros"``: the model's
+        deterministic ``initial_state`` (identical in every region). An array of shape
+        ``(batch, region, n_state)`` (or ``(region, n_state)``, ``(n_state,)``) gives it
+        explicitly. Default (``None``): ``"random"`` on a connectome, ``"zeros"`` for one node
+        (and for a registered model without ``INITIAL_RANGE``). Recorded in ``attrs["initial"]``.
 
     The batch size is inferred from every source that has a batch axis: ``params`` values of
     shape ``(batch,)`` or ``(batch, region)``, drives whose spatial map is ``(batch, region)``,
@@ -184,7 +204,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         the run (``params`` holds every value as JSON).
     """
     plan = _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
-                 transient_s, drive, normalisation, method, backend)
+                 transient_s, drive, normalisation, method, backend, initial)
     out = _execute(plan, progress, threads)
     return _to_dataset(plan, out)
 
@@ -340,8 +360,45 @@ def _waveform(drv, n_total, dt_s, k):
     return w
 
 
+def _initial_state(mod, initial, conn, seeds, n_batch, n_region):
+    """The initial state (batch, region, n_state) and its attrs label."""
+    n_state = len(mod.STATES)
+    can_draw = hasattr(mod, "INITIAL_RANGE")
+    if initial is None:
+        initial = "random" if conn is not None and can_draw else "zeros"
+    if isinstance(initial, str):
+        if initial not in INITIALS:
+            raise SimulationError(f"initial {initial!r} unknown; allowed: {', '.join(INITIALS)} "
+                                  f"or an array ({n_batch}, {n_region}, {n_state})")
+        if initial == "zeros":
+            return np.ascontiguousarray(mod.initial_state(n_batch, n_region), dtype=float), initial
+        if not can_draw:
+            raise SimulationError(f"initial='random': model {mod.NAME} declares no INITIAL_RANGE; "
+                                  f"use 'zeros' or an array")
+        x = np.empty((n_batch, n_region, n_state))
+        drawn = {}
+        for k, s in enumerate(seeds):
+            if s not in drawn:
+                drawn[s] = mod.initial_state(1, n_region, rng=np.random.default_rng([s, INITIAL_TAG]))[0]
+            x[k] = drawn[s]
+        return x, initial
+    try:
+        x = np.asarray(initial, dtype=float)
+    except (TypeError, ValueError):
+        raise SimulationError(f"initial must be 'random', 'zeros' or a numeric array, got "
+                              f"{type(initial).__name__}") from None
+    if x.shape in ((n_state,), (n_region, n_state), (1, n_region, n_state)):
+        x = np.broadcast_to(x, (n_batch, n_region, n_state))
+    if x.shape != (n_batch, n_region, n_state):
+        raise SimulationError(f"initial has shape {x.shape}; allowed: ({n_batch}, {n_region}, {n_state}), "
+                              f"({n_region}, {n_state}) or ({n_state},) (batch, region, state)")
+    if not np.all(np.isfinite(x)):
+        raise SimulationError("initial contains NaN or Inf")
+    return np.ascontiguousarray(x, dtype=float), "array"
+
+
 def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record, transient_s,
-          drive, normalisation, method, backend):
+          drive, normalisation, method, backend, initial=None):
     mod = get_model(model)
     if method not in METHODS:
         raise SimulationError(f"method {method!r} unknown; allowed: {', '.join(METHODS)}")
@@ -404,6 +461,7 @@ def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, re
     rec = np.array([names.index(r) for r in record], dtype=np.int64)
 
     seeds = _seeds(seed, n_batch)
+    x0, initial = _initial_state(mod, initial, conn, seeds, n_batch, n_region)
 
     n_total = n_samp_total * decim
     dt_s = dt_ms * 1e-3
@@ -439,7 +497,7 @@ def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, re
         transient_s=n_samp_trans / fs, drv_space=drv_space, drv_wave=drv_wave,
         drv_target=drv_target, W=W, indptr=indptr, indices=indices, weights=weights,
         delays=delays, n_slot=n_slot, method=method, backend=backend,
-        normalisation=normalisation if conn is not None else "none",
+        normalisation=normalisation if conn is not None else "none", x0=x0, initial=initial,
     )
 
 
@@ -451,7 +509,7 @@ def _execute(plan, progress, threads=None):
     n_noise = len(mod.NOISE_STATES)
     n_cvar = len(mod.CVARS)
     decim = plan["decim"]
-    x = np.ascontiguousarray(mod.initial_state(nb, nr), dtype=float)
+    x = plan["x0"].copy()
     c0 = mod.cvar_numpy(x, plan["model_p"], np.zeros((nb, nr)))  # (batch, region, cvar)
     hist = np.ascontiguousarray(
         np.repeat(np.moveaxis(c0, -1, 1)[:, :, :, None], 2 * plan["n_slot"], axis=3))
@@ -599,6 +657,7 @@ def _to_dataset(plan, result):
         "duration_s": plan["duration_s"],
         "transient_s": plan["transient_s"],
         "method": plan["method"],
+        "initial": plan["initial"],
         "backend": plan["backend"],
         "connectome": "none" if conn is None else conn.name,
         "connectome_hash": "" if conn is None else conn.content_hash(),

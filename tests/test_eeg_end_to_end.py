@@ -49,7 +49,11 @@ def test_jansen_rit_76_regions_to_eeg_gives_alpha_with_documented_topography_and
     assert f_peak == pytest.approx(10.5, abs=0.6)
     assert 1.0 < raw.get_data().std() * 1e6 < 100.0        # microvolts, like scalp EEG
     frontal, top = _frac_top(raw, alpha, ("Fp", "AF", "F"))
-    assert frontal >= 0.75, top                             # documented: frontal-dominant
+    # documented: frontal-dominant. With every region started from its own random state (the
+    # network default since the initial-state fix) the frontal share of the 8 strongest alpha
+    # electrodes over seeds 3-14 is 0.85 on average (0.5-1.0; seed 3: 0.625); the old identical
+    # zero start gave 0.93 (0.75-1.0), part of the frontal bias came from the shared start.
+    assert top[0].startswith(("Fp", "AF", "F")) and frontal >= 0.5, top
 
     # stronger occipital generators (x4 moment for V1/V2) → occipital-dominant topography
     labels = list(res.region.values)

@@ -218,3 +218,90 @@ def test_disagreeing_batch_sizes_name_each_source_before_compute(monkeypatch):
         simulate("jansen_rit", "tvb76", duration_s=0.1, seed=[])
     with pytest.raises(SimulationError, match=r"drive\[0\].spatial has shape \(2, 5\)"):
         simulate("jansen_rit", "tvb76", duration_s=0.1, drive=Drive(np.ones((2, 5)), np.sin))
+
+
+# --- initial state --------------------------------------------------------------------------
+
+def _mean_offdiag_fc(v):
+    c = np.corrcoef(v.T)
+    return float(c[~np.eye(c.shape[0], dtype=bool)].mean())
+
+
+def test_random_initial_state_removes_the_spurious_fc_of_uncoupled_limit_cycles():
+    # Uncoupled regions with independent noise are independent: their FC must be ~0. Started all
+    # from the same (zero) state, Jansen-Rit's alpha limit cycle keeps them in phase for seconds.
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=4.0, transient_s=0.5,
+              params={"coupling": 0.0}, seed=0)
+    rand = simulate(**kw)
+    zeros = simulate(initial="zeros", **kw)
+    assert rand.attrs["initial"] == "random" and zeros.attrs["initial"] == "zeros"
+    assert abs(_mean_offdiag_fc(rand.v_pyr.values[0])) < 0.1
+    assert _mean_offdiag_fc(zeros.v_pyr.values[0]) > 0.4
+
+
+def test_single_node_keeps_the_zero_start_and_networks_default_to_random():
+    node = simulate("jansen_rit", None, duration_s=0.01, record=["y1"], params={"noise_sd": 0.0})
+    assert node.attrs["initial"] == "zeros"
+    # from zero PSPs, y1 grows as A a (p + C2 S(0)) t^2 / 2; its first 1-ms mean is that / 3
+    s0 = 5.0 / (1.0 + np.exp(0.56 * 6.0))
+    expected = 3.25 * 100.0 * (220.0 + 108.0 * s0) * 1e-6 / 6.0
+    np.testing.assert_allclose(float(node.y1.values[0, 0, 0]), expected, rtol=0.1)
+    net = simulate("jansen_rit", "tvb76", duration_s=0.01, record=["y1", "y2", "y3"])
+    assert net.attrs["initial"] == "random"
+    y1 = net.y1.values[0, 0]
+    lo, hi = get_model("jansen_rit").INITIAL_RANGE[1]
+    assert y1.std() > 0.2 * (hi - lo) / np.sqrt(12)     # regions start apart
+    assert y1.min() >= -0.5 and y1.max() <= hi + 1.0    # within the declared range (+ 1 ms drift)
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_random_initial_state_lies_in_the_declared_range_and_is_seeded(model):
+    mod = get_model(model)
+    r = np.asarray(mod.INITIAL_RANGE)
+    assert r.shape == (len(mod.STATES), 2)
+    x = mod.initial_state(3, 5, rng=np.random.default_rng(1))
+    assert x.shape == (3, 5, len(mod.STATES))
+    assert np.all(x >= r[:, 0]) and np.all(x <= r[:, 1])
+    assert np.array_equal(x, mod.initial_state(3, 5, rng=np.random.default_rng(1)))
+    assert np.any(x[:, :, r[:, 1] > r[:, 0]].std(axis=1) > 0)
+
+
+def test_random_initial_state_reproduces_and_batch_member_equals_run_alone():
+    kw = dict(model="lanmm", connectome="tvb76", duration_s=0.1, record=["v_p1", "v_p2"])
+    batch = simulate(params={"coupling": [0.0, 1.0]}, seed=[3, 4], **kw)
+    again = simulate(params={"coupling": [0.0, 1.0]}, seed=[3, 4], **kw)
+    assert batch.attrs["initial"] == "random"
+    assert np.array_equal(batch.v_p1.values, again.v_p1.values)
+    for k, (K, s) in enumerate([(0.0, 3), (1.0, 4)]):
+        alone = simulate(params={"coupling": K}, seed=s, **kw)
+        assert np.array_equal(batch.v_p1.values[k], alone.v_p1.values[0])
+        assert np.array_equal(batch.v_p2.values[k], alone.v_p2.values[0])
+    other = simulate(params={"coupling": 0.0}, seed=5, **kw)
+    assert np.abs(other.v_p1.values[0] - batch.v_p1.values[0]).max() > 1e-3
+    # the initial state has its own stream: the noise realisation of a seed is unchanged
+    x0 = np.zeros((76, len(get_model("lanmm").STATES)))
+    a = simulate(params={"coupling": 0.0, "noise_sd": 30.0}, seed=3, initial=x0, **kw)
+    z = simulate(params={"coupling": 0.0, "noise_sd": 30.0}, seed=3, initial="zeros", **kw)
+    assert a.attrs["initial"] == "array"
+    assert np.array_equal(a.v_p1.values, z.v_p1.values)
+
+
+def test_numba_matches_numpy_reference_from_a_random_initial_state():
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.05, params={"coupling": [0.0, 2.0]},
+              seed=[5, 6], initial="random", record=["v_pyr", "y4"])
+    fast = simulate(**kw)
+    ref = simulate(backend="numpy", **kw)
+    assert not np.array_equal(fast.v_pyr.values[:, 0, 0], fast.v_pyr.values[:, 0, 1])
+    for name in ("v_pyr", "y4"):
+        scale = float(np.abs(ref[name]).max())
+        np.testing.assert_allclose(fast[name].values, ref[name].values, rtol=0, atol=1e-9 * scale)
+
+
+def test_bad_initial_state_is_rejected_naming_the_field():
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.01)
+    with pytest.raises(SimulationError, match="initial 'uniform' unknown"):
+        simulate(initial="uniform", **kw)
+    with pytest.raises(SimulationError, match=r"initial has shape \(76, 5\)"):
+        simulate(initial=np.zeros((76, 5)), **kw)
+    with pytest.raises(SimulationError, match="initial contains NaN"):
+        simulate(initial=np.full(6, np.nan), **kw)

@@ -10,7 +10,11 @@ A model module declares
 * ``POLARISED`` (populations whose membrane a ``membrane`` drive shifts) and ``STATE_BOUND``,
 * four numba functions working on one region (``dfun``, ``cvar``, ``observe``, ``noise_gain``),
 * their plain NumPy references over ``(batch, region)`` arrays (``dfun_numpy``, ``cvar_numpy``,
-  ``observe_numpy``, ``noise_gain_numpy``) and ``initial_state(n_batch, n_region)``.
+  ``observe_numpy``, ``noise_gain_numpy``) and ``initial_state(n_batch, n_region, rng=None)``:
+  with ``rng=None`` the deterministic start of the reference behaviours (zeros / constant),
+  with a ``numpy.random.Generator`` a random start drawn uniformly within ``INITIAL_RANGE``
+  (one ``(low, high)`` per state, declared once per model with its physiological rationale; see
+  :func:`uniform_initial_state`). ``simulate(initial="random")`` draws it per batch member.
 
 The network integrator (:mod:`neurotwin_dash.models._kernel`) is shared by all models; adding a
 model is one file plus a line in ``_MODULES`` (or :func:`register_model` for a module elsewhere).
@@ -20,7 +24,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["MODELS", "get_model", "model_names", "register_model"]
+import numpy as np
+
+__all__ = ["MODELS", "get_model", "model_names", "register_model", "uniform_initial_state"]
 
 _MODULES = {
     "jansen_rit": "jansen_rit",
@@ -29,6 +35,29 @@ _MODULES = {
     "wilson_cowan": "wilson_cowan",
     "lopes_da_silva": "lopes_da_silva",
 }
+
+
+def uniform_initial_state(ranges, n_batch: int, n_region: int, rng) -> np.ndarray:
+    """Draw states independently and uniformly within per-state ``(low, high)`` ranges.
+
+    Parameters
+    ----------
+    ranges : sequence of (float, float)
+        One ``(low, high)`` per state (a model's ``INITIAL_RANGE``); ``low == high`` fixes a state.
+    n_batch, n_region : int
+    rng : numpy.random.Generator
+        Consumed as ``rng.random((n_batch, n_region, n_state))`` (C order), so one generator per
+        batch member with ``n_batch=1`` gives each member the same draw as when run alone.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n_batch, n_region, n_state)
+    """
+    r = np.asarray(ranges, dtype=float)
+    if r.ndim != 2 or r.shape[1] != 2 or np.any(r[:, 1] < r[:, 0]):
+        raise ValueError("INITIAL_RANGE must hold one (low, high) pair per state with low <= high")
+    u = rng.random((n_batch, n_region, r.shape[0]))
+    return r[:, 0] + (r[:, 1] - r[:, 0]) * u
 
 
 class _LazyModels(dict):

@@ -63,9 +63,37 @@ _A, _a, _b, _B, _c, _d, _C1, _C2, _e0, _nu, _V0, _P, _sd = (PARAMS.index(n) for 
 _MS = math.sqrt(1e-3)
 
 
-def initial_state(n_batch: int, n_region: int) -> np.ndarray:
-    """Zero PSPs, shape (batch, region, 6)."""
-    return np.zeros((n_batch, n_region, len(STATES)))
+def _initial_range():
+    d = PARAMS.defaults()
+    A, a, b, B, c, dd, C1, C2, e0, P = (d[k] for k in ("A", "a", "b", "B", "c", "d", "C1", "C2",
+                                                        "e0", "P"))
+    psp_max = (A * (b - a) * P / (a * b),            # y1: external input on TCR
+               B * (dd - c) * C2 * 2 * e0 / (c * dd),  # y2: IN -> TCR inhibition
+               A * (b - a) * C1 * 2 * e0 / (a * b))  # y3: TCR -> IN excitation
+    return tuple((0.0, INITIAL_FRACTION * m) for m in psp_max) + ((0.0, 0.0),) * 3
+
+
+INITIAL_FRACTION = 0.25
+#: Random start (``simulate(initial="random")``), per state ``(low, high)``: each PSP uniform
+#: between 0 (rest) and a quarter of its largest stationary value, kernel area
+#: ``A (b − a) / (a b)`` × ``C_k`` × 2e0 (presynaptic population at its maximal rate 2e0; the
+#: external input at its mean P), i.e. up to the PSP sustained by a presynaptic rate e0/2, at
+#: the default parameters;
+#: derivatives 0. This is the low-activity neighbourhood of rest that the zero start belongs to,
+#: wide enough for each region to reach its rhythm at its own phase. Full-range boxes are worse:
+#: a large inhibitory PSP silences the pyramidal cells and every region re-enters the rhythm
+#: from the same point (Jansen–Rit on tvb76, coupling 0: mean FC 0.2 with the full range, 0.02–0.06
+#: with a quarter, 0.5 with zeros; 0 when started on the limit cycle at random phases).
+INITIAL_RANGE = _initial_range()
+
+
+def initial_state(n_batch: int, n_region: int, rng=None) -> np.ndarray:
+    """Shape (batch, region, 6): zero PSPs, or, given a ``numpy.random.Generator``, a uniform
+    draw within :data:`INITIAL_RANGE`."""
+    if rng is None:
+        return np.zeros((n_batch, n_region, len(STATES)))
+    from . import uniform_initial_state
+    return uniform_initial_state(INITIAL_RANGE, n_batch, n_region, rng)
 
 
 @njit(cache=True, inline="always")
