@@ -148,6 +148,12 @@ class Twin:
                       "seed": int(seed), "sample_rate_hz": float(attrs["sample_rate_hz"]),
                       "record": record, "transient_s": float(attrs["transient_s"]),
                       "normalisation": attrs["normalisation"], "method": attrs["method"]}
+        initial = attrs.get("initial")
+        if initial == "array":
+            raise TwinError("initial: the run started from a user-given state array, which a twin "
+                            "does not record; allowed: runs with initial='random' or 'zeros'")
+        if initial is not None:
+            simulation["initial"] = str(initial)
         conn = _resolve_connectome(connectome if connectome is not None else attrs["connectome"],
                                    attrs.get("connectome_hash", ""), attrs["normalisation"])
         drives = _materialise_drives(drive, member, n_batch, simulation, conn)
@@ -189,6 +195,8 @@ class Twin:
                       params={k: (np.asarray(v) if isinstance(v, np.ndarray) else v)
                               for k, v in self.params.items()},
                       **{k: self.simulation[k] for k in _SIM_KEYS})
+        if "initial" in self.simulation:   # absent in twins written before initial states were random
+            kwargs["initial"] = self.simulation["initial"]
         if self.drives:
             kwargs["drive"] = [Drive(spatial=d["spatial"], waveform=d["waveform"], target=d["target"])
                                for d in self.drives]

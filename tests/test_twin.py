@@ -111,3 +111,19 @@ def test_cli_fit_writes_history_result_and_a_reproducible_twin(tmp_path, capsys)
     twin = Twin.load(out / "twin.nc")
     assert twin.verify()
     assert main(["export", "--fit", str(out), "--out", str(tmp_path / "again.zarr")]) == 0
+
+
+def test_twin_keeps_the_initial_state_mode_of_a_network_run(tmp_path):
+    res = simulate(connectome="tvb76", params={"coupling": 2.0}, seed=5, initial="zeros", **RUN)
+    assert res.attrs["initial"] == "zeros"
+    twin = Twin.from_result(res)
+    back = Twin.load(twin.save(tmp_path / "zeros.nc"))
+    assert back.simulation["initial"] == "zeros"
+    np.testing.assert_array_equal(back.simulate()["v_pyr"].values, res["v_pyr"].values)
+    # the default (random) start is a different run, so the mode must travel with the twin
+    assert not np.array_equal(simulate(connectome="tvb76", params={"coupling": 2.0}, seed=5, **RUN)["v_pyr"].values,
+                              res["v_pyr"].values)
+    given = simulate(connectome="tvb76", params={"coupling": 2.0}, seed=5,
+                     initial=np.zeros(6), **RUN)
+    with pytest.raises(TwinError, match="initial: the run started from a user-given state array"):
+        Twin.from_result(given)
