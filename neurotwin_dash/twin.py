@@ -389,39 +389,28 @@ def _labels_of(conn, n_region):
 
 
 def _materialise_drives(drive, member, n_batch, sim, conn) -> list[dict]:
+    from .simulate import SimulationError, _spatial_array, _waveform
     if drive is None:
         return []
     drives = [drive] if not isinstance(drive, (list, tuple)) else list(drive)
     n_total = _n_total(sim["duration_s"], sim["dt_ms"], sim["sample_rate_hz"])
     dt_s = sim["dt_ms"] * 1e-3          # the same expression simulate() samples waveforms with
-    t = np.arange(n_total + 1) * dt_s
-    n_region = len(_labels_of(conn, 1))
+    labels = _labels_of(conn, 1)
+    n_region = len(labels)
     out = []
     for k, d in enumerate(drives):
-        sp = d.spatial
-        if hasattr(sp, "dims") and "region" in sp.dims:
-            sp = sp.sel(region=_labels_of(conn, n_region)).transpose(..., "region").values
-        sp = np.asarray(sp, dtype=float)
+        # sampled exactly as simulate() samples them, so the replay sees the same numbers
+        try:
+            sp = _spatial_array(d, labels, k)
+            w = _waveform(d, n_total, dt_s, k)
+        except SimulationError as exc:
+            raise TwinError(str(exc)) from None
         if sp.ndim == 0:
             sp = np.full(n_region, float(sp))
         elif sp.ndim == 2:
             if sp.shape[0] != n_batch:
                 raise TwinError(f"drive[{k}].spatial has {sp.shape[0]} rows for a batch of {n_batch}")
             sp = sp[member]
-        wf = d.waveform
-        if callable(wf):
-            try:
-                w = np.asarray(wf(t), dtype=float)
-            except Exception:  # scalar-only callables, as simulate accepts them
-                w = None
-            if w is None or w.shape != t.shape:
-                w = np.array([float(wf(float(ti))) for ti in t])
-        else:
-            w = np.asarray(wf, dtype=float).ravel()
-            if w.size == n_total:
-                w = np.append(w, w[-1] if n_total else 0.0)
-        if w.size != n_total + 1:
-            raise TwinError(f"drive[{k}].waveform has {w.size} samples; the run has {n_total} steps")
         out.append({"target": d.target, "spatial": sp.copy(), "waveform": w})
     return out
 
