@@ -369,6 +369,9 @@ def _add_simulate(sub):
     p.add_argument("--transient", type=float, default=0.0, help="initial seconds not written")
     p.add_argument("--record", default=None, help="comma list of outputs/states (default: the model's EEG-like outputs)")
     p.add_argument("--method", default="euler", choices=["euler", "heun"])
+    p.add_argument("--initial", default=None, choices=["random", "zeros"],
+                   help="initial state: each region at its own seeded random point (default on a "
+                        "connectome) or the model's zero state in every region (default for one node)")
     p.add_argument("--normalisation", default="max", help="connectome weight normalisation (default max)")
     p.add_argument("--threads", type=int, default=None, help="threads for batch members (default: one per CPU)")
     p.add_argument("--out", required=True, help="output file (.nc, or .zarr)")
@@ -414,7 +417,7 @@ def _simulate(args):
                   params=params, seed=seeds[0] if len(seeds) == 1 else seeds,
                   sample_rate_hz=args.sample_rate, record=record, transient_s=args.transient,
                   normalisation=args.normalisation, method=args.method,
-                  progress=not args.no_progress, threads=args.threads,
+                  progress=not args.no_progress, threads=args.threads, initial=args.initial,
                   drive=_stimulation_drives(args, conn))
     seconds = time.perf_counter() - t0
     _record_stimulation(ds, args)
