@@ -20,6 +20,11 @@ A sweep is declared once (a :class:`SweepSpec`, usually from YAML) and turned in
 done, so a sweep whose client was killed loses at most the batches in flight. A store made
 by a different spec is refused (its fingerprint is kept in the store's attributes).
 
+**Stopping.** ``run_sweep(..., stop=event)`` with a :class:`threading.Event` ends the sweep
+cleanly once the event is set (e.g. from a UI thread): no new batch starts, batches queued
+on Dask are cancelled, finished ones stay in the store (``SweepResult.stopped`` is True), and
+a later run with the same spec resumes with the missing batches.
+
 **Divergence.** ``simulate`` flags members whose state left the allowed range; the store keeps
 them in ``diverged`` (metrics NaN) rather than dropping them.
 
@@ -709,6 +714,8 @@ class SweepResult:
     n_batches : int
     seconds : float
         Wall time of this call.
+    stopped : bool
+        True when the ``stop`` event ended the call before every batch was done.
     """
 
     dataset: xr.Dataset
@@ -716,6 +723,7 @@ class SweepResult:
     skipped: list
     n_batches: int
     seconds: float
+    stopped: bool = False
 
 
 def _store_exists(store) -> bool:
@@ -803,7 +811,7 @@ def _write_batch(store, b: int, sl: slice, result: xr.Dataset) -> None:
 
 def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None, resume: bool = True,
               overwrite: bool = False, progress: bool = True, max_in_flight: int | None = None,
-              retries: int = 2) -> SweepResult:
+              retries: int = 2, stop=None) -> SweepResult:
     """Run a sweep on Dask into a zarr store, skipping batches already done there.
 
     Parameters
@@ -825,6 +833,10 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
         results arrive, so memory stays bounded for long sweeps.
     retries : int
         Times Dask retries a batch whose worker died or raised.
+    stop : threading.Event, optional
+        Set it (from another thread) to stop cleanly: no further batch starts, batches still
+        queued or running on Dask are cancelled (a synchronous run finishes the batch in
+        progress), finished batches stay written and marked done. Rerunning resumes.
 
     Returns
     -------
@@ -864,6 +876,7 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
                     for b in pending}
     bar = _progress(n_batches, len(done), progress)
     computed: list[int] = []
+    stopped = False
 
     def handle(b, result):
         nonlocal created
@@ -878,6 +891,9 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
     try:
         if client == "sync":
             for b in pending:
+                if stop is not None and stop.is_set():
+                    stopped = True
+                    break
                 handle(b, run_batch(spec_dict, batch_values[b], _range(slices[b])))
         elif pending:
             from distributed import as_completed
@@ -899,19 +915,45 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
                 return fut
 
             first = [submit(queue.pop(0)) for _ in range(min(max_in_flight, len(queue)))]
+            in_flight = set(first)
             ac = as_completed(first)
-            for fut in ac:
-                b = fut.batch_index
-                result = fut.result()
-                fut.release()
-                handle(b, result)
-                if queue:
-                    ac.add(submit(queue.pop(0)))
+            try:
+                while not ac.is_empty():
+                    ready = _next_finished(ac, stop)
+                    if ready is None:                   # stop requested
+                        stopped = True
+                        break
+                    for fut in ready:
+                        in_flight.discard(fut)
+                        b = fut.batch_index
+                        result = fut.result()
+                        fut.release()
+                        handle(b, result)
+                        if queue and not (stop is not None and stop.is_set()):
+                            nxt = submit(queue.pop(0))
+                            in_flight.add(nxt)
+                            ac.add(nxt)
+            finally:
+                if in_flight:                       # stopped or failed: nothing left running
+                    client.cancel(list(in_flight))
+                    ac.clear()
     finally:
         bar.close()
     ds = _open(store) if _store_exists(store) else xr.Dataset()
+    stopped = stopped or (stop is not None and stop.is_set() and len(done) + len(computed) < n_batches)
     return SweepResult(dataset=ds, computed=sorted(computed), skipped=sorted(done),
-                       n_batches=n_batches, seconds=time.perf_counter() - t0)
+                       n_batches=n_batches, seconds=time.perf_counter() - t0, stopped=stopped)
+
+
+def _next_finished(ac, stop, poll_s: float = 0.05):
+    """Futures of ``ac`` that have finished; ``None`` as soon as ``stop`` is set."""
+    if stop is None:
+        return ac.next_batch(block=True)
+    while not stop.is_set():
+        if ac.has_ready():
+            return ac.next_batch(block=False)
+        stop.wait(poll_s)
+    return None
 
 
 def _range(sl: slice) -> list[int]:

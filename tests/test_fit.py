@@ -1,4 +1,6 @@
 """Fits: objectives, parameter encoding, DE / CMA-ES on Dask, checkpoint + exact resume, recovery."""
+import threading
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -203,3 +205,43 @@ def test_interrupted_fit_resumes_from_its_checkpoint_exactly(method, tmp_path):
     with pytest.raises(FitError, match="belongs to another fit"):
         fit(prob, method=method, generations=2, popsize=6, seed=8, client="sync",
             checkpoint=tmp_path / "cp.pkl", progress=False)
+
+
+class _StopAfter:
+    """The objective, setting ``event`` after its ``n``-th generation (a user clicking Stop)."""
+
+    def __init__(self, inner, n, event):
+        self.inner, self.n, self.event, self.calls = inner, n, event, 0
+
+    def evaluate(self, res):
+        self.calls += 1
+        if self.calls >= self.n:
+            self.event.set()
+        return self.inner.evaluate(res)
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+
+@pytest.mark.parametrize("method", ["de", "cmaes"])
+def test_stop_event_ends_a_fit_between_generations_and_the_same_call_resumes(method, tmp_path):
+    prob = _cheap_problem()
+    full = fit(prob, method=method, generations=3, popsize=6, seed=7, client="sync", progress=False)
+    stop = threading.Event()
+    stopping = _cheap_problem()
+    stopping.objective = _StopAfter(prob.objective, 2, stop)
+    part = fit(stopping, method=method, generations=3, popsize=6, seed=7, client="sync",
+               checkpoint=tmp_path / "cp.pkl", progress=False, stop=stop)
+    assert part.stopped and part.computed_generations == [0, 1] and part.evaluations == 12
+    np.testing.assert_array_equal(part.history["loss"].values, full.history["loss"].values[:12])
+    resumed = fit(prob, method=method, generations=3, popsize=6, seed=7, client="sync",
+                  checkpoint=tmp_path / "cp.pkl", progress=False)
+    assert not resumed.stopped and resumed.computed_generations[0] == 2
+    np.testing.assert_array_equal(resumed.history["loss"].values, full.history["loss"].values)
+    assert resumed.best == full.best
+    # stopped before anything ran: an empty result, not an error
+    stop_now = threading.Event()
+    stop_now.set()
+    empty = fit(prob, method=method, generations=3, popsize=6, seed=7, client="sync", progress=False,
+                stop=stop_now)
+    assert empty.stopped and empty.evaluations == 0 and np.isnan(empty.loss) and empty.best == {}

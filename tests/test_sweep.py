@@ -295,6 +295,62 @@ def test_killed_client_process_resumes_recomputing_no_completed_batch(client, tm
     np.testing.assert_allclose(ds["std"].values, _reference_all(spec), rtol=1e-12)   # nothing lost
 
 
+STOP_AFTER_TWO = threading.Event()
+_calls = []
+
+
+def simulate_then_stop(**kwargs):
+    """The real simulator; the second call sets STOP_AFTER_TWO (a user clicking Stop mid-sweep)."""
+    _calls.append(1)
+    if len(_calls) == 2:
+        STOP_AFTER_TWO.set()
+    return simulate(**kwargs)
+
+
+def test_stop_event_ends_a_sync_sweep_between_batches_and_a_rerun_resumes(tmp_path):
+    spec = _spec(simulator=f"{__name__}:simulate_then_stop")
+    store = tmp_path / "stop.zarr"
+    res = sweep.run_sweep(spec, store, client="sync", progress=False, stop=STOP_AFTER_TWO)
+    assert res.stopped and res.computed == [0, 1] and res.n_batches == 3
+    assert sweep.sweep_status(store)["pending"] == [2]
+    again = sweep.run_sweep(spec, store, client="sync", progress=False)
+    assert not again.stopped and again.skipped == [0, 1] and again.computed == [2]
+    np.testing.assert_allclose(again.dataset["std_region"].values, _serial_reference(_spec()), rtol=1e-12)
+
+
+def test_stop_event_cancels_queued_dask_batches_and_a_rerun_computes_only_the_rest(client, tmp_path):
+    spec = _fault_spec()
+    store = tmp_path / "stopd.zarr"
+    stop = threading.Event()
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault(
+        "res", sweep.run_sweep(spec, store, client=client, progress=False, stop=stop)))
+    t.start()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if os.path.exists(store):
+            try:
+                if len(sweep.sweep_status(store)["done"]) >= 2:
+                    break
+            except Exception:        # store being created right now
+                pass
+        time.sleep(0.02)
+    stop.set()
+    t.join(30)
+    assert not t.is_alive()
+    res = out["res"]
+    assert res.stopped and 2 <= len(res.computed) < 8
+    deadline = time.time() + 10                          # the cancelled batches leave the workers
+    while any(client.processing().values()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not any(client.processing().values())
+    status = sweep.sweep_status(store)
+    assert status["done"] == res.computed
+    again = sweep.run_sweep(spec, store, client=client, progress=False)
+    assert again.computed == status["pending"] and again.skipped == res.computed and not again.stopped
+    np.testing.assert_allclose(again.dataset["std"].values, _reference_all(spec), rtol=1e-12)
+
+
 def test_cli_sweep_runs_a_yaml_spec_and_reports(tmp_path, capsys):
     from neurotwin_dash.cli import main
     spec = _spec(axes={"p": {"values": [120.0, 220.0, 300.0]}})

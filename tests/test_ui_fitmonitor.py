@@ -1,6 +1,8 @@
 """Fit/sweep monitor state and plots in plain Python (runs in this process, no browser)."""
 from __future__ import annotations
 
+import threading
+import time
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -20,7 +22,7 @@ def test_sweep_runs_in_the_background_and_its_heatmap_links_to_the_explorer(tmp_
     s.wait()
     assert not s.running and s.error == "" and s.done == s.total == 6
     # the heatmap shows the store's values
-    ds = sweep.open_sweep(str(tmp_path / "sweep-1.zarr")).load()
+    ds = sweep.open_sweep(str(s.store)).load()
     np.testing.assert_allclose(mon.map.cells.data["value"], ds["alpha_power"].values)
     # p = 60 is below JR's Hopf point: no alpha rhythm; the best cell lies at p >= 190
     assert s.data["best"]["p"] >= 190.0
@@ -31,6 +33,58 @@ def test_sweep_runs_in_the_background_and_its_heatmap_links_to_the_explorer(tmp_
     q = parse_query({k: [v.encode() for v in vs] for k, vs in parse_qs(urlparse(url).query).items()})
     assert q["p"] == pytest.approx(mon.map.cells.data["x"][i]) and q["C"] == pytest.approx(mon.map.cells.data["y"][i])
     assert q["connectome"] == "single node" and q["model"] == "jansen_rit" and urlparse(url).path == "explorer"
+
+
+def test_stopped_sweep_keeps_its_partial_results_and_a_restart_computes_only_the_missing_batches(
+        tmp_path, monkeypatch):
+    real_run_batch = sweep.run_batch
+    gate = threading.Event()
+    calls = []
+
+    def gated_run_batch(spec, batch, sample_index=None):
+        calls.append(sample_index[0] // 2)           # batch number (batch_size 2)
+        if len(calls) >= 3:
+            gate.wait(20)                            # the third batch runs while Stop is clicked
+        return real_run_batch(spec, batch, sample_index)
+
+    monkeypatch.setattr(sweep, "run_batch", gated_run_batch)
+    s = MonitorState(client="sync", run_dir=tmp_path)
+    s.param.update(x_param="p", x_low=60.0, x_high=320.0, x_num=4, y_param="C", y_low=100.0, y_high=200.0,
+                   y_num=3, duration_s=0.5, metric="alpha_power", batch_size=2)
+    mon = FitMonitor(state=s)
+    assert mon.stop_button.disabled and not s.stop()          # nothing to stop yet
+    assert s.start() and not mon.stop_button.disabled and mon.start_button.disabled
+    deadline = time.time() + 20
+    while len(calls) < 3 and time.time() < deadline:
+        time.sleep(0.01)
+    s.poll_now()
+    assert s.running and s.done == 4                         # two batches written, the third running
+    assert s.stop() and mon.stop_button.disabled and "stopping" in mon.status.object
+    gate.set()
+    s.wait()
+    assert not s.running and s.stopped and s.error == ""
+    status = sweep.sweep_status(s.store)
+    assert status["done"] == [0, 1, 2] and status["pending"] == [3, 4, 5]   # fewer than all 6
+    assert s.done == 6 and s.total == 12
+    assert mon.status.object.startswith("**stopped**: 6 / 12 samples")
+    # the partial results stay browsable: finished cells shown, pending ones empty
+    v = np.asarray(mon.map.cells.data["value"], dtype=float)
+    assert v.shape == (12,) and np.isfinite(v[:6]).all() and np.isnan(v[6:]).all()
+    assert mon.stop_button.disabled and not mon.start_button.disabled
+    # Start with the same settings resumes: only batches 3-5 are computed
+    calls.clear()
+    store = s.store
+    assert s.start() and s.store == store
+    s.wait()
+    assert sorted(calls) == [3, 4, 5]
+    assert not s.running and not s.stopped and s.done == s.total == 12
+    assert mon.status.object.startswith("**finished**: 12 / 12 samples")
+    ds = sweep.open_sweep(str(s.store)).load()
+    assert ds.sizes["sample"] == 12
+    np.testing.assert_allclose(mon.map.cells.data["value"], ds["alpha_power"].values)
+    # and equals the same sweep run in one go
+    fresh = sweep.run_sweep(s.sweep_spec(), tmp_path / "fresh.zarr", client="sync", progress=False).dataset
+    np.testing.assert_allclose(ds["alpha_power"].values, fresh["alpha_power"].values, rtol=1e-12)
 
 
 def test_fit_reports_evaluations_and_the_best_loss(tmp_path):

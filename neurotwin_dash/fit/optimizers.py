@@ -20,6 +20,11 @@ atomically after every generation. Resuming replays the optimizer from the start
 generation already in the checkpoint is answered from it (no simulation) and the run continues
 exactly where it stopped — the same result as an uninterrupted fit.
 
+**Stopping.** ``fit(..., stop=event)`` with a :class:`threading.Event` ends the fit cleanly
+once the event is set (e.g. from a UI thread): no further generation starts, the tasks of the
+generation in flight on Dask are cancelled, and the result (``FitResult.stopped``) holds the
+evaluations so far, which are in the checkpoint; the same call again resumes from there.
+
 Parameters are searched in the unit cube; :meth:`FitProblem.decode` maps them to physical
 values (linearly, or logarithmically for ``log=True``).
 """
@@ -51,6 +56,10 @@ _SIM_KEYS = ("model", "connectome", "duration_s", "dt_ms", "seed", "sample_rate_
 
 class FitError(ValueError):
     """A fit problem or checkpoint is not usable; the message names the field."""
+
+
+class _Stopped(Exception):
+    """Raised inside the optimizer loop when the ``stop`` event is set (caught by :func:`fit`)."""
 
 
 @dataclass(frozen=True)
@@ -296,6 +305,9 @@ class FitResult:
         Generations simulated by this call (the others came from the checkpoint).
     seconds : float
     method : str
+    stopped : bool
+        True when the ``stop`` event ended the fit early (``best`` is then the best so far,
+        empty with NaN ``loss`` if nothing was evaluated).
     """
 
     best: dict
@@ -308,13 +320,16 @@ class FitResult:
     computed_generations: list
     seconds: float
     method: str
+    stopped: bool = False
 
 
 class _Evaluator:
     """Evaluates generations on Dask, answering from (and appending to) the checkpoint."""
 
-    def __init__(self, problem, client, checkpoint, n_chunks, progress, fingerprint, method, seed):
+    def __init__(self, problem, client, checkpoint, n_chunks, progress, fingerprint, method, seed,
+                 stop=None):
         self.problem = problem
+        self.stop = stop
         self.client = client
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.n_chunks = n_chunks
@@ -339,6 +354,8 @@ class _Evaluator:
         U = np.ascontiguousarray(np.atleast_2d(U), dtype=float)
         gen = self.generation
         missing = [i for i, u in enumerate(U) if u.tobytes() not in self.cache]
+        if missing and self._stopping():
+            raise _Stopped
         if missing:
             scores = self._compute(U[missing])
             for k, i in enumerate(missing):
@@ -358,8 +375,16 @@ class _Evaluator:
         # the problem travels with each task (no scattered data a dying worker could lose)
         futures = self.client.map(evaluate_population, [self.problem] * len(chunks), chunks,
                                   pure=False, retries=2)
+        if self.stop is not None:
+            while not all(f.done() for f in futures):
+                if self.stop.wait(0.05):
+                    self.client.cancel(futures)
+                    raise _Stopped
         parts = self.client.gather(futures)
         return xr.concat(parts, dim="member")
+
+    def _stopping(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def _save(self):
         if not self.checkpoint:
@@ -382,7 +407,7 @@ class _Evaluator:
 
 def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsize: int = 16,
         seed: int = 0, client=None, checkpoint=None, x0=None, sigma0: float = 0.3,
-        n_chunks: int | None = None, progress: bool = True) -> FitResult:
+        n_chunks: int | None = None, progress: bool = True, stop=None) -> FitResult:
     """Minimise ``problem.objective`` over the free parameters.
 
     Parameters
@@ -407,6 +432,12 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
         CMA-ES initial step size in the unit cube.
     n_chunks : int, optional
         Dask tasks per generation (default: number of worker threads).
+    progress : bool
+        Show a tqdm bar over generations.
+    stop : threading.Event, optional
+        Set it (from another thread) to end the fit cleanly before the next generation
+        (cancelling the Dask tasks of the one in flight); the checkpoint keeps every finished
+        generation, so the same call resumes.
 
     Returns
     -------
@@ -427,7 +458,9 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
     n_chunks = n_chunks or 1
     d = problem.n_dim
     u0 = None if x0 is None else np.clip(problem.encode(x0), 0.0, 1.0)
-    ev = _Evaluator(problem, client, checkpoint, n_chunks, progress, problem.fingerprint(), method, seed)
+    ev = _Evaluator(problem, client, checkpoint, n_chunks, progress, problem.fingerprint(), method, seed,
+                    stop=stop)
+    stopped = False
     bar = _bar(generations + (1 if method == "de" else 0), progress)
     try:
         if method == "cmaes":
@@ -457,9 +490,16 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
             differential_evolution(func, [(0.0, 1.0)] * d, maxiter=int(generations), init=init,
                                    rng=seed, polish=False, vectorized=True, updating="deferred",
                                    tol=0, atol=0)
+    except _Stopped:
+        stopped = True
     finally:
         bar.close()
     hist = ev.history()
+    if not ev.rows:                                 # stopped before the first generation
+        return FitResult(best={}, best_unit=np.full(d, np.nan), loss=float("nan"), scores={},
+                         history=hist, generations=ev.generation, evaluations=0,
+                         computed_generations=[], seconds=time.perf_counter() - t0,
+                         method=method, stopped=stopped)
     best_i = int(np.nanargmin(hist["loss"].values))
     best_unit = hist["unit"].values[best_i]
     decoded = problem.decode(best_unit[None, :])
@@ -472,7 +512,7 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
     return FitResult(best=best, best_unit=best_unit, loss=float(hist["loss"].values[best_i]),
                      scores=terms, history=hist, generations=ev.generation, evaluations=len(ev.rows),
                      computed_generations=list(ev.computed), seconds=time.perf_counter() - t0,
-                     method=method)
+                     method=method, stopped=stopped)
 
 
 class _NoBar:

@@ -9,6 +9,13 @@
   :func:`neurotwin_dash.fit.optimizers.fit` with a checkpoint file that is polled: evaluations
   in the parameter plane coloured by loss, and the loss per evaluation with its running best.
 
+**Stop / resume.** *Stop* sets the run's :class:`threading.Event`, which ``run_sweep`` /
+``fit`` check between batches / generations: queued Dask tasks are cancelled, the thread ends
+and the page shows "stopped: k / n" with the partial results. Stores are named after the
+settings (sweep-spec fingerprint; fit-problem fingerprint, method and population size), so
+*Start* with the same settings resumes: finished batches (``batch_done``) and generations
+(checkpoint) are not recomputed.
+
 Clicking a heatmap cell or an evaluation opens that simulation in the explorer (same server,
 ``explorer?model=…&<x>=…&<y>=…``). Runs execute in a background thread of the server process
 that only waits on Dask; reading progress happens off the event loop.
@@ -70,6 +77,8 @@ class MonitorState(param.Parameterized):
                               doc="Simulated time per sample (after a 0.5 s transient)")
     batch_size = param.Integer(default=4, bounds=(1, 256), doc="Samples per Dask task")
     running = param.Boolean(default=False, doc="A run is in progress")
+    stop_requested = param.Boolean(default=False, doc="Stop was asked for; the run is ending")
+    stopped = param.Boolean(default=False, doc="The last run was stopped before it finished")
     done = param.Integer(default=0, doc="Samples (sweep) or evaluations (fit) finished")
     total = param.Integer(default=0, doc="Samples or evaluations expected")
     best_text = param.String(default="", doc="Best value so far and where")
@@ -161,26 +170,46 @@ class MonitorState(param.Parameterized):
             return False
         self._run_id += 1
         rid = self._run_id
-        target = self.run_dir / f"{self.mode}-{rid}"
         self.error, self.done, self.best_text, self.data = "", 0, "", None
+        n_generations = self.generations + (1 if self.method == "de" else 0)
+        # the store is named after the settings: the same settings again resume it
         if self.mode == "sweep":
             spec = self.sweep_spec()
             self.total = self.x_num * self.y_num
-            job = (self._run_sweep, spec, target.with_suffix(".zarr"))
+            job = (self._run_sweep, spec, self.run_dir / f"sweep-{spec.fingerprint()[:16]}.zarr")
         else:
             problem = self.fit_problem()
-            self.total = self.popsize * (self.generations + (1 if self.method == "de" else 0))
-            job = (self._run_fit, problem, target.with_suffix(".pkl"))
+            self.total = self.popsize * n_generations
+            name = f"fit-{self.method}-pop{self.popsize}-{problem.fingerprint()[:16]}.pkl"
+            job = (self._run_fit, problem, self.run_dir / name)
         self._store = job[2]
         self._meta = {"mode": self.mode, "model": self.model, "connectome": self.connectome_name,
                       "x": self.x_param, "y": self.y_param, "metric": self.metric, "goal": self.goal,
-                      "duration_s": self.duration_s,
+                      "duration_s": self.duration_s, "n_generations": n_generations,
                       "bounds": {"x": (self.x_low, self.x_high), "y": (self.y_low, self.y_high)}}
-        self.running = True
-        self._thread = threading.Thread(target=self._guard, args=(rid,) + job, daemon=True,
+        self._stop = threading.Event()
+        self.param.update(stopped=False, stop_requested=False, running=True)
+        self._thread = threading.Thread(target=self._guard, args=(rid, self._stop) + job, daemon=True,
                                         name=f"neurotwin-{self.mode}-{rid}")
         self._thread.start()
         return True
+
+    def stop(self) -> bool:
+        """Ask the running sweep/fit to stop (returns at once; False when nothing runs).
+
+        The run ends after the batch/generation in progress (queued Dask tasks are cancelled);
+        :meth:`poll`/:meth:`wait` then show ``stopped`` with the partial results.
+        """
+        if not self.running or self._stop.is_set():
+            return False
+        self._stop.set()
+        self.stop_requested = True
+        return True
+
+    @property
+    def store(self) -> Path | None:
+        """The zarr store (sweep) or checkpoint file (fit) of the current/last run."""
+        return getattr(self, "_store", None)
 
     def _client(self):
         if self.client == "dask":
@@ -188,26 +217,28 @@ class MonitorState(param.Parameterized):
             return shared_client()
         return self.client
 
-    def _guard(self, rid, fn, *args):
+    def _guard(self, rid, stop, fn, *args):
+        self._finish_stopped = False
         try:
-            fn(*args)
+            result = fn(stop, *args)
         except Exception as exc:  # reported in the page; the server keeps going
             if rid == self._run_id:
                 self._finish_error = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
         else:
             self._finish_error = ""
+            self._finish_stopped = bool(result.stopped)
         finally:
             self._finished = rid
 
-    def _run_sweep(self, spec, store):
+    def _run_sweep(self, stop, spec, store):
         from ..sweep import run_sweep
-        run_sweep(spec, store, client=self._client(), progress=False)
+        return run_sweep(spec, store, client=self._client(), progress=False, stop=stop)
 
-    def _run_fit(self, problem, checkpoint):
+    def _run_fit(self, stop, problem, checkpoint):
         from ..fit.optimizers import fit
-        fit(problem, method=self.method, generations=self.generations, popsize=self.popsize,
-            client=self._client(), checkpoint=checkpoint, progress=False)
+        return fit(problem, method=self.method, generations=self.generations, popsize=self.popsize,
+                   client=self._client(), checkpoint=checkpoint, progress=False, stop=stop)
 
     def wait(self, timeout_s: float = 600.0) -> None:
         """Block until the background run ends (tests, notebooks), then take a last snapshot."""
@@ -235,6 +266,8 @@ class MonitorState(param.Parameterized):
                 self.best_text = snap["best_text"]
                 self.data = snap
             if finished and self.running:
+                self.stopped = getattr(self, "_finish_stopped", False)
+                self.stop_requested = False
                 self.running = False
                 self.error = getattr(self, "_finish_error", "")
 
@@ -281,7 +314,8 @@ def _fit_snapshot(path, meta) -> dict | None:
             state = pickle.load(fh)
     except (FileNotFoundError, EOFError, pickle.UnpicklingError):
         return None
-    rows = state["rows"]
+    # a checkpoint resumed with fewer generations holds more than this run asked for
+    rows = [r for r in state["rows"] if r["generation"] < meta["n_generations"]]
     if not rows:
         return None
     (xl, xh), (yl, yh) = meta["bounds"]["x"], meta["bounds"]["y"]
@@ -392,12 +426,21 @@ class FitMonitor(pn.viewable.Viewer):
         self.start_button = pn.widgets.Button(label="Start", color="success", width=120,
                                               css_classes=["start-run"])
         self.start_button.on_click(lambda e: s.start())
+        self.stop_button = pn.widgets.Button(label="Stop", color="danger", width=120,
+                                             disabled=True, css_classes=["stop-run"])
+        self.stop_button.on_click(lambda e: s.stop())
+        s.param.watch(self._buttons, ["running", "stop_requested"])
         self.error = error_alert()
         s.param.watch(lambda e: _set_alert(self.error, e.new), "error")
         s.param.watch(self._show, "data")
         self.progress = pn.indicators.Progress(value=0, max=1, width=300, css_classes=["run-progress"])
         self.status = pn.pane.Markdown("No run yet.", css_classes=["run-status"])
-        s.param.watch(self._status, ["done", "total", "running", "best_text"])
+        s.param.watch(self._status, ["done", "total", "running", "best_text", "stopped", "stop_requested"])
+
+    def _buttons(self, *events):
+        s = self.state
+        self.stop_button.disabled = not s.running or s.stop_requested
+        self.start_button.disabled = s.running
 
     def _show(self, event):
         self.map.update(event.new)
@@ -408,7 +451,10 @@ class FitMonitor(pn.viewable.Viewer):
         self.progress.max = max(s.total, 1)
         self.progress.value = min(s.done, max(s.total, 1))
         what = "samples" if s.mode == "sweep" else "evaluations"
-        state = "running" if s.running else ("finished" if s.total else "idle")
+        if s.running:
+            state = "stopping" if s.stop_requested else "running"
+        else:
+            state = "stopped" if s.stopped else ("finished" if s.total else "idle")
         self.status.object = f"**{state}**: {s.done} / {s.total} {what}. {s.best_text}"
 
     def controls(self):
@@ -432,7 +478,7 @@ class FitMonitor(pn.viewable.Viewer):
                     pn.pane.Markdown("Objective: healthy resting dynamics (alpha peak 8–12 Hz, "
                                      "aperiodic exponent 1–2, no saturation; LaNMM: gamma present)."),
                     title="Fit", sizing_mode="stretch_width"),
-            self.start_button, self.error, sizing_mode="stretch_width")
+            pn.Row(self.start_button, self.stop_button), self.error, sizing_mode="stretch_width")
 
     def main(self):
         return pn.Column(pn.Row(self.progress, self.status), pn.FlexBox(
