@@ -362,6 +362,7 @@ def _waveform(drv, n_total, dt_s, k):
 
 def _initial_state(mod, initial, conn, seeds, n_batch, n_region):
     """The initial state (batch, region, n_state) and its attrs label."""
+    from .models import initial_state
     n_state = len(mod.STATES)
     can_draw = hasattr(mod, "INITIAL_RANGE")
     if initial is None:
@@ -371,7 +372,7 @@ def _initial_state(mod, initial, conn, seeds, n_batch, n_region):
             raise SimulationError(f"initial {initial!r} unknown; allowed: {', '.join(INITIALS)} "
                                   f"or an array ({n_batch}, {n_region}, {n_state})")
         if initial == "zeros":
-            return np.ascontiguousarray(mod.initial_state(n_batch, n_region), dtype=float), initial
+            return np.ascontiguousarray(initial_state(mod, n_batch, n_region), dtype=float), initial
         if not can_draw:
             raise SimulationError(f"initial='random': model {mod.NAME} declares no INITIAL_RANGE; "
                                   f"use 'zeros' or an array")
@@ -379,7 +380,7 @@ def _initial_state(mod, initial, conn, seeds, n_batch, n_region):
         drawn = {}
         for k, s in enumerate(seeds):
             if s not in drawn:
-                drawn[s] = mod.initial_state(1, n_region, rng=np.random.default_rng([s, INITIAL_TAG]))[0]
+                drawn[s] = initial_state(mod, 1, n_region, rng=np.random.default_rng([s, INITIAL_TAG]))[0]
             x[k] = drawn[s]
         return x, initial
     try:

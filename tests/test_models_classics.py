@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.signal import welch
 
-from neurotwin_dash.models import MODELS, get_model
+from neurotwin_dash.models import MODELS, get_model, initial_state
 from neurotwin_dash.params import ParamSet
 from neurotwin_dash.simulate import simulate
 
@@ -20,7 +20,7 @@ def test_every_model_declares_the_same_small_interface(name):
     assert isinstance(mod.PARAMS, ParamSet) and "noise_sd" in mod.PARAMS
     assert set(mod.OBSERVED) <= set(mod.OUTPUTS)
     assert len(mod.CVARS) >= 1 and all(0 <= k < len(mod.STATES) for k in mod.NOISE_STATES)
-    x = mod.initial_state(2, 3)
+    x = initial_state(mod, 2, 3)
     assert x.shape == (2, 3, len(mod.STATES))
     p = np.broadcast_to(np.array([s.default for s in mod.PARAMS]), (2, 3, len(mod.PARAMS)))
     c = np.zeros((2, 3, len(mod.CVARS)))
@@ -71,9 +71,6 @@ OBSERVED = ("x_out",)
 CVARS = ("x_out",)
 NOISE_STATES = (0,)
 STATE_BOUND = 1e6
-
-def initial_state(nb, nr):
-    return np.zeros((nb, nr, 1))
 
 @njit(cache=True)
 def dfun(x, p, c_in, u_mem, u_rate):

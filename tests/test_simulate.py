@@ -4,7 +4,7 @@ import pytest
 import xarray as xr
 
 from neurotwin_dash import simulate as sim_module
-from neurotwin_dash.models import MODELS, get_model
+from neurotwin_dash.models import MODELS, get_model, initial_state
 from neurotwin_dash.params import ParamError
 from neurotwin_dash.simulate import Drive, SimulationError, all_params, simulate
 
@@ -259,10 +259,10 @@ def test_random_initial_state_lies_in_the_declared_range_and_is_seeded(model):
     mod = get_model(model)
     r = np.asarray(mod.INITIAL_RANGE)
     assert r.shape == (len(mod.STATES), 2)
-    x = mod.initial_state(3, 5, rng=np.random.default_rng(1))
+    x = initial_state(mod, 3, 5, rng=np.random.default_rng(1))
     assert x.shape == (3, 5, len(mod.STATES))
     assert np.all(x >= r[:, 0]) and np.all(x <= r[:, 1])
-    assert np.array_equal(x, mod.initial_state(3, 5, rng=np.random.default_rng(1)))
+    assert np.array_equal(x, initial_state(mod, 3, 5, rng=np.random.default_rng(1)))
     assert np.any(x[:, :, r[:, 1] > r[:, 0]].std(axis=1) > 0)
 
 

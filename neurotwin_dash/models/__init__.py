@@ -10,11 +10,11 @@ A model module declares
 * ``POLARISED`` (populations whose membrane a ``membrane`` drive shifts) and ``STATE_BOUND``,
 * four numba functions working on one region (``dfun``, ``cvar``, ``observe``, ``noise_gain``),
 * their plain NumPy references over ``(batch, region)`` arrays (``dfun_numpy``, ``cvar_numpy``,
-  ``observe_numpy``, ``noise_gain_numpy``) and ``initial_state(n_batch, n_region, rng=None)``:
-  with ``rng=None`` the deterministic start of the reference behaviours (zeros / constant),
-  with a ``numpy.random.Generator`` a random start drawn uniformly within ``INITIAL_RANGE``
-  (one ``(low, high)`` per state, declared once per model with its physiological rationale; see
-  :func:`uniform_initial_state`). ``simulate(initial="random")`` draws it per batch member.
+  ``observe_numpy``, ``noise_gain_numpy``),
+* ``INITIAL_RANGE``: one ``(low, high)`` per state for random starts, declared once per model with
+  its physiological rationale, and optionally ``REST_STATE`` (the constant deterministic start;
+  0 when absent). :func:`initial_state` turns them into arrays; ``simulate(initial="random")``
+  draws one start per batch member.
 
 The network integrator (:mod:`neurotwin_dash.models._kernel`) is shared by all models; adding a
 model is one file plus a line in ``_MODULES`` (or :func:`register_model` for a module elsewhere).
@@ -26,7 +26,8 @@ from types import ModuleType
 
 import numpy as np
 
-__all__ = ["MODELS", "get_model", "model_names", "register_model", "uniform_initial_state"]
+__all__ = ["MODELS", "get_model", "model_names", "register_model", "initial_state",
+           "uniform_initial_state"]
 
 _MODULES = {
     "jansen_rit": "jansen_rit",
@@ -35,6 +36,19 @@ _MODULES = {
     "wilson_cowan": "wilson_cowan",
     "lopes_da_silva": "lopes_da_silva",
 }
+
+
+def initial_state(model, n_batch: int, n_region: int, rng=None) -> np.ndarray:
+    """Initial state of ``model``, shape (batch, region, n_state).
+
+    With ``rng=None`` the deterministic start of the reference behaviours: every state at the
+    model's ``REST_STATE`` (0, i.e. zero PSPs, when the model declares none). With a
+    ``numpy.random.Generator``, a uniform draw within the model's ``INITIAL_RANGE``.
+    """
+    mod = get_model(model)
+    if rng is None:
+        return np.full((n_batch, n_region, len(mod.STATES)), float(getattr(mod, "REST_STATE", 0.0)))
+    return uniform_initial_state(mod.INITIAL_RANGE, n_batch, n_region, rng)
 
 
 def uniform_initial_state(ranges, n_batch: int, n_region: int, rng) -> np.ndarray:
@@ -101,7 +115,7 @@ def register_model(module: ModuleType) -> ModuleType:
     """
     missing = [a for a in ("NAME", "PARAMS", "STATES", "OUTPUTS", "OBSERVED", "CVARS", "NOISE_STATES",
                            "STATE_BOUND", "dfun", "cvar", "observe", "noise_gain", "dfun_numpy",
-                           "cvar_numpy", "observe_numpy", "noise_gain_numpy", "initial_state")
+                           "cvar_numpy", "observe_numpy", "noise_gain_numpy")
                if not hasattr(module, a)]
     if missing:
         raise ValueError(f"model module {module.__name__!r} lacks {', '.join(missing)}")

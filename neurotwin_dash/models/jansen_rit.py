@@ -87,15 +87,6 @@ INITIAL_FRACTION = 0.25
 INITIAL_RANGE = _initial_range()
 
 
-def initial_state(n_batch: int, n_region: int, rng=None) -> np.ndarray:
-    """Shape (batch, region, 6): zero PSPs (the state the reference behaviours start from), or,
-    given a ``numpy.random.Generator``, a uniform draw within :data:`INITIAL_RANGE`."""
-    if rng is None:
-        return np.zeros((n_batch, n_region, len(STATES)))
-    from . import uniform_initial_state
-    return uniform_initial_state(INITIAL_RANGE, n_batch, n_region, rng)
-
-
 # --- numba, one region ------------------------------------------------------------------------
 
 @njit(cache=True, inline="always")

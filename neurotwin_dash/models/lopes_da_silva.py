@@ -87,15 +87,6 @@ INITIAL_FRACTION = 0.25
 INITIAL_RANGE = _initial_range()
 
 
-def initial_state(n_batch: int, n_region: int, rng=None) -> np.ndarray:
-    """Shape (batch, region, 6): zero PSPs, or, given a ``numpy.random.Generator``, a uniform
-    draw within :data:`INITIAL_RANGE`."""
-    if rng is None:
-        return np.zeros((n_batch, n_region, len(STATES)))
-    from . import uniform_initial_state
-    return uniform_initial_state(INITIAL_RANGE, n_batch, n_region, rng)
-
-
 @njit(cache=True, inline="always")
 def _f(v, e0, nu, v0):
     return 2.0 * e0 / (1.0 + math.exp(nu * (v0 - v)))

@@ -59,18 +59,12 @@ UNITS = {"exc": "1", "inh": "1", "x": "1", "y": "1"}
 _MS = math.sqrt(1e-3)
 
 
+#: Deterministic start (``initial="zeros"``): low activity in both populations.
+REST_STATE = 0.05
+
 #: Random start (``simulate(initial="random")``): x and y uniform in [0, 0.2], the low-activity
 #: range the default node's limit cycle visits (activities are fractions of active cells, 0–1).
 INITIAL_RANGE = ((0.0, 0.2), (0.0, 0.2))
-
-
-def initial_state(n_batch: int, n_region: int, rng=None) -> np.ndarray:
-    """Shape (batch, region, 2): low activity (x = y = 0.05), or, given a
-    ``numpy.random.Generator``, a uniform draw within :data:`INITIAL_RANGE`."""
-    if rng is None:
-        return np.full((n_batch, n_region, 2), 0.05)
-    from . import uniform_initial_state
-    return uniform_initial_state(INITIAL_RANGE, n_batch, n_region, rng)
 
 
 @njit(cache=True, inline="always")
