@@ -508,7 +508,6 @@ def _execute(plan, progress, threads=None):
     mod = plan["mod"]
     nb, nr = plan["n_batch"], plan["n_region"]
     n_noise = len(mod.NOISE_STATES)
-    n_cvar = len(mod.CVARS)
     decim = plan["decim"]
     x = plan["x0"].copy()
     c0 = mod.cvar_numpy(x, plan["model_p"], np.zeros((nb, nr)))  # (batch, region, cvar)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
-import itertools
 import json
 import math
 import os
@@ -53,7 +52,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from .params import ParamError, ParamSet, ParamSpec
+from .params import ParamSet, ParamSpec
 
 __all__ = [
     "SweepError", "SweepSpec", "SweepResult", "SWEEP_PARAMS", "METRICS", "SAMPLINGS",

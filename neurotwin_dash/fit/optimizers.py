@@ -30,7 +30,6 @@ values (linearly, or logarithmically for ``log=True``).
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -38,12 +37,11 @@ import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import xarray as xr
 
-from ..params import ParamError
 
 __all__ = ["FitError", "FreeParam", "FitProblem", "FitResult", "evaluate_population", "fit",
            "METHODS"]

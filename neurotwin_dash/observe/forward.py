@@ -221,7 +221,6 @@ def gain_at_positions(rr_m, montage="standard_1020", head="sphere", sphere=None,
     xarray.DataArray (sensor, source, axis)
         V per A·m, reference-free; ``axis`` is head-frame x, y, z.
     """
-    import mne
     rr = np.atleast_2d(np.asarray(rr_m, float))
     if rr.ndim != 2 or rr.shape[1] != 3 or not np.all(np.isfinite(rr)):
         raise ForwardError(f"rr_m must be a finite (n, 3) array in metres; got shape {rr.shape}")

@@ -40,7 +40,7 @@ from typing import Iterable
 import numpy as np
 import xarray as xr
 
-from .montage import DEFAULT_LAYOUT, Montage, MontageError, canonical_name
+from .montage import DEFAULT_LAYOUT, Montage
 
 __all__ = ["FieldError", "electrode_fields", "montage_field", "normal_field", "field_layout",
            "field_summary", "bipolar_over", "scalp_electrodes", "cortex_surface", "surface_fields",

@@ -16,10 +16,9 @@ seconds. The text form used by the CLI is parsed by :func:`parse_waveform`.
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import xarray as xr
