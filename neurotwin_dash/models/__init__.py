@@ -27,7 +27,7 @@ from types import ModuleType
 import numpy as np
 
 __all__ = ["MODELS", "get_model", "model_names", "register_model", "initial_state",
-           "uniform_initial_state"]
+           "psp_initial_range", "uniform_initial_state"]
 
 _MODULES = {
     "jansen_rit": "jansen_rit",
@@ -49,6 +49,31 @@ def initial_state(model, n_batch: int, n_region: int, rng=None) -> np.ndarray:
     if rng is None:
         return np.full((n_batch, n_region, len(mod.STATES)), float(getattr(mod, "REST_STATE", 0.0)))
     return uniform_initial_state(mod.INITIAL_RANGE, n_batch, n_region, rng)
+
+
+#: Fraction of each PSP's largest stationary value that bounds its random start.
+INITIAL_FRACTION = 0.25
+
+
+def psp_initial_range(psp_max, n_derivatives: int) -> tuple:
+    """``INITIAL_RANGE`` of a model built from second-order synapses.
+
+    Each PSP starts uniformly between 0 (rest) and ``INITIAL_FRACTION`` of its largest
+    stationary value ``psp_max`` (``gain · C_k · 2e0 / rate constant``: presynaptic population
+    at its maximal rate 2e0, an external input at its mean; negative for GABA PSPs), i.e. up to
+    the PSP sustained by a presynaptic rate e0/2 at the default parameters; the ``n_derivatives``
+    derivative states start at 0. This is the low-activity neighbourhood of rest that the zero
+    start belongs to, wide enough for each region to reach its rhythm at its own phase.
+    Full-range boxes are worse: a large inhibitory PSP silences the pyramidal cells and every
+    region re-enters the rhythm from the same point (Jansen–Rit on tvb76, coupling 0: mean FC 0.2
+    with the full range, 0.02–0.06 with a quarter, 0.5 with zeros; 0 when started on the limit
+    cycle at random phases).
+    """
+    out = []
+    for m in psp_max:
+        edge = INITIAL_FRACTION * m
+        out.append((min(0.0, edge), max(0.0, edge)))
+    return tuple(out) + ((0.0, 0.0),) * n_derivatives
 
 
 def uniform_initial_state(ranges, n_batch: int, n_region: int, rng) -> np.ndarray:

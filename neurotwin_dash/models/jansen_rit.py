@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from ..params import ParamSet, ParamSpec
+from . import psp_initial_range
 
 NAME = "jansen_rit"
 
@@ -70,19 +71,10 @@ def _initial_range():
     psp_max = (A * 2 * e0 / a,                       # y0: pyramidal -> interneurons
                A * (p + 0.8 * C * 2 * e0) / a,       # y1: external input + excitatory feedback
                B * 0.25 * C * 2 * e0 / b)            # y2: inhibitory feedback
-    return tuple((0.0, INITIAL_FRACTION * m) for m in psp_max) + ((0.0, 0.0),) * 3
+    return psp_initial_range(psp_max, n_derivatives=3)
 
 
-INITIAL_FRACTION = 0.25
-#: Random start (``simulate(initial="random")``), per state ``(low, high)``: each PSP uniform
-#: between 0 (rest) and a quarter of its largest stationary value, ``gain · C_k · 2e0 / rate
-#: constant`` (presynaptic population at its maximal rate 2e0; an external input at its mean),
-#: i.e. up to the PSP sustained by a presynaptic rate e0/2, at the default parameters;
-#: derivatives 0. This is the low-activity neighbourhood of rest that the zero start belongs to,
-#: wide enough for each region to reach its rhythm at its own phase. Full-range boxes are worse:
-#: a large inhibitory PSP silences the pyramidal cells and every region re-enters the rhythm
-#: from the same point (JR on tvb76, coupling 0: mean FC 0.2 with the full range, 0.02–0.06
-#: with a quarter, 0.5 with zeros; 0 when started on the limit cycle at random phases).
+#: Random start (``simulate(initial="random")``): see :func:`~neurotwin_dash.models.psp_initial_range`.
 #: Default ranges: y0 ∈ [0, 0.041], y1 ∈ [0, 6.2], y2 ∈ [0, 18.6] mV.
 INITIAL_RANGE = _initial_range()
 

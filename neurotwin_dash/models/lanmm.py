@@ -42,6 +42,7 @@ import numpy as np
 from numba import njit
 
 from ..params import ParamSet, ParamSpec
+from . import psp_initial_range
 
 NAME = "lanmm"
 
@@ -115,24 +116,14 @@ def _initial_range():
     kin = {"ampa": (d["A_ampa"], d["a_ampa"]), "gaba_slow": (-d["A_gaba_slow"], d["a_gaba_slow"]),
            "gaba_fast": (-d["A_gaba_fast"], d["a_gaba_fast"])}
     rate = {"e1": d["e1"], "e2": d["e2"], "e_pv": d["e_pv"]}
-    out = []
+    psp_max = []
     for k, (src, _dst, kind, _c) in enumerate(SYNAPSES):
-        A, a = kin[kind]
-        psp = INITIAL_FRACTION * A * d[f"C{k + 1}"] * rate.get(src, 2 * d["e0"]) / a
-        out.append((min(0.0, psp), max(0.0, psp)))    # GABA PSPs are negative
-    return tuple(out) + ((0.0, 0.0),) * 14
+        A, a = kin[kind]                              # GABA gains negative: their PSPs are < 0
+        psp_max.append(A * d[f"C{k + 1}"] * rate.get(src, 2 * d["e0"]) / a)
+    return psp_initial_range(psp_max, n_derivatives=14)
 
 
-INITIAL_FRACTION = 0.25
-#: Random start (``simulate(initial="random")``), per state ``(low, high)``: each PSP u_k uniform
-#: between 0 (rest) and a quarter of its largest stationary value, ``gain · C_k · 2e0 / rate
-#: constant`` (presynaptic population at its maximal rate 2e0; an external input at its mean),
-#: i.e. up to the PSP sustained by a presynaptic rate e0/2, at the default parameters;
-#: derivatives 0. This is the low-activity neighbourhood of rest that the zero start belongs to,
-#: wide enough for each region to reach its rhythm at its own phase. Full-range boxes are worse:
-#: a large inhibitory PSP silences the pyramidal cells and every region re-enters the rhythm
-#: from the same point (Jansen–Rit on tvb76, coupling 0: mean FC 0.2 with the full range, 0.02–0.06
-#: with a quarter, 0.5 with zeros; 0 when started on the limit cycle at random phases).
+#: Random start (``simulate(initial="random")``): see :func:`~neurotwin_dash.models.psp_initial_range`.
 INITIAL_RANGE = _initial_range()
 
 

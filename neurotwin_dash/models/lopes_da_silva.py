@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit
 
 from ..params import ParamSet, ParamSpec
+from . import psp_initial_range
 
 NAME = "lopes_da_silva"
 
@@ -70,20 +71,10 @@ def _initial_range():
     psp_max = (A * (b - a) * P / (a * b),            # y1: external input on TCR
                B * (dd - c) * C2 * 2 * e0 / (c * dd),  # y2: IN -> TCR inhibition
                A * (b - a) * C1 * 2 * e0 / (a * b))  # y3: TCR -> IN excitation
-    return tuple((0.0, INITIAL_FRACTION * m) for m in psp_max) + ((0.0, 0.0),) * 3
+    return psp_initial_range(psp_max, n_derivatives=3)
 
 
-INITIAL_FRACTION = 0.25
-#: Random start (``simulate(initial="random")``), per state ``(low, high)``: each PSP uniform
-#: between 0 (rest) and a quarter of its largest stationary value, kernel area
-#: ``A (b − a) / (a b)`` × ``C_k`` × 2e0 (presynaptic population at its maximal rate 2e0; the
-#: external input at its mean P), i.e. up to the PSP sustained by a presynaptic rate e0/2, at
-#: the default parameters;
-#: derivatives 0. This is the low-activity neighbourhood of rest that the zero start belongs to,
-#: wide enough for each region to reach its rhythm at its own phase. Full-range boxes are worse:
-#: a large inhibitory PSP silences the pyramidal cells and every region re-enters the rhythm
-#: from the same point (Jansen–Rit on tvb76, coupling 0: mean FC 0.2 with the full range, 0.02–0.06
-#: with a quarter, 0.5 with zeros; 0 when started on the limit cycle at random phases).
+#: Random start (``simulate(initial="random")``): see :func:`~neurotwin_dash.models.psp_initial_range`.
 INITIAL_RANGE = _initial_range()
 
 
