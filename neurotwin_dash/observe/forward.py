@@ -200,6 +200,28 @@ def cache_dir() -> Path:
     return path / "leadfields"
 
 
+def read_cached(path: Path, shape: tuple, cache: bool = True):
+    """The array cached at ``path`` if ``cache`` is on, it loads and has ``shape``; else ``None``."""
+    if not (cache and path.exists()):
+        return None
+    try:
+        arr = np.load(path)
+    except (OSError, ValueError):
+        return None
+    return arr if arr.shape == tuple(shape) else None
+
+
+def write_cached(path: Path, arr: np.ndarray) -> None:
+    """Store ``arr`` at ``path`` atomically (a temporary file renamed); a read-only cache is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
 # --- the forward computation ------------------------------------------------------------
 
 def gain_at_positions(rr_m, montage="standard_1020", head="sphere", sphere=None,
@@ -403,14 +425,7 @@ def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", or
     key = _hash(_VERSION, mne.__version__, con.content_hash(), centres, ch_rr, list(info.ch_names),
                 head_key, str(pos["coord_frame"]), placement)
     path = cache_dir() / f"gain_{key}.npy"
-    G = None
-    if cache and path.exists():
-        try:
-            G = np.load(path)
-            if G.shape != (len(info.ch_names), n, 3):
-                G = None
-        except (OSError, ValueError):
-            G = None
+    G = read_cached(path, (len(info.ch_names), n, 3), cache)
     if G is None:
         if is_sphere:
             G = _free_gain(info, sphere, None, rr, verbose)
@@ -419,13 +434,7 @@ def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", or
             # BEM heads take positions in fsaverage MRI metres (centres are MNI-like mm)
             G = _free_gain(info, bem, trans, centres / 1000.0, verbose)
         if cache:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, G)
-                os.replace(tmp, path)
-            except OSError:
-                pass
+            write_cached(path, G)
     # MNE returns free-orientation gains along head-frame x, y, z for both head kinds
     gain = np.einsum("srk,rk->sr", G, nn)
 

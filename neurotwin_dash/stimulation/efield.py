@@ -34,7 +34,6 @@ the dipole moment of EEG sources, so ``n = −orientation``.
 """
 from __future__ import annotations
 
-import os
 from typing import Iterable
 
 import numpy as np
@@ -359,23 +358,12 @@ def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = T
                             + str(fwd.attrs["sphere_radii_m"]).encode()
                             + np.ascontiguousarray(fwd["sensor_position"].values).tobytes()).hexdigest()[:24]
     path = forward.cache_dir() / f"surface_field_{digest}.npy"
-    field = None
-    if cache and path.exists():
-        try:
-            field = np.load(path)
-        except (OSError, ValueError):
-            field = None
-    if field is None or field.shape != (fwd.sizes["sensor"], len(rr), 3):
+    field = forward.read_cached(path, (fwd.sizes["sensor"], len(rr), 3), cache)
+    if field is None:
         G = forward.gain_at_positions(rr, layout).values                 # (sensor, vertex, 3)
         field = (-(G - G.mean(axis=0, keepdims=True)) * 1e-3).astype(np.float32)
         if cache:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, field)
-                os.replace(tmp, path)
-            except OSError:
-                pass
+            forward.write_cached(path, field)
     nrm = forward.mni_to_head(surf["normals"].values, vectors=True)
     normal = -nrm / np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
     ds = xr.Dataset(
