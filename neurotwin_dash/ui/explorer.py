@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import panel as pn
 from . import panes
-from .state import ExplorerState, StagedResult, release_session_objects, settle_session_objects
+from .state import ExplorerState, StagedResult, serve_page
 from .widgets import NumberBox, error_alert, paramset_widgets
 
 __all__ = ["Explorer", "servable", "parse_query"]
@@ -207,12 +207,6 @@ def servable(mode: str = "dask"):
         explorer.apply_query(pn.state.session_args)
         if explorer.state.runner.latest_token == 0:
             explorer.state.run()
-        settle_session_objects()
 
-    pn.state.onload(start)
-    pn.state.on_session_destroyed(release_session_objects)
-    template = pn.template.BootstrapTemplate(
-        title="neurotwin explorer", sidebar=[explorer.controls()], main=[explorer.main()],
-        sidebar_width=390, header_background="#1f4e79")
-    return template.servable()
+    return serve_page("neurotwin explorer", explorer, on_load=start)
 

@@ -495,14 +495,9 @@ def _set_alert(alert, text):
 
 def servable(client="dask"):
     """Build one session's monitor page (``panel serve apps/fit.py``)."""
-    from .state import release_session_objects, settle_session_objects
+    from .state import serve_page
     pn.extension(notifications=False)
     monitor = FitMonitor(client=client)
-    pn.state.onload(settle_session_objects)
-    pn.state.on_session_destroyed(release_session_objects)
     pn.state.add_periodic_callback(monitor.state.poll, period=700)
-    template = pn.template.BootstrapTemplate(
-        title="neurotwin fit & sweep monitor", sidebar=[monitor.controls()], main=[monitor.main()],
-        sidebar_width=420, header_background="#1f4e79")
-    return template.servable()
+    return serve_page("neurotwin fit & sweep monitor", monitor, sidebar_width=420)
 

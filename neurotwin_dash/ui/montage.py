@@ -414,17 +414,7 @@ class _EffectSpectra:
 
 def servable(mode: str = "dask"):
     """Build one session's montage designer page (``panel serve apps/montage.py``)."""
-    from .state import release_session_objects, settle_session_objects
+    from .state import serve_page
     pn.extension(throttled=True, notifications=False)
     designer = MontageDesigner(mode=mode)
-
-    def start():
-        designer.state.run_all()
-        settle_session_objects()
-
-    pn.state.onload(start)
-    pn.state.on_session_destroyed(release_session_objects)
-    template = pn.template.BootstrapTemplate(
-        title="neurotwin montage designer", sidebar=[designer.controls()], main=[designer.main()],
-        sidebar_width=390, header_background="#1f4e79")
-    return template.servable()
+    return serve_page("neurotwin montage designer", designer, on_load=designer.state.run_all)

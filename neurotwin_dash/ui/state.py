@@ -136,6 +136,25 @@ def settle_session_objects() -> None:
     gc.freeze()
 
 
+def serve_page(title: str, viewer, on_load=None, sidebar_width: int = 390):
+    """Mark one session's page servable: ``viewer.controls()`` in the sidebar, ``viewer.main()``
+    in the main area of a Bootstrap template. ``on_load`` runs once the page has loaded; then the
+    session's objects are settled (see :func:`settle_session_objects`) and released at the end."""
+    import panel as pn
+
+    def start():
+        if on_load is not None:
+            on_load()
+        settle_session_objects()
+
+    pn.state.onload(start)
+    pn.state.on_session_destroyed(release_session_objects)
+    template = pn.template.BootstrapTemplate(
+        title=title, sidebar=[viewer.controls()], main=[viewer.main()],
+        sidebar_width=sidebar_width, header_background="#1f4e79")
+    return template.servable()
+
+
 def release_session_objects(session_context) -> None:
     """Counterpart of :func:`settle_session_objects` for a destroyed session."""
     import gc
