@@ -35,7 +35,7 @@ import numpy as np
 import xarray as xr
 
 from ..analysis import spectra
-from .files import DataImportError, check_input, write_new
+from .files import DataImportError, check_input, one_bids_match, write_new
 
 __all__ = ["FORMATS", "FC_METHODS", "read_eeg", "require_channels", "eeg_targets", "source_targets",
            "import_eeg"]
@@ -144,13 +144,9 @@ def _read_bids(root: Path, subject, task, session, run):
     bp = BIDSPath(root=root, subject=subject, task=task, session=session, run=run, datatype="eeg",
                   suffix="eeg")
     hits = [h for h in bp.match() if h.extension in (".edf", ".bdf", ".vhdr", ".set")]
-    if not hits:
-        raise DataImportError(f"BIDS root {root}: no EEG run for subject={subject!r} task={task!r} "
-                              f"session={session!r} run={run!r}")
-    if len(hits) > 1:
-        raise DataImportError(f"BIDS root {root}: {len(hits)} EEG runs match "
-                              f"({', '.join(h.basename for h in hits[:4])}); give subject/task/session/run")
-    return _read_bids_path(hits[0], str(hits[0].fpath))
+    hit = one_bids_match(hits, root, "EEG run", dict(subject=subject, task=task, session=session, run=run),
+                         narrow="subject/task/session/run")
+    return _read_bids_path(hit, str(hit.fpath))
 
 
 def require_channels(raw, channels, where: str | None = None):

@@ -18,7 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["DataImportError", "OutputExistsError", "check_input", "write_new", "save_uploads"]
+__all__ = ["DataImportError", "OutputExistsError", "check_input", "one_bids_match", "write_new",
+           "save_uploads"]
 
 
 class DataImportError(ValueError):
@@ -45,6 +46,21 @@ def check_input(path, field: str) -> Path:
     if p.is_file() and p.stat().st_size == 0:
         raise DataImportError(f"{field} file {p} is empty (0 bytes)")
     return p
+
+
+def one_bids_match(hits, root, what: str, entities: dict, narrow: str):
+    """The single BIDS path in ``hits``; a clear error when there is none or several.
+
+    ``what`` names the file kind in the messages (``"EEG run"``), ``entities`` the entities that
+    were asked for, ``narrow`` the entities that tell several matches apart.
+    """
+    if not hits:
+        asked = " ".join(f"{k}={v!r}" for k, v in entities.items())
+        raise DataImportError(f"BIDS root {root}: no {what} for {asked}")
+    if len(hits) > 1:
+        raise DataImportError(f"BIDS root {root}: {len(hits)} {what}s match "
+                              f"({', '.join(h.basename for h in hits[:4])}); give {narrow}")
+    return hits[0]
 
 
 def write_new(path, write: Callable[[Path], None], overwrite: bool = False) -> Path:

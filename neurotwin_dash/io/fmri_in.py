@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .files import DataImportError, check_input, write_new
+from .files import DataImportError, check_input, one_bids_match, write_new
 
 __all__ = ["COORD_ATLASES", "TR_RANGE_S", "Atlas", "read_bold", "load_atlas", "parcellate",
            "pearson_fc", "map_to_connectome", "import_fmri", "find_bids_bold"]
@@ -152,13 +152,9 @@ def find_bids_bold(root, subject: str, task: str, session=None, run=None, space=
     bp = BIDSPath(root=root, subject=subject, session=session, task=task, run=run, space=space,
                   datatype="func", suffix="bold", check=False)  # mne-bids knows no 'func'
     hits = [m for m in bp.match() if str(m.fpath).endswith((".nii", ".nii.gz"))]
-    if not hits:
-        raise DataImportError(f"BIDS root {root}: no BOLD image for subject={subject!r} task={task!r} "
-                              f"session={session!r} run={run!r}")
-    if len(hits) > 1:
-        raise DataImportError(f"BIDS root {root}: {len(hits)} BOLD images match "
-                              f"({', '.join(h.basename for h in hits[:4])}); give session/run")
-    return Path(hits[0].fpath)
+    hit = one_bids_match(hits, root, "BOLD image", dict(subject=subject, task=task, session=session, run=run),
+                         narrow="session/run")
+    return Path(hit.fpath)
 
 
 # --- atlases --------------------------------------------------------------------------------
