@@ -510,7 +510,11 @@ def _execute(plan, progress, threads=None):
     n_noise = len(mod.NOISE_STATES)
     decim = plan["decim"]
     x = plan["x0"].copy()
-    c0 = mod.cvar_numpy(x, plan["model_p"], np.zeros((nb, nr)))  # (batch, region, cvar)
+    # the history starts constant at the rates of the initial state under step 0's membrane
+    # drive (the kernel hands the newest entry to the model as this state's rates)
+    mem0 = plan["drv_target"] == 0
+    um0 = np.einsum("dbr,d->br", plan["drv_space"][mem0], plan["drv_wave"][mem0, 0])
+    c0 = mod.cvar_numpy(x, plan["model_p"], um0)  # (batch, region, cvar)
     hist = np.ascontiguousarray(
         np.repeat(np.moveaxis(c0, -1, 1)[:, :, :, None], 2 * plan["n_slot"], axis=3))
     diverged = np.zeros(nb, dtype=bool)

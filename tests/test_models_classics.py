@@ -23,10 +23,16 @@ def test_every_model_declares_the_same_small_interface(name):
     x = initial_state(mod, 2, 3)
     assert x.shape == (2, 3, len(mod.STATES))
     p = np.broadcast_to(np.array([s.default for s in mod.PARAMS]), (2, 3, len(mod.PARAMS)))
-    c = np.zeros((2, 3, len(mod.CVARS)))
-    assert mod.dfun_numpy(x, p, c, 0.0, 0.0).shape == x.shape
-    numba_d = mod.dfun(x[0, 0], np.ascontiguousarray(p[0, 0]), c[0, 0], 0.0, 0.0)
-    np.testing.assert_allclose(numba_d, mod.dfun_numpy(x, p, c, 0.0, 0.0)[0, 0])
+    c = np.full((2, 3, len(mod.CVARS)), 0.5)
+    u_mem, u_rate = 0.3, 2.0
+    assert mod.dfun_numpy(x, p, c, u_mem, u_rate).shape == x.shape
+    # the numba functions take this state's rates (cvar) from the kernel instead of recomputing
+    x0, p0 = x[0, 0], np.ascontiguousarray(p[0, 0])
+    rates = np.array(mod.cvar(x0, p0, u_mem))
+    np.testing.assert_allclose(rates, mod.cvar_numpy(x, p, u_mem)[0, 0])
+    numba_d = mod.dfun(x0, p0, rates, c[0, 0], u_mem, u_rate)
+    np.testing.assert_allclose(numba_d, mod.dfun_numpy(x, p, c, u_mem, u_rate)[0, 0])
+    np.testing.assert_allclose(mod.observe(x0, p0, rates, u_mem), mod.observe_numpy(x, p, u_mem)[0, 0])
 
 
 def test_lopes_da_silva_alpha_is_noise_driven():
@@ -73,7 +79,7 @@ NOISE_STATES = (0,)
 STATE_BOUND = 1e6
 
 @njit(cache=True)
-def dfun(x, p, c_in, u_mem, u_rate):
+def dfun(x, p, rates, c_in, u_mem, u_rate):
     return ((-x[0] + p[1] + c_in[0] + u_mem + u_rate) / p[0],)
 
 @njit(cache=True)
@@ -81,7 +87,7 @@ def cvar(x, p, u_mem):
     return (x[0],)
 
 @njit(cache=True)
-def observe(x, p, u_mem):
+def observe(x, p, rates, u_mem):
     return (x[0],)
 
 @njit(cache=True)

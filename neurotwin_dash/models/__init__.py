@@ -8,9 +8,14 @@ A model module declares
 * ``CVARS`` (the transmitted firing rates kept in the delay history) and ``NOISE_STATES``
   (indices of the states that receive the additive input noise),
 * ``POLARISED`` (populations whose membrane a ``membrane`` drive shifts) and ``STATE_BOUND``,
-* four numba functions working on one region (``dfun``, ``cvar``, ``observe``, ``noise_gain``),
+* four numba functions working on one region: ``dfun(x, p, rates, c_in, u_mem, u_rate)``,
+  ``cvar(x, p, u_mem)``, ``observe(x, p, rates, u_mem)`` and ``noise_gain(p)``. ``rates`` is
+  ``cvar`` of the same state, which the kernel already holds (it is the delay history's newest
+  entry), so a model reads its own transmitted rates from it instead of evaluating their sigmoid
+  again (two to three fewer ``exp`` per region and step),
 * their plain NumPy references over ``(batch, region)`` arrays (``dfun_numpy``, ``cvar_numpy``,
-  ``observe_numpy``, ``noise_gain_numpy``),
+  ``observe_numpy``, ``noise_gain_numpy``; these compute everything themselves, without
+  ``rates``),
 * ``INITIAL_RANGE``: one ``(low, high)`` per state for random starts, declared once per model with
   its physiological rationale, and optionally ``REST_STATE`` (the constant deterministic start;
   0 when absent). :func:`initial_state` turns them into arrays; ``simulate(initial="random")``

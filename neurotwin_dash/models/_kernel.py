@@ -52,7 +52,9 @@ def compiled_integrate(tag: str, *args):
     microseconds.
     """
     from numba import typeof
-    sig = (types.literal(tag), types.int64, types.int64) + tuple(typeof(a) for a in args)
+    # the model tag and the integration method (``heun``, args[14]) are compile-time constants
+    sig = (types.literal(tag), types.int64, types.int64) + tuple(
+        types.literal(bool(a)) if k == 14 else typeof(a) for k, a in enumerate(args))
     ep = _ENTRY_POINTS.get(sig)
     if ep is None:
         integrate.compile(sig)
@@ -65,7 +67,7 @@ def _model_function(tag, attr):
     return getattr(MODELS[tag.literal_value.split(":")[0]], attr)
 
 
-def _dfun(tag, x, p, c_in, u_mem, u_rate):  # pragma: no cover - replaced by the overload
+def _dfun(tag, x, p, rates, c_in, u_mem, u_rate):  # pragma: no cover - replaced by the overload
     raise NotImplementedError
 
 
@@ -73,7 +75,7 @@ def _cvar(tag, x, p, u_mem):  # pragma: no cover
     raise NotImplementedError
 
 
-def _observe(tag, x, p, u_mem):  # pragma: no cover
+def _observe(tag, x, p, rates, u_mem):  # pragma: no cover
     raise NotImplementedError
 
 
@@ -82,13 +84,13 @@ def _noise_gain(tag, p):  # pragma: no cover
 
 
 @overload(_dfun, inline="always")
-def _ov_dfun(tag, x, p, c_in, u_mem, u_rate):
+def _ov_dfun(tag, x, p, rates, c_in, u_mem, u_rate):
     if not isinstance(tag, types.StringLiteral):
         return None
     f = _model_function(tag, "dfun")
 
-    def impl(tag, x, p, c_in, u_mem, u_rate):
-        return f(x, p, c_in, u_mem, u_rate)
+    def impl(tag, x, p, rates, c_in, u_mem, u_rate):
+        return f(x, p, rates, c_in, u_mem, u_rate)
     return impl
 
 
@@ -104,13 +106,13 @@ def _ov_cvar(tag, x, p, u_mem):
 
 
 @overload(_observe, inline="always")
-def _ov_observe(tag, x, p, u_mem):
+def _ov_observe(tag, x, p, rates, u_mem):
     if not isinstance(tag, types.StringLiteral):
         return None
     f = _model_function(tag, "observe")
 
-    def impl(tag, x, p, u_mem):
-        return f(x, p, u_mem)
+    def impl(tag, x, p, rates, u_mem):
+        return f(x, p, rates, u_mem)
     return impl
 
 
@@ -125,12 +127,34 @@ def _ov_noise_gain(tag, p):
     return impl
 
 
+def _step(dst, x, f, g, h, mean):  # pragma: no cover - replaced by the overload
+    raise NotImplementedError
+
+
+@overload(_step, inline="always")
+def _ov_step(dst, x, f, g, h, mean):
+    """``dst[k] = x[k] + h * f[k]`` (Euler) or ``x[k] + h * (0.5 * (f[k] + g[k]))`` (Heun) for
+    each element of the slope tuples ``f``/``g``, unrolled with constant indices: the slopes stay
+    in registers (staging them through an array made the next vector load wait for the scalar
+    stores, the kernel's hottest instruction)."""
+    if not isinstance(mean, types.BooleanLiteral):
+        return None
+    if mean.literal_value:
+        body = "".join(f"    dst[{k}] = x[{k}] + h * (0.5 * (f[{k}] + g[{k}]))\n" for k in range(len(f)))
+    else:
+        body = "".join(f"    dst[{k}] = x[{k}] + h * f[{k}]\n" for k in range(len(f)))
+    ns = {}
+    exec(f"def impl(dst, x, f, g, h, mean):\n{body or '    pass'}\n", ns)
+    return ns["impl"]
+
+
 @njit(cache=True, nogil=True)
 def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offsets, noise,
                     stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps,
                     decim, rec, n_out, out, diverged, bound):
     """Advance batch member ``b`` (see :func:`integrate` for the arguments)."""
     literally(tag)  # compile per model; ``tag`` is a string literal from here on
+    literally(heun)  # and per method: the Euler kernel carries no Heun code
     n_batch, n_region, n_state = x.shape
     n_cvar = hist.shape[1]
     n_slot = hist.shape[3] // 2
@@ -148,7 +172,6 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
         if rec[q] < n_out:
             need_obs = True
     sqdt = math.sqrt(dt)
-    n_stage = 2 if heun else 1
     xb = x[b]
     pb = params[b]
     eoff = offsets[b]
@@ -161,8 +184,8 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
             gains[i, m] = g * sqdt
             m += 1
     cin = np.zeros(n_cvar)
+    rs = np.empty(n_cvar)     # the region's own transmitted rates of the state being advanced
     xt = np.empty(n_state)
-    f1 = np.empty(n_state)
     obs = np.zeros(n_out)
     um = np.zeros(n_region)   # drives at step s ...
     ur = np.zeros(n_region)
@@ -200,37 +223,41 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
             e1 = indptr[i + 1]
             for c in range(n_cvar):
                 hc = hflat[c]
-                acc_c = 0.0
-                for e in range(e0, e1):
-                    acc_c += weights[e] * hc[eoff[e] + slot]
-                cin[c] = k * acc_c
+                # four partial sums: independent add chains instead of one serial chain
+                a0 = 0.0
+                a1 = 0.0
+                a2 = 0.0
+                a3 = 0.0
+                e = e0
+                while e + 4 <= e1:
+                    a0 += weights[e] * hc[eoff[e] + slot]
+                    a1 += weights[e + 1] * hc[eoff[e + 1] + slot]
+                    a2 += weights[e + 2] * hc[eoff[e + 2] + slot]
+                    a3 += weights[e + 3] * hc[eoff[e + 3] + slot]
+                    e += 4
+                while e < e1:
+                    a0 += weights[e] * hc[eoff[e] + slot]
+                    e += 1
+                cin[c] = k * ((a0 + a1) + (a2 + a3))
             xi = xb[i]
-            # one _dfun call site serves both Heun stages (halves the inlined code)
-            xs = xi
-            um_s = um[i]
-            ur_s = ur[i]
-            for stage in range(n_stage):
-                if stage == 1:
-                    xs = xt
-                    um_s = um1[i]
-                    ur_s = ur1[i]
-                f = _dfun(tag, xs, pb[i], cin, um_s, ur_s)
+            # the rates of this state were written to this step's slot by the previous step (or
+            # by the caller before step 0): models read them instead of recomputing the sigmoid
+            for c in range(n_cvar):
+                rs[c] = hflat[c, i * 2 * n_slot + slot]
+            f = _dfun(tag, xi, pb[i], rs, cin, um[i], ur[i])
+            if heun:
+                # predictor with the same noise increment, then the mean slope (network input
+                # held over the step, drives of step s + 1)
+                _step(xt, xi, f, f, dt, False)
+                for m in range(n_noise):
+                    xt[noise_idx[m]] += gains[i, m] * nz[s, i, m]
                 j = 0
-                if stage == 0:
-                    for v in f:
-                        f1[j] = v
-                        j += 1
-                else:
-                    for v in f:
-                        f1[j] = 0.5 * (f1[j] + v)
-                        j += 1
-                if n_stage == 2 and stage == 0:
-                    for j in range(n_state):
-                        xt[j] = xi[j] + dt * f1[j]
-                    for m in range(n_noise):
-                        xt[noise_idx[m]] += gains[i, m] * nz[s, i, m]
-            for j in range(n_state):
-                xi[j] += dt * f1[j]
+                for v in _cvar(tag, xt, pb[i], um1[i]):
+                    rs[j] = v
+                    j += 1
+                _step(xi, xi, f, _dfun(tag, xt, pb[i], rs, cin, um1[i], ur1[i]), dt, True)
+            else:
+                _step(xi, xi, f, f, dt, False)
             for m in range(n_noise):
                 xi[noise_idx[m]] += gains[i, m] * nz[s, i, m]
             # rates of the new state; the slot they overwrite is one no edge reads this step
@@ -238,11 +265,12 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
             for v in _cvar(tag, xi, pb[i], um1[i]):
                 hflat[c, i * 2 * n_slot + nslot] = v
                 hflat[c, i * 2 * n_slot + nslot + n_slot] = v
+                rs[c] = v
                 c += 1
             if record:
                 if need_obs:
                     j = 0
-                    for v in _observe(tag, xi, pb[i], um1[i]):
+                    for v in _observe(tag, xi, pb[i], rs, um1[i]):
                         obs[j] = v
                         j += 1
                 for q in range(n_rec):
@@ -291,7 +319,9 @@ def integrate(tag, b_start, b_stop, x, hist, t0, params, coupling, indptr, weigh
     hist : (batch, cvar, region, 2 * slots) float64
         Ring buffer of the transmitted rates; the rates of step ``t`` sit at ``t % slots`` and
         again at that plus ``slots``, so that a delayed read never wraps. ``slots`` is the
-        longest delay + 2 (the next slot is written while the current step still reads).
+        longest delay + 2 (the next slot is written while the current step still reads). The
+        slot of ``t0`` must hold ``cvar`` of ``x`` with the membrane drive of step ``t0``: the
+        model's ``dfun`` receives those rates instead of recomputing them.
     t0 : int
         Global index of the first step of this chunk.
     params : (batch, region, n_params) float64
@@ -322,6 +352,7 @@ def integrate(tag, b_start, b_stop, x, hist, t0, params, coupling, indptr, weigh
     bound : float
     """
     literally(tag)
+    literally(heun)
     for b in range(b_start, b_stop):
         _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offsets,
                         noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,

@@ -87,9 +87,10 @@ def _sig(v, e0, r, v0):
 
 
 @njit(cache=True, inline="always")
-def dfun(x, p, c_in, u_mem, u_rate):
-    """Right-hand side of one region: ``x`` (6,), ``p`` (n_params,), ``c_in`` (1,) network input
-    (1/s), ``u_mem`` membrane drive (mV), ``u_rate`` rate drive (1/s). Returns a 6-tuple."""
+def dfun(x, p, rates, c_in, u_mem, u_rate):
+    """Right-hand side of one region: ``x`` (6,), ``p`` (n_params,), ``rates`` (1,) this state's
+    ``cvar`` (the kernel keeps it), ``c_in`` (1,) network input (1/s), ``u_mem`` membrane drive
+    (mV), ``u_rate`` rate drive (1/s). Returns a 6-tuple."""
     A = p[_A]
     B = p[_B]
     a = p[_a]
@@ -99,7 +100,7 @@ def dfun(x, p, c_in, u_mem, u_rate):
     r = p[_r]
     v0 = p[_v0]
     y0 = x[0]
-    s_pyr = _sig(x[1] - x[2] + u_mem, e0, r, v0)
+    s_pyr = rates[0]                     # = _sig(x[1] - x[2] + u_mem, e0, r, v0)
     s_exc = _sig(C * y0, e0, r, v0)
     s_inh = _sig(0.25 * C * y0, e0, r, v0)
     return (x[3], x[4], x[5],
@@ -115,9 +116,9 @@ def cvar(x, p, u_mem):
 
 
 @njit(cache=True, inline="always")
-def observe(x, p, u_mem):
-    """Outputs of one region in ``OUTPUTS`` order."""
-    return (x[1] - x[2], _sig(x[1] - x[2] + u_mem, p[_e0], p[_r], p[_v0]))
+def observe(x, p, rates, u_mem):
+    """Outputs of one region in ``OUTPUTS`` order (``rates`` = this state's ``cvar``)."""
+    return (x[1] - x[2], rates[0])
 
 
 @njit(cache=True, inline="always")

@@ -138,7 +138,7 @@ def _syn(A, a, drive, u, du):
 
 
 @njit(cache=True, inline="always")
-def dfun(x, p, c_in, u_mem, u_rate):
+def dfun(x, p, rates, c_in, u_mem, u_rate):
     """Right-hand side of one column (28-tuple); see the module docstring."""
     e0 = p[_e0]
     r = p[_r]
@@ -149,10 +149,8 @@ def dfun(x, p, c_in, u_mem, u_rate):
     as_ = p[_aS]
     Af = -p[_AF]
     af = p[_aF]
-    v_p1 = x[0] + x[1] + x[2] + x[10] + u_mem
-    v_p2 = x[5] + x[6] + x[7] + x[11] + u_mem
-    r_p1 = _sig(v_p1, e0, r, v0)
-    r_p2 = _sig(v_p2, e0, r, p[_v0p2])
+    r_p1 = rates[0]                      # the cvar of this state: P1 and P2 rates
+    r_p2 = rates[1]
     r_ss = _sig(x[3], e0, r, v0)
     r_sst = _sig(x[4], e0, r, v0)
     r_pv = _sig(x[8] + x[9] + x[12] + x[13], e0, r, v0)
@@ -185,11 +183,8 @@ def cvar(x, p, u_mem):
 
 
 @njit(cache=True, inline="always")
-def observe(x, p, u_mem):
-    v_p1 = x[0] + x[1] + x[2] + x[10]
-    v_p2 = x[5] + x[6] + x[7] + x[11]
-    return (v_p1, v_p2,
-            _sig(v_p1 + u_mem, p[_e0], p[_r], p[_v0]), _sig(v_p2 + u_mem, p[_e0], p[_r], p[_v0p2]),
+def observe(x, p, rates, u_mem):
+    return (x[0] + x[1] + x[2] + x[10], x[5] + x[6] + x[7] + x[11], rates[0], rates[1],
             x[3], x[4], x[8] + x[9] + x[12] + x[13])
 
 

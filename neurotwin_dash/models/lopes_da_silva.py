@@ -84,7 +84,7 @@ def _f(v, e0, nu, v0):
 
 
 @njit(cache=True, inline="always")
-def dfun(x, p, c_in, u_mem, u_rate):
+def dfun(x, p, rates, c_in, u_mem, u_rate):
     A = p[_A]
     a = p[_a]
     b = p[_b]
@@ -97,7 +97,7 @@ def dfun(x, p, c_in, u_mem, u_rate):
     return (x[3], x[4], x[5],
             A * (b - a) * (p[_P] + c_in[0] + u_rate) - (a + b) * x[3] - a * b * x[0],
             B * (d - c) * p[_C2] * _f(x[2], e0, nu, v0) - (c + d) * x[4] - c * d * x[1],
-            A * (b - a) * p[_C1] * _f(x[0] - x[1] + u_mem, e0, nu, v0) - (a + b) * x[5] - a * b * x[2])
+            A * (b - a) * p[_C1] * rates[0] - (a + b) * x[5] - a * b * x[2])  # rates[0] = f(x0 - x1 + u_mem)
 
 
 @njit(cache=True, inline="always")
@@ -106,8 +106,8 @@ def cvar(x, p, u_mem):
 
 
 @njit(cache=True, inline="always")
-def observe(x, p, u_mem):
-    return (x[0] - x[1], x[2], _f(x[0] - x[1] + u_mem, p[_e0], p[_nu], p[_V0]))
+def observe(x, p, rates, u_mem):
+    return (x[0] - x[1], x[2], rates[0])
 
 
 @njit(cache=True, inline="always")

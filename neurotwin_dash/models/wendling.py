@@ -103,7 +103,7 @@ def _sig(v, e0, r, v0):
 
 
 @njit(cache=True, inline="always")
-def dfun(x, p, c_in, u_mem, u_rate):
+def dfun(x, p, rates, c_in, u_mem, u_rate):
     """Right-hand side of one region (10-tuple); see the module docstring."""
     A = p[_A]
     B = p[_B]
@@ -116,7 +116,7 @@ def dfun(x, p, c_in, u_mem, u_rate):
     r = p[_r]
     v0 = p[_v0]
     y0 = x[0]
-    s_pyr = _sig(x[1] - x[2] - x[3] + u_mem, e0, r, v0)
+    s_pyr = rates[0]                     # = _sig(x[1] - x[2] - x[3] + u_mem, e0, r, v0)
     s_exc = _sig(C * y0, e0, r, v0)
     s_slow = _sig(0.25 * C * y0, e0, r, v0)
     s_fast = _sig(0.3 * C * y0 - 0.1 * C * x[4], e0, r, v0)
@@ -135,9 +135,8 @@ def cvar(x, p, u_mem):
 
 
 @njit(cache=True, inline="always")
-def observe(x, p, u_mem):
-    v = x[1] - x[2] - x[3]
-    return (v, _sig(v + u_mem, p[_e0], p[_r], p[_v0]))
+def observe(x, p, rates, u_mem):
+    return (x[1] - x[2] - x[3], rates[0])
 
 
 @njit(cache=True, inline="always")

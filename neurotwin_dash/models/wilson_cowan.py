@@ -73,7 +73,7 @@ def _S(v, a, mu):
 
 
 @njit(cache=True, inline="always")
-def dfun(x, p, c_in, u_mem, u_rate):
+def dfun(x, p, rates, c_in, u_mem, u_rate):
     e = x[0]
     i = x[1]
     inp = p[_cee] * e - p[_cie] * i + p[_xe] + c_in[0] + u_mem + u_rate
@@ -87,7 +87,7 @@ def cvar(x, p, u_mem):
 
 
 @njit(cache=True, inline="always")
-def observe(x, p, u_mem):
+def observe(x, p, rates, u_mem):
     return (x[0], x[1])
 
 
