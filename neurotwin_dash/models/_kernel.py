@@ -21,7 +21,7 @@ import numpy as np
 from numba import literally, njit, types
 from numba.extending import overload
 
-__all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets"]
+__all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets", "sigmoid"]
 
 _ENTRY_POINTS: dict = {}
 
@@ -60,6 +60,15 @@ def compiled_integrate(tag: str, *args):
         integrate.compile(sig)
         ep = _ENTRY_POINTS[sig] = integrate.overloads[sig].entry_point
     return ep
+
+
+@njit(cache=True, inline="always")
+def sigmoid(v, e0, r, v0):
+    """The wave-to-pulse sigmoid of the Jansen–Rit family, ``2 e0 / (1 + exp(r (v0 − v)))`` (s⁻¹).
+
+    Shared by the models' numba functions; it lives here because the model tag hashes this file
+    (a change to it recompiles every model)."""
+    return 2.0 * e0 / (1.0 + math.exp(r * (v0 - v)))
 
 
 def _model_function(tag, attr):

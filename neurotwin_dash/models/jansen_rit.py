@@ -29,6 +29,7 @@ from numba import njit
 
 from ..params import ParamSet, ParamSpec
 from . import psp_initial_range
+from ._kernel import sigmoid as _sig
 
 NAME = "jansen_rit"
 
@@ -80,11 +81,6 @@ INITIAL_RANGE = _initial_range()
 
 
 # --- numba, one region ------------------------------------------------------------------------
-
-@njit(cache=True, inline="always")
-def _sig(v, e0, r, v0):
-    return 2.0 * e0 / (1.0 + math.exp(r * (v0 - v)))
-
 
 @njit(cache=True, inline="always")
 def dfun(x, p, rates, c_in, u_mem, u_rate):

@@ -27,6 +27,7 @@ from numba import njit
 
 from ..params import ParamSet, ParamSpec
 from . import psp_initial_range
+from ._kernel import sigmoid as _f
 
 NAME = "lopes_da_silva"
 
@@ -76,11 +77,6 @@ def _initial_range():
 
 #: Random start (``simulate(initial="random")``): see :func:`~neurotwin_dash.models.psp_initial_range`.
 INITIAL_RANGE = _initial_range()
-
-
-@njit(cache=True, inline="always")
-def _f(v, e0, nu, v0):
-    return 2.0 * e0 / (1.0 + math.exp(nu * (v0 - v)))
 
 
 @njit(cache=True, inline="always")

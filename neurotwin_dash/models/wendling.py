@@ -35,6 +35,7 @@ from numba import njit
 
 from ..params import ParamSet, ParamSpec
 from . import psp_initial_range
+from ._kernel import sigmoid as _sig
 
 NAME = "wendling"
 
@@ -95,11 +96,6 @@ def _initial_range():
 
 #: Random start (``simulate(initial="random")``): see :func:`~neurotwin_dash.models.psp_initial_range`.
 INITIAL_RANGE = _initial_range()
-
-
-@njit(cache=True, inline="always")
-def _sig(v, e0, r, v0):
-    return 2.0 * e0 / (1.0 + math.exp(r * (v0 - v)))
 
 
 @njit(cache=True, inline="always")
