@@ -81,21 +81,17 @@ def _add_sweep(sub):
                        description="Run a sweep spec on Dask into a zarr store; re-running the same "
                                    "spec into the same store computes only the missing batches.")
     p.add_argument("spec", help="YAML sweep spec (see neurotwin_dash.sweep.SweepSpec)")
+    from .cluster import add_cluster_arguments
     p.add_argument("--out", required=True, help="zarr store to create or resume")
-    p.add_argument("--scheduler", default=None,
-                   help="Dask scheduler address (tcp://host:8786); default: a LocalCluster on this machine; "
-                        "'sync' runs the batches in this process")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
+    add_cluster_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="delete an existing store first")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_sweep)
 
 
 def _sweep(args):
     from . import sweep
-    from .cluster import get_client
-    client = "sync" if args.scheduler == "sync" else get_client(args.scheduler, n_workers=args.workers)
-    res = sweep.run_sweep(args.spec, args.out, client=client, overwrite=args.overwrite,
+    from .cluster import client_from_arguments
+    res = sweep.run_sweep(args.spec, args.out, client=client_from_arguments(args), overwrite=args.overwrite,
                           progress=not args.no_progress)
     ds = res.dataset
     n_div = int(ds["diverged"].sum()) if "diverged" in ds else 0
@@ -191,6 +187,12 @@ def _record_stimulation(ds, args):
 
 
 
+def _add_bids_entities(p):
+    """``--subject/--task/--session/--run``: which recording of a BIDS root to read."""
+    for entity in ("subject", "task", "session", "run"):
+        p.add_argument(f"--{entity}", help=f"BIDS {entity} (when the input is a BIDS root)")
+
+
 def _add_import_eeg(sub):
     p = sub.add_parser(
         "import-eeg", help="EEG recording or BIDS dataset -> fitting targets (netCDF)",
@@ -202,7 +204,7 @@ def _add_import_eeg(sub):
     p.add_argument("--out", required=True, help="netCDF file to write, e.g. targets.nc")
     p.add_argument("--channels", help="required channels: comma list (Fp1,Fz,O1) or a montage name "
                                       "(standard_1020, starstim20 ...); default all good EEG channels")
-    p.add_argument("--subject"), p.add_argument("--task"), p.add_argument("--session"), p.add_argument("--run")
+    _add_bids_entities(p)
     p.add_argument("--reference", choices=["average", "none"], default="average",
                    help="re-reference to the average like simulated EEG (default) or keep the recording's")
     p.add_argument("--fc-method", choices=["aec", "plv", "coh"], default="aec",
@@ -241,7 +243,7 @@ def _add_import_fmri(sub):
     p.add_argument("--atlas-labels", help="region names: BIDS dseg.tsv, colour LUT or one name per line")
     p.add_argument("--out", required=True, help="netCDF file to write, e.g. fc.nc")
     p.add_argument("--tr", type=float, help="repetition time (s); must agree with the header/sidecar")
-    p.add_argument("--subject"), p.add_argument("--task"), p.add_argument("--session"), p.add_argument("--run")
+    _add_bids_entities(p)
     p.add_argument("--connectome", help="catalog name or connectome .nc: reorder regions to match it")
     p.add_argument("--match", choices=["label", "centroid"], default="label",
                    help="pair atlas and connectome regions by label (default) or nearest centroid")

@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 
-__all__ = ["get_client", "close_client", "default_n_workers"]
+__all__ = ["get_client", "close_client", "default_n_workers", "add_cluster_arguments", "client_from_arguments"]
 
 _lock = threading.Lock()
 _state: dict = {"client": None, "cluster": None}
@@ -123,6 +123,22 @@ def _announce(client, quiet: bool) -> None:
     n = len(client.scheduler_info(n_workers=-1).get("workers", {})) if _alive(client) else 0
     where = _scheduler_address(client)
     print(f"Dask: {n} workers at {where}; dashboard: {link or 'not served'}", file=sys.stderr)
+
+
+def add_cluster_arguments(parser) -> None:
+    """The command-line options of every Dask-backed command (``sweep``, ``fit``):
+    ``--scheduler``, ``--workers`` and ``--no-progress``."""
+    parser.add_argument("--scheduler", default=None,
+                        help="Dask scheduler address (tcp://host:8786); default: a LocalCluster on this "
+                             "machine; 'sync' runs the batches in this process")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="LocalCluster worker processes (default: cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def client_from_arguments(args):
+    """The client the options of :func:`add_cluster_arguments` ask for (``"sync"`` stays a string)."""
+    return "sync" if args.scheduler == "sync" else get_client(args.scheduler, n_workers=args.workers)
 
 
 def close_client() -> None:

@@ -209,14 +209,8 @@ class SweepSpec:
     @classmethod
     def from_yaml(cls, path) -> "SweepSpec":
         """Read a YAML sweep spec (see :class:`SweepSpec` for the keys)."""
-        import yaml
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"sweep spec {path} does not exist")
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, Mapping):
-            raise SweepError(f"sweep spec {path}: expected a mapping of keys, got {type(data).__name__}")
-        return cls.from_dict(data)
+        from .io.files import read_yaml_mapping
+        return cls.from_dict(read_yaml_mapping(path, "sweep spec", SweepError))
 
     def to_dict(self) -> dict:
         """JSON-able dict; a :class:`~neurotwin_dash.connectome.Connectome` is replaced by its name + hash."""

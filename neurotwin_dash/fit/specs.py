@@ -58,15 +58,9 @@ _PROBLEM_KEYS = ("model", "connectome", "duration_s", "dt_ms", "seed", "sample_r
 
 def load_fit_spec(path) -> dict:
     """Read a YAML fit spec into a dict (relative target files resolved against its folder)."""
-    import yaml
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"fit spec {path} does not exist")
-    spec = yaml.safe_load(path.read_text())
-    if not isinstance(spec, Mapping):
-        raise FitError(f"fit spec {path}: expected a mapping of keys")
-    spec = dict(spec)
-    spec["_base"] = str(path.parent)
+    from ..io.files import read_yaml_mapping
+    spec = read_yaml_mapping(path, "fit spec", FitError)
+    spec["_base"] = str(Path(path).parent)
     return spec
 
 
@@ -173,19 +167,17 @@ def add_fit_parser(sub):
                        description="Run a fit spec (see neurotwin_dash.fit.specs) into a folder: "
                                    "checkpoint.pkl (re-running resumes), history.nc, result.json, twin.nc.")
     p.add_argument("spec", help="YAML fit spec")
+    from ..cluster import add_cluster_arguments
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--scheduler", default=None,
-                   help="Dask scheduler address (tcp://host:8786), or 'sync' to run in this process")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_cluster_arguments(p)
     p.set_defaults(func=_fit_cli)
 
 
 def _fit_cli(args):
-    from ..cluster import get_client
+    from ..cluster import client_from_arguments
     spec = load_fit_spec(args.spec)
-    client = "sync" if args.scheduler == "sync" else get_client(args.scheduler, n_workers=args.workers)
-    res, summary = run_fit_spec(spec, args.out, client=client, progress=not args.no_progress)
+    res, summary = run_fit_spec(spec, args.out, client=client_from_arguments(args),
+                                progress=not args.no_progress)
     scores = ", ".join(f"{k} {v:.4g}" for k, v in res.scores.items()
                        if not k.startswith("loss") and k != "diverged")
     base = summary.get("structural_baseline_r")

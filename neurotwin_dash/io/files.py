@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = ["DataImportError", "OutputExistsError", "check_input", "one_bids_match", "write_new",
-           "save_uploads"]
+           "save_uploads", "read_yaml_mapping"]
 
 
 class DataImportError(ValueError):
@@ -46,6 +46,21 @@ def check_input(path, field: str) -> Path:
     if p.is_file() and p.stat().st_size == 0:
         raise DataImportError(f"{field} file {p} is empty (0 bytes)")
     return p
+
+
+def read_yaml_mapping(path, what: str, error: type[Exception] = DataImportError) -> dict:
+    """Read a YAML file whose top level must be a mapping (a sweep or fit spec ...).
+
+    A missing file raises :class:`FileNotFoundError`; any other top level raises ``error``,
+    both naming ``what`` and the path."""
+    import yaml
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict):
+        raise error(f"{what} {path}: expected a mapping of keys, got {type(data).__name__}")
+    return data
 
 
 def one_bids_match(hits, root, what: str, entities: dict, narrow: str):
