@@ -22,10 +22,10 @@ that only waits on Dask; reading progress happens off the event loop.
 """
 from __future__ import annotations
 
-import asyncio
 import pickle
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from urllib.parse import urlencode
@@ -192,6 +192,8 @@ class MonitorState(param.Parameterized):
         self._thread = threading.Thread(target=self._guard, args=(rid, self._stop) + job, daemon=True,
                                         name=f"neurotwin-{self.mode}-{rid}")
         self._thread.start()
+        threading.Thread(target=self._watch, args=(rid, self._thread), daemon=True,
+                         name=f"neurotwin-watch-{rid}").start()
         return True
 
     def stop(self) -> bool:
@@ -257,9 +259,10 @@ class MonitorState(param.Parameterized):
             return _sweep_snapshot(store, meta)
         return _fit_snapshot(store, meta)
 
-    def apply(self, snap: dict | None) -> None:
-        """Show a snapshot (progress, best, plot data) and finish the run when its thread ended."""
-        finished = getattr(self, "_finished", None) == self._run_id
+    def apply(self, snap: dict | None, final: bool = True) -> None:
+        """Show a snapshot (progress, best, plot data) and finish the run when its thread ended
+        (and ``final``: the snapshot was read after that, so it holds every result)."""
+        finished = final and getattr(self, "_finished", None) == self._run_id
         with param.parameterized.batch_call_watchers(self):
             if snap is not None:
                 self.done = snap["done"]
@@ -274,12 +277,32 @@ class MonitorState(param.Parameterized):
     def poll_now(self) -> None:
         self.apply(self.snapshot())
 
-    async def poll(self) -> None:
-        """Periodic callback: read progress in a thread, then update the page."""
-        if not self.running and getattr(self, "_finished", None) != self._run_id:
+    #: seconds between two reads of the store by the watcher thread
+    WATCH_PERIOD_S = 0.5
+
+    def _watch(self, rid, run_thread) -> None:
+        """Watcher thread of run ``rid``: reads the store while the run goes on, and once more
+        after it ended, leaving the latest snapshot for :meth:`poll`.
+
+        Reading a store takes seconds while the workers keep both cores busy; done here, neither
+        the server's event loop nor the session's document lock waits for it (a click on *Stop*
+        would otherwise queue behind the reads until the run had finished)."""
+        while rid == self._run_id:
+            ended = not run_thread.is_alive()
+            self._latest = (rid, self.snapshot(), ended)
+            if ended:
+                return
+            time.sleep(self.WATCH_PERIOD_S)
+
+    def poll(self) -> None:
+        """Periodic callback (cheap, on the event loop): show the watcher's newest snapshot."""
+        latest = getattr(self, "_latest", None)
+        if latest is None or latest is getattr(self, "_applied", None):
             return
-        snap = await asyncio.get_running_loop().run_in_executor(None, self.snapshot)
-        self.apply(snap)
+        self._applied = latest
+        rid, snap, ended = latest
+        if rid == self._run_id:
+            self.apply(snap, final=ended)
 
 
 def _sweep_snapshot(store, meta) -> dict | None:
@@ -396,7 +419,12 @@ class LossPlot:
         fig.scatter("x", "y", source=self.all, size=6, color="#1f4e79", legend_label="evaluation")
         fig.step("x", "y", source=self.best, color="#d62728", line_width=2, legend_label="best so far",
                  mode="after")
-        fig.legend.location = "top_right"
+        # the legend sits above the plot: inside, it hid the best-so-far line (which ends high for
+        # a maximised metric and low for a loss)
+        legend = fig.legend[0]
+        legend.orientation = "horizontal"
+        legend.location = "top_left"
+        fig.add_layout(legend, "above")
         self.figure = fig
 
     def update(self, snap):

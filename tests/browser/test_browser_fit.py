@@ -1,6 +1,9 @@
 """The fit/sweep monitor: start a sweep, watch it finish, open a cell in the explorer."""
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
 from ui_browser import data_to_page, figure_data, serving
@@ -47,4 +50,37 @@ def test_sweep_progress_heatmap_and_click_through_to_the_explorer(new_page, serv
     summary = text_of(explorer.locator(".run-summary", has_text="median spectral peak").first)
     assert f"p = {p_val:g}" in summary and f"C = {c_val:g}" in summary
     explorer.screenshot(path=str(artifacts / "fit_opened_in_explorer.png"))
+    assert log.errors == []
+
+
+def test_stop_keeps_the_finished_samples_and_start_resumes_the_rest(new_page, server, artifacts):
+    page, log = new_page(height=1300)
+    page.goto(server.url("/fit"))
+    page.locator(".start-run button").first.wait_for()
+    # 6 x 5 samples of 76 regions x 10 s, one per Dask task: long enough to stop half-way
+    page.get_by_label("Connectome", exact=True).select_option("tvb76")
+    for label, value in (("X num", "6"), ("Y num", "5"), ("duration (s)", "10"), ("Batch size", "1")):
+        box = page.get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Enter")
+    page.locator(".start-run button").first.click()
+    status = page.locator(".run-status").first
+    deadline = time.monotonic() + 120
+    while not re.search(r"running: [1-9]\d* / 30", text_of(status)):   # the first samples are in
+        assert time.monotonic() < deadline, text_of(status)
+        page.wait_for_timeout(100)
+    page.locator(".stop-run button").first.click()
+    page.locator(".run-status", has_text="stopped").first.wait_for(timeout=120_000)
+    stopped = text_of(page.locator(".run-status", has_text="stopped").first)
+    done = int(stopped.split("stopped")[1].split(":")[1].split("/")[0])
+    assert 0 < done < 30, stopped
+    assert page.locator(".stop-run button").first.is_disabled()
+    page.screenshot(path=str(artifacts / "fit_sweep_stopped.png"))
+
+    # Start with the same settings resumes: the finished samples are kept, the rest computed
+    page.locator(".start-run button").first.click()
+    page.locator(".run-status", has_text="finished").first.wait_for(timeout=180_000)
+    finished = text_of(page.locator(".run-status", has_text="finished").first)
+    assert "30 / 30 samples" in finished
+    page.screenshot(path=str(artifacts / "fit_sweep_resumed.png"))
     assert log.errors == []
