@@ -114,6 +114,17 @@ def _exp_small(x):
     return 1.0 + x * (1.0 + x * 0.5 * (1.0 + x * (1.0 / 3.0) * (1.0 + x * 0.25)))
 
 
+@njit(cache=True, fastmath=True, inline="always")
+def _exact(r, lf, lv, lq, kk, log1mr, f, inv_f, inv_v, w, inv_q, p):
+    """Evaluate region ``r``'s carried exponentials exactly from its log states."""
+    f[r] = math.exp(lf[r])
+    inv_f[r] = 1.0 / f[r]
+    inv_v[r] = math.exp(-lv[r])
+    w[r] = math.exp(kk * lv[r])
+    inv_q[r] = math.exp(-lq[r])
+    p[r] = math.exp(log1mr * inv_f[r])
+
+
 @njit(cache=True, fastmath=True, error_model="numpy")   # no zero-division branch: the loop vectorises
 def _bw_chunk(z, hold, dt, c, state, sample_steps, k_next, step0, out, floor_steps):
     """Integrate a chunk. z: (n_in, n_region) drive; each sample lasts ``hold`` steps of ``dt`` s.
@@ -153,12 +164,7 @@ def _bw_chunk(z, hold, dt, c, state, sample_steps, k_next, step0, out, floor_ste
     g = step0
     for i in range(n_in):
         for r in range(n_reg):
-            f[r] = math.exp(lf[r])
-            inv_f[r] = 1.0 / f[r]
-            inv_v[r] = math.exp(-lv[r])
-            w[r] = math.exp(kk * lv[r])
-            inv_q[r] = math.exp(-lq[r])
-            p[r] = math.exp(log1mr * inv_f[r])
+            _exact(r, lf, lv, lq, kk, log1mr, f, inv_f, inv_v, w, inv_q, p)
         for h in range(hold):
             while k < n_samp and sample_steps[k] == g:
                 for r in range(n_reg):
@@ -197,12 +203,7 @@ def _bw_chunk(z, hold, dt, c, state, sample_steps, k_next, step0, out, floor_ste
             if n_big:
                 for r in range(n_reg):
                     if big[r] > _EXACT_ABOVE:
-                        f[r] = math.exp(lf[r])
-                        inv_f[r] = 1.0 / f[r]
-                        inv_v[r] = math.exp(-lv[r])
-                        w[r] = math.exp(kk * lv[r])
-                        inv_q[r] = math.exp(-lq[r])
-                        p[r] = math.exp(log1mr * inv_f[r])
+                        _exact(r, lf, lv, lq, kk, log1mr, f, inv_f, inv_v, w, inv_q, p)
             g += 1
     state[0] = s
     state[1] = lf
