@@ -347,6 +347,8 @@ def integrate(tag, b_start, b_stop, x, hist, t0, params, coupling, indptr, weigh
     drv_space : (drive, batch, region); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
         Separable drives; target 0 = membrane (mV), 1 = rate (1/s).
     heun : bool
+        Stochastic Heun instead of Euler–Maruyama; a compile-time constant (each method has its
+        own machine code, so the Euler kernel carries none of Heun's).
     n_steps, decim : int
         Steps to take; steps per recorded sample (``n_steps`` is a multiple of ``decim``).
     rec : (n_rec,) int64
