@@ -18,7 +18,9 @@ settings (sweep-spec fingerprint; fit-problem fingerprint, method and population
 
 Clicking a heatmap cell or an evaluation opens that simulation in the explorer (same server,
 ``explorer?model=…&<x>=…&<y>=…``). Runs execute in a background thread of the server process
-that only waits on Dask; reading progress happens off the event loop.
+that only waits on Dask; a second thread per run reads the store/checkpoint (seconds when the
+workers fill both cores) and the page's periodic callback only shows its newest snapshot, so the
+event loop and the session's document lock stay free for clicks (*Stop* acts at once).
 """
 from __future__ import annotations
 
