@@ -485,7 +485,10 @@ class FitMonitor(pn.viewable.Viewer):
             state = "stopping" if s.stop_requested else "running"
         else:
             state = "stopped" if s.stopped else ("finished" if s.total else "idle")
-        self.status.object = f"**{state}**: {s.done} / {s.total} {what}. {s.best_text}"
+        parts = [f"**{state}**: {s.done} / {s.total} {what}.", s.best_text.rstrip(".") + "." if s.best_text else ""]
+        if state == "stopped":
+            parts.append("*Start* with the same settings resumes.")
+        self.status.object = " ".join(p for p in parts if p)
 
     def controls(self):
         s = self.state
