@@ -97,6 +97,13 @@ def main(argv=None):
         rows.append((f"batch of {nb}, s per run per simulated s (1 thread)",
                      f"{t_one / nb / bdur:.4f}", f"CPU {c_one / nb / bdur:.4f} s"))
 
+    # the other models on the same network (LaNMM with Heun, as the AD scenario runs it)
+    for model, method in (("wendling", "euler"), ("lanmm", "euler"), ("lanmm", "heun")):
+        okw = dict(model=model, connectome="tvb76", dt_ms=0.1, method=method)
+        simulate(duration_s=0.05, **okw)
+        t_m = _timed(lambda: simulate(duration_s=dur, seed=0, **okw), 2) / dur
+        rows.append((f"{model} ({method}), single run, s per simulated s", f"{t_m:.4f}", "no target"))
+
     rows += _neurolib_rows(simulate, quick=args.quick)
     rows += _tvb_rows(single, quick=args.quick)
 
