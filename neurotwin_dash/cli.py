@@ -77,11 +77,11 @@ def _serve(args):
 
 
 def _add_sweep(sub):
+    from .cluster import add_cluster_arguments
     p = sub.add_parser("sweep", help="run a parameter sweep (YAML spec) on Dask into a zarr store",
                        description="Run a sweep spec on Dask into a zarr store; re-running the same "
                                    "spec into the same store computes only the missing batches.")
     p.add_argument("spec", help="YAML sweep spec (see neurotwin_dash.sweep.SweepSpec)")
-    from .cluster import add_cluster_arguments
     p.add_argument("--out", required=True, help="zarr store to create or resume")
     add_cluster_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="delete an existing store first")

@@ -163,11 +163,11 @@ def run_fit_spec(spec: Mapping, out_dir, client=None, progress: bool = True, twi
 
 def add_fit_parser(sub):
     """Declare ``neurotwin fit SPEC --out DIR [--scheduler ADDRESS]``."""
+    from ..cluster import add_cluster_arguments
     p = sub.add_parser("fit", help="fit model parameters to data (YAML spec) with DE or CMA-ES on Dask",
                        description="Run a fit spec (see neurotwin_dash.fit.specs) into a folder: "
                                    "checkpoint.pkl (re-running resumes), history.nc, result.json, twin.nc.")
     p.add_argument("spec", help="YAML fit spec")
-    from ..cluster import add_cluster_arguments
     p.add_argument("--out", required=True, help="output folder")
     add_cluster_arguments(p)
     p.set_defaults(func=_fit_cli)
