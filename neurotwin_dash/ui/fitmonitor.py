@@ -485,10 +485,12 @@ class FitMonitor(pn.viewable.Viewer):
             state = "stopping" if s.stop_requested else "running"
         else:
             state = "stopped" if s.stopped else ("finished" if s.total else "idle")
-        parts = [f"**{state}**: {s.done} / {s.total} {what}.", s.best_text.rstrip(".") + "." if s.best_text else ""]
+        text = f"**{state}**: {s.done} / {s.total} {what}."
+        if s.best_text:
+            text += f" {s.best_text.rstrip('.')}."
         if state == "stopped":
-            parts.append("*Start* with the same settings resumes.")
-        self.status.object = " ".join(p for p in parts if p)
+            text += " *Start* with the same settings resumes."
+        self.status.object = text
 
     def controls(self):
         s = self.state
