@@ -54,7 +54,7 @@ import numpy as np
 import xarray as xr
 
 from .models import get_model
-from .models._kernel import compiled_integrate, edge_offsets, integrate_numpy, model_tag
+from .models._kernel import compiled_integrate, drives_at, edge_offsets, integrate_numpy, model_tag
 from .params import ParamError, ParamSet, ParamSpec
 
 __all__ = ["simulate", "Drive", "NETWORK_PARAMS", "network_params", "all_params", "METHODS",
@@ -512,8 +512,7 @@ def _execute(plan, progress, threads=None):
     x = plan["x0"].copy()
     # the history starts constant at the rates of the initial state under step 0's membrane
     # drive (the kernel hands the newest entry to the model as this state's rates)
-    mem0 = plan["drv_target"] == 0
-    um0 = np.einsum("dbr,d->br", plan["drv_space"][mem0], plan["drv_wave"][mem0, 0])
+    um0, _ = drives_at(plan["drv_space"], plan["drv_wave"], plan["drv_target"], 0)
     c0 = mod.cvar_numpy(x, plan["model_p"], um0)  # (batch, region, cvar)
     hist = np.ascontiguousarray(
         np.repeat(np.moveaxis(c0, -1, 1)[:, :, :, None], 2 * plan["n_slot"], axis=3))

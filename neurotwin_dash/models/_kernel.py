@@ -21,7 +21,8 @@ import numpy as np
 from numba import literally, njit, types
 from numba.extending import overload
 
-__all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets", "sigmoid"]
+__all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets", "sigmoid",
+           "drives_at"]
 
 _ENTRY_POINTS: dict = {}
 
@@ -52,9 +53,9 @@ def compiled_integrate(tag: str, *args):
     microseconds.
     """
     from numba import typeof
-    # the model tag and the integration method (``heun``, args[14]) are compile-time constants
+    # the model tag and the integration method (``heun``) are compile-time constants
     sig = (types.literal(tag), types.int64, types.int64) + tuple(
-        types.literal(bool(a)) if k == 14 else typeof(a) for k, a in enumerate(args))
+        types.literal(bool(a)) if k == _HEUN_ARG else typeof(a) for k, a in enumerate(args))
     ep = _ENTRY_POINTS.get(sig)
     if ep is None:
         integrate.compile(sig)
@@ -370,6 +371,24 @@ def integrate(tag, b_start, b_stop, x, hist, t0, params, coupling, indptr, weigh
                         n_steps, decim, rec, n_out, out, diverged, bound)
 
 
+#: position of ``heun`` among the arguments :func:`compiled_integrate` receives (those of
+#: :func:`integrate` after ``tag``, ``b_start`` and ``b_stop``)
+_HEUN_ARG = integrate.py_func.__code__.co_varnames.index("heun") - 3
+
+
+def drives_at(drv_space, drv_wave, drv_target, s):
+    """Membrane (mV) and rate (1/s) drives of step ``s``, each (batch, region): the separable
+    drives summed in order, as the kernel sums them."""
+    um = np.zeros(drv_space.shape[1:])
+    ur = np.zeros(drv_space.shape[1:])
+    for d in range(len(drv_target)):
+        if drv_target[d] == 0:
+            um += drv_space[d] * drv_wave[d, s]
+        else:
+            ur += drv_space[d] * drv_wave[d, s]
+    return um, ur
+
+
 def integrate_numpy(model, x, hist, t0, params, coupling, W, D, noise, stream, noise_idx,
                     drv_space, drv_wave, drv_target, heun, dt, n_steps, decim, rec, n_out,
                     out, diverged, bound):
@@ -389,20 +408,10 @@ def integrate_numpy(model, x, hist, t0, params, coupling, W, D, noise, stream, n
     if record:
         out[:, diverged] = np.nan
 
-    def drives(s):
-        um = np.zeros((n_batch, n_region))
-        ur = np.zeros((n_batch, n_region))
-        for d in range(len(drv_target)):
-            if drv_target[d] == 0:
-                um += drv_space[d] * drv_wave[d, s]
-            else:
-                ur += drv_space[d] * drv_wave[d, s]
-        return um, ur
-
     for s in range(n_steps):
         slot = (t0 + s) % n_slot
-        um, ur = drives(s)
-        um1, ur1 = drives(s + 1)
+        um, ur = drives_at(drv_space, drv_wave, drv_target, s)
+        um1, ur1 = drives_at(drv_space, drv_wave, drv_target, s + 1)
         c_in = np.empty((n_batch, n_region, hist.shape[1]))
         for c in range(hist.shape[1]):
             delayed = ring[:, c][bidx, src, (slot - D) % n_slot]   # (batch, target, source)
