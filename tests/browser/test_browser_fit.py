@@ -72,7 +72,7 @@ def test_stop_keeps_the_finished_samples_and_start_resumes_the_rest(new_page, se
     page.locator(".stop-run button").first.click()
     page.locator(".run-status", has_text="stopped").first.wait_for(timeout=120_000)
     stopped = text_of(page.locator(".run-status", has_text="stopped").first)
-    done = int(stopped.split("stopped")[1].split(":")[1].split("/")[0])
+    done = int(re.search(r"stopped: (\d+) / 30", stopped).group(1))
     assert 0 < done < 30, stopped
     assert page.locator(".stop-run button").first.is_disabled()
     page.screenshot(path=str(artifacts / "fit_sweep_stopped.png"))
