@@ -41,11 +41,17 @@ def _add_serve(sub):
                                    "section 'Serving to collaborators' (auth, OAuth, JupyterHub, Dask).")
     p.add_argument("apps", nargs="*", help="apps to serve (default: all)")
     p.add_argument("--port", type=int, default=5006, help="TCP port (default 5006; 0 = any free port)")
-    p.add_argument("--address", default=None, help="interface to listen on (e.g. 127.0.0.1 or 0.0.0.0)")
+    p.add_argument("--address", default=None,
+                   help="interface to listen on (default 127.0.0.1: this machine only; 0.0.0.0: all)")
     p.add_argument("--basic-auth", metavar="FILE", default=None,
-                   help="credentials file (JSON {user: password} or user:password lines); turns login on")
-    p.add_argument("--cookie-secret", default=None,
-                   help="secret signing login cookies (or set PANEL_COOKIE_SECRET); random if omitted")
+                   help="credentials file (JSON {user: password} or user:password lines, chmod 600); "
+                        "turns login on")
+    p.add_argument("--cookie-secret", default=None, help=argparse.SUPPRESS)  # refused: visible in ps
+    p.add_argument("--cookie-secret-file", metavar="FILE", default=None,
+                   help="private file holding the secret that signs login cookies (or set "
+                        "PANEL_COOKIE_SECRET); random per run if omitted")
+    p.add_argument("--use-xheaders", action="store_true",
+                   help="behind an HTTPS reverse proxy: trust X-Forwarded-* (login cookies become Secure)")
     p.add_argument("--num-threads", type=int, default=None, help="threads per server process for callbacks")
     p.add_argument("--num-procs", type=int, default=1, help="server processes (0 = one per core)")
     p.add_argument("--allow-websocket-origin", action="append", default=None, metavar="HOST[:PORT]",
@@ -63,11 +69,16 @@ def _add_serve(sub):
 
 def _serve(args):
     from .ui import serve
+    if args.cookie_secret is not None:
+        raise ValueError("--cookie-secret on the command line is visible to every user of this machine "
+                         "(ps); set PANEL_COOKIE_SECRET or use --cookie-secret-file FILE (chmod 600)")
+    secret = serve.read_cookie_secret(args.cookie_secret_file) if args.cookie_secret_file else None
     argv, env = serve.panel_serve_command(
         apps=args.apps, port=args.port, address=args.address, basic_auth=args.basic_auth,
-        cookie_secret=args.cookie_secret, num_threads=args.num_threads, num_procs=args.num_procs,
+        cookie_secret=secret, num_threads=args.num_threads, num_procs=args.num_procs,
         allow_websocket_origin=args.allow_websocket_origin, prefix=args.prefix, show=args.show,
-        dask_scheduler=args.dask_scheduler, oauth_provider=args.oauth_provider)
+        dask_scheduler=args.dask_scheduler, oauth_provider=args.oauth_provider,
+        use_xheaders=args.use_xheaders)
     if args.dry_run:
         print(" ".join(argv))
         for key in sorted(env):

@@ -63,7 +63,8 @@ def get_client(address=None, n_workers: int | None = None, threads_per_worker: i
     memory_limit : str or int, optional
         Per-worker memory limit; default: machine memory divided by ``n_workers``.
     dashboard : bool
-        Serve the Dask dashboard (on a free port) and print its link.
+        Serve the Dask dashboard (on a free port of 127.0.0.1, reach it from elsewhere through an
+        SSH tunnel) and print its link.
     quiet : bool
         Do not print the dashboard link.
 
@@ -100,9 +101,11 @@ def get_client(address=None, n_workers: int | None = None, threads_per_worker: i
             if memory_limit is None:
                 total = _total_memory_bytes()
                 memory_limit = int(total // n) if total else "auto"
+            # Scheduler, workers and dashboard listen on the loopback interface only: the
+            # dashboard has no login and the scheduler runs any task it is sent.
             cluster = LocalCluster(n_workers=n, threads_per_worker=threads_per_worker,
-                                   processes=True, memory_limit=memory_limit,
-                                   dashboard_address=":0" if dashboard else None)
+                                   processes=True, memory_limit=memory_limit, host="127.0.0.1",
+                                   dashboard_address="127.0.0.1:0" if dashboard else None)
             client = Client(cluster)
             _state["client"], _state["cluster"] = client, cluster
         _announce(client, quiet)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 
 import pytest
 
@@ -14,16 +13,19 @@ from neurotwin_dash.ui import serve
 def test_serve_builds_panel_serve_with_every_app_and_options(tmp_path):
     creds = tmp_path / "users.json"
     creds.write_text(json.dumps({"alice": "wonder"}))
+    creds.chmod(0o600)
     argv, env = serve.panel_serve_command(port=5007, address="0.0.0.0", basic_auth=str(creds),
                                           num_threads=4, num_procs=2,
                                           allow_websocket_origin=["lab.example.org:443"],
                                           dask_scheduler="tcp://10.0.0.5:8786")
     assert argv[1:4] == ["-m", "panel", "serve"]
-    apps = [a for a in argv if a.endswith(".py")]
+    apps = argv[4:4 + len(serve.APPS)]
     assert [os.path.basename(a) for a in apps] == [f"{n}.py" for n in serve.APPS]
     assert argv[argv.index("--port") + 1] == "5007"
     assert argv[argv.index("--address") + 1] == "0.0.0.0"
-    assert argv[argv.index("--basic-auth") + 1] == str(creds.resolve())
+    # the server reads the user's own (private) file itself: no copy, no password in argv
+    assert env[serve.AUTH_FILE_ENV] == str(creds.resolve())
+    assert argv[argv.index("--auth-module") + 1] == serve.auth_module_path()
     assert argv[argv.index("--num-threads") + 1] == "4"
     assert argv[argv.index("--num-procs") + 1] == "2"
     assert argv[argv.index("--allow-websocket-origin") + 1] == "lab.example.org:443"
@@ -32,17 +34,15 @@ def test_serve_builds_panel_serve_with_every_app_and_options(tmp_path):
     assert env["NEUROTWIN_DASK_SCHEDULER"] == "tcp://10.0.0.5:8786"
 
 
-def test_plain_user_password_lines_become_a_private_json_file(tmp_path):
+def test_plain_user_password_lines_are_read_without_writing_a_copy(tmp_path):
+    # Was: converted to a JSON copy in the temp folder (a plaintext copy left behind, issue 14).
     creds = tmp_path / "users.txt"
     creds.write_text("# lab members\nalice: wonder\nbob:builder\n")
+    creds.chmod(0o600)
     assert serve.read_credentials(creds) == {"alice": "wonder", "bob": "builder"}
-    argv, _ = serve.panel_serve_command(basic_auth=str(creds), cookie_secret="s" * 40)
-    path = argv[argv.index("--basic-auth") + 1]
-    try:
-        assert json.loads(open(path).read()) == {"alice": "wonder", "bob": "builder"}
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    finally:
-        os.unlink(path)
+    argv, env = serve.panel_serve_command(basic_auth=str(creds), cookie_secret="s" * 40)
+    assert env[serve.AUTH_FILE_ENV] == str(creds.resolve()) and env["PANEL_COOKIE_SECRET"] == "s" * 40
+    assert not any("wonder" in a or "s" * 40 in a for a in argv)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -52,6 +52,7 @@ def test_plain_user_password_lines_become_a_private_json_file(tmp_path):
 def test_bad_credentials_files_are_refused(tmp_path, content, message):
     creds = tmp_path / "c.txt"
     creds.write_text(content)
+    creds.chmod(0o600)
     with pytest.raises(ValueError, match=message):
         serve.read_credentials(creds)
 

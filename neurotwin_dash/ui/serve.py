@@ -1,8 +1,10 @@
 """``neurotwin serve``: the dashboards behind ``panel serve``.
 
-This module only turns command-line options into a ``panel serve`` command line and runs it;
-authentication, threads and processes are Panel/Bokeh server features (see the README section
-"Serving to collaborators").
+This module turns command-line options into a ``panel serve`` command line and replaces itself by
+it (``exec``). Threads and processes are Panel/Bokeh server features; the password login is
+:mod:`neurotwin_dash.ui.auth` (throttled, CSRF-protected, read from a private file). Secrets never
+appear on a command line or in a file written here (see the README section "Serving to
+collaborators").
 """
 from __future__ import annotations
 
@@ -10,12 +12,11 @@ import json
 import os
 import secrets
 import stat
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-__all__ = ["APPS", "apps_dir", "app_paths", "read_credentials", "panel_serve_command", "run"]
+__all__ = ["APPS", "AUTH_FILE_ENV", "apps_dir", "app_paths", "check_private_file", "read_credentials",
+           "read_cookie_secret", "auth_module_path", "panel_serve_command", "run"]
 
 #: Served apps (name -> module in neurotwin_dash.ui), in the order of the index page.
 APPS = {"explorer": "explorer", "montage": "montage", "fit": "fitmonitor"}
@@ -49,61 +50,33 @@ def app_paths(names=None) -> list[Path]:
     return [root / f"{n}.py" for n in names]
 
 
-#: Login page without external resources (Panel's default pulls its logo from a CDN, which
-#: a closed network answers with console errors). Jinja2, rendered by Panel's login handler.
-LOGIN_TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>neurotwin-dash — login</title>
-  <link rel="icon" href="data:,">
-  <style>
-    body { font-family: system-ui, sans-serif; background: #f3f5f8; margin: 0; }
-    .wrap { max-width: 340px; margin: 12vh auto; background: white; padding: 28px 32px;
-            border-radius: 8px; box-shadow: 0 2px 12px rgba(0, 0, 0, .12); }
-    h1 { font-size: 20px; color: #1f4e79; margin: 0 0 6px; }
-    p { color: #444; margin: 0 0 16px; }
-    input { width: 100%; box-sizing: border-box; padding: 9px; margin: 6px 0; border: 1px solid #bbb;
-            border-radius: 4px; font-size: 15px; }
-    button { width: 100%; padding: 10px; margin-top: 10px; background: #1f4e79; color: white;
-             border: 0; border-radius: 4px; font-size: 15px; cursor: pointer; }
-    .errormessage { color: #b00020; font-weight: bold; min-height: 1em; }
-  </style>
-</head>
-<body>
-  <div class="wrap">
-    <form class="login-form" action=".{{ login_endpoint }}" method="post">
-      <h1>neurotwin-dash</h1>
-      <p>Log in to use the dashboards.</p>
-      <p class="errormessage">{{ errormessage|escape }}</p>
-      <input name="username" type="text" autocapitalize="off" autocorrect="off" placeholder="user name" autofocus>
-      <input name="password" type="password" placeholder="password">
-      <button type="submit">Log in</button>
-    </form>
-  </div>
-</body>
-</html>
-"""
+#: Environment variable naming the credentials file for the server process (see ui/auth.py).
+AUTH_FILE_ENV = "NEUROTWIN_BASIC_AUTH_FILE"
 
 
-def login_template_path() -> str:
-    """Write :data:`LOGIN_TEMPLATE` to a private temporary file and return its path."""
-    fd, out = tempfile.mkstemp(prefix="neurotwin-login-", suffix=".html")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(LOGIN_TEMPLATE)
-    return out
+def check_private_file(path, option: str, what: str = "file") -> Path:
+    """``path`` as a Path after checking it is a regular file no other user can read or change.
+
+    Credentials and cookie secrets must not be world-readable: anyone who reads them can log in
+    as anyone (``chmod 600 FILE`` fixes it)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ValueError(f"{option}: {what} {p} does not exist")
+    mode = stat.S_IMODE(p.stat().st_mode)
+    if mode & (stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP):
+        raise ValueError(f"{option}: {p} is readable or writable by other users (mode {mode:o}); "
+                         f"run `chmod 600 {p}` first")
+    return p
 
 
 def read_credentials(path) -> dict[str, str]:
     """Read a basic-auth credentials file.
 
-    Either JSON (``{"alice": "secret", ...}``, the format Panel reads) or plain text with one
-    ``user:password`` per line (``#`` starts a comment).
+    Either JSON (``{"alice": "secret", ...}``) or plain text with one ``user:password`` per line
+    (``#`` starts a comment). The file must not be readable by other users
+    (:func:`check_private_file`).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"--basic-auth: credentials file {p} does not exist")
+    p = check_private_file(path, "--basic-auth", "credentials file")
     text = p.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
@@ -123,30 +96,31 @@ def read_credentials(path) -> dict[str, str]:
     return data
 
 
-def _credentials_json(path) -> str:
-    """Path of a JSON credentials file Panel can read (converted, mode 0600, when needed)."""
-    creds = read_credentials(path)
-    try:
-        json.loads(Path(path).read_text(encoding="utf-8"))
-        return str(Path(path).resolve())
-    except json.JSONDecodeError:
-        fd, out = tempfile.mkstemp(prefix="neurotwin-auth-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(creds, fh)
-        os.chmod(out, stat.S_IRUSR | stat.S_IWUSR)
-        return out
+def read_cookie_secret(path) -> str:
+    """The cookie secret stored in ``path`` (a private file, at least 32 characters)."""
+    secret = check_private_file(path, "--cookie-secret-file", "secret file").read_text(encoding="utf-8").strip()
+    if len(secret) < 32:
+        raise ValueError(f"--cookie-secret-file: {path} holds {len(secret)} characters; use ≥ 32 random "
+                         "ones (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return secret
+
+
+def auth_module_path() -> str:
+    """Path of the login module (:mod:`neurotwin_dash.ui.auth`) handed to ``--auth-module``."""
+    return str(Path(__file__).with_name("auth.py"))
 
 
 def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
-                     basic_auth: str | None = None, cookie_secret: str | None = None,
-                     num_threads: int | None = None, num_procs: int = 1,
-                     allow_websocket_origin=None, prefix: str | None = None,
-                     show: bool = False, dask_scheduler: str | None = None, oauth_provider: str | None = None,
-                     extra=()) -> tuple[list[str], dict[str, str]]:
+                        basic_auth: str | None = None, cookie_secret: str | None = None,
+                        num_threads: int | None = None, num_procs: int = 1,
+                        allow_websocket_origin=None, prefix: str | None = None,
+                        show: bool = False, dask_scheduler: str | None = None,
+                        oauth_provider: str | None = None, use_xheaders: bool = False,
+                        extra=()) -> tuple[list[str], dict[str, str]]:
     """Command line and extra environment of ``panel serve`` for the given options.
 
-    Secrets travel in the environment (``PANEL_COOKIE_SECRET``), not on the command line,
-    so they do not show up in ``ps``.
+    Secrets travel in the environment (``PANEL_COOKIE_SECRET``), never on the command line
+    (visible to every local user in ``ps``), and nothing is written to disk.
 
     Parameters
     ----------
@@ -155,33 +129,38 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
     port : int
         TCP port (0 picks a free one).
     address : str, optional
-        Interface to listen on (``127.0.0.1`` for local only, ``0.0.0.0`` for all).
+        Interface to listen on; ``127.0.0.1`` (this machine only) by default, ``0.0.0.0`` for all.
     basic_auth : path, optional
-        Credentials file; switches the login page on.
+        Credentials file (not readable by other users); switches the login page of
+        :mod:`neurotwin_dash.ui.auth` on. The server reads it itself (``$NEUROTWIN_BASIC_AUTH_FILE``).
     cookie_secret : str, optional
-        Secret signing the login cookie; a random one is made when auth is on and none is given
-        (logins then do not survive a restart).
+        Secret signing the login cookie; a random one is made when auth is on and neither this
+        nor ``$PANEL_COOKIE_SECRET`` is given (logins then do not survive a restart).
     num_threads : int, optional
         Threads per server process for Panel callbacks.
     num_procs : int
         Server processes (``0`` = one per core).
+    allow_websocket_origin : list of str, optional
+        ``host[:port]`` origins allowed to open the websocket (needed behind proxies).
+    prefix : str, optional
+        URL prefix (e.g. behind jupyter-server-proxy).
+    show : bool
+        Open a browser.
+    dask_scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``) the dashboards submit to;
+        a local cluster per server process otherwise (``NEUROTWIN_DASK_SCHEDULER``).
     oauth_provider : str, optional
         Panel OAuth provider (``github``, ``google``, ``azure``, ``okta``, ``generic``...); its key
         and secret come from ``PANEL_OAUTH_KEY`` / ``PANEL_OAUTH_SECRET`` (and
         ``PANEL_OAUTH_ENCRYPTION``, ``PANEL_COOKIE_SECRET``) in the environment, never the command line.
-    dask_scheduler : str, optional
-        Address of a running Dask scheduler (``tcp://host:8786``) the dashboards submit to;
-        a local cluster per server process otherwise (``NEUROTWIN_DASK_SCHEDULER``).
+    use_xheaders : bool
+        Trust ``X-Forwarded-*`` headers (behind an HTTPS reverse proxy: cookies then get ``Secure``).
 
     Returns
     -------
     argv : list of str
     env : dict
         Variables to add to the server's environment.
-    allow_websocket_origin : list of str, optional
-        ``host[:port]`` origins allowed to open the websocket (needed behind proxies).
-    prefix : str, optional
-        URL prefix (e.g. behind jupyter-server-proxy).
     """
     if not 0 <= int(port) <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {port}")
@@ -191,22 +170,21 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
         raise ValueError(f"--num-threads must be ≥ 1, got {num_threads}")
     env: dict[str, str] = {}
     argv = [sys.executable, "-m", "panel", "serve", *map(str, app_paths(apps)), "--port", str(int(port)),
-            "--liveness"]  # GET /liveness: a cheap health check that answers from the event loop
-    if address:
-        argv += ["--address", address]
+            "--liveness",  # GET /liveness: a cheap health check that answers from the event loop
+            "--address", address or "127.0.0.1"]  # local only unless asked: no accidental exposure
     for origin in allow_websocket_origin or ():
         argv += ["--allow-websocket-origin", origin]
+    if basic_auth and oauth_provider:
+        raise ValueError("--oauth-provider and --basic-auth exclude each other; choose one")
     if basic_auth:
-        argv += ["--basic-auth", _credentials_json(basic_auth),
-                 "--basic-login-template", login_template_path()]
-        if not cookie_secret and not os.environ.get("PANEL_COOKIE_SECRET"):
-            cookie_secret = secrets.token_urlsafe(32)
+        path = Path(basic_auth).expanduser().resolve()
+        read_credentials(path)              # fail here, with the option's name, not in the server
+        env[AUTH_FILE_ENV] = str(path)
+        argv += ["--auth-module", auth_module_path()]
     if oauth_provider:
-        if basic_auth:
-            raise ValueError("--oauth-provider and --basic-auth exclude each other; choose one")
         argv += ["--oauth-provider", oauth_provider]
-        if not cookie_secret and not os.environ.get("PANEL_COOKIE_SECRET"):
-            cookie_secret = secrets.token_urlsafe(32)
+    if (basic_auth or oauth_provider) and not cookie_secret and not os.environ.get("PANEL_COOKIE_SECRET"):
+        cookie_secret = secrets.token_urlsafe(32)
     if cookie_secret:
         env["PANEL_COOKIE_SECRET"] = cookie_secret
     if num_threads:
@@ -215,6 +193,8 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
         argv += ["--num-procs", str(int(num_procs))]
     if prefix:
         argv += ["--prefix", prefix]
+    if use_xheaders:
+        argv += ["--use-xheaders"]
     if show:
         argv += ["--show"]
     if dask_scheduler:
@@ -224,18 +204,10 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> int:
-    """Run ``panel serve`` in the foreground with ``env`` added; returns its exit code."""
-    import signal
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})})
+    """Replace this process by ``panel serve`` (``exec``) with ``env`` added.
 
-    def forward(signum, frame):       # stopping `neurotwin serve` stops the server it started
-        proc.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    The server takes over this process id, so signals sent to ``neurotwin serve`` (Ctrl-C, a
+    service manager's SIGTERM) reach the server itself and no orphan server can remain.
+    Returns only when the exec fails."""
+    os.execve(argv[0], argv, {**os.environ, **(env or {})})
+    return 127  # pragma: no cover - execve does not return on success

@@ -18,6 +18,7 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 def server(tmp_path_factory):
     creds = tmp_path_factory.mktemp("auth") / "users.txt"
     creds.write_text("alice:wonderland\n")
+    creds.chmod(0o600)
     with serving(["explorer"], extra=["--basic-auth", str(creds)]) as s:
         yield s
 

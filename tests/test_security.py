@@ -1,0 +1,260 @@
+"""Security and data-safety: each attack or fault of issue 14, reproduced, now failing to get in
+or to lose data.
+
+Served parts start a real ``neurotwin serve`` (Panel/Bokeh server) on loopback and talk HTTP to it;
+file parts run the real CLI on real files.
+"""
+from __future__ import annotations
+
+import glob
+import http.cookies
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from tornado.web import create_signed_value
+
+from neurotwin_dash import cluster
+from neurotwin_dash.cli import main
+from neurotwin_dash.ui import auth, serve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _request(url, data=None, headers=None):
+    """(status, headers, body) of one HTTP request, redirects not followed."""
+    body = None if data is None else urllib.parse.urlencode(data).encode()
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+    try:
+        with _OPENER.open(req, timeout=30) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read().decode(errors="replace")
+
+
+def _set_cookies(headers) -> dict[str, str]:
+    """Raw ``Set-Cookie`` lines by cookie name."""
+    return {line.split("=", 1)[0]: line for line in headers.get_all("Set-Cookie") or []}
+
+
+def _non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (None when it has none)."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    for a in out.split():
+        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", a) and not a.startswith("127."):
+            return a
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))        # no packet is sent: only picks the interface
+            a = s.getsockname()[0]
+        return None if a.startswith("127.") else a
+    except OSError:
+        return None
+
+
+# --- 1. login bypass ---------------------------------------------------------------------------
+
+SECRET = "a-real-secret-known-only-to-the-server-" + "x" * 16
+
+
+@pytest.fixture(scope="module")
+def login_server(tmp_path_factory):
+    """``neurotwin serve explorer --basic-auth FILE --use-xheaders`` on a free loopback port."""
+    folder = tmp_path_factory.mktemp("auth")
+    creds = folder / "users.txt"
+    creds.write_text("alice:wonderland\n")
+    creds.chmod(0o600)
+    temp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "neurotwin-*")))
+    port = _free_port()
+    log = open(folder / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neurotwin_dash.cli", "serve", "explorer", "--port", str(port),
+         "--basic-auth", str(creds), "--use-xheaders"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "PANEL_COOKIE_SECRET": SECRET}, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    t0 = time.time()
+    while True:
+        try:
+            if _request(base + "/liveness")[0] == 200:
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() - t0 > 90:
+            raise RuntimeError((folder / "server.log").read_text()[-3000:])
+        time.sleep(0.3)
+    yield {"base": base, "proc": proc, "temp_before": temp_before, "port": port}
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    log.close()
+
+
+def _login_form(base):
+    status, headers, body = _request(base + "/login?next=/explorer")
+    assert status == 200
+    token = re.search(r'name="csrf_token" value="([^"]+)"', body).group(1)
+    cookie = http.cookies.SimpleCookie(_set_cookies(headers)[auth.CSRF_COOKIE].split(";")[0])
+    return token, f"{auth.CSRF_COOKIE}={cookie[auth.CSRF_COOKIE].value}"
+
+
+def test_forged_cookie_with_a_guessed_secret_is_refused(login_server):
+    base = login_server["base"]
+    for guess in ["secret", "changeme", "x" * 32, "panel", SECRET[:-1]]:
+        forged = create_signed_value(guess, "user", "alice").decode()
+        status, headers, _ = _request(base + "/explorer", headers={"Cookie": f"user={forged}"})
+        assert status == 302 and "/login" in headers["Location"], guess
+    # control: the same cookie signed with the server's real secret gets in, so the refusals
+    # above are the signature check and not a broken app
+    real = create_signed_value(SECRET, "user", "alice").decode()
+    assert _request(base + "/explorer", headers={"Cookie": f"user={real}"})[0] == 200
+
+
+def test_no_secret_on_any_command_line_and_no_credential_copy_on_disk(login_server):
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            text = Path(cmdline).read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        assert SECRET.encode() not in text and b"wonderland" not in text, cmdline
+    new = set(glob.glob(os.path.join(tempfile.gettempdir(), "neurotwin-*"))) - login_server["temp_before"]
+    assert not [p for p in new if re.search(r"neurotwin-(auth|login)-", p)]
+    # the wrapper exec'd Panel: the process we started *is* the server (no orphan possible)
+    cmd = Path(f"/proc/{login_server['proc'].pid}/cmdline").read_bytes().split(b"\0")
+    assert b"panel" in cmd and b"serve" in cmd
+
+
+def test_login_form_needs_its_csrf_token(login_server):
+    base = login_server["base"]
+    status, headers, _ = _request(base + "/login", {"username": "alice", "password": "wonderland"})
+    assert status == 303 and "error=csrf" in headers["Location"]
+    assert "user" not in _set_cookies(headers)
+    token, cookie = _login_form(base)
+    status, headers, _ = _request(base + "/login", {"username": "alice", "password": "wonderland",
+                                                    "csrf_token": token[:-2] + "zz"}, {"Cookie": cookie})
+    assert "error=csrf" in headers["Location"] and "user" not in _set_cookies(headers)
+
+
+def test_login_cookie_is_httponly_samesite_lax_and_secure_behind_https(login_server):
+    base = login_server["base"]
+    for proto, secure in [("http", False), ("https", True)]:
+        token, cookie = _login_form(base)
+        status, headers, _ = _request(base + "/login", {"username": "alice", "password": "wonderland",
+                                                        "csrf_token": token, "next": "/explorer"},
+                                      {"Cookie": cookie, "X-Forwarded-Proto": proto})
+        assert status == 303 and headers["Location"] == "/explorer"
+        line = _set_cookies(headers)["user"].lower()
+        assert "httponly" in line and "samesite=lax" in line
+        assert ("secure" in line.split(";")[-1] or "; secure" in line) == secure, line
+
+
+def test_open_redirect_after_login_is_refused(login_server):
+    base = login_server["base"]
+    token, cookie = _login_form(base)
+    status, headers, _ = _request(base + "/login", {"username": "alice", "password": "wonderland",
+                                                    "csrf_token": token, "next": "//evil.example/x"},
+                                  {"Cookie": cookie})
+    assert status == 303 and headers["Location"] == "/"
+
+
+def test_password_guessing_is_locked_out(login_server):
+    """Runs last of the login tests: it locks 127.0.0.1 out of this server."""
+    base = login_server["base"]
+    codes = []
+    for _ in range(6):
+        token, cookie = _login_form(base)
+        _, headers, _ = _request(base + "/login", {"username": "alice", "password": "guess",
+                                                   "csrf_token": token}, {"Cookie": cookie})
+        codes.append(re.search(r"error=(\w+)", headers["Location"]).group(1))
+    assert codes[:3] == ["invalid"] * 3 and codes[-1] == "locked"
+    # while locked even the right password is not checked
+    token, cookie = _login_form(base)
+    _, headers, _ = _request(base + "/login", {"username": "alice", "password": "wonderland",
+                                               "csrf_token": token}, {"Cookie": cookie})
+    assert "error=locked" in headers["Location"] and "user" not in _set_cookies(headers)
+    assert "Too many failed attempts" in _request(base + "/login")[2]
+
+
+def test_throttle_delay_grows_exponentially_per_key():
+    now = [0.0]
+    t = auth.Throttle(free=3, base_s=1.0, max_s=60.0, clock=lambda: now[0])
+    waits = []
+    for _ in range(10):
+        t.failed("user:alice", "ip:10.0.0.1")
+        waits.append(t.wait_s("user:alice"))
+    assert waits == [0, 0, 0, 1, 2, 4, 8, 16, 32, 60]
+    assert t.wait_s("ip:10.0.0.1") == 60 and t.wait_s("ip:10.0.0.2") == 0
+    t.succeeded("user:alice")
+    assert t.wait_s("user:alice") == 0 and t.wait_s("ip:10.0.0.1") == 60
+    small = auth.Throttle(max_keys=100)
+    for i in range(1000):
+        small.failed(f"user:u{i}")
+    assert len(small._fails) == 100                  # memory bounded under a flood of names
+
+
+def test_world_readable_credentials_and_secret_on_the_command_line_are_refused(tmp_path, capsys):
+    creds = tmp_path / "users.txt"
+    creds.write_text("alice:wonderland\n")
+    creds.chmod(0o644)
+    assert main(["serve", "--basic-auth", str(creds), "--dry-run"]) == 2
+    assert "chmod 600" in capsys.readouterr().err
+    creds.chmod(0o600)
+    assert main(["serve", "--cookie-secret", "s" * 40, "--dry-run"]) == 2
+    assert "visible to every user" in capsys.readouterr().err
+    secret = tmp_path / "secret"
+    secret.write_text("short")
+    secret.chmod(0o600)
+    assert main(["serve", "--cookie-secret-file", str(secret), "--dry-run"]) == 2
+    assert "≥ 32" in capsys.readouterr().err
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "neurotwin-*")))
+    assert main(["serve", "--basic-auth", str(creds), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "wonderland" not in out and "--address 127.0.0.1" in out   # loopback unless --address
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "neurotwin-*"))) == before
+
+
+# --- 4. open doors: the Dask dashboard and scheduler -------------------------------------------
+
+def test_dask_dashboard_and_scheduler_not_reachable_from_a_non_loopback_address():
+    ip = _non_loopback_address()
+    if ip is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to test from")
+    cluster.close_client()
+    client = cluster.get_client(n_workers=1, quiet=True)
+    try:
+        dash_port = int(re.search(r":(\d+)/", client.dashboard_link).group(1))
+        sched_port = int(client.scheduler.address.rsplit(":", 1)[1])
+        for port in (dash_port, sched_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass                                   # control: it is up on loopback
+            with pytest.raises(OSError):
+                socket.create_connection((ip, port), timeout=5).close()
+    finally:
+        cluster.close_client()
