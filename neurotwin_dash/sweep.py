@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -56,7 +55,7 @@ from .params import ParamSet, ParamSpec
 
 __all__ = [
     "SweepError", "SweepSpec", "SweepResult", "SWEEP_PARAMS", "METRICS", "SAMPLINGS",
-    "register_metric", "make_samples", "batch_slices", "run_batch", "run_sweep",
+    "register_metric", "SIMULATORS", "register_simulator", "make_samples", "batch_slices", "run_batch", "run_sweep",
     "open_sweep", "sweep_status", "as_grid",
 ]
 
@@ -116,8 +115,10 @@ class SweepSpec:
     batch_size : int
         Samples per Dask task (one batched ``simulate()`` call each).
     metrics : list
-        Names from :data:`METRICS` or dicts ``{"name": ..., "as": output_name, **kwargs}``;
-        ``"module:function"`` names a user metric ``f(result, **kwargs) -> DataArray``.
+        Names from :data:`METRICS` or dicts ``{"name": ..., "as": output_name, **kwargs}`` (only
+        keywords the metric function declares). Own metrics are functions
+        ``f(result, **kwargs) -> DataArray`` registered in Python with :func:`register_metric`;
+        a spec cannot name code to import.
     timeseries : bool or list of str
         Also store the recorded time series (all recorded variables, or the listed ones).
     stimulation : mapping, optional
@@ -132,7 +133,8 @@ class SweepSpec:
           ``{"field_V_m": [per-region values]}``: scaled to a peak |value| of 1 and multiplied by
           ``stim_amplitude`` (V/m).
     simulator : str
-        ``"module:function"`` of the simulator (default ``neurotwin_dash.simulate:simulate``).
+        Name of a simulator in :data:`SIMULATORS` (default ``neurotwin_dash.simulate:simulate``);
+        others are registered in Python with :func:`register_simulator`.
     seed_per_sample : bool
         ``False``: every sample uses ``seed`` (common random numbers: samples differ only by
         their parameters). ``True``: sample *i* uses ``seed + i`` (independent realisations).
@@ -197,13 +199,16 @@ class SweepSpec:
     # --- (de)serialisation ---
     @classmethod
     def from_dict(cls, data: Mapping) -> "SweepSpec":
-        """Build from a plain mapping (as read from YAML); unknown keys raise."""
+        """Build from a plain mapping (as read from YAML); checked against
+        :class:`~neurotwin_dash.io.schema.SweepSpecSchema` (types, unknown keys) first."""
+        from .io.schema import SweepSpecSchema, validate
         known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known) if isinstance(data, Mapping) else []
         if unknown:
             raise SweepError(f"unknown sweep spec keys {unknown}; allowed: {', '.join(sorted(known))}")
-        if "model" not in data or "axes" not in data:
+        if isinstance(data, Mapping) and ("model" not in data or "axes" not in data):
             raise SweepError("a sweep spec needs at least 'model' and 'axes'")
+        validate(SweepSpecSchema, data, "sweep spec", SweepError)
         return cls(**copy.deepcopy(dict(data)))
 
     @classmethod
@@ -359,32 +364,53 @@ def register_metric(name: str):
     return deco
 
 
-def _resolve(path: str):
-    """Import ``"module:function"`` (or a :data:`METRICS` name)."""
-    if path in METRICS:
-        return METRICS[path]
-    if ":" not in path:
-        raise SweepError(f"metric {path!r} unknown; known: {', '.join(sorted(METRICS))}, "
-                         "or 'module:function'")
-    mod, func = path.split(":", 1)
-    try:
-        return getattr(importlib.import_module(mod), func)
-    except (ImportError, AttributeError) as exc:
-        raise SweepError(f"cannot import {path!r}: {exc}") from None
+#: name -> simulator function (keyword arguments of ``simulate``) a spec may name.
+SIMULATORS: dict[str, Callable] = {}
 
 
-def _metric_entries(spec: SweepSpec) -> list[tuple[str, Callable, dict]]:
+def register_simulator(name: str):
+    """Decorator adding a simulator to :data:`SIMULATORS` (called with ``simulate``'s keywords)."""
+    def deco(func):
+        SIMULATORS[name] = func
+        return func
+    return deco
+
+
+_DEFAULT_SIMULATOR = "neurotwin_dash.simulate:simulate"
+#: Keywords the package metrics pass on to :func:`neurotwin_dash.analysis.spectra.welch`.
+_WELCH_KEYWORDS = ("window_s", "overlap", "fmin", "fmax", "detrend")
+
+
+def _resolve(name: str, registry: Mapping[str, Callable], what: str) -> Callable:
+    """The registered function ``name``; a spec never names code to import."""
+    if what == "simulator" and name == _DEFAULT_SIMULATOR and name not in registry:
+        from .simulate import simulate     # the default, imported only when used (heavy)
+        return simulate
+    if name not in registry:
+        raise SweepError(f"{what} {name!r} unknown; known: {', '.join(sorted(registry)) or 'none'} "
+                         f"(own {what}s are functions registered in Python with register_{what}(); "
+                         "'module:function' names are not imported)")
+    return registry[name]
+
+
+def _metric_entries(spec: SweepSpec, registry: Mapping[str, Callable] | None = None
+                    ) -> list[tuple[str, Callable, dict]]:
+    from .io.schema import check_keywords
+    registry = METRICS if registry is None else registry
     out = []
-    for entry in spec.metrics:
+    for i, entry in enumerate(spec.metrics):
         if isinstance(entry, str):
             name, kwargs = entry, {}
         else:
             kwargs = dict(entry)
             name = kwargs.pop("name", None)
             if name is None:
-                raise SweepError(f"metric entry {entry!r} needs a 'name'")
-        label = kwargs.pop("as", name.split(":")[-1])
-        out.append((label, _resolve(name), kwargs))
+                raise SweepError(f"metrics[{i}]: entry {entry!r} needs a 'name'")
+        label = kwargs.pop("as", name)
+        func = _resolve(name, registry, "metric")
+        check_keywords(func, kwargs, f"metrics[{i}] ({name})", SweepError,
+                       extra=_WELCH_KEYWORDS if func.__module__ == __name__ else ())
+        out.append((label, func, kwargs))
     labels = [e[0] for e in out]
     if len(set(labels)) != len(labels):
         raise SweepError(f"metric output names must be unique, got {labels}; use 'as' to rename")
@@ -640,7 +666,7 @@ class _Sine:
 
 
 def run_batch(spec: SweepSpec | Mapping, batch: Mapping[str, Sequence[float]],
-              sample_index: Sequence[int] | None = None) -> xr.Dataset:
+              sample_index: Sequence[int] | None = None, functions: Mapping | None = None) -> xr.Dataset:
     """Simulate one batch and compute its metrics (the function each Dask task runs).
 
     Parameters
@@ -649,6 +675,10 @@ def run_batch(spec: SweepSpec | Mapping, batch: Mapping[str, Sequence[float]],
     batch : mapping of swept parameter name -> values (one per batch member)
     sample_index : sequence of int, optional
         The members' sample numbers (needed with ``seed_per_sample``).
+    functions : mapping, optional
+        ``{"simulator": {name: f}, "metrics": {name: f}}``: the registered functions the spec
+        names, sent along by :func:`run_sweep` (a Dask worker's registries only hold the
+        package's own); default :data:`SIMULATORS` and :data:`METRICS` of this process.
 
     Returns
     -------
@@ -659,10 +689,11 @@ def run_batch(spec: SweepSpec | Mapping, batch: Mapping[str, Sequence[float]],
     if not isinstance(spec, SweepSpec):
         spec = SweepSpec.from_dict(spec)
     t0 = time.perf_counter()
-    simulate = _resolve(spec.simulator)
+    functions = functions or {}
+    simulate = _resolve(spec.simulator, functions.get("simulator", SIMULATORS), "simulator")
     res = simulate(**build_simulate_kwargs(spec, batch, sample_index))
     out = {}
-    for label, func, kwargs in _metric_entries(spec):
+    for label, func, kwargs in _metric_entries(spec, functions.get("metrics")):
         da = func(res, **kwargs)
         if not isinstance(da, xr.DataArray) or "batch" not in da.dims:
             raise SweepError(f"metric {label!r} must return a DataArray with a 'batch' dim")
@@ -842,7 +873,11 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
         spec = SweepSpec.from_dict(spec)
     store = str(store)
     samples = make_samples(spec)
-    _metric_entries(spec)  # unknown metric names fail here, before any compute
+    # unknown metric/simulator names fail here, before any compute; the registered functions
+    # travel with each task (a worker process only knows the package's own)
+    used = {id(f) for _, f, _ in _metric_entries(spec)}
+    functions = {"metrics": {name: f for name, f in METRICS.items() if id(f) in used},
+                 "simulator": {spec.simulator: _resolve(spec.simulator, SIMULATORS, "simulator")}}
     slices = batch_slices(samples.sizes["sample"], spec.batch_size)
     n_batches = len(slices)
     if overwrite and Path(store).exists():
@@ -887,7 +922,7 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
                 if stop is not None and stop.is_set():
                     stopped = True
                     break
-                handle(b, run_batch(spec_dict, batch_values[b], _range(slices[b])))
+                handle(b, run_batch(spec_dict, batch_values[b], _range(slices[b]), functions))
         elif pending:
             from distributed import as_completed
             from .cluster import get_client
@@ -901,7 +936,7 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
             # the spec travels with every task (a few kB): no scattered data that a dying
             # worker could take with it
             def submit(b):
-                fut = client.submit(run_batch, spec_dict, batch_values[b], _range(slices[b]),
+                fut = client.submit(run_batch, spec_dict, batch_values[b], _range(slices[b]), functions,
                                     retries=retries,
                                     key=f"sweep-{key}-batch-{b}", pure=False)
                 fut.batch_index = b

@@ -165,7 +165,7 @@ def _recovery_problem():
 def test_cmaes_on_dask_recovers_parameters_that_generated_the_data(client, tmp_path):
     truth, prob = _recovery_problem()
     res = fit(prob, method="cmaes", generations=8, popsize=8, seed=3, client=client,
-              checkpoint=tmp_path / "cma.pkl", progress=False)
+              checkpoint=tmp_path / "cma.json", progress=False)
     # tolerance: 10 % of each search range
     assert abs(res.best["coupling"] - truth["coupling"]) < 3.0, res.best
     assert abs(res.best["p"] - truth["p"]) < 18.0, res.best
@@ -174,7 +174,7 @@ def test_cmaes_on_dask_recovers_parameters_that_generated_the_data(client, tmp_p
     assert res.history.sizes["evaluation"] == 64
     # resuming a finished fit recomputes nothing and gives the same answer
     again = fit(prob, method="cmaes", generations=8, popsize=8, seed=3, client=client,
-                checkpoint=tmp_path / "cma.pkl", progress=False)
+                checkpoint=tmp_path / "cma.json", progress=False)
     assert again.computed_generations == [] and again.best == res.best
 
 
@@ -190,12 +190,12 @@ def _cheap_problem():
 def test_interrupted_fit_resumes_from_its_checkpoint_exactly(method, tmp_path):
     prob = _cheap_problem()
     full = fit(prob, method=method, generations=4, popsize=6, seed=7, client="sync",
-               checkpoint=tmp_path / "full.pkl", progress=False)
+               checkpoint=tmp_path / "full.json", progress=False)
     # a run stopped after 2 generations, then resumed to 4 with the same checkpoint
     part = fit(prob, method=method, generations=2, popsize=6, seed=7, client="sync",
-               checkpoint=tmp_path / "cp.pkl", progress=False)
+               checkpoint=tmp_path / "cp.json", progress=False)
     resumed = fit(prob, method=method, generations=4, popsize=6, seed=7, client="sync",
-                  checkpoint=tmp_path / "cp.pkl", progress=False)
+                  checkpoint=tmp_path / "cp.json", progress=False)
     n_first = len(part.computed_generations)
     assert resumed.computed_generations == full.computed_generations[n_first:]
     assert resumed.computed_generations[0] == n_first                       # nothing redone
@@ -204,7 +204,7 @@ def test_interrupted_fit_resumes_from_its_checkpoint_exactly(method, tmp_path):
     assert resumed.best == full.best
     with pytest.raises(FitError, match="belongs to another fit"):
         fit(prob, method=method, generations=2, popsize=6, seed=8, client="sync",
-            checkpoint=tmp_path / "cp.pkl", progress=False)
+            checkpoint=tmp_path / "cp.json", progress=False)
 
 
 class _StopAfter:
@@ -231,11 +231,11 @@ def test_stop_event_ends_a_fit_between_generations_and_the_same_call_resumes(met
     stopping = _cheap_problem()
     stopping.objective = _StopAfter(prob.objective, 2, stop)
     part = fit(stopping, method=method, generations=3, popsize=6, seed=7, client="sync",
-               checkpoint=tmp_path / "cp.pkl", progress=False, stop=stop)
+               checkpoint=tmp_path / "cp.json", progress=False, stop=stop)
     assert part.stopped and part.computed_generations == [0, 1] and part.evaluations == 12
     np.testing.assert_array_equal(part.history["loss"].values, full.history["loss"].values[:12])
     resumed = fit(prob, method=method, generations=3, popsize=6, seed=7, client="sync",
-                  checkpoint=tmp_path / "cp.pkl", progress=False)
+                  checkpoint=tmp_path / "cp.json", progress=False)
     assert not resumed.stopped and resumed.computed_generations[0] == 2
     np.testing.assert_array_equal(resumed.history["loss"].values, full.history["loss"].values)
     assert resumed.best == full.best

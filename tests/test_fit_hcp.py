@@ -36,7 +36,7 @@ def test_hcp_group_fc_fit_beats_the_structural_baseline(tmp_path):
     prob = hcp_fc_problem(duration_s=310.0)
     res = fit(prob, method="cmaes", generations=2, popsize=6, seed=0, client=client,
               x0={"coupling": 6.0, "x_ext": 1.0, "noise_sd": 0.1, "speed_m_s": 6.0}, sigma0=0.1,
-              checkpoint=tmp_path / "hcp.pkl", progress=False)
+              checkpoint=tmp_path / "hcp.json", progress=False)
     baseline = structural_baseline_r()
     print(f"HCP group FC fit: r = {res.scores['fc_r']:.3f} (log-weight baseline {baseline:.3f}); "
           f"best {res.best}")

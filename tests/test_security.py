@@ -258,3 +258,132 @@ def test_dask_dashboard_and_scheduler_not_reachable_from_a_non_loopback_address(
                 socket.create_connection((ip, port), timeout=5).close()
     finally:
         cluster.close_client()
+
+
+# --- 2. code execution from data files ---------------------------------------------------------
+
+class _RunsCommand:
+    """What an attacker pickles: unpickling it runs a shell command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", self.marker],))
+
+
+FIT_SPEC = ("problem: custom\nmodel: jansen_rit\nconnectome: null\nduration_s: 1.0\ntransient_s: 0.5\n"
+            "sample_rate_hz: 250\nfree:\n  - {name: p, low: 120, high: 300}\n"
+            "objective:\n  - {term: AlphaPeakError, target_hz: 9.0, window_s: 0.5, band: [5, 14]}\n"
+            "method: de\ngenerations: 1\npopsize: 5\nseed: 0\n")
+
+
+def test_crafted_pickle_checkpoint_is_refused_not_loaded(tmp_path, capsys):
+    import pickle
+    spec = tmp_path / "fit.yaml"
+    spec.write_text(FIT_SPEC)
+    out = tmp_path / "fitdir"
+    out.mkdir()
+    marker = tmp_path / "pwned"
+    for name in ("checkpoint.json", "checkpoint.pkl"):      # current and the old file name
+        (out / name).write_bytes(pickle.dumps({"meta": _RunsCommand(marker), "rows": []}))
+    rc = main(["fit", str(spec), "--out", str(out), "--scheduler", "sync", "--no-progress"])
+    assert rc == 2 and not marker.exists()
+    assert "pickle file (never loaded" in capsys.readouterr().err
+    # the checkpoint it writes itself is JSON, and a re-run resumes from it
+    (out / "checkpoint.json").unlink()
+    assert main(["fit", str(spec), "--out", str(out), "--scheduler", "sync", "--no-progress"]) == 0
+    import json
+    doc = json.loads((out / "checkpoint.json").read_text())
+    assert doc["format"] == "neurotwin-fit-checkpoint/1" and len(doc["rows"]) == 10
+    capsys.readouterr()
+    assert main(["fit", str(spec), "--out", str(out), "--scheduler", "sync", "--no-progress"]) == 0
+    assert "0 generation(s) computed now" in capsys.readouterr().out and not marker.exists()
+
+
+def test_yaml_metric_and_simulator_injection_are_refused(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    base = ("model: jansen_rit\nconnectome: null\nduration_s: 1.0\ntransient_s: 0.5\n"
+            "axes: {p: {values: [120.0]}}\n")
+    attacks = {
+        "metric": f"metrics:\n  - {{name: 'subprocess:run', args: [touch, '{marker}'], as: x}}\n",
+        "metric-str": "metrics: ['os:system']\n",
+        "simulator": "simulator: 'os:system'\n",
+        "kwargs": f"metrics:\n  - {{name: std, shell: true, args: [touch, '{marker}']}}\n",
+    }
+    messages = {}
+    for name, text in attacks.items():
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(base + text)
+        assert main(["sweep", str(spec), "--out", str(tmp_path / f"{name}.zarr"), "--scheduler", "sync",
+                     "--no-progress"]) == 2, name
+        messages[name] = capsys.readouterr().err
+        assert not (tmp_path / f"{name}.zarr").exists()
+    assert not marker.exists()
+    assert "metric 'subprocess:run' unknown" in messages["metric"] and "not imported" in messages["metric"]
+    assert "simulator 'os:system' unknown" in messages["simulator"]
+    assert "metrics[0] (std): unknown keyword(s) ['args', 'shell']" in messages["kwargs"]
+
+
+def test_metrics_registered_in_python_still_work_on_dask_workers(tmp_path):
+    """The allow-list is the registry: a function registered in Python is usable (and sent to the
+    workers with the tasks)."""
+    from neurotwin_dash import sweep
+
+    @sweep.register_metric("test_security.max_abs")
+    def max_abs(res, variable=None):
+        return abs(res[variable or "v_pyr"]).max(("time", "region"))
+
+    try:
+        spec = sweep.SweepSpec.from_dict(dict(model="jansen_rit", connectome=None, duration_s=1.0,
+                                              transient_s=0.5, axes={"p": {"values": [120.0, 200.0]}},
+                                              metrics=["test_security.max_abs"], batch_size=1))
+        cluster.close_client()
+        client = cluster.get_client(n_workers=1, quiet=True)
+        ds = sweep.run_sweep(spec, tmp_path / "m.zarr", client=client, progress=False).dataset
+        assert ds["test_security.max_abs"].shape == (2,) and (ds["test_security.max_abs"] > 0).all()
+    finally:
+        sweep.METRICS.pop("test_security.max_abs", None)
+        cluster.close_client()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("axes: {p: {values: [120.0], step: 2}}\n", "axes.p.step: unknown key"),
+    ("axes: {p: {values: [120.0]}}\nbatch_size: '4'\n", "batch_size: Input should be a valid integer"),
+    ("axes: {p: {values: [120.0]}}\nduration_s: ten\n", "duration_s: "),
+    ("axes: {p: {values: [120.0]}}\nstimulation: {pattern: uniform, code: x}\n", "stimulation.code: unknown key"),
+    ("axes: {p: {values: [120.0]}}\nmethod: rk4\n", "method: Input should be 'euler' or 'heun'"),
+    ("axes: {p: {num: 0, low: 1, high: 2}}\n", "axes.p.num: Input should be greater than or equal to 1"),
+])
+def test_sweep_spec_schema_errors_name_the_field(tmp_path, capsys, text, message):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: jansen_rit\nconnectome: null\n" + text)
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "s.zarr"), "--scheduler", "sync"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_sweep_schema_declares_exactly_the_spec_fields():
+    from neurotwin_dash.io.schema import SweepSpecSchema
+    from neurotwin_dash.sweep import SweepSpec
+    assert set(SweepSpecSchema.model_fields) == set(SweepSpec.__dataclass_fields__)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("colour: red\n", "colour: unknown key"),
+    ("generations: many\n", "generations: Input should be a valid integer"),
+    ("hcp: {duration_s: 10, evil: 1}\n", "hcp.evil: unknown key"),
+    ("free2: []\n", "free2: unknown key"),
+])
+def test_fit_spec_schema_errors_name_the_field(tmp_path, capsys, extra, message):
+    spec = tmp_path / "fit.yaml"
+    spec.write_text(FIT_SPEC + extra)
+    assert main(["fit", str(spec), "--out", str(tmp_path / "o"), "--scheduler", "sync"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_fit_objective_keywords_are_checked_against_the_term(tmp_path, capsys):
+    spec = tmp_path / "fit.yaml"
+    spec.write_text(FIT_SPEC.replace("band: [5, 14]}", "band: [5, 14], command: ls}"))
+    assert main(["fit", str(spec), "--out", str(tmp_path / "o"), "--scheduler", "sync"]) == 2
+    assert "objective[0] (AlphaPeakError): unknown keyword(s) ['command']" in capsys.readouterr().err

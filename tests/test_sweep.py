@@ -178,6 +178,7 @@ def test_sweep_on_local_cluster_equals_each_sample_run_alone(client, tmp_path):
     assert again.computed == [] and again.skipped == [0, 1, 2]
 
 
+@sweep.register_simulator("test_sweep.simulate_with_divergence")   # specs name registered code only
 def simulate_with_divergence(**kwargs):
     """The real simulator, with members whose coupling is 20 reported as diverged mid-run
     (as simulate does for NaN/Inf states: NaN after the divergence, ``diverged`` True)."""
@@ -191,7 +192,7 @@ def simulate_with_divergence(**kwargs):
 
 
 def test_diverged_samples_are_recorded_not_dropped(tmp_path):
-    spec = _spec(simulator=f"{__name__}:simulate_with_divergence", timeseries=True)
+    spec = _spec(simulator="test_sweep.simulate_with_divergence", timeseries=True)
     ds = sweep.run_sweep(spec, tmp_path / "d.zarr", client="sync", progress=False).dataset.compute()
     assert ds.sizes["sample"] == 6
     np.testing.assert_array_equal(ds["diverged"].values, [0, 0, 0, 0, 1, 1])
@@ -299,6 +300,7 @@ STOP_AFTER_TWO = threading.Event()
 _calls = []
 
 
+@sweep.register_simulator("test_sweep.simulate_then_stop")
 def simulate_then_stop(**kwargs):
     """The real simulator; the second call sets STOP_AFTER_TWO (a user clicking Stop mid-sweep)."""
     _calls.append(1)
@@ -308,7 +310,7 @@ def simulate_then_stop(**kwargs):
 
 
 def test_stop_event_ends_a_sync_sweep_between_batches_and_a_rerun_resumes(tmp_path):
-    spec = _spec(simulator=f"{__name__}:simulate_then_stop")
+    spec = _spec(simulator="test_sweep.simulate_then_stop")
     store = tmp_path / "stop.zarr"
     res = sweep.run_sweep(spec, store, client="sync", progress=False, stop=STOP_AFTER_TWO)
     assert res.stopped and res.computed == [0, 1] and res.n_batches == 3

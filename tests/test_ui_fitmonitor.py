@@ -41,11 +41,11 @@ def test_stopped_sweep_keeps_its_partial_results_and_a_restart_computes_only_the
     gate = threading.Event()
     calls = []
 
-    def gated_run_batch(spec, batch, sample_index=None):
+    def gated_run_batch(spec, batch, sample_index=None, functions=None):
         calls.append(sample_index[0] // 2)           # batch number (batch_size 2)
         if len(calls) >= 3:
             gate.wait(20)                            # the third batch runs while Stop is clicked
-        return real_run_batch(spec, batch, sample_index)
+        return real_run_batch(spec, batch, sample_index, functions)
 
     monkeypatch.setattr(sweep, "run_batch", gated_run_batch)
     s = MonitorState(client="sync", run_dir=tmp_path)

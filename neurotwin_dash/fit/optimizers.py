@@ -16,7 +16,9 @@ a single ``client.map``.
 **Checkpoint / resume.** Both optimizers are deterministic for a given ``seed`` and the
 objective is deterministic in the parameters (every simulation uses the problem's seed), so a
 fit is checkpointed as the table of evaluated parameter sets and their losses, written
-atomically after every generation. Resuming replays the optimizer from the start: every
+atomically after every generation as JSON (:func:`write_checkpoint`; never pickle, which would
+run code from a file anyone with write access to the output folder could replace; Python's
+float repr round-trips, so resumed losses are bit-identical). Resuming replays the optimizer from the start: every
 generation already in the checkpoint is answered from it (no simulation) and the run continues
 exactly where it stopped — the same result as an uninterrupted fit.
 
@@ -33,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ import xarray as xr
 
 
 __all__ = ["FitError", "FreeParam", "FitProblem", "FitResult", "evaluate_population", "fit",
-           "METHODS"]
+           "METHODS", "read_checkpoint", "write_checkpoint", "CHECKPOINT_FORMAT"]
 
 METHODS = ("de", "cmaes")
 
@@ -54,6 +55,56 @@ _SIM_KEYS = ("model", "connectome", "duration_s", "dt_ms", "seed", "sample_rate_
 
 class FitError(ValueError):
     """A fit problem or checkpoint is not usable; the message names the field."""
+
+
+#: ``format`` key of a fit checkpoint (JSON); any other content is refused.
+CHECKPOINT_FORMAT = "neurotwin-fit-checkpoint/1"
+
+
+def write_checkpoint(path, meta: Mapping, rows: list[dict]) -> None:
+    """Write a fit checkpoint (JSON) atomically: temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"format": CHECKPOINT_FORMAT, "meta": dict(meta),
+           "rows": [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in rows]}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        tmp.write_text(json.dumps(doc, default=lambda o: o.item() if isinstance(o, np.generic) else str(o)))
+        os.replace(tmp, path)  # atomic: a kill leaves the old or the new file
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_checkpoint(path) -> dict:
+    """Read a checkpoint of :func:`write_checkpoint`: ``{"meta": ..., "rows": [...]}`` with each
+    row's ``unit`` as a float array.
+
+    Raises
+    ------
+    FitError
+        The file is not a JSON checkpoint of this format (e.g. an old pickle, which is never
+        loaded: unpickling a crafted file runs code).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        ok = isinstance(doc, dict) and doc.get("format") == CHECKPOINT_FORMAT
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        kind = "a pickle file (never loaded: it could run code)" if raw[:1] == b"\x80" else "not a fit checkpoint"
+        raise FitError(f"checkpoint {path} is {kind}; expected JSON with format {CHECKPOINT_FORMAT!r}. "
+                       "Delete it or choose another path to start the fit afresh")
+    try:
+        rows = [dict(r, unit=np.asarray(r["unit"], dtype=float), generation=int(r["generation"]))
+                for r in doc["rows"]]
+        meta = dict(doc["meta"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FitError(f"checkpoint {path} is damaged ({type(exc).__name__}: {exc}); delete it or "
+                       "choose another path") from None
+    return {"meta": meta, "rows": rows}
 
 
 class _Stopped(Exception):
@@ -338,8 +389,7 @@ class _Evaluator:
         self.generation = 0
         self.computed: list[int] = []
         if self.checkpoint and self.checkpoint.exists():
-            with open(self.checkpoint, "rb") as fh:
-                state = pickle.load(fh)
+            state = read_checkpoint(self.checkpoint)
             if state["meta"] != self.meta:
                 raise FitError(f"checkpoint {self.checkpoint} belongs to another fit "
                                f"({state['meta']['method']}, seed {state['meta']['seed']}, or a "
@@ -385,13 +435,8 @@ class _Evaluator:
         return self.stop is not None and self.stop.is_set()
 
     def _save(self):
-        if not self.checkpoint:
-            return
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint.with_name(self.checkpoint.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            pickle.dump({"meta": self.meta, "rows": self.rows}, fh)
-        os.replace(tmp, self.checkpoint)  # atomic: a kill leaves the old or the new file
+        if self.checkpoint:
+            write_checkpoint(self.checkpoint, self.meta, self.rows)
 
     def history(self) -> xr.Dataset:
         names = self.problem.names

@@ -57,9 +57,14 @@ _PROBLEM_KEYS = ("model", "connectome", "duration_s", "dt_ms", "seed", "sample_r
 
 
 def load_fit_spec(path) -> dict:
-    """Read a YAML fit spec into a dict (relative target files resolved against its folder)."""
+    """Read a YAML fit spec into a dict (relative target files resolved against its folder).
+
+    The spec is checked against :class:`~neurotwin_dash.io.schema.FitSpecSchema` (types, unknown
+    keys refused, each error naming its field)."""
     from ..io.files import read_yaml_mapping
+    from ..io.schema import FitSpecSchema, validate
     spec = read_yaml_mapping(path, "fit spec", FitError)
+    validate(FitSpecSchema, spec, f"fit spec {path}", FitError)
     spec["_base"] = str(Path(path).parent)
     return spec
 
@@ -85,18 +90,23 @@ def _target(value, base):
 
 
 def _objective(entries, model, base) -> obj_mod.Objective:
+    from ..io.schema import check_keywords
     if not entries:
         raise FitError("objective: give at least one term")
     terms = []
-    for entry in entries:
+    for i, entry in enumerate(entries):
         e = dict(entry)
         name = e.pop("term", None)
         if name == "healthy":
+            unknown = sorted(set(e) - {"fcd", "weight"})
+            if unknown:
+                raise FitError(f"objective[{i}] (healthy): unknown keyword(s) {unknown}; allowed: fcd, weight")
             terms.extend(obj_mod.healthy_objective(model, fcd=bool(e.get("fcd", False)),
                                                    weight=float(e.get("weight", 1.0))).terms)
             continue
         if name not in _TERMS:
-            raise FitError(f"objective term {name!r} unknown; allowed: {', '.join(_TERMS)}, healthy")
+            raise FitError(f"objective[{i}]: term {name!r} unknown; allowed: {', '.join(_TERMS)}, healthy")
+        check_keywords(_TERMS[name], e, f"objective[{i}] ({name})", FitError, skip=0)
         if "target" in e:
             e["target"] = _target(e["target"], base)
         if "band" in e:
@@ -107,6 +117,8 @@ def _objective(entries, model, base) -> obj_mod.Objective:
 
 def problem_from_spec(spec: Mapping) -> FitProblem:
     """Build the :class:`FitProblem` a spec describes (``problem: hcp`` or ``custom``)."""
+    from ..io.schema import FitSpecSchema, validate
+    validate(FitSpecSchema, {k: v for k, v in dict(spec).items() if k != "_base"}, "fit spec", FitError)
     spec = dict(spec)
     kind = spec.get("problem", "custom")
     base = spec.get("_base")
@@ -134,13 +146,13 @@ def problem_from_spec(spec: Mapping) -> FitProblem:
 
 
 def run_fit_spec(spec: Mapping, out_dir, client=None, progress: bool = True, twin: bool = True):
-    """Run a fit spec into ``out_dir``: ``checkpoint.pkl`` (resumable), ``history.nc``,
+    """Run a fit spec into ``out_dir``: ``checkpoint.json`` (resumable), ``history.nc``,
     ``result.json`` and (with ``twin``) ``twin.nc`` — the best parameters as a neurotwin."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     problem = problem_from_spec(spec)
     run = {k: spec[k] for k in _RUN_KEYS if k in spec}
-    res = fit(problem, client=client, checkpoint=out / "checkpoint.pkl", progress=progress, **run)
+    res = fit(problem, client=client, checkpoint=out / "checkpoint.json", progress=progress, **run)
     res.history.to_netcdf(out / "history.nc", engine="h5netcdf")
     summary = {"best": {k: np.asarray(v).tolist() for k, v in res.best.items()}, "loss": res.loss,
                "scores": res.scores, "evaluations": res.evaluations, "generations": res.generations,
@@ -166,7 +178,7 @@ def add_fit_parser(sub):
     from ..cluster import add_cluster_arguments
     p = sub.add_parser("fit", help="fit model parameters to data (YAML spec) with DE or CMA-ES on Dask",
                        description="Run a fit spec (see neurotwin_dash.fit.specs) into a folder: "
-                                   "checkpoint.pkl (re-running resumes), history.nc, result.json, twin.nc.")
+                                   "checkpoint.json (re-running resumes), history.nc, result.json, twin.nc.")
     p.add_argument("spec", help="YAML fit spec")
     p.add_argument("--out", required=True, help="output folder")
     add_cluster_arguments(p)

@@ -24,7 +24,6 @@ event loop and the session's document lock stay free for clicks (*Stop* acts at 
 """
 from __future__ import annotations
 
-import pickle
 import tempfile
 import threading
 import time
@@ -39,6 +38,7 @@ from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMappe
 from bokeh.palettes import Viridis256
 
 from .. import catalog
+from ..fit.optimizers import FitError, read_checkpoint
 from . import panes
 from .state import SINGLE_NODE, available_models
 from .widgets import error_alert
@@ -182,7 +182,7 @@ class MonitorState(param.Parameterized):
         else:
             problem = self.fit_problem()
             self.total = self.popsize * n_generations
-            name = f"fit-{self.method}-pop{self.popsize}-{problem.fingerprint()[:16]}.pkl"
+            name = f"fit-{self.method}-pop{self.popsize}-{problem.fingerprint()[:16]}.json"
             job = (self._run_fit, problem, self.run_dir / name)
         self._store = job[2]
         self._meta = {"mode": self.mode, "model": self.model, "connectome": self.connectome_name,
@@ -335,9 +335,8 @@ def _sweep_snapshot(store, meta) -> dict | None:
 
 def _fit_snapshot(path, meta) -> dict | None:
     try:
-        with open(path, "rb") as fh:
-            state = pickle.load(fh)
-    except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+        state = read_checkpoint(path)
+    except (FileNotFoundError, FitError):   # not written yet (the first generation runs)
         return None
     # a checkpoint resumed with fewer generations holds more than this run asked for
     rows = [r for r in state["rows"] if r["generation"] < meta["n_generations"]]
