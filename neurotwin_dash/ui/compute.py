@@ -17,23 +17,34 @@ from functools import lru_cache
 import numpy as np
 import xarray as xr
 
+from .. import analysis as an
+from ..observe import bold as bold_mod
+
 __all__ = [
-    "BANDS", "explorer_spec", "build_connectome", "explorer_job", "welch_psd", "band_power",
-    "fc_fit", "sensor_layout_2d", "eeg_signals",
+    "BANDS", "FC_MEASURES", "BOLD_FC_MIN_S", "explorer_spec", "build_connectome", "explorer_job",
+    "welch_psd", "band_power", "fc_fit", "sc_fc_correlation", "fc_measures", "sensor_layout_2d",
+    "eeg_signals",
 ]
 
-#: Frequency bands (Hz) of the maps; SCIENCE.md section 6 (low gamma 30-50 Hz around 40 Hz).
-BANDS = {
-    "delta": (1.0, 4.0),
-    "theta": (4.0, 8.0),
-    "alpha": (8.0, 13.0),
-    "beta": (13.0, 30.0),
-    "low gamma": (30.0, 50.0),
-    "gamma": (30.0, 80.0),
-}
+#: Frequency bands (Hz): the analysis library's, so dashboard numbers equal ``neurotwin analyse``.
+BANDS = an.BANDS
 
 #: highest frequency kept in the spectra sent back to the dashboard
 FMAX_HZ = 100.0
+
+#: FC measures the explorer computes (name -> label). Band-limited phase and envelope measures
+#: are what EEG-band FC is made of; BOLD FC needs minutes of simulated time (:data:`BOLD_FC_MIN_S`).
+FC_MEASURES = {
+    "plv_alpha": "PLV, alpha band",
+    "aec_alpha": "AEC, alpha band",
+    "aec_alpha_orth": "orthogonalised AEC, alpha band",
+    "pearson": "Pearson of the raw signal",
+    "bold": "BOLD FC (Balloon-Windkessel, Pearson)",
+}
+
+#: shortest analysed duration (s) for which the explorer computes BOLD FC: ~80 samples at a
+#: TR of 0.72 s after the haemodynamic response has settled; shorter runs give no BOLD FC.
+BOLD_FC_MIN_S = 60.0
 
 
 def explorer_spec(model: str = "jansen_rit", connectome: str | None = "tvb76", params=None,
@@ -100,36 +111,62 @@ def build_connectome(spec: dict):
 
 
 def welch_psd(x: np.ndarray, fs: float, window_s: float = 2.0, fmax: float = FMAX_HZ):
-    """Welch power spectral density along axis 0 (Hann, 50 % overlap).
+    """Welch PSD along axis 0 of a (time, channel) array by :func:`neurotwin_dash.analysis.welch`.
 
-    Windows are ``window_s`` long (0.5 Hz resolution at 2 s; SCIENCE.md section 6), shortened to
-    the signal when it is shorter. Returns ``(freqs, psd)`` up to ``fmax`` in units²/Hz.
+    Returns ``(freqs, psd)`` up to ``fmax`` in units²/Hz (psd is (frequency, channel)).
     """
-    from scipy.signal import welch
-    n = x.shape[0]
-    nperseg = int(min(n, round(window_s * fs)))
-    f, p = welch(x, fs=fs, nperseg=nperseg, axis=0, detrend="constant")
-    keep = f <= fmax
-    return f[keep], p[keep]
+    da = xr.DataArray(np.asarray(x, dtype=float), dims=("time", "channel"),
+                      coords={"time": np.arange(np.shape(x)[0]) / float(fs)})
+    p = an.welch(da, window_s=window_s, fmax=fmax)
+    return p["frequency"].values, p.transpose("frequency", "channel").values
 
 
 def band_power(freqs: np.ndarray, psd: np.ndarray, band) -> np.ndarray:
-    """Integral of ``psd`` (frequency along axis 0) over ``band = (low, high)`` Hz (trapezoid)."""
-    lo, hi = band
-    sel = (freqs >= lo) & (freqs <= hi)
-    if sel.sum() < 2:
-        return np.full(psd.shape[1:], np.nan)
-    return np.trapezoid(psd[sel], freqs[sel], axis=0)
+    """Power of ``psd`` (frequency along axis 0) in ``band`` (a name or ``(low, high)`` Hz), by
+    :func:`neurotwin_dash.analysis.band_power` (same edges: ``low <= f < high``)."""
+    da = xr.DataArray(np.asarray(psd, dtype=float), dims=("frequency", "channel"),
+                      coords={"frequency": np.asarray(freqs, dtype=float)})
+    return an.band_power(da, bands=[band]).isel(band=0).values
 
 
 def fc_fit(fc_sim: np.ndarray, fc_emp: np.ndarray) -> float:
-    """Pearson r between the upper triangles (without diagonal) of two FC matrices (SCIENCE.md §6)."""
-    iu = np.triu_indices_from(fc_sim, k=1)
-    a, b = fc_sim[iu], fc_emp[iu]
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
-        return float("nan")
-    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+    """Pearson r between the upper triangles of two FC matrices (:func:`analysis.fc_fit_score`)."""
+    return float(an.fc_fit_score(np.asarray(fc_sim, dtype=float), np.asarray(fc_emp, dtype=float)))
+
+
+def sc_fc_correlation(fc: np.ndarray, weights: np.ndarray) -> float:
+    """Pearson r between an FC matrix and log10 of the symmetrised structural weights.
+
+    Upper triangles; weights are scaled to a maximum of 1 and floored at 1e-3 before the log,
+    so absent connections count as weak ones (the usual structure-function comparison).
+    """
+    w = np.asarray(weights, dtype=float)
+    w = 0.5 * (w + w.T)
+    w = w / w.max() if w.max() > 0 else w
+    return fc_fit(fc, np.log10(w + 1e-3))
+
+
+def fc_measures(x: xr.DataArray, bold: xr.DataArray | None = None) -> xr.DataArray:
+    """Every explorer FC measure of ``x`` (time, region) stacked along ``measure``.
+
+    ``bold`` (time, region) gives the BOLD FC; without it that layer is NaN.
+    """
+    n = x.sizes["region"]
+    mats = {
+        "plv_alpha": an.plv(x, band="alpha"),
+        "aec_alpha": an.aec(x, band="alpha"),
+        "aec_alpha_orth": an.aec(x, band="alpha", orthogonalise=True),
+        "pearson": an.fc_pearson(x),
+        "bold": an.fc_pearson(bold) if bold is not None else None,
+    }
+    out = np.full((len(FC_MEASURES), n, n), np.nan)
+    for i, key in enumerate(FC_MEASURES):
+        if mats[key] is not None:
+            out[i] = np.asarray(mats[key].transpose(..., "region", "region2").values, dtype=float)
+    labels = x["region"].values
+    return xr.DataArray(out, dims=("measure", "region", "region2"),
+                        coords={"measure": list(FC_MEASURES), "region": labels, "region2": labels},
+                        attrs={"units": "1", "long_name": "functional connectivity"})
 
 
 @lru_cache(maxsize=8)
@@ -215,11 +252,14 @@ def explorer_job(spec: dict) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        ``psd_region`` (region, frequency), ``band_region`` (band, region), ``fc`` (region,
-        region2), ``centres`` (region, axis) RAS mm; with a montage and a connectome also
-        ``psd_sensor`` (sensor, frequency), ``band_sensor`` (band, sensor), ``eeg`` (time_eeg,
-        sensor), ``sensor_xy`` (sensor, xy) topomap positions; ``trace`` (time_eeg, region) of
-        the source signal. attrs: ``fc_fit`` (Pearson r to the empirical FC or NaN),
+        ``psd_region`` (region, frequency), ``band_region`` (band, region) by the analysis
+        library (:func:`neurotwin_dash.analysis.welch`, :func:`~neurotwin_dash.analysis.band_power`);
+        on a connectome ``fc`` (measure, region, region2) for every :data:`FC_MEASURES` (BOLD FC
+        NaN below :data:`BOLD_FC_MIN_S`), ``fc_sc_r`` and ``fc_fit`` (measure) — r with log10 SC
+        and with the empirical FC (NaN without one) — ``centres`` (region, axis) RAS mm,
+        ``weights``, ``hemisphere``; with a montage also ``psd_sensor`` (sensor, frequency),
+        ``band_sensor`` (band, sensor), ``eeg`` (time_eeg, sensor), ``sensor_xy`` (sensor, xy)
+        topomap positions; ``trace`` (time_eeg, region) of the source signal. attrs
         ``diverged``, ``elapsed_s``, ``spec`` (JSON).
     """
     from ..simulate import simulate
@@ -236,11 +276,17 @@ def explorer_job(spec: dict) -> xr.Dataset:
     fs = float(sim.attrs.get("sample_rate_hz", spec["sample_rate_hz"]))
     xv = np.asarray(x.values, dtype=float)
     labels = [str(s) for s in x["region"].values]
-    f, p = welch_psd(np.nan_to_num(xv), fs)
+    xa = x.fillna(0.0).assign_attrs(units=sim[out].attrs.get("units", "mV"))
+    psd = an.welch(xa, fmax=FMAX_HZ).transpose("frequency", "region")
+    f, p = psd["frequency"].values, psd.values
     bands = list(BANDS)
-    bp = np.stack([band_power(f, p, BANDS[b]) for b in bands])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fc = np.corrcoef(xv.T) if xv.shape[1] > 1 else np.ones((1, 1))
+    bp = an.band_power(psd).transpose("band", "region").values
+    bold = None
+    if con is not None and spec["duration_s"] >= BOLD_FC_MIN_S:
+        # the haemodynamic response takes ~10 s to settle: drop it before the BOLD FC
+        b = bold_mod.bold_from_result(sim.isel(batch=0)[[out]], variable=out, tr_s=0.72)
+        bold = b.sel(time=b["time"] >= b["time"].values[0] + 10.0).transpose("time", "region")
+    fc = fc_measures(xa, bold) if xv.shape[1] > 1 else None
     # a few seconds of traces are enough to look at; keep at most ~250 Hz
     step = max(1, int(round(fs / 250.0)))
     n_keep = int(min(xv.shape[0], round(4.0 * fs)))
@@ -248,33 +294,46 @@ def explorer_job(spec: dict) -> xr.Dataset:
     data = {
         "psd_region": (("region", "frequency"), p.T, {"units": f"{sim[out].attrs.get('units', 'mV')}^2/Hz",
                                                       "long_name": f"PSD of {out}"}),
-        "band_region": (("band", "region"), bp, {"long_name": "band power"}),
-        "fc": (("region", "region2"), fc, {"long_name": f"Pearson FC of {out}"}),
+        "band_region": (("band", "region"), bp, {"long_name": "band power",
+                                                  "units": f"{sim[out].attrs.get('units', 'mV')}^2"}),
         "trace": (("time_eeg", "region"), xv[:n_keep:step], {"units": sim[out].attrs.get("units", "mV")}),
     }
     coords = {"region": labels, "region2": labels, "frequency": f, "band": bands, "time_eeg": t_tr,
               "axis": ["x", "y", "z"]}
+    coords["measure"] = list(FC_MEASURES)
+    fit = np.full(len(FC_MEASURES), np.nan)
+    sc_r = np.full(len(FC_MEASURES), np.nan)
+    if fc is not None:
+        data["fc"] = fc
+        data["fc"].attrs["long_name"] = f"functional connectivity of {out}"
     if con is not None:
-        data["centres"] = (("region", "axis"), con.centres)
+        data["centres"] = (("region", "axis"), con.centres, {"units": "mm"})
         data["weights"] = (("region", "region2"), con.weights)
-    fit = float("nan")
-    if con is not None and spec.get("empirical_fc"):
+        data["hemisphere"] = (("region",), np.asarray(con.ds["hemisphere"].values).astype(str))
+        if fc is not None:
+            sc_r = np.array([sc_fc_correlation(m, con.weights) if np.isfinite(m).any() else np.nan
+                             for m in fc.values])
+    if con is not None and spec.get("empirical_fc") and fc is not None:
         emp = _empirical_fc(spec["empirical_fc"], tuple(labels))
-        fit = fc_fit(fc, emp)
-        data["fc_empirical"] = (("region", "region2"), emp)
+        fit = np.array([fc_fit(m, emp) if np.isfinite(m).any() else np.nan for m in fc.values])
+        data["fc_empirical"] = (("region", "region2"), emp, {"units": "1", "long_name": "empirical FC"})
+    data["fc_fit"] = (("measure",), fit, {"units": "1", "long_name": "r(simulated FC, empirical FC)"})
+    data["fc_sc_r"] = (("measure",), sc_r, {"units": "1", "long_name": "r(simulated FC, log10 SC)"})
     if con is not None and spec.get("montage"):
         eeg, sens_pos, r0 = eeg_signals(sim, con, spec["montage"])
         ev = np.asarray(eeg.values, dtype=float)
-        fe, pe = welch_psd(np.nan_to_num(ev), fs)
-        data["psd_sensor"] = (("sensor", "frequency"), pe.T, {"units": "µV^2/Hz"})
-        data["band_sensor"] = (("band", "sensor"), np.stack([band_power(fe, pe, BANDS[b]) for b in bands]))
+        pe = an.welch(eeg.fillna(0.0).assign_attrs(units="µV"), fmax=FMAX_HZ)
+        data["psd_sensor"] = (("sensor", "frequency"), pe.transpose("sensor", "frequency").values,
+                              {"units": "µV^2/Hz"})
+        data["band_sensor"] = (("band", "sensor"), an.band_power(pe).transpose("band", "sensor").values,
+                               {"units": "µV^2"})
         data["eeg"] = (("time_eeg", "sensor"), ev[:n_keep:step], {"units": "µV"})
         data["sensor_xy"] = (("sensor", "xy"), sensor_layout_2d(sens_pos, r0))
         coords["sensor"] = [str(s) for s in eeg["sensor"].values]
         coords["xy"] = ["x", "y"]
     res = xr.Dataset(data, coords=coords)
     res.attrs.update(
-        model=spec["model"], connectome=spec.get("connectome") or "", output=out, fc_fit=fit,
+        model=spec["model"], connectome=spec.get("connectome") or "", output=out,
         diverged=int(diverged), sample_rate_hz=fs, simulate_s=t_sim,
         elapsed_s=time.perf_counter() - t0, spec=json.dumps(spec, default=str),
     )
@@ -371,7 +430,7 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
                    transient_s=spec["transient_s"], drive=drives, normalisation="max")
     out = _first_output(sim, spec.get("output"))
     x = np.nan_to_num(np.asarray(sim[out].transpose("batch", "time", "region").values, dtype=float))
-    band = BANDS[spec.get("band", "low gamma")]
+    band = BANDS[spec.get("band", "low_gamma")]
     labels = [str(s) for s in sim["region"].values]
     targets = [t for t in spec.get("targets") or [] if t in labels]
     idx = [labels.index(t) for t in targets] or list(range(len(labels)))
@@ -383,12 +442,12 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
     bp = np.array(bp)
     change = float(bp[1, idx].mean() / max(bp[0, idx].mean(), 1e-30) - 1.0)
     return xr.Dataset(
-        {"band_power": (("condition", "region"), bp, {"long_name": f"{spec.get('band', 'low gamma')} power of {out}"}),
+        {"band_power": (("condition", "region"), bp, {"long_name": f"{spec.get('band', 'low_gamma')} power of {out}"}),
          "psd_target": (("condition", "frequency"), np.array(psd_t)),
          "centres": (("region", "axis"), con.centres)},
         coords={"condition": ["no stimulation", "stimulation"], "region": labels, "frequency": f,
                 "axis": ["x", "y", "z"]},
-        attrs={"output": out, "band": spec.get("band", "low gamma"), "targets": ",".join(targets),
+        attrs={"output": out, "band": spec.get("band", "low_gamma"), "targets": ",".join(targets),
                "montage": json.dumps(m.currents_mA),
                "relative_change_targets": change, "diverged": int(np.asarray(sim["diverged"]).any()),
                "frequency_hz": f_hz, "elapsed_s": time.perf_counter() - t0},

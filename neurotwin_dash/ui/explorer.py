@@ -36,7 +36,7 @@ def parse_query(args: dict) -> dict:
         v = vals[-1] if isinstance(vals, (list, tuple)) else vals
         v = v.decode() if isinstance(v, bytes) else str(v)
         if key in ("model", "output", "connectome", "normalisation", "montage", "empirical_fc", "band", "map_band",
-                   "region"):
+                   "region", "fc_measure"):
             out[key] = v
         elif key == "lesions":
             out[key] = [s for s in v.split(",") if s]
@@ -71,7 +71,7 @@ class Explorer(pn.viewable.Viewer):
                  "sensor_spectra": lambda v: self.plots["sensor_spectra"].update(v),
                  "brain_map": lambda v: self.plots["brain_map"].update(v, s.map_band),
                  "topomap": lambda v: self.plots["topomap"].update(v, s.band),
-                 "fc_matrix": lambda v: self.plots["fc_matrix"].update(v),
+                 "fc_matrix": lambda v: self.plots["fc_matrix"].update(v, s.fc_measure),
                  "eeg_traces": lambda v: self.plots["eeg_traces"].update(v),
                  "weights": lambda v: self.plots["weights"].update(v)}
         for key, show in views.items():
@@ -79,7 +79,8 @@ class Explorer(pn.viewable.Viewer):
         s.param.watch(lambda e: views["region_spectra"](sh.region_spectra), "region")
         s.param.watch(lambda e: views["brain_map"](sh.brain_map), "map_band")
         s.param.watch(lambda e: views["topomap"](sh.topomap), "band")
-        self.summary = pn.pane.Markdown(pn.bind(panes.summary_markdown, res, r.param.error, r.param.busy),
+        s.param.watch(lambda e: views["fc_matrix"](sh.fc_matrix), "fc_measure")
+        self.summary = pn.pane.Markdown(pn.bind(panes.summary_markdown, res, r.param.error, r.param.busy, s.param.fc_measure),
                                         css_classes=["run-summary"], sizing_mode="stretch_width")
         self.spinner = pn.indicators.LoadingSpinner(value=r.param.busy, size=28,
                                                     css_classes=["busy-indicator"])
@@ -176,6 +177,8 @@ class Explorer(pn.viewable.Viewer):
             pn.widgets.Select.from_param(s.param.region, sizing_mode="stretch_width"),
             pn.widgets.Select.from_param(s.param.map_band, sizing_mode="stretch_width"),
             pn.widgets.Select.from_param(s.param.band, label="topomap band", sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(s.param.fc_measure, sizing_mode="stretch_width",
+                                         css_classes=["fc-measure"]),
             title="View (no re-simulation)", sizing_mode="stretch_width")
         return pn.Column(model_card, network_card, run_card, view_card, sizing_mode="stretch_width")
 

@@ -48,7 +48,7 @@ class MontageState(param.Parameterized):
                                 doc="Stimulation frequency; 0 means tDCS (constant current)")
     model = param.Selector(default="lanmm", objects=["lanmm"], doc="Neural mass model of the effect simulation")
     output = param.String(default="v_p2", doc="Model output whose band power is shown (LaNMM: v_p2 carries gamma)")
-    band = param.Selector(default="low gamma", objects=list(BANDS), doc="Band of the effect maps")
+    band = param.Selector(default="low_gamma", objects=list(BANDS), doc="Band of the effect maps")
     duration_s = param.Number(default=2.0, bounds=(0.5, 30.0), step=0.5, label="duration (s)",
                               doc="Simulated time analysed per condition")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Noise seed (both conditions share it)")

@@ -20,12 +20,14 @@ import warnings
 import numpy as np
 import xarray as xr
 from bokeh.core.properties import value
-from bokeh.models import (ColorBar, ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper, Range1d)
+from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, FixedTicker, HoverTool,
+                          LinearColorMapper, Range1d)
 from bokeh.palettes import Inferno256, RdBu11, Viridis256, interp_palette
 from bokeh.plotting import figure
 
 __all__ = [
     "CLASSIC_1020", "nan_joined", "spectra_data", "brain_map_data", "topomap_data", "fc_data",
+    "matrix_limits", "hemisphere_groups",
     "traces_data", "SpectraPlot", "BrainMapPlot", "TopomapPlot", "MatrixPlot", "TracesPlot",
     "explorer_plots", "summary_markdown", "changed_settings",
 ]
@@ -201,7 +203,7 @@ class BrainMapPlot:
             self.source.data = data
         self.figure.title.text = title
 
-    def update(self, res, band: str = "low gamma"):
+    def update(self, res, band: str = "low_gamma"):
         d = brain_map_data(res, band)
         if d is None:
             why = "waiting…" if res is None else "needs a connectome"
@@ -275,63 +277,157 @@ class TopomapPlot:
 
 # --- matrices ------------------------------------------------------------------------------
 
-def fc_data(res):
-    """FC image (row = target): simulated above the diagonal, empirical below when loaded.
+def hemisphere_groups(res) -> list[tuple[int, int, str]]:
+    """Contiguous runs of regions in the same hemisphere: ``[(start, stop, name), ...]``.
 
-    Returns ``(matrix (n, n) with NaN diagonal, title)`` or ``None``.
+    Uses the result's ``hemisphere`` variable (``"L"``/``"R"``/``""``); one unnamed group without it.
+    """
+    n = res.sizes["region"]
+    if "hemisphere" not in res:
+        return [(0, n, "")]
+    hemi = [str(h) for h in res["hemisphere"].values]
+    names = {"L": "left", "R": "right"}
+    groups, start = [], 0
+    for i in range(1, n + 1):
+        if i == n or hemi[i] != hemi[start]:
+            groups.append((start, i, names.get(hemi[start], hemi[start] or "other")))
+            start = i
+    return groups
+
+
+def matrix_limits(*matrices):
+    """Shared colour limits and palette kind for matrices compared side by side.
+
+    Off-diagonal values only. Non-negative data get a sequential map from 0 to the maximum;
+    signed data a diverging map symmetric about 0. Returns ``(low, high, "sequential"|"diverging")``.
+    """
+    vals = []
+    for m in matrices:
+        m = np.array(m, dtype=float)
+        np.fill_diagonal(m, np.nan)
+        vals.append(m[np.isfinite(m)])
+    v = np.concatenate(vals) if vals else np.array([])
+    if v.size == 0:
+        return 0.0, 1.0, "sequential"
+    if v.min() >= 0:
+        return 0.0, float(max(v.max(), 1e-6)), "sequential"
+    lim = float(max(np.abs(v).max(), 1e-6))
+    return -lim, lim, "diverging"
+
+
+def fc_data(res, measure: str = "plv_alpha"):
+    """FC image (row = target) of one measure: simulated above the diagonal, empirical below.
+
+    Returns ``(matrix (n, n) with NaN diagonal, title, (low, high, kind))`` or ``None``. Both
+    triangles share the colour limits (:func:`matrix_limits`). The title gives r(FC, log SC) and,
+    with an empirical FC, r(simulated, empirical); a measure that could not be computed (BOLD FC
+    on a short run) gives an empty matrix and a title saying why.
     """
     if not _has(res, "fc"):
         return None
-    fc = np.array(res["fc"].values, dtype=float)
+    from .compute import BOLD_FC_MIN_S, FC_MEASURES
+    if measure not in FC_MEASURES:
+        raise ValueError(f"FC measure {measure!r} unknown; allowed: {', '.join(FC_MEASURES)}")
+    fc = np.array(res["fc"].sel(measure=measure).values, dtype=float)
     n = fc.shape[0]
-    title = f"Simulated FC (Pearson, {n} regions)"
+    label = FC_MEASURES[measure]
+    if not np.isfinite(fc).any():
+        why = (f"needs ≥ {BOLD_FC_MIN_S:g} s simulated" if measure == "bold" else "not computed")
+        return np.full((n, n), np.nan), f"{label}: {why}", (0.0, 1.0, "sequential")
+    parts = [f"{label} ({n} regions)"]
+    sc_r = float(res["fc_sc_r"].sel(measure=measure)) if "fc_sc_r" in res else np.nan
+    if np.isfinite(sc_r):
+        parts.append(f"r(FC, log SC) = {sc_r:.2f}")
+    lim = matrix_limits(fc)
     if "fc_empirical" in res:
+        emp = np.asarray(res["fc_empirical"].values, dtype=float)
+        lim = matrix_limits(fc, emp)
         low = np.tril_indices(n, k=-1)
-        fc[low] = res["fc_empirical"].values[low]
-        title = f"FC: simulated (upper) vs empirical (lower), r = {res.attrs.get('fc_fit', np.nan):.2f}"
+        fc[low] = emp[low]
+        fit = float(res["fc_fit"].sel(measure=measure)) if "fc_fit" in res else np.nan
+        parts = [f"{label}: simulated (upper) vs empirical (lower)", f"r = {fit:.2f}"]
     np.fill_diagonal(fc, np.nan)
-    return fc, title
+    return fc, "; ".join(parts), lim
+
+
+_LABEL_JS = """
+const L = src.data.labels; const i = Math.round(value);
+return (i >= 0 && i < L.length) ? L[i] : '';
+"""
 
 
 class MatrixPlot:
-    """A region × region matrix (row = target at y, column = source at x) with a colour bar."""
+    """A region × region matrix (row = target at y, column = source at x) with a colour bar.
+
+    Axes carry hemisphere groups (separator lines, group names as ticks); hovering shows the
+    region labels and the value.
+    """
 
     def __init__(self, name: str, title: str, palette, low: float, high: float, value_label: str):
-        fig = _base_figure(name, title, "source", "target", width=_W, height=_H + 60)
+        fig = _base_figure(name, title, "source region", "target region", width=_W, height=_H + 60)
         fig.grid.visible = False
         self.name = name
         self.fixed = (low, high)
         self.mapper = LinearColorMapper(palette=palette, low=low, high=high, nan_color=(0, 0, 0, 0))
         self.source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
+        self.labels = ColumnDataSource({"labels": []})
+        self.separators = ColumnDataSource({"xs": [], "ys": []})
         r = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source,
                       color_mapper=self.mapper)
-        fig.add_tools(HoverTool(renderers=[r], tooltips=[("source", "$x{0}"), ("target", "$y{0}"),
-                                                          (value_label, "@image")]))
-        fig.add_layout(ColorBar(color_mapper=self.mapper, title=value_label, width=12), "right")
+        fig.multi_line("xs", "ys", source=self.separators, color="black", line_width=1.2)
+        fmt = CustomJSHover(code=_LABEL_JS, args={"src": self.labels})
+        fig.add_tools(HoverTool(renderers=[r], tooltips=[("source", "$x{custom}"), ("target", "$y{custom}"),
+                                                          (value_label, "@image{0.000}")],
+                                formatters={"$x": fmt, "$y": fmt}))
+        self.colorbar = ColorBar(color_mapper=self.mapper, title=value_label, width=12)
+        fig.add_layout(self.colorbar, "right")
+        self.ticker = FixedTicker(ticks=[])
+        for ax in (fig.xaxis, fig.yaxis):
+            ax.ticker = self.ticker
+            ax.major_label_text_font_size = "10pt"
         self.figure = fig
 
-    def show(self, matrix, title: str, autoscale: bool = False):
+    def show(self, matrix, title: str, autoscale: bool = False, labels=None, groups=None,
+             limits=None, palette=None):
+        """Show ``matrix`` (or clear with ``None``); ``groups`` from :func:`hemisphere_groups`."""
         if matrix is None:
             self.source.data = {"image": [], "x": [], "y": [], "dw": [], "dh": []}
+            self.separators.data = {"xs": [], "ys": []}
         else:
             n = matrix.shape[0]
             self.source.data = {"image": [np.asarray(matrix, dtype=float)], "x": [-0.5], "y": [-0.5],
                                 "dw": [n], "dh": [n]}
-            if autoscale:
+            self.labels.data = {"labels": list(labels) if labels is not None else [str(i) for i in range(n)]}
+            groups = groups or [(0, n, "")]
+            cuts = [g[0] - 0.5 for g in groups[1:]]
+            self.separators.data = {"xs": [[c, c] for c in cuts] + [[-0.5, n - 0.5] for c in cuts],
+                                    "ys": [[-0.5, n - 0.5] for c in cuts] + [[c, c] for c in cuts]}
+            self.ticker.ticks = [0.5 * (g[0] + g[1] - 1) for g in groups]
+            overrides = {0.5 * (g[0] + g[1] - 1): g[2] for g in groups}
+            self.figure.xaxis.major_label_overrides = overrides
+            self.figure.yaxis.major_label_overrides = overrides
+            if palette is not None:
+                self.mapper.palette = palette
+            if limits is not None:
+                self.mapper.low, self.mapper.high = limits
+            elif autoscale:
                 self.mapper.low, self.mapper.high = _limits(matrix, (0, 100))
         self.figure.title.text = title
 
 
 class FCPlot(MatrixPlot):
     def __init__(self):
-        super().__init__("fc-matrix", "Functional connectivity (waiting…)", _RDBU, -1.0, 1.0, "r")
+        super().__init__("fc-matrix", "Functional connectivity (waiting…)", Viridis256, 0.0, 1.0, "FC")
 
-    def update(self, res):
-        d = fc_data(res)
+    def update(self, res, measure: str = "plv_alpha"):
+        d = fc_data(res, measure)
         if d is None:
-            self.show(None, "Functional connectivity (waiting…)")
-        else:
-            self.show(*d)
+            self.show(None, "Functional connectivity (single node: none)" if res is not None
+                      else "Functional connectivity (waiting…)")
+            return
+        fc, title, (low, high, kind) = d
+        self.show(fc, title, labels=[str(s) for s in res["region"].values], groups=hemisphere_groups(res),
+                  limits=(low, high), palette=Viridis256 if kind == "sequential" else _RDBU)
 
 
 class WeightsPlot(MatrixPlot):
@@ -344,7 +440,8 @@ class WeightsPlot(MatrixPlot):
                       else "Structural weights (waiting…)")
         else:
             self.show(_log10(res["weights"].values),
-                      f"Structural weights used ({res.attrs.get('connectome', '')}, log10)", autoscale=True)
+                      f"Structural weights used ({res.attrs.get('connectome', '')}, log10)", autoscale=True,
+                      labels=[str(s) for s in res["region"].values], groups=hemisphere_groups(res))
 
 
 # --- traces --------------------------------------------------------------------------------
@@ -440,7 +537,8 @@ def changed_settings(res: xr.Dataset) -> dict:
     return out
 
 
-def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False) -> str:
+def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False,
+                     measure: str = "plv_alpha") -> str:
     """One paragraph describing the latest result (peak frequency, timings, changes, divergence)."""
     if res is None:
         return "Simulating…" if busy else (f"**Error:** {error}" if error else "No simulation yet.")
@@ -456,9 +554,13 @@ def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False
     changed = changed_settings(res)
     lines.append("Settings changed from the defaults: " + (", ".join(
         f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in changed.items()) or "none") + ".")
-    fit = res.attrs.get("fc_fit", float("nan"))
-    if np.isfinite(fit):
-        lines.append(f"FC fit to empirical: r = **{fit:.3f}**.")
+    from .compute import FC_MEASURES
+    if "fc_sc_r" in res and measure in FC_MEASURES:
+        sc_r = float(res["fc_sc_r"].sel(measure=measure))
+        fit = float(res["fc_fit"].sel(measure=measure))
+        if np.isfinite(sc_r):
+            lines.append(f"{FC_MEASURES[measure]}: r(FC, log SC) = **{sc_r:.2f}**"
+                         + (f", fit to empirical FC r = **{fit:.3f}**." if np.isfinite(fit) else "."))
     if res.attrs.get("diverged"):
         lines.append("**Diverged** — the state left its bounds; values after the divergence are NaN.")
     return "  \n".join(lines)

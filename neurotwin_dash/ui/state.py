@@ -28,6 +28,7 @@ import param
 
 from .. import catalog
 from ..params import ParamSet
+from .compute import BANDS, FC_MEASURES
 
 __all__ = ["paramset_class", "available_models", "shared_client", "JobRunner", "StagedResult", "ExplorerState",
            "SOFT_BOUNDS", "SINGLE_NODE"]
@@ -456,8 +457,9 @@ class ExplorerState(param.Parameterized):
                                  doc="Regions disconnected from the network (all their in- and out-going weights set to 0)")
     edges = param.List(default=[], item_type=tuple,
                        doc="Edited edges (target, source, weight in normalised units), symmetric")
-    duration_s = param.Number(default=5.0, bounds=(0.5, 60.0), step=0.5, label="duration (s)",
-                              doc="Simulated time analysed (after the transient)")
+    duration_s = param.Number(default=20.0, bounds=(0.5, 120.0), step=0.5, label="duration (s)",
+                              doc="Simulated time analysed (after the transient); band-limited FC "
+                                  "needs ~20 s to show structure, BOLD FC ≥ 60 s")
     transient_s = param.Number(default=0.5, bounds=(0.0, 10.0), step=0.1, label="transient (s)",
                                doc="Initial period simulated and dropped")
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Noise seed (same seed, same result)")
@@ -465,10 +467,14 @@ class ExplorerState(param.Parameterized):
                              doc="EEG montage for the simulated sensors and the topomap")
     empirical_fc = param.Selector(default="none", objects=["none"], label="empirical FC",
                                   doc="Empirical functional connectivity to score the simulated FC against")
-    band = param.Selector(default="alpha", objects=["delta", "theta", "alpha", "beta", "low gamma", "gamma"],
+    band = param.Selector(default="alpha", objects=list(BANDS),
                           doc="Frequency band of the brain map and topomap (no re-simulation)")
-    map_band = param.Selector(default="low gamma", objects=["delta", "theta", "alpha", "beta", "low gamma", "gamma"],
+    map_band = param.Selector(default="low_gamma", objects=list(BANDS),
                               label="brain map band", doc="Band of the power-per-region brain map")
+    fc_measure = param.Selector(default="plv_alpha", objects=list(FC_MEASURES), label="FC measure",
+                                doc="Functional connectivity shown (no re-simulation): alpha-band PLV "
+                                    "(default; structure shapes it at the default coupling), AEC, "
+                                    "orthogonalised AEC, Pearson of the raw signal, BOLD FC")
     region = param.Selector(default="", objects=[""], doc="Region highlighted in the spectrum plot")
     model_params = param.Parameter(doc="Model parameters (from the model's ParamSet)")
     network_params = param.Parameter(doc="Network parameters (simulate.NETWORK_PARAMS)")
@@ -480,14 +486,11 @@ class ExplorerState(param.Parameterized):
     def __init__(self, mode: str = "dask", **params):
         from ..models import get_model
         from ..simulate import NETWORK_PARAMS
-        from .compute import BANDS
         models = available_models()
         self.param.model.objects = models
         self.param.connectome.objects = _connectome_choices()
         self.param.montage.objects = _montage_choices()
         self.param.empirical_fc.objects = ["none"] + catalog.names("empirical")
-        self.param.band.objects = list(BANDS)
-        self.param.map_band.objects = list(BANDS)
         params.setdefault("model", models[0] if "jansen_rit" not in models else "jansen_rit")
         params.setdefault("connectome", catalog.default_connectome())
         self.runner = JobRunner(mode=mode)
