@@ -95,7 +95,8 @@ def _add_sweep(sub):
     p.add_argument("spec", help="YAML sweep spec (see neurotwin_dash.sweep.SweepSpec)")
     p.add_argument("--out", required=True, help="zarr store to create or resume")
     add_cluster_arguments(p)
-    p.add_argument("--overwrite", action="store_true", help="delete an existing store first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing sweep store (only a store made by neurotwin sweep)")
     p.set_defaults(func=_sweep)
 
 
@@ -107,7 +108,9 @@ def _sweep(args):
     ds = res.dataset
     n_div = int(ds["diverged"].sum()) if "diverged" in ds else 0
     print(f"{args.out}: {ds.sizes.get('sample', 0)} samples in {res.n_batches} batches; computed "
-          f"{len(res.computed)}, already done {len(res.skipped)}; diverged {n_div}; {res.seconds:.1f} s")
+          f"{len(res.computed)}, already done {len(res.skipped)}"
+          f"{f' (damaged and recomputed: {len(res.repaired)})' if res.repaired else ''}; diverged {n_div}; "
+          f"{res.seconds:.1f} s")
 
 
 COMMANDS = [_add_catalog, _add_serve, _add_sweep]
@@ -129,6 +132,7 @@ def _add_optimize_montage(sub):
     p.add_argument("--connectome", default="tvb76", help="catalog connectome (default tvb76)")
     p.add_argument("--layout", default="standard_1020", help="electrode layout of the candidates (default standard_1020)")
     p.add_argument("--out", required=True, help="montage JSON to write")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_optimize_montage)
 
 
@@ -144,7 +148,8 @@ def _optimize_montage(args):
     ref = field_summary(montage_field(bip, fields), args.target)
     res.montage.save(args.out, metrics={**res.metrics, "target": list(args.target),
                                         "connectome": args.connectome,
-                                        "bipolar_reference": {"montage": bip.to_dict()["currents_mA"], **ref}})
+                                        "bipolar_reference": {"montage": bip.to_dict()["currents_mA"], **ref}},
+                     overwrite=args.overwrite)
     print(f"{args.out}: {len(res.montage.active_electrodes)} electrodes, "
           f"{res.montage.total_injected_mA:.3g} mA injected")
     for name, cur in res.montage.currents_mA.items():
@@ -349,6 +354,7 @@ def _add_analyse(sub):
     p.add_argument("--bold", action="store_true", help="also BOLD FC (and FCD variance for ≥ 2 min)")
     p.add_argument("--tr", type=float, default=0.72, help="BOLD repetition time in s (default 0.72)")
     p.add_argument("--montage", help="also simulated-EEG band powers per sensor for this montage")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_analyse)
 
 
@@ -358,7 +364,7 @@ def _analyse(args):
         raise ValueError(f"--pac-surrogates must be ≥ 0, got {args.pac_surrogates}")
     ds = analyse_file(args.run, args.out, variable=args.variable, aperiodic=not args.no_aperiodic,
                       pac_surrogates=args.pac_surrogates, bold=args.bold, bold_tr_s=args.tr,
-                      montage=args.montage)
+                      montage=args.montage, overwrite=args.overwrite)
     print(f"wrote {args.out}: {', '.join(ds.data_vars)}")
 
 
@@ -388,6 +394,7 @@ def _add_simulate(sub):
     p.add_argument("--normalisation", default="max", help="connectome weight normalisation (default max)")
     p.add_argument("--threads", type=int, default=None, help="threads for batch members (default: one per CPU)")
     p.add_argument("--out", required=True, help="output file (.nc, or .zarr)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (a .zarr only if it is a zarr store)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--twin", default=None, metavar="FILE",
                    help="re-run a neurotwin file (`neurotwin export`/`neurotwin fit`); model, connectome, "
@@ -402,7 +409,10 @@ def _simulate(args):
     if getattr(args, "twin", None):
         from .fit.specs import simulate_twin_cli
         return simulate_twin_cli(args)
+    from .io.files import write_dataset
     from .simulate import all_params, simulate
+    if Path(args.out).exists() and not args.overwrite:   # before minutes of simulation, not after
+        raise ValueError(f"--out {args.out} exists already; choose another name or pass --overwrite")
     pset = all_params(args.model)
     params = {}
     for item in args.set:
@@ -434,11 +444,7 @@ def _simulate(args):
                   drive=_stimulation_drives(args, conn))
     seconds = time.perf_counter() - t0
     _record_stimulation(ds, args)
-    out = Path(args.out)
-    if out.suffix == ".zarr":
-        ds.to_zarr(out, mode="w")
-    else:
-        ds.to_netcdf(out, engine="h5netcdf")
+    out = write_dataset(ds, args.out, overwrite=args.overwrite)
     print(f"wrote {out}: {args.model}, {ds.sizes['batch']} run(s) × {ds.sizes['time']} samples × "
           f"{ds.sizes['region']} region(s); diverged {int(ds['diverged'].sum())}; {seconds:.1f} s")
 
@@ -475,6 +481,11 @@ def main(argv=None) -> int:
         # Input errors: one clear line, no traceback.
         print(f"neurotwin {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # A full disk, a read-only folder ...: the writers left any earlier output in place.
+        print(f"neurotwin {args.command}: error: {exc.strerror or exc}"
+              f"{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return 1
     return int(result or 0)
 
 

@@ -18,7 +18,14 @@ A sweep is declared once (a :class:`SweepSpec`, usually from YAML) and turned in
 
 **Resume.** Running the same spec into the same store computes only the batches not marked
 done, so a sweep whose client was killed loses at most the batches in flight. A store made
-by a different spec is refused (its fingerprint is kept in the store's attributes).
+by a different spec is refused (its fingerprint is kept in the store's attributes). Each done
+batch carries a checksum of its values as read back from the store (``batch_checksum``); a
+resume reads every done batch again and recomputes those whose chunks are missing, unreadable
+or changed (``SweepResult.repaired``).
+
+**Overwrite.** A store's group is created with a marker attribute (:data:`STORE_MARKER`) before
+anything else; ``overwrite=True`` deletes only a folder carrying it (or an older store whose
+attributes hold a sweep spec), never any other folder.
 
 **Stopping.** ``run_sweep(..., stop=event)`` with a :class:`threading.Event` ends the sweep
 cleanly once the event is set (e.g. from a UI thread): no new batch starts, batches queued
@@ -78,6 +85,8 @@ SWEEP_PARAMS = ParamSet([
 #: zarr format of sweep stores: v2 is readable by every zarr implementation and its
 #: consolidated metadata is part of the spec.
 ZARR_FORMAT = 2
+#: Group attribute written first into every sweep store: ``overwrite`` deletes only folders with it.
+STORE_MARKER = "neurotwin_sweep_store"
 
 _SIM_KEYS = ("model", "connectome", "duration_s", "dt_ms", "seed", "sample_rate_hz", "record",
              "transient_s", "normalisation", "method")
@@ -740,6 +749,8 @@ class SweepResult:
         Wall time of this call.
     stopped : bool
         True when the ``stop`` event ended the call before every batch was done.
+    repaired : list of int
+        Batches marked done whose chunks were missing, unreadable or changed; recomputed.
     """
 
     dataset: xr.Dataset
@@ -748,6 +759,7 @@ class SweepResult:
     n_batches: int
     seconds: float
     stopped: bool = False
+    repaired: list = field(default_factory=list)
 
 
 def _store_exists(store) -> bool:
@@ -801,6 +813,9 @@ def _template(first: xr.Dataset, samples: xr.Dataset, spec: SweepSpec, n_batches
                                {"doc": "1 when the batch's values are written (resume skips it)"})
     variables["batch_seconds"] = (("sweep_batch",), da.full(n_batches, np.nan, chunks=1),
                                   {"units": "s", "doc": "wall time of the batch on its worker"})
+    variables["batch_checksum"] = (("sweep_batch",), da.zeros(n_batches, chunks=1, dtype=np.uint64),
+                                   {"doc": "BLAKE2b-64 of the batch's values as read back from the store "
+                                           "(a resume recomputes a batch whose values no longer match)"})
     coords = {"sample": np.arange(n), "sweep_batch": np.arange(n_batches)}
     for name in samples.data_vars:
         coords[name] = ("sample", samples[name].values, samples[name].attrs)
@@ -809,7 +824,7 @@ def _template(first: xr.Dataset, samples: xr.Dataset, spec: SweepSpec, n_batches
             coords[name] = c
     ds = xr.Dataset(variables, coords=coords)
     ds.attrs.update(
-        fingerprint=spec.fingerprint(), spec=json.dumps(spec.to_dict()), sampling=spec.sampling,
+        **{STORE_MARKER: spec.fingerprint()}, fingerprint=spec.fingerprint(), spec=json.dumps(spec.to_dict()), sampling=spec.sampling,
         swept=json.dumps(list(spec.axes)), batch_size=bs, model=spec.model,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"), version=_version(),
     )
@@ -821,16 +836,59 @@ def _version() -> str:
     return __version__
 
 
+def _batch_digest(ds: xr.Dataset, sl: slice) -> int:
+    """BLAKE2b-64 of the values of samples ``sl`` of every per-sample variable of an opened store
+    (raises when a chunk cannot be read)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name in sorted(v for v in ds.data_vars if "sample" in ds[v].dims):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(ds[name].isel(sample=sl).values).tobytes())
+    return int.from_bytes(h.digest(), "little")
+
+
 def _write_batch(store, b: int, sl: slice, result: xr.Dataset) -> None:
     part = result.rename({"batch": "sample"}) if "batch" in result.dims else result
     keep = [v for v in part.data_vars if "sample" in part[v].dims]
     part = part[keep].drop_vars([c for c in part.coords], errors="ignore")
     part = part.assign_coords(sample=np.arange(sl.start, sl.stop))
     part.drop_vars("sample").to_zarr(store, region={"sample": sl}, mode="r+")
-    marker = xr.Dataset({"batch_done": ("sweep_batch", np.array([1], dtype=np.int8)),
-                         "batch_seconds": ("sweep_batch", [float(result.attrs.get("seconds", np.nan))])})
+    marker = {"batch_done": ("sweep_batch", np.array([1], dtype=np.int8)),
+              "batch_seconds": ("sweep_batch", [float(result.attrs.get("seconds", np.nan))])}
+    back = _open(store)
+    if "batch_checksum" in back:          # stores made before checksums resume without them
+        marker["batch_checksum"] = ("sweep_batch", np.array([_batch_digest(back, sl)], dtype=np.uint64))
     # The marker is written after the data: a batch killed between the two is simply redone.
-    marker.to_zarr(store, region={"sweep_batch": slice(b, b + 1)}, mode="r+")
+    xr.Dataset(marker).to_zarr(store, region={"sweep_batch": slice(b, b + 1)}, mode="r+")
+
+
+def _damaged_batches(store, done: set, slices: list) -> list[int]:
+    """Done batches whose chunks are missing, unreadable or no longer match their checksum."""
+    ds = _open(store)
+    sums = ds["batch_checksum"].values if "batch_checksum" in ds else None
+    bad = []
+    for b in sorted(done):
+        try:
+            digest = _batch_digest(ds, slices[b])
+        except Exception:  # noqa: BLE001 - any read failure (codec, missing file...) means damaged
+            bad.append(b)
+            continue
+        if sums is not None and int(sums[b]) != digest:
+            bad.append(b)
+    return bad
+
+
+def _is_sweep_store(path: Path) -> bool:
+    """A folder this module created: the marker in its group attributes (read as plain JSON, so a
+    store whose arrays are damaged still qualifies), or (older stores) a sweep spec there."""
+    for meta in (path / ".zattrs", path / "zarr.json"):
+        try:
+            attrs = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = attrs.get("attributes", attrs) if meta.name == "zarr.json" else attrs
+        if isinstance(attrs, dict) and (STORE_MARKER in attrs or ("fingerprint" in attrs and "spec" in attrs)):
+            return True
+    return False
 
 
 def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None, resume: bool = True,
@@ -849,7 +907,8 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
     resume : bool
         Continue an existing store made by the same spec (else an existing store raises).
     overwrite : bool
-        Delete an existing store first.
+        Delete an existing store first — only a sweep store (with :data:`STORE_MARKER`, or an
+        older store whose attributes hold a sweep spec); any other folder raises.
     progress : bool
         Show a tqdm progress bar over batches.
     max_in_flight : int, optional
@@ -881,8 +940,12 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
     slices = batch_slices(samples.sizes["sample"], spec.batch_size)
     n_batches = len(slices)
     if overwrite and Path(store).exists():
+        if Path(store).is_symlink() or not Path(store).is_dir() or not _is_sweep_store(Path(store)):
+            raise SweepError(f"{store} is not a sweep store made by neurotwin sweep (no {STORE_MARKER}); "
+                             "--overwrite only replaces those: nothing was deleted, choose another --out")
         shutil.rmtree(store)
     done: set[int] = set()
+    repaired: list[int] = []
     if _store_exists(store):
         if not resume:
             raise SweepError(f"store {store} exists; pass resume=True to continue it or overwrite=True")
@@ -890,11 +953,14 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
             status = sweep_status(store)
         except Exception as exc:  # noqa: BLE001 - any unreadable store is reported the same way
             raise SweepError(f"store {store} cannot be read ({type(exc).__name__}: {exc}); it was probably "
-                             "interrupted while being created: rerun with overwrite=True (--overwrite)") from None
+                             "interrupted while being created: rerun with overwrite=True (--overwrite), "
+                             "which replaces it if neurotwin sweep created it") from None
         if status["fingerprint"] != spec.fingerprint():
             raise SweepError(f"store {store} was made by a different sweep spec; use another store "
                              "or overwrite=True")
         done = set(status["done"])
+        repaired = _damaged_batches(store, done, slices)
+        done -= set(repaired)
     elif Path(store).exists() and any(Path(store).iterdir()):
         raise SweepError(f"{store} exists and is not a sweep store; choose another --out")
     pending = [b for b in range(n_batches) if b not in done]
@@ -909,7 +975,11 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
     def handle(b, result):
         nonlocal created
         if not created:
-            _template(result, samples, spec, n_batches).to_zarr(store, compute=False, mode="w",
+            # the marker first: a store killed while its metadata is written can still be replaced
+            import zarr  # only when a store is created (xarray imports it lazily too)
+            zarr.open_group(store, mode="a", zarr_format=ZARR_FORMAT,
+                            attributes={STORE_MARKER: spec.fingerprint()})
+            _template(result, samples, spec, n_batches).to_zarr(store, compute=False, mode="a",
                                                                 zarr_format=ZARR_FORMAT)
             created = True
         _write_batch(store, b, slices[b], result)
@@ -970,7 +1040,8 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
     ds = _open(store) if _store_exists(store) else xr.Dataset()
     stopped = stopped or (stop is not None and stop.is_set() and len(done) + len(computed) < n_batches)
     return SweepResult(dataset=ds, computed=sorted(computed), skipped=sorted(done),
-                       n_batches=n_batches, seconds=time.perf_counter() - t0, stopped=stopped)
+                       n_batches=n_batches, seconds=time.perf_counter() - t0, stopped=stopped,
+                       repaired=repaired)
 
 
 def _next_finished(ac, stop, poll_s: float = 0.05):

@@ -266,18 +266,16 @@ class Twin:
         ds.attrs["neurotwin"] = json.dumps(_jsonable(self.metadata()))
         return ds
 
-    def save(self, path) -> Path:
-        """Write the twin to ``path`` (``.nc`` netCDF, or ``.zarr``); returns the path."""
+    def save(self, path, overwrite: bool = False) -> Path:
+        """Write the twin to ``path`` (``.nc`` netCDF, or ``.zarr``); returns the path.
+
+        Written to a temporary file next to ``path`` and renamed into place; an existing file is
+        replaced only with ``overwrite`` (see :func:`neurotwin_dash.io.files.write_dataset`)."""
+        from .io.files import write_dataset
         path = Path(path)
-        ds = self.to_dataset()
-        if path.suffix == ".zarr":
-            ds.to_zarr(path, mode="w", zarr_format=2)
-        elif path.suffix in (".nc", ".h5", ".netcdf"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ds.to_netcdf(path, engine="h5netcdf")
-        else:
+        if path.suffix not in (".zarr", ".nc", ".h5", ".netcdf"):
             raise TwinError(f"twin path {path}: use a .nc (netCDF) or .zarr suffix")
-        return path
+        return write_dataset(self.to_dataset(), path, overwrite=overwrite, zarr_format=2)
 
     @classmethod
     def load(cls, path) -> "Twin":

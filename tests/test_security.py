@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tornado.web import create_signed_value
 
@@ -387,3 +388,148 @@ def test_fit_objective_keywords_are_checked_against_the_term(tmp_path, capsys):
     spec.write_text(FIT_SPEC.replace("band: [5, 14]}", "band: [5, 14], command: ls}"))
     assert main(["fit", str(spec), "--out", str(tmp_path / "o"), "--scheduler", "sync"]) == 2
     assert "objective[0] (AlphaPeakError): unknown keyword(s) ['command']" in capsys.readouterr().err
+
+
+# --- 3. data loss ------------------------------------------------------------------------------
+
+def _cli(*args, env=None, preexec_fn=None, timeout=300):
+    """Run the real CLI in a fresh process: (returncode, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "neurotwin_dash.cli", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec_fn,
+                          env={**os.environ, **(env or {})})
+    return proc.returncode, proc.stderr
+
+
+def _small_run(path, duration_s=0.5):
+    from neurotwin_dash.simulate import simulate
+    simulate("jansen_rit", None, duration_s=duration_s, sample_rate_hz=250.0).to_netcdf(path, engine="h5netcdf")
+    return path.read_bytes()
+
+
+def test_every_writer_refuses_to_replace_without_overwrite(tmp_path, capsys):
+    run = tmp_path / "run.nc"
+    _small_run(run, duration_s=5.0)
+    cases = {
+        "simulate": ["simulate", "--connectome", "none", "--duration", "0.5", "--no-progress"],
+        "analyse": ["analyse", str(run), "--no-aperiodic"],
+        "export": ["export", "--connectome", "none", "--duration", "0.5"],
+        "optimize-montage": ["optimize-montage", "--target", "lPFCDL"],
+    }
+    for name, args in cases.items():
+        out = tmp_path / f"{name}.out{'.json' if name == 'optimize-montage' else '.nc'}"
+        out.write_bytes(b"precious")
+        assert main([*args, "--out", str(out)]) == 2, name
+        assert "exists already" in capsys.readouterr().err and out.read_bytes() == b"precious", name
+        assert main([*args, "--out", str(out), "--overwrite"]) == 0, name
+        assert out.read_bytes() != b"precious" and len(out.read_bytes()) > 100, name
+        assert not [p for p in tmp_path.iterdir() if ".partial" in p.name], name
+        capsys.readouterr()
+
+
+def test_zarr_output_never_wipes_a_folder_of_other_files(tmp_path, capsys):
+    folder = tmp_path / "results.zarr"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("my notes")
+    for extra in ([], ["--overwrite"]):
+        assert main(["simulate", "--connectome", "none", "--duration", "0.5", "--no-progress",
+                     "--out", str(folder), *extra]) == 2
+        assert (folder / "notes.txt").read_text() == "my notes"
+    assert "not a zarr store" in capsys.readouterr().err
+    store = tmp_path / "run.zarr"                  # a zarr store of our own may be replaced
+    for extra in ([], ["--overwrite"]):
+        assert main(["simulate", "--connectome", "none", "--duration", "0.5", "--no-progress",
+                     "--out", str(store), *extra]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.zarr", "run.zarr"]
+
+
+def _full_disk_script(outside, old_file, args):
+    """Shell script: mount a 1 MiB tmpfs, put the old output there, fill it, run the CLI with
+    --overwrite onto it, report rc / hashes / listing to ``outside``."""
+    cli = " ".join([sys.executable, "-m", "neurotwin_dash.cli", *map(str, args)])
+    d = outside / "mnt"
+    return (f"set -e; mkdir -p {d}; mount -t tmpfs -o size=1m tmpfs {d}; cp {old_file} {d}/run.nc; "
+            f"dd if=/dev/zero of={d}/filler bs=4k 2>/dev/null || true; "
+            f"set +e; {cli} --out {d}/run.nc --overwrite 2> {outside}/stderr; echo $? > {outside}/rc; "
+            f"sha256sum {d}/run.nc | cut -d' ' -f1 > {outside}/after; ls -a {d} > {outside}/listing")
+
+
+def test_overwrite_on_a_full_tmpfs_keeps_the_old_file(tmp_path):
+    import hashlib
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no user+mount namespaces here (unshare -rm); the RLIMIT_FSIZE test covers the fault")
+    old = tmp_path / "old.nc"
+    before = hashlib.sha256(_small_run(old)).hexdigest()
+    script = _full_disk_script(tmp_path, old, ["simulate", "--connectome", "tvb76", "--duration", "1",
+                                               "--no-progress"])
+    subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, timeout=300, check=True)
+    rc, err = int((tmp_path / "rc").read_text()), (tmp_path / "stderr").read_text()
+    assert rc == 1, err                                   # a clear error, not a crash (was 139)
+    assert "not enough space" in err or "No space left" in err, err
+    assert (tmp_path / "after").read_text().strip() == before      # the old file is intact
+    assert sorted((tmp_path / "listing").read_text().split()) == [".", "..", "filler", "run.nc"]
+
+
+def test_write_failing_mid_file_keeps_the_old_file(tmp_path):
+    """The same fault without a mount: RLIMIT_FSIZE makes the write itself fail half-way."""
+    import resource
+    old = tmp_path / "run.nc"
+    before = _small_run(old)
+    limit = 256 * 1024                                   # the new file is ~2.4 MB
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # write() then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    rc, err = _cli("simulate", "--connectome", "tvb76", "--duration", "1", "--no-progress",
+                   "--out", old, "--overwrite", preexec_fn=limit_file_size,
+                   env={"NUMBA_CACHE_DIR": str(tmp_path / "numba")})
+    assert rc == 1 and "File too large" in err, err
+    assert old.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "numba") == ["run.nc"]
+
+
+SWEEP_YAML = ("model: jansen_rit\nconnectome: null\nduration_s: 1.0\ntransient_s: 0.5\nsample_rate_hz: 250\n"
+              "axes: {p: {values: [120.0, 160.0, 200.0, 240.0]}}\nbatch_size: 1\n"
+              "metrics: [std, {name: std, reduce: none, as: std_region}]\ntimeseries: [v_pyr]\n")
+
+
+def test_sweep_overwrite_never_deletes_a_foreign_folder(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SWEEP_YAML)
+    for name, files in {"plain": {"data.csv": "1,2"},
+                        "foreign.zarr": {".zgroup": '{"zarr_format": 2}', "x/.zarray": "{}"}}.items():
+        folder = tmp_path / name
+        for rel, text in files.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_text(text)
+        assert main(["sweep", str(spec), "--out", str(folder), "--scheduler", "sync", "--no-progress",
+                     "--overwrite"]) == 2, name
+        assert "nothing was deleted" in capsys.readouterr().err
+        assert all((folder / rel).read_text() == text for rel, text in files.items()), name
+    own = tmp_path / "own.zarr"
+    assert main(["sweep", str(spec), "--out", str(own), "--scheduler", "sync", "--no-progress"]) == 0
+    assert main(["sweep", str(spec), "--out", str(own), "--scheduler", "sync", "--no-progress",
+                 "--overwrite"]) == 0
+    assert "computed 4, already done 0" in capsys.readouterr().out
+
+
+def test_resume_recomputes_batches_with_deleted_or_corrupted_chunks(tmp_path, capsys):
+    import xarray as xr
+    from neurotwin_dash import sweep
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SWEEP_YAML)
+    store = tmp_path / "s.zarr"
+    assert main(["sweep", str(spec), "--out", str(store), "--scheduler", "sync", "--no-progress"]) == 0
+    ref = xr.open_zarr(store).load()
+    (store / "std" / "1").unlink()                               # batch 1: a chunk deleted
+    (store / "v_pyr" / "2.0.0").write_bytes(b"\x00garbage" * 10)  # batch 2: a chunk corrupted
+    (store / "std_region" / "3.0").unlink()                      # batch 3: a chunk deleted
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--out", str(store), "--scheduler", "sync", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "computed 3, already done 1 (damaged and recomputed: 3)" in out, out
+    res = sweep.run_sweep(str(spec), store, client="sync", progress=False)
+    assert res.computed == [] and res.repaired == [] and res.skipped == [0, 1, 2, 3]
+    again = xr.open_zarr(store).load()
+    for v in ("std", "std_region", "v_pyr"):
+        np.testing.assert_array_equal(again[v].values, ref[v].values)

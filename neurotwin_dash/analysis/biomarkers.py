@@ -130,12 +130,21 @@ def sensor_metrics(result, montage="biosemi64", variable=None, window_s: float =
 
 
 def analyse_file(path, out=None, variable=None, aperiodic: bool = True, pac_surrogates: int = 0,
-                 bold: bool = False, bold_tr_s: float = 0.72, montage: str | None = None) -> xr.Dataset:
-    """Read a simulation (netCDF or zarr), compute :func:`standard_metrics`, write netCDF to ``out``."""
+                 bold: bool = False, bold_tr_s: float = 0.72, montage: str | None = None,
+                 overwrite: bool = False) -> xr.Dataset:
+    """Read a simulation (netCDF or zarr), compute :func:`standard_metrics`, write netCDF to ``out``.
+
+    ``out`` is written through a temporary file and an atomic rename and an existing ``out`` is
+    replaced only with ``overwrite`` (:func:`neurotwin_dash.io.files.write_dataset`)."""
     from pathlib import Path
+
+    from ..io.files import OutputExistsError, write_dataset
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"simulation file {p} does not exist")
+    if out is not None and Path(out).exists() and not overwrite:      # before the work, not after
+        raise OutputExistsError(f"output file {out} exists already; choose another name or pass "
+                                "overwrite=True (--overwrite) to replace it")
     res = xr.open_zarr(p) if p.suffix == ".zarr" or p.is_dir() else xr.open_dataset(p)
     res = res.load()
     ds = standard_metrics(res, variable=variable, aperiodic=aperiodic, pac_surrogates=pac_surrogates,
@@ -147,5 +156,5 @@ def analyse_file(path, out=None, variable=None, aperiodic: bool = True, pac_surr
         ds["diverged"] = res["diverged"]
     ds.attrs["source_file"] = str(p)
     if out is not None:
-        ds.to_netcdf(out)
+        write_dataset(ds, out, overwrite=overwrite)
     return ds

@@ -43,6 +43,7 @@ import numpy as np
 import xarray as xr
 
 from . import objectives as obj_mod
+from ..io.files import write_dataset, write_text
 from .optimizers import FitError, FitProblem, FreeParam, fit
 
 __all__ = ["problem_from_spec", "run_fit_spec", "load_fit_spec", "add_fit_parser", "add_export_parser",
@@ -153,7 +154,8 @@ def run_fit_spec(spec: Mapping, out_dir, client=None, progress: bool = True, twi
     problem = problem_from_spec(spec)
     run = {k: spec[k] for k in _RUN_KEYS if k in spec}
     res = fit(problem, client=client, checkpoint=out / "checkpoint.json", progress=progress, **run)
-    res.history.to_netcdf(out / "history.nc", engine="h5netcdf")
+    # the fit folder is this command's own, resumable output: its files are replaced atomically
+    write_dataset(res.history, out / "history.nc", overwrite=True)
     summary = {"best": {k: np.asarray(v).tolist() for k, v in res.best.items()}, "loss": res.loss,
                "scores": res.scores, "evaluations": res.evaluations, "generations": res.generations,
                "computed_generations": res.computed_generations, "seconds": res.seconds,
@@ -161,10 +163,10 @@ def run_fit_spec(spec: Mapping, out_dir, client=None, progress: bool = True, twi
     if spec.get("problem") == "hcp":
         from .hcp import structural_baseline_r
         summary["structural_baseline_r"] = structural_baseline_r((spec.get("hcp") or {}).get("subject"))
-    (out / "result.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_text(out / "result.json", json.dumps(summary, indent=2, default=float), overwrite=True)
     if twin:
         from ..twin import Twin
-        Twin.from_fit(problem, res, name=spec.get("name", "fit")).save(out / "twin.nc")
+        Twin.from_fit(problem, res, name=spec.get("name", "fit")).save(out / "twin.nc", overwrite=True)
     return res, summary
 
 
@@ -216,6 +218,7 @@ def add_export_parser(sub):
     p.add_argument("--transient", type=float, default=0.0, help="initial seconds not recorded")
     p.add_argument("--normalisation", default="max", help="connectome weight normalisation")
     p.add_argument("--name", default=None, help="name stored in the twin")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_export_cli)
 
 
@@ -240,7 +243,7 @@ def _export_cli(args):
                           seed=args.seed, sample_rate_hz=args.sample_rate, transient_s=args.transient,
                           normalisation=args.normalisation)
         twin = Twin.from_result(result, connectome=conn, name=args.name or "twin")
-    path = twin.save(args.out)
+    path = twin.save(args.out, overwrite=args.overwrite)
     print(f"wrote {path}: {twin!r}")
 
 
@@ -252,11 +255,7 @@ def simulate_twin_cli(args) -> int:
     t0 = time.perf_counter()
     ds = twin.simulate(progress=not getattr(args, "no_progress", False))
     seconds = time.perf_counter() - t0
-    out = Path(args.out)
-    if out.suffix == ".zarr":
-        ds.to_zarr(out, mode="w")
-    else:
-        ds.to_netcdf(out, engine="h5netcdf")
+    out = write_dataset(ds, args.out, overwrite=getattr(args, "overwrite", False))
     same = twin.verify(ds) if twin.provenance.get("output_sha256") else None
     note = {True: "reproduces the exported run bit for bit", False: "DIFFERS from the exported run",
             None: "no reference hash to compare"}[same]

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable
 
 __all__ = ["DataImportError", "OutputExistsError", "check_input", "one_bids_match", "write_new",
-           "save_uploads", "read_yaml_mapping"]
+           "write_bytes", "write_text", "write_dataset", "is_zarr_store", "save_uploads", "read_yaml_mapping"]
 
 
 class DataImportError(ValueError):
@@ -129,6 +130,91 @@ def write_new(path, write: Callable[[Path], None], overwrite: bool = False) -> P
     finally:
         if tmp.exists():
             tmp.unlink()
+    return path
+
+
+def _check_space(folder: Path, n_bytes: int, path: Path) -> None:
+    """Refuse early, with a clear message, when ``folder`` cannot hold ``n_bytes`` more."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < n_bytes:
+        raise OSError(28, f"not enough space to write {path}: needs {n_bytes / 1e6:.1f} MB, "
+                          f"{free / 1e6:.1f} MB free on its file system; nothing was replaced")
+
+
+def write_bytes(path, data: bytes, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` through :func:`write_new` (temporary file, fsync, atomic rename).
+
+    A full disk raises :class:`OSError` (errno ``ENOSPC``) before anything is replaced."""
+    path = Path(path).expanduser()
+    data = bytes(data)
+
+    def write(tmp):
+        _check_space(tmp.parent, len(data), path)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())     # on disk before the rename makes it the file
+
+    return write_new(path, write, overwrite=overwrite)
+
+
+def write_text(path, text: str, overwrite: bool = False) -> Path:
+    """:func:`write_bytes` of UTF-8 text (JSON results, montages)."""
+    return write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def is_zarr_store(path) -> bool:
+    """True when ``path`` is a folder holding a zarr group (v2 ``.zgroup`` or v3 ``zarr.json``)."""
+    p = Path(path)
+    return p.is_dir() and ((p / ".zgroup").is_file() or (p / "zarr.json").is_file())
+
+
+def write_dataset(ds, path, overwrite: bool = False, zarr_format: int | None = None) -> Path:
+    """Write an :class:`xarray.Dataset` to ``.nc`` (netCDF4/HDF5) or ``.zarr`` without losing data.
+
+    netCDF is encoded in memory first and then written by :func:`write_bytes`, so a full disk is a
+    clean :class:`OSError` (not an HDF5 crash) and never touches an existing file. A ``.zarr``
+    store is written to a temporary folder next to ``path`` and renamed into place; an existing
+    ``path`` is replaced only with ``overwrite`` **and** only when it is a zarr store itself (a
+    folder of other files is never deleted).
+
+    Raises
+    ------
+    OutputExistsError
+        ``path`` exists and ``overwrite`` is False, or it is a folder that is not a zarr store.
+    """
+    path = Path(path).expanduser()
+    if path.suffix != ".zarr":
+        return write_bytes(path, ds.to_netcdf(engine="h5netcdf"), overwrite=overwrite)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"output {path} exists already; choose another name or pass "
+                                    "overwrite=True (--overwrite) to replace it")
+        if path.is_symlink() or not is_zarr_store(path):
+            raise OutputExistsError(f"output {path} exists and is not a zarr store; refusing to replace "
+                                    "it (it may hold other files): choose another name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    tmp = path.with_name(f".{path.name}.{tag}.partial")
+    old = path.with_name(f".{path.name}.{tag}.old")
+    try:
+        kw = {} if zarr_format is None else {"zarr_format": zarr_format}
+        ds.to_zarr(tmp, mode="w-", **kw)
+        if path.exists():
+            os.rename(path, old)          # both renames stay in one folder: atomic each
+        os.rename(tmp, path)
+    except BaseException:
+        if old.exists() and not path.exists():
+            os.rename(old, path)          # put the previous store back
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        if old.exists() and path.exists():
+            shutil.rmtree(old)            # a zarr store we checked above
     return path
 
 

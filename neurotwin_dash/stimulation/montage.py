@@ -271,11 +271,12 @@ class Montage:
         return cls(data["currents_mA"], layout=data.get("layout", DEFAULT_LAYOUT),
                    return_electrode=data.get("return_electrode"), limits=Limits(**limits))
 
-    def save(self, path, **extra) -> Path:
-        """Write the montage as JSON (``extra`` keys such as ``metrics`` are stored alongside)."""
-        path = Path(path)
-        path.write_text(json.dumps({**self.to_dict(), **extra}, indent=2) + "\n")
-        return path
+    def save(self, path, overwrite: bool = False, **extra) -> Path:
+        """Write the montage as JSON (``extra`` keys such as ``metrics`` are stored alongside).
+
+        Temporary file + atomic rename; an existing file is replaced only with ``overwrite``."""
+        from ..io.files import write_text
+        return write_text(path, json.dumps({**self.to_dict(), **extra}, indent=2) + "\n", overwrite=overwrite)
 
     @classmethod
     def load(cls, path) -> "Montage":
