@@ -186,9 +186,14 @@ def write_dataset(ds, path, overwrite: bool = False, zarr_format: int | None = N
     OutputExistsError
         ``path`` exists and ``overwrite`` is False, or it is a folder that is not a zarr store.
     """
+    import dask  # noqa: PLC0415 - a heavy import, needed only here
     path = Path(path).expanduser()
     if path.suffix != ".zarr":
-        return write_bytes(path, ds.to_netcdf(engine="h5netcdf"), overwrite=overwrite)
+        # In-process scheduler: with a distributed client active, xarray would otherwise ask the
+        # scheduler for a write lock named after the in-memory buffer (and fail).
+        with dask.config.set(scheduler="synchronous"):
+            data = ds.to_netcdf(engine="h5netcdf")
+        return write_bytes(path, data, overwrite=overwrite)
     if path.exists() or path.is_symlink():
         if not overwrite:
             raise OutputExistsError(f"output {path} exists already; choose another name or pass "
