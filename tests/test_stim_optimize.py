@@ -103,3 +103,28 @@ def test_outcome_driven_choice_picks_the_montage_that_drives_target_gamma(fields
     assert ch["optimized"] > 1.5 * ch["bipolar"] > 0 and ch["bipolar"] > 10 * ch["far"]
     # evoked gamma power scales with the square of the current (20x less current -> 400x less power)
     assert ch["far_weak"] / ch["far"] == pytest.approx((0.1 / 2.0) ** 2, rel=0.05)
+    # every change comes with its 95 % CI over 5 paired seeds; the ranking uses the lower bound
+    assert scores.attrs["n_seeds"] == 5 and "lower 95 % CI bound" in scores.attrs["ranked_by"]
+    lo = scores["ci_low"].to_series()
+    assert lo.drop("sham").idxmax() == "optimized" and lo["optimized"] > 0
+    assert str(scores["verdict"].sel(candidate="optimized").values) == "above sham"
+    assert str(scores["verdict"].sel(candidate="sham").values) == "indistinguishable from sham"
+
+
+def test_outcome_driven_choice_prefers_a_sure_effect_to_a_larger_noisy_one(fields):
+    """Ranking by the CI's lower bound: a biomarker that is large on average but varies in sign
+    across seeds loses to a smaller one that is there for every seed."""
+    from neurotwin_dash.stimulation.optimize import choose_by_outcome
+    cands = {"sure": bipolar_over(["lPFCDL"], fields, 1.0), "noisy": bipolar_over(["lPFCDL"], fields, 2.0)}
+
+    def biomarker(res, sham_of):
+        # a per-seed score: "sure" +1 for every seed, "noisy" +3 ± 6 (seed dependent), sham 0
+        arm = res["arm"].values
+        wobble = np.array([6.0, -6.0, 6.0, -6.0, 0.0])[np.arange(arm.size) % 5]
+        return np.select([arm == 1, arm == 2], [1.0 + 0 * wobble, 3.0 + wobble], 0.0)
+
+    best, scores = choose_by_outcome(cands, "tacs:40Hz", ["lPFCDL"], fields=fields, duration_s=1.2,
+                                     transient_s=0.2, biomarker=biomarker, seed=0)
+    ch = scores["change_from_sham"].to_series()
+    assert ch["noisy"] == pytest.approx(3.0) and ch["sure"] == pytest.approx(1.0)
+    assert best == "sure" and str(scores["verdict"].sel(candidate="noisy").values) == "indistinguishable from sham"

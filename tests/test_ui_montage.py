@@ -79,6 +79,10 @@ def test_effect_compares_the_same_noise_with_and_without_stimulation(designer):
     s.run_effect()
     res0 = s.effect_runner.result
     np.testing.assert_allclose(res0["band_power"].values[0], res0["band_power"].values[1])
+    # identical pairs: every effect is exactly 0 with a zero-width CI, i.e. indistinguishable from sham
+    assert res0.attrs["n_seeds"] == 5
+    np.testing.assert_array_equal(res0["effect"].values, 0.0)
+    assert set(res0["verdict"].values) == {"indistinguishable from sham"}
     s.stim_params.stim_lambda_mV_per_V_m = 1.0
     s.run_effect()
     res = s.effect_runner.result
@@ -88,9 +92,16 @@ def test_effect_compares_the_same_noise_with_and_without_stimulation(designer):
     i = list(res["region"].values).index("lPFCDL")
     assert res.attrs["relative_change_targets"] == pytest.approx(
         res["band_power"].values[1, i] / res["band_power"].values[0, i] - 1)
+    # λ = 1 mV per V/m at 2 mA: the 40 Hz drive locks the target's P2 to the waveform, surely
+    plv = res.sel(outcome="plv")
+    assert float(plv["ci_low"]) > 0.1 and str(plv["verdict"].values) == "above sham"
+    e = res.sel(outcome="band_power")
+    assert float(e["ci_low"]) <= float(e["effect"]) <= float(e["ci_high"])
+    assert float(e["effect"]) == pytest.approx(float(e["stim"] - e["sham"]), rel=1e-9)
     designer._show_effect(res)
     assert designer.sham_map.mapper.low == designer.stim_map.mapper.low      # one colour scale
-    assert "%" in designer.effect_text.object
+    text = designer.effect_text.object
+    assert "%" in text and " ± " in text and "5 seeds" in text and "95 % CI" in text
 
 
 def test_static_3d_fallback_draws_the_same_surface():

@@ -364,7 +364,7 @@ def tacs_search(config: ScenarioConfig | None = None, stage_c7: float = 300.0, m
             eff = eff.assign_coords({key: ("candidate", vals)})
         else:
             eff[key] = ("candidate", np.array(vals))
-    g_stage = float(per_seed.sel(outcome="band_power").isel(arm=0).mean())
+    g_stage = float(per_seed.sel(outcome="band_power", condition=0).mean())
     if gamma_healthy is not None and gamma_healthy > g_stage:
         lost = gamma_healthy - g_stage
         for v in ("effect", "ci_low", "ci_high"):
@@ -511,7 +511,7 @@ def plot_scenario(result: dict, path=None):
         a.set_xticks(x, cand, fontsize=6, rotation=90)
         a.set_title(f"safe 40 Hz tACS ({search.attrs.get('stage', '')}, C7 = {search.attrs['stage_c7']:g}):\n"
                     f"Δ {OUTCOMES[str(o)][0]} vs sham", fontsize=9)
-        a.set_ylabel(f"stimulated − sham ({OUTCOMES[str(o)][1]})")
+        a.set_ylabel(f"stimulated − sham ({OUTCOMES[str(o)][1] or 'PLV'})")
     # dose-response: one panel per outcome, one line per stage
     amps = dose["amplitude_mV"].values
     for a, o in zip(ax[3], dose["outcome"].values):
@@ -525,7 +525,7 @@ def plot_scenario(result: dict, path=None):
                   label="strongest safe montage")
         a.set_xscale("log")
         a.set(xlabel=f"40 Hz soma polarisation in targets (mV; ÷ λ = {dose.attrs['lambda_mV_per_V_m']:g} → V/m)",
-              ylabel=f"stimulated − sham ({OUTCOMES[str(o)][1]})", title=f"dose-response: {OUTCOMES[str(o)][0]}")
+              ylabel=f"stimulated − sham ({OUTCOMES[str(o)][1] or 'PLV'})", title=f"dose-response: {OUTCOMES[str(o)][0]}")
         a.legend(fontsize=6)
     ax[0, 1].legend(fontsize=7)
     fig.suptitle(f"LaNMM on {summ.attrs.get('connectome', '')}, targets {', '.join(summ.attrs.get('regions', []))}: "

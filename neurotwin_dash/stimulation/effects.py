@@ -47,7 +47,7 @@ CONFIDENCE = 0.95
 OUTCOMES = {
     "band_power": ("band power", "mV²"),
     "power_at_f": ("PSD at the stimulation frequency", "mV²/Hz"),
-    "plv": ("phase locking to the stimulation waveform", "1"),
+    "plv": ("phase locking to the stimulation waveform", ""),
 }
 
 
@@ -314,7 +314,8 @@ def arm_effects(outcomes: xr.Dataset, confidence: float = CONFIDENCE, method: st
     (batch coords ``arm`` and ``seed``, as from :func:`simulate_arms`).
 
     Returns a Dataset over ``(arm, outcome)`` (stimulated arms only; ``arm`` numbered from 1) as
-    :func:`paired_effect`, plus ``per_seed`` (all arms, seed, outcome).
+    :func:`paired_effect`, plus ``per_seed`` over ``(condition, seed, outcome)`` with every
+    member's outcome (condition 0 = sham, condition *k* = arm *k*).
     """
     arm = np.asarray(outcomes["arm"].values)
     seed = np.asarray(outcomes["seed"].values)
@@ -330,7 +331,8 @@ def arm_effects(outcomes: xr.Dataset, confidence: float = CONFIDENCE, method: st
                             coords={"arm": np.arange(n_arms), "seed": seeds, "outcome": names})
     eff = paired_effect(per_seed.isel(arm=slice(1, None)), per_seed.isel(arm=0, drop=True), "seed",
                         confidence, method)
-    eff["per_seed"] = per_seed
+    # its own dim, so that sham (condition 0) is not aligned away against the stimulated arms
+    eff["per_seed"] = per_seed.rename(arm="condition")
     eff.attrs.update(outcomes.attrs)
     return eff
 

@@ -19,9 +19,10 @@ surplus at a time, always at least one — and re-solve on the rest; finish with
 ≤ N survivors. Currents are then rounded to 0.1 µA and the sum fixed exactly, so the returned
 :class:`~neurotwin_dash.stimulation.montage.Montage` meets every limit exactly (it is validated).
 
-Outcome-driven (:func:`choose_by_outcome`): candidate montages are simulated through the
-network in one batched run (one batch member each, plus sham), a biomarker such as gamma
-power in the target regions is measured, and the candidate that moves it most is chosen.
+Outcome-driven (:func:`choose_by_outcome`): candidate montages and sham are simulated through
+the network in one batched run over several noise seeds (common random numbers), a biomarker
+such as gamma power in the target regions is measured, and the candidate whose paired effect
+has the largest 95 % CI lower bound is chosen (:mod:`neurotwin_dash.stimulation.effects`).
 """
 from __future__ import annotations
 
@@ -266,11 +267,16 @@ def choose_by_outcome(candidates: Mapping[str, Montage], waveform, target_region
                       measure: str = "evoked", biomarker: Callable | None = None, band=(38.0, 42.0),
                       fields: xr.Dataset | None = None, lambda_mV_per_V_m=None, duration_s: float = 4.0,
                       transient_s: float = 1.0, dt_ms: float = 0.1, params: Mapping | None = None,
-                      seed: int = 0, n_seeds: int = 1, maximize: bool = True) -> tuple[str, xr.Dataset]:
-    """Pick the candidate montage that best moves a simulated biomarker.
+                      seed: int = 0, n_seeds: int = 5, maximize: bool = True) -> tuple[str, xr.Dataset]:
+    """Pick the candidate montage that moves a simulated biomarker most *reliably*.
 
-    Every candidate and a sham are simulated in ONE batched run (``n_seeds`` noise realisations
-    each; the same seeds for every candidate, so differences come from the stimulation only).
+    Every candidate and a sham are simulated in ONE batched run with ``n_seeds`` noise
+    realisations each, the same seeds for every arm (common random numbers), and each
+    candidate's effect is the paired difference from sham with a 95 % CI over the seeds
+    (:func:`neurotwin_dash.stimulation.effects.paired_effect`). Candidates are ranked by the
+    CI's **lower bound** of the desired change (the upper bound, negated, with
+    ``maximize=False``), not by a point estimate: a large but noisy effect loses to a smaller
+    one that is surely there.
 
     Parameters
     ----------
@@ -282,54 +288,52 @@ def choose_by_outcome(candidates: Mapping[str, Montage], waveform, target_region
         is the gamma generator).
     measure : ``"evoked"`` | ``"power"``
         ``evoked``: band power of the stimulation-driven part, ``x_candidate − x_sham`` (same
-        noise), over the target regions — exact with common random numbers. ``power``: band power
-        of the signal itself minus sham's; its noise cross-terms need several ``n_seeds``.
+        noise), over the target regions. ``power``: band power of the signal itself.
     biomarker : callable(result, sham_of_member) -> (batch,), optional
         Replaces ``measure``; ``sham_of_member[k]`` is the batch index of member *k*'s sham.
+    n_seeds : int
+        Noise realisations per arm (≥ 2; the CI needs pairs).
     maximize : bool
-        Choose the largest change from sham (else the most negative).
+        Choose the largest increase from sham (else the largest decrease).
 
     Returns
     -------
     best : str
         Name of the chosen candidate.
     scores : xarray.Dataset over ``candidate`` (sham first): ``biomarker`` (mean over seeds),
-        ``change_from_sham`` and the candidates' mean target ``target_En`` (V/m).
+        ``change_from_sham`` (mean paired difference), ``ci_low``, ``ci_high``, ``verdict``
+        ("indistinguishable from sham" when the CI contains 0) and the candidates' mean target
+        ``target_En`` (V/m); attrs ``best``, ``ranked_by``, ``n_seeds``.
     """
     from ..models import get_model
-    from ..simulate import Drive, simulate
+    from ..simulate import Drive
     from .coupling import STIM_PARAMS
+    from .effects import paired_effect, simulate_arms
     from .waveforms import parse_waveform
 
     if not candidates:
         raise OptimizationError("candidates: give at least one montage")
     if measure not in ("evoked", "power"):
         raise OptimizationError(f"measure {measure!r} unknown; allowed: 'evoked', 'power'")
-    if int(n_seeds) != n_seeds or n_seeds < 1:
-        raise OptimizationError(f"n_seeds must be a positive integer, got {n_seeds!r}")
+    if int(n_seeds) != n_seeds or n_seeds < 2:
+        raise OptimizationError(f"n_seeds must be an integer ≥ 2 (the CI needs pairs), got {n_seeds!r}")
     wave = parse_waveform(waveform) if isinstance(waveform, str) else waveform
     names = ["sham"] + list(candidates)
     if fields is None:
         fields = electrode_fields(connectome)
-    ens = [np.zeros(fields.sizes["region"])]
-    for name in names[1:]:
-        ens.append(montage_field(candidates[name], fields)["E_n"].values)
-    ens = np.array(ens)
+    ens = np.array([np.zeros(fields.sizes["region"])] +
+                   [montage_field(candidates[n], fields)["E_n"].values for n in names[1:]])
     spec = STIM_PARAMS["stim_lambda_mV_per_V_m"]
     lam = float(spec.check(spec.default if lambda_mV_per_V_m is None else lambda_mV_per_V_m))
     nc, ns = len(names), int(n_seeds)
-    member_en = np.repeat(ens, ns, axis=0)                      # candidate-major, seeds inner
-    seeds = np.tile(seed + np.arange(ns), nc)
-    sham_of = np.tile(np.arange(ns), nc)                        # sham members come first
-    spatial = xr.DataArray(lam * member_en, dims=("batch", "region"),
-                           coords={"region": fields["region"].values})
+    spatial = xr.DataArray(lam * ens[1:], dims=("arm", "region"), coords={"region": fields["region"].values})
     mod = get_model(model)
     var = variable or mod.OBSERVED[0]
     p = dict(params or {})
-    # the batch size comes from the parameters: one coupling value per member
-    p["coupling"] = np.broadcast_to(np.asarray(p.get("coupling", 0.0), float), (nc * ns,)).copy()
-    res = simulate(model, connectome, duration_s=duration_s, dt_ms=dt_ms, params=p, seed=seeds,
-                   transient_s=transient_s, drive=Drive(spatial, wave, "membrane", "mV"), record=[var])
+    p.setdefault("coupling", 0.0)
+    res = simulate_arms(model, connectome, Drive(spatial, wave, "membrane", "mV"), seed + np.arange(ns), p,
+                        duration_s, transient_s, dt_ms, 1000.0, [var])
+    sham_of = np.tile(np.arange(ns), nc)                        # sham members come first (arm-major)
     if biomarker is not None:
         values = np.asarray(biomarker(res, sham_of), float)
     elif measure == "evoked":
@@ -338,14 +342,16 @@ def choose_by_outcome(candidates: Mapping[str, Montage], waveform, target_region
         values = band_power(diff.to_dataset(name=var).assign_attrs(res.attrs), var, target_regions, band)
     else:
         values = band_power(res, var, target_regions, band)
-    per_cand = values.reshape(nc, ns).mean(axis=1)
-    change = per_cand - per_cand[0]
-    scored = change[1:] if maximize else -change[1:]
-    best = names[1 + int(np.argmax(scored))]
+    per = xr.DataArray(values.reshape(nc, ns), dims=("candidate", "seed"), coords={"candidate": names})
+    eff = paired_effect(per, per.isel(candidate=0, drop=True), "seed")
+    score = eff["ci_low"].values[1:] if maximize else -eff["ci_high"].values[1:]
+    best = names[1 + int(np.nanargmax(score))]
     in_t = np.isin(fields["region"].values, list(target_regions))
-    scores = xr.Dataset({"biomarker": ("candidate", per_cand), "change_from_sham": ("candidate", change),
+    scores = xr.Dataset({"biomarker": per.mean("seed"), "change_from_sham": eff["effect"],
+                         "ci_low": eff["ci_low"], "ci_high": eff["ci_high"], "verdict": eff["verdict"],
                          "target_En": ("candidate", ens[:, in_t].mean(axis=1))},
-                        coords={"candidate": names},
                         attrs={"variable": var, "band_hz": list(band), "measure": measure if biomarker is None
-                               else "custom", "best": best, "model": str(mod.NAME), "n_seeds": ns})
+                               else "custom", "best": best, "model": str(mod.NAME), "n_seeds": ns,
+                               "ranked_by": "lower 95 % CI bound of the change from sham" if maximize
+                               else "upper 95 % CI bound of the change from sham (most negative)"})
     return best, scores

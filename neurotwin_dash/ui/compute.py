@@ -399,59 +399,73 @@ def montage_field_job(spec: dict) -> xr.Dataset:
 
 
 def montage_effect_job(spec: dict) -> xr.Dataset:
-    """Simulated effect of a montage: the same network with and without stimulation.
+    """Simulated effect of a montage: stimulated vs sham over ``n_seeds`` noise seeds, one batch.
 
-    One batched run of two members with identical noise (the ``seed`` gives both the same
-    stream): member 0 sham (dose 0), member 1 the montage with waveform ``frequency_hz``
-    (tACS; 0 = tDCS) and coupling ``stim_lambda_mV_per_V_m``. ``spec`` adds ``model``,
+    Sham (zero field) and the montage with waveform ``frequency_hz`` (tACS; 0 = tDCS) and
+    coupling ``stim_lambda_mV_per_V_m`` run for seeds ``seed … seed + n_seeds − 1`` in ONE
+    batched simulation (:func:`neurotwin_dash.stimulation.effects.simulate_arms`); pair *k*
+    shares its noise seed (common random numbers). Effects are paired differences with 95 % CIs
+    (:func:`~neurotwin_dash.stimulation.effects.arm_effects`). ``spec`` adds ``model``,
     ``output``, ``band`` (name in :data:`BANDS`), ``params``, ``duration_s``, ``transient_s``,
-    ``seed`` and ``targets`` (region labels).
+    ``seed``, ``n_seeds`` (default 5) and ``targets`` (region labels).
 
     Returns
     -------
     xarray.Dataset
-        ``band_power`` (condition, region) of ``output`` in ``band``, ``psd_target``
-        (condition, frequency) averaged over the targets (all regions without targets),
-        ``centres``; attrs the relative change in the targets.
+        ``band_power`` (condition, region) of ``output`` in ``band`` (mean over seeds),
+        ``psd_target`` (condition, frequency) averaged over the targets (all regions without
+        targets) and seeds, ``centres``; ``effect``, ``ci_low``, ``ci_high``, ``verdict``,
+        ``stim``, ``sham`` over ``outcome`` (band power, PSD at the stimulation frequency and PLV
+        to the waveform, in the targets); attrs ``n_seeds`` and the relative band-power change.
     """
-    from ..simulate import simulate
-    from ..stimulation import coupling, waveforms
+    from ..stimulation import coupling, effects, waveforms
     t0 = time.perf_counter()
     m = _montage(spec)
     con = _catalog_connectome(spec["connectome"])
     f_hz = float(spec.get("frequency_hz", 40.0))
+    n_seeds = int(spec.get("n_seeds", 5))
     wave = waveforms.TACS(f_hz) if f_hz > 0 else waveforms.TDCS()
-    drives = coupling.tes_drives(m, wave, con, lambda_mV_per_V_m=spec.get("stim_lambda_mV_per_V_m"),
-                                 dose=[0.0, 1.0])
-    params = {k: [float(v), float(v)] for k, v in dict(spec.get("params") or {}).items()}
-    params.setdefault("coupling", [0.0, 0.0])
-    sim = simulate(model=spec["model"], connectome=con, duration_s=spec["duration_s"] + spec["transient_s"],
-                   dt_ms=0.1, params=params, seed=int(spec.get("seed", 0)), sample_rate_hz=500.0,
-                   transient_s=spec["transient_s"], drive=drives, normalisation="max")
+    drives = coupling.tes_drives(m, wave, con, lambda_mV_per_V_m=spec.get("stim_lambda_mV_per_V_m"))
+    params = {k: float(v) for k, v in dict(spec.get("params") or {}).items()}
+    params.setdefault("coupling", 0.0)
+    seed0 = int(spec.get("seed", 0))
+    sim = effects.simulate_arms(spec["model"], con, drives, seed0 + np.arange(n_seeds), params,
+                                duration_s=spec["duration_s"] + spec["transient_s"], transient_s=spec["transient_s"],
+                                dt_ms=0.1, sample_rate_hz=500.0, record=[spec.get("output")] if spec.get("output")
+                                else None)
     out = _first_output(sim, spec.get("output"))
     x = np.nan_to_num(np.asarray(sim[out].transpose("batch", "time", "region").values, dtype=float))
-    band = BANDS[spec.get("band", "low_gamma")]
+    band_name = spec.get("band", "low_gamma")
+    band = BANDS[band_name]
     labels = [str(s) for s in sim["region"].values]
     targets = [t for t in spec.get("targets") or [] if t in labels]
     idx = [labels.index(t) for t in targets] or list(range(len(labels)))
     bp, psd_t = [], []
-    for b in range(2):
+    for b in range(x.shape[0]):
         f, p = welch_psd(x[b], 500.0)
         bp.append(band_power(f, p, band))
         psd_t.append(p[:, idx].mean(axis=1))
-    bp = np.array(bp)
-    change = float(bp[1, idx].mean() / max(bp[0, idx].mean(), 1e-30) - 1.0)
-    return xr.Dataset(
-        {"band_power": (("condition", "region"), bp, {"long_name": f"{spec.get('band', 'low_gamma')} power of {out}"}),
-         "psd_target": (("condition", "frequency"), np.array(psd_t)),
-         "centres": (("region", "axis"), con.centres)},
+    arm = sim["arm"].values
+    bp, psd_t = np.array(bp), np.array(psd_t)
+    bp_arm = np.array([bp[arm == a].mean(axis=0) for a in (0, 1)])
+    psd_arm = np.array([psd_t[arm == a].mean(axis=0) for a in (0, 1)])
+    change = float(bp_arm[1, idx].mean() / max(bp_arm[0, idx].mean(), 1e-30) - 1.0)
+    ref = wave(sim["time"].values) if f_hz > 0 else None
+    outcomes = effects.stimulation_outcomes(sim.fillna(0.0), out, [labels[i] for i in idx], f_hz or None, ref, band)
+    eff = effects.arm_effects(outcomes.assign_coords(arm=sim["arm"], seed=sim["seed"])).isel(arm=0, drop=True)
+    res = xr.Dataset(
+        {"band_power": (("condition", "region"), bp_arm, {"long_name": f"{band_name} power of {out}"}),
+         "psd_target": (("condition", "frequency"), psd_arm),
+         "centres": (("region", "axis"), con.centres),
+         **{k: eff[k] for k in ("effect", "ci_low", "ci_high", "verdict", "stim", "sham")}},
         coords={"condition": ["no stimulation", "stimulation"], "region": labels, "frequency": f,
                 "axis": ["x", "y", "z"]},
-        attrs={"output": out, "band": spec.get("band", "low_gamma"), "targets": ",".join(targets),
-               "montage": json.dumps(m.currents_mA),
+        attrs={"output": out, "band": band_name, "targets": ",".join(targets),
+               "montage": json.dumps(m.currents_mA), "n_seeds": n_seeds, "seeds": f"{seed0}–{seed0 + n_seeds - 1}",
                "relative_change_targets": change, "diverged": int(np.asarray(sim["diverged"]).any()),
                "frequency_hz": f_hz, "elapsed_s": time.perf_counter() - t0},
     )
+    return res
 
 
 def optimize_job(spec: dict) -> dict:

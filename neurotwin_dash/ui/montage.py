@@ -9,8 +9,10 @@
 * "Optimize" runs the Stimweaver-style constrained least squares
   (:func:`neurotwin_dash.stimulation.optimize.optimize_montage`) for the chosen target regions.
 * The simulated effect: the same network (LaNMM by default, gamma from its P2 population) with
-  and without the montage (tACS at ``frequency_hz``), band power per region side by side and the
-  spectrum of the targets.
+  and without the montage (tACS at ``frequency_hz``) over ``n_seeds`` noise seeds in one batch,
+  band power per region side by side, the spectrum of the targets, and each effect in the targets
+  (band power, PSD at the stimulation frequency, phase locking to the waveform) as mean ± 95 % CI
+  with its verdict ("indistinguishable from sham" when the CI contains 0).
 
 All three computations run on the Dask client in the background (:class:`JobRunner`).
 """
@@ -28,7 +30,7 @@ from .compute import BANDS
 from .state import JobRunner, StagedResult, available_models, paramset_class, values_of
 from .widgets import NumberBox, error_alert, paramset_widgets
 
-__all__ = ["MontageState", "MontageDesigner", "ElectrodePlot", "servable"]
+__all__ = ["MontageState", "MontageDesigner", "ElectrodePlot", "effect_summary", "servable"]
 
 
 class MontageState(param.Parameterized):
@@ -51,7 +53,10 @@ class MontageState(param.Parameterized):
     band = param.Selector(default="low_gamma", objects=list(BANDS), doc="Band of the effect maps")
     duration_s = param.Number(default=2.0, bounds=(0.5, 30.0), step=0.5, label="duration (s)",
                               doc="Simulated time analysed per condition")
-    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Noise seed (both conditions share it)")
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1),
+                         doc="First noise seed; pair k (sham and stimulated) shares seed + k")
+    n_seeds = param.Integer(default=5, bounds=(2, 20), label="noise seeds",
+                            doc="Sham/stimulated pairs the effect and its 95 % CI are estimated from (one batch)")
     coupling = param.Number(default=1.0, bounds=(0.0, 50.0), step=0.1, doc="Global coupling of the network")
     targets = param.ListSelector(default=["lPFCDL"], objects=[], label="target regions",
                                  doc="Regions the optimization targets and the effect summary averages")
@@ -127,7 +132,8 @@ class MontageState(param.Parameterized):
                        "max_electrodes": self.max_electrodes},
             "model": self.model, "output": self.output or None, "band": self.band,
             "params": {"coupling": self.coupling}, "duration_s": self.duration_s, "transient_s": 0.5,
-            "seed": self.seed, "targets": list(self.targets), "frequency_hz": self.frequency_hz,
+            "seed": self.seed, "n_seeds": self.n_seeds, "targets": list(self.targets),
+            "frequency_hz": self.frequency_hz,
             "stim_lambda_mV_per_V_m": values_of(self.stim_params)["stim_lambda_mV_per_V_m"],
             "target_En_V_m": self.target_En_V_m, "render_3d": self.connectome == "tvb76",
         }
@@ -329,15 +335,9 @@ class MontageDesigner(pn.viewable.Viewer):
         band = res.attrs["band"]
         for plot, k, title in ((self.sham_map, 0, "No stimulation"), (self.stim_map, 1, "Stimulation")):
             plot.show({"x": c[:, 0], "y": c[:, 1], "power": bp[k], "region": regions},
-                      f"{title}: {band} power of {res.attrs['output']}", limits=lims)
-        change = 100 * res.attrs["relative_change_targets"]
-        where = res.attrs["targets"] or "all regions"
-        hz = res.attrs["frequency_hz"]
-        cur = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(_loads(res.attrs["montage"]).items()))
-        self.effect_text.object = (f"**{band} power in {where}: {change:+.1f} %** with "
-                                   f"{'tACS at %g Hz' % hz if hz > 0 else 'tDCS'} through {cur} mA "
-                                   f"(same noise in both runs; job {res.attrs['elapsed_s']:.1f} s)."
-                                   + ("  \n**Diverged.**" if res.attrs.get("diverged") else ""))
+                      f"{title}: {band} power of {res.attrs['output']} (mean of {res.attrs['n_seeds']} seeds)",
+                      limits=lims)
+        self.effect_text.object = effect_summary(res)
 
     # --- layout --------------------------------------------------------------------------------
     def controls(self) -> pn.Column:
@@ -365,6 +365,7 @@ class MontageDesigner(pn.viewable.Viewer):
             pn.widgets.Select.from_param(s.param.band),
             pn.widgets.FloatSlider.from_param(s.param.coupling, throttled=True, sizing_mode="stretch_width"),
             pn.widgets.FloatSlider.from_param(s.param.duration_s, throttled=True, sizing_mode="stretch_width"),
+            pn.widgets.IntInput.from_param(s.param.n_seeds),
             pn.widgets.Select.from_param(s.param.connectome),
             title="Simulated effect", sizing_mode="stretch_width")
         return pn.Column(place, limits, opt, effect, sizing_mode="stretch_width")
@@ -380,6 +381,28 @@ class MontageDesigner(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Row(pn.Column(self.controls(), width=380), self.main(), sizing_mode="stretch_width")
+
+
+def effect_summary(res) -> str:
+    """The effect panel's text: every outcome as mean ± 95 % CI with its verdict and seed count."""
+    from ..stimulation.effects import OUTCOMES, format_effect
+    n = int(res.attrs["n_seeds"])
+    band = res.attrs["band"]
+    where = res.attrs["targets"] or "all regions"
+    hz = res.attrs["frequency_hz"]
+    cur = ", ".join(f"{k} {v:+.2f}" for k, v in sorted(_loads(res.attrs["montage"]).items()))
+    names = {"band_power": f"{band} power in {where}", "power_at_f": f"PSD at {hz:g} Hz",
+             "plv": f"phase locking to the {hz:g} Hz waveform"}
+    lines = []
+    for o in res["outcome"].values:
+        e = res.sel(outcome=o)
+        text = format_effect(e["effect"], e["ci_low"], e["ci_high"], n, OUTCOMES[str(o)][1])
+        lines.append(f"**{names[str(o)]}: {text}**" if o == "band_power" else f"{names[str(o)]}: {text}")
+    lines[0] += f" ({100 * res.attrs['relative_change_targets']:+.1f} % of sham's mean)"
+    return ("  \n".join(lines) + f"  \nStimulated − sham, paired by noise seed ({n} seeds, "
+            f"{res.attrs.get('seeds', '')}, one batch) with "
+            f"{'tACS at %g Hz' % hz if hz > 0 else 'tDCS'} through {cur} mA (job {res.attrs['elapsed_s']:.1f} s)."
+            + ("  \n**Diverged.**" if res.attrs.get("diverged") else ""))
 
 
 def _loads(text: str) -> dict:

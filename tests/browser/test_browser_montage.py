@@ -27,6 +27,10 @@ def test_place_electrodes_with_limits_checked_inline(new_page, server, artifacts
     page.goto(server.url("/montage"))
     page.locator(".field-summary", has_text="F3 +2.00, Fp2 -2.00").first.wait_for(timeout=90_000)
     page.locator(".effect-summary", has_text="power in lPFCDL").first.wait_for(timeout=90_000)
+    # every effect is shown as mean ± 95 % CI with its verdict and the number of seeds
+    effect = text_of(page.locator(".effect-summary").first)
+    assert "± " in effect and "5 seeds" in effect and "95 % CI" in effect, effect
+    assert "sham" in effect                                     # "above sham" / "indistinguishable from sham"
     before = figure_data(page, "field-map")
     page.screenshot(path=str(artifacts / "montage_initial.png"))
 
