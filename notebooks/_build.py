@@ -336,202 +336,268 @@ QUICKSTART = [
 
 ALZHEIMER = [
     md("""
-        # Alzheimer's disease in a laminar model: gamma loss, and what 40 Hz tACS can restore
+        # Alzheimer's disease in a laminar model: the gamma path, and what 40 Hz tACS can move
 
         In mouse models of Alzheimer's disease, parvalbumin-positive (PV) interneurons fail and
         40 Hz gamma oscillations weaken (Verret et al. 2012); driving 40 Hz activity reduced amyloid
         load (Iaccarino et al. 2016), which motivated 40 Hz sensory and transcranial stimulation in
-        patients. This notebook asks the model version of the question:
+        patients. This notebook asks the model version of the question, and lets the model answer:
 
         1. in one cortical column of the **laminar neural mass model** (LaNMM; Sanchez-Todo et
            al. 2023) — a deep alpha loop (P1) and a superficial PING gamma loop (P2 ↔ PV) — weaken
-           the PV → P2 synapse `C7` along Ruffini's disease path 550 (healthy) → 300 (MCI) → 140
-           (AD) and watch gamma go;
+           the PV → P2 synapse `C7` **densely** from 550 (healthy) to 140 (the AD end point of
+           Ruffini's code) and follow gamma;
         2. do the same in posterior parietal targets of the 76-region network
-           (`neurotwin_dash.fit.scenarios`);
-        3. search 40 Hz tACS montages **within the stimulator limits** for the largest restoration
-           of the lost gamma, and ask how strong a 40 Hz polarisation the model actually needs.
+           (`neurotwin_dash.fit.scenarios`), with every number as a mean and 95 % CI over noise
+           seeds, and define the disease stages from the curve;
+        3. stimulate with 40 Hz tACS within the stimulator limits and measure every effect
+           against sham (paired seeds, 95 % CI, "indistinguishable from sham" when the CI holds 0),
+           on three outcomes: gamma power, power at exactly 40 Hz, and phase locking to the
+           waveform; then find each outcome's dose threshold.
     """),
     setup("02", extra="""
         from neurotwin_dash import analysis, catalog
-        from neurotwin_dash.fit.scenarios import (AD_PATH, ScenarioConfig, ad_progression, dose_response,
-                                                  plot_scenario, tacs_search)
+        from neurotwin_dash.fit.scenarios import (DENSE_C7, ScenarioConfig, alzheimer_scenario,
+                                                  describe_effect, plot_scenario)
         from neurotwin_dash.simulate import Drive, simulate
+        from neurotwin_dash.stimulation.effects import SHAM_VERDICT, mean_ci
     """),
     md("""
-        ## 1. One column along the disease path
+        ## 1. One column along the dense disease path
 
-        Three batch members, one per stage, with the *same* noise (common random numbers): the
-        members differ only by `C7`. `v_p1` (deep pyramidal) carries alpha, `v_p2` (superficial
-        pyramidal) gamma.
+        Nine `C7` values × five noise seeds in one batched call (45 single-column members). Each
+        measure is shown as the mean over seeds with its 95 % t interval. `v_p1` (deep pyramidal)
+        carries alpha, `v_p2` (superficial pyramidal) gamma.
     """),
     code("""
-        stages = list(AD_PATH)
-        c7 = np.array([AD_PATH[s] for s in stages])
-        col = simulate("lanmm", None, duration_s=(10.0 if QUICK else 60.0) + 1.0, transient_s=1.0,
-                       sample_rate_hz=1000.0, params={"C7": c7}, seed=0)
-        col = col.assign_coords(stage=("batch", stages))
-        psd1 = analysis.welch(col["v_p1"], window_s=2.0, fmin=1.0, fmax=80.0).isel(region=0)
-        psd2 = analysis.welch(col["v_p2"], window_s=2.0, fmin=1.0, fmax=80.0).isel(region=0)
-        column = pd.DataFrame({
-            "C7": c7,
-            "P1 peak (Hz)": analysis.peak_frequency(psd1, (4.0, 14.0)).values,
-            "P1 alpha 8-12 Hz (mV²)": analysis.band_power(psd1, {"a": (8.0, 12.0)}).isel(band=0).values,
-            "P2 peak (Hz)": analysis.peak_frequency(psd2, (4.0, 60.0)).values,
-            "P2 gamma 30-50 Hz (mV²)": analysis.band_power(psd2, {"g": (30.0, 50.0)}).isel(band=0).values,
-        }, index=pd.Index(stages, name="stage"))
-        column.round(3)
+        SEEDS = [0, 1, 2, 3, 4]
+        c7 = np.repeat(DENSE_C7, len(SEEDS))
+        col = simulate("lanmm", None, duration_s=(6.0 if QUICK else 30.0) + 1.0, transient_s=1.0,
+                       sample_rate_hz=500.0, params={"C7": c7}, seed=list(np.tile(SEEDS, len(DENSE_C7))),
+                       record=["v_p1", "v_p2"])
+        psd1 = analysis.welch(col["v_p1"].isel(region=0), window_s=2.0, fmin=1.0, fmax=80.0)
+        psd2 = analysis.welch(col["v_p2"].isel(region=0), window_s=2.0, fmin=1.0, fmax=80.0)
+        per = xr.Dataset({
+            "P2 gamma 30-50 Hz (mV²)": analysis.band_power(psd2, {"g": (30.0, 50.0)}).isel(band=0, drop=True),
+            "P2 peak (Hz)": analysis.peak_frequency(psd2, (20.0, 80.0)),
+            "P1 alpha 8-12 Hz (mV²)": analysis.band_power(psd1, {"a": (8.0, 12.0)}).isel(band=0, drop=True),
+        })
+        per = per.drop_vars([c for c in per.coords if c != "batch"])
+        per = per.assign_coords(c7=("batch", c7), seed=("batch", np.tile(SEEDS, len(DENSE_C7))))
+        per = per.set_index(batch=["c7", "seed"]).unstack("batch")
+        rows = {}
+        for name in per.data_vars:
+            s = mean_ci(per[name], "seed")
+            rows[name] = [f"{m:.3g} [{lo:.3g}, {hi:.3g}]" for m, lo, hi in
+                          zip(s["mean"].values, s["ci_low"].values, s["ci_high"].values)]
+        column = pd.DataFrame(rows, index=pd.Index(per["c7"].values, name="C7")).iloc[::-1]
+        column   # mean [95 % CI] over 5 seeds
     """),
     code("""
-        colours = {"healthy": "tab:green", "MCI": "tab:orange", "AD": "tab:red"}
-        fig, ax = plt.subplots(2, 2, figsize=(14, 7.5))
-        for k, st in enumerate(stages):
-            ax[0, 0].semilogy(psd1["frequency"], psd1.isel(batch=k), color=colours[st], lw=2, label=f"{st} (C7={c7[k]:g})")
-            ax[0, 1].semilogy(psd2["frequency"], psd2.isel(batch=k), color=colours[st], lw=2, label=f"{st} (C7={c7[k]:g})")
-            seg = col.isel(batch=k, region=0).sel(time=slice(3.0, 3.5))
-            ax[1, 0].plot(seg["time"], seg["v_p1"] - seg["v_p1"].mean() + 6 * (2 - k), color=colours[st], label=st)
-            ax[1, 1].plot(seg["time"], seg["v_p2"] - seg["v_p2"].mean() + 6 * (2 - k), color=colours[st], label=st)
-        ax[0, 0].set(title="P1 (deep layers): alpha", xlabel="frequency (Hz)", ylabel="PSD (mV²/Hz)")
-        ax[0, 1].set(title="P2 (superficial layers): gamma", xlabel="frequency (Hz)", ylabel="PSD (mV²/Hz)")
-        ax[0, 1].axvspan(30, 50, color="0.9", zorder=0)
-        for a in ax[1]:
-            a.set(xlabel="time (s)", ylabel="membrane potential − mean (mV), offset")
-        ax[1, 0].set_title("P1 traces")
-        ax[1, 1].set_title("P2 traces")
-        for a in ax.ravel():
-            a.legend(fontsize=8, loc="upper right")
+        g_col = per["P2 gamma 30-50 Hz (mV²)"]
+        s = mean_ci(g_col, "seed")
+        fig, ax = plt.subplots(1, 2, figsize=(13, 4))
+        ax[0].errorbar(per["c7"], s["mean"], yerr=[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]],
+                       fmt="o-", capsize=3, label="P2 gamma 30–50 Hz")
+        ax[0].axhline(float(s["mean"].sel(c7=550.0)), ls="--", c="tab:green", label="healthy")
+        ax[0].set(xlabel="C7 (PV → P2)", ylabel="mV² (mean ± 95 % CI, 5 seeds)", yscale="log",
+                  title="one column: gamma rises, then collapses")
+        ax[0].invert_xaxis()
+        ax[0].legend()
+        for v, c in zip((550.0, 450.0, 300.0, 140.0), ("tab:green", "tab:orange", "tab:red", "0.3")):
+            ax[1].semilogy(psd2["frequency"], psd2.isel(batch=list(c7).index(v)), color=c, lw=2, label=f"C7 = {v:g}")
+        ax[1].axvspan(30, 50, color="0.9", zorder=0)
+        ax[1].set(xlabel="frequency (Hz)", ylabel="PSD (mV²/Hz)", title="P2 spectra (seed 0)")
+        ax[1].legend(fontsize=8)
         fig.tight_layout()
         save(fig, "column");
     """),
     md("""
-        Losing PV → P2 inhibition first detunes the PING loop (MCI: weaker gamma, shifted up to
-        ≈ 48 Hz) and then abolishes it (AD: both layers nearly silent, what remains peaks at
-        ≈ 8.6 Hz — gamma loss and alpha slowing, two EEG signatures of AD). Compare SCIENCE.md §3
-        (healthy gamma peak 39 Hz; gamma power 2.9 → 1.7 → 0.001 mV², 11-s runs there).
+        Losing PV → P2 inhibition does **not** lower gamma at first: the PING loop becomes
+        *hyperexcitable* — more and faster gamma (the maximum lies near `C7` = 450), more alpha —
+        and only further loss detunes it (the peak drifts up to ≈ 48–50 Hz) and finally abolishes
+        it (at 140 the column sits near a fixed point; what remains is weak noise-driven activity
+        at ≈ 8–9 Hz — gamma loss and slowing). This biphasic course is what the LaNMM AD studies
+        describe; a "monotonic gamma loss" is only what three hand-picked points
+        (550 / 300 / 140) would suggest.
 
-        ## 2. The network scenario
+        ## 2. The network: the same path, stages defined from the curve
 
-        `ScenarioConfig` fixes the shared settings: LaNMM on tvb76 with global coupling 1, disease
-        in four posterior parietal targets (left/right intraparietal and superior parietal cortex,
-        an early site of AD hypometabolism reachable by scalp tES), all other regions healthy.
-        `ad_progression` runs every stage as one batched simulation per noise seed (one Dask task
-        each; `client="sync"` runs them here) and measures the targets.
+        `ScenarioConfig` fixes the shared settings: LaNMM on tvb76 with global coupling 1, `C7`
+        lowered in four posterior parietal targets (left/right intraparietal and superior parietal
+        cortex, an early site of AD hypometabolism reachable by scalp tES), the dense path of nine
+        values, five noise seeds. `alzheimer_scenario` runs the path (one batched run per seed),
+        summarises every measure as mean and 95 % CI, classifies the stages — *hyperexcitable*
+        (gamma above healthy, CI of the paired difference excluding 0), *declining*, *collapsed*
+        (< 5 % of healthy) — and then runs the stimulation experiments of sections 3–4.
     """),
     code("""
-        cfg = ScenarioConfig(duration_s=6.0 if QUICK else 20.0, transient_s=2.0,
-                             seeds=(0,) if QUICK else (0, 1, 2))
+        cfg = ScenarioConfig(duration_s=3.0 if QUICK else 10.0, transient_s=0.5 if QUICK else 2.0)
         if QUICK:
             client = "sync"
         else:
             from neurotwin_dash.cluster import get_client
             client = get_client()
-        print("targets:", cfg["regions"], "| path:", cfg["path"])
+        print("targets:", cfg["regions"], "| C7 path:", cfg["c7_path"], "| seeds:", cfg["seeds"])
         t0 = time.perf_counter()
-        prog = ad_progression(cfg, client=client)
-        print(f"progression in {time.perf_counter() - t0:.1f} s")
-        prog.mean("seed").to_dataframe().round(3)
-    """),
-    md("""
-        In the targets, gamma falls monotonically along the path while the superficial pyramidal
-        cells, released from inhibition, fire faster — the excitation/inhibition shift reported in
-        AD models.
-
-        ## 3. 40 Hz tACS within the stimulator's limits
-
-        `tacs_search` builds the candidate montages for the targets with
-        `neurotwin_dash.stimulation` — the bipolar montage and three Stimweaver QP montages of
-        increasing focality, all ≤ 2 mA per electrode, ≤ 4 mA injected, ≤ 8 electrodes — runs each
-        at two current multipliers with a 40 Hz sine on MCI targets (one batched run per montage),
-        and scores the **fraction of the lost gamma restored**,
-        `(γ_stim − γ_MCI) / (γ_healthy − γ_MCI)`.
+        result = alzheimer_scenario(cfg, doses=(1.0,) if QUICK else (0.5, 1.0),
+                                    amplitudes_mV=(0.05, 0.2, 1.0) if QUICK else (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+                                    client=client)
+        print(f"scenario in {time.perf_counter() - t0:.0f} s")
+        summ = result["summary"]
+        table = pd.DataFrame({
+            m: [f"{a:.3g} [{lo:.3g}, {hi:.3g}]" for a, lo, hi in zip(summ["mean"].sel(measure=m).values,
+                                                                     summ["ci_low"].sel(measure=m).values,
+                                                                     summ["ci_high"].sel(measure=m).values)]
+            for m in ["gamma_power", "gamma_peak_band_power", "gamma_peak_hz", "alpha_power", "p2_rate",
+                      "aperiodic_exponent", "pac_mi"]}, index=pd.Index(summ["c7"].values, name="C7"))
+        table.insert(0, "stage", summ["stage"].values)
+        table["band-edge share of the loss"] = np.round(summ["band_edge_share"].values, 3)
+        table   # mean [95 % CI] over the seeds
     """),
     code("""
-        t0 = time.perf_counter()
-        search = tacs_search(cfg, stage="MCI", doses=(0.5, 1.0), progression=prog, client=client)
-        print(f"search in {time.perf_counter() - t0:.1f} s; best: {search.attrs['best_montage']} "
-              f"x{search.attrs['best_dose']:g} restores {100 * search.attrs['best_restoration']:.2f} % of the lost gamma")
-        cols = ["montage", "dose", "total_injected_mA", "max_electrode_mA", "target_E_n_V_m", "target_shift_mV",
-                "gamma_power", "restoration"]
-        search.to_dataframe()[cols].round(4)
-    """),
-    md("""
-        Scalp montages within the limits put at most ≈ 0.4 V/m (normal component) into the targets;
-        at λ = 0.2 mV per V/m that is a soma polarisation below 0.1 mV — and it restores
-        essentially none of the lost gamma in this model.
-
-        ## 4. What the model needs: the dose-response
-
-        `dose_response` drives the targets directly with a 40 Hz soma polarisation of growing
-        amplitude (no montage) and reports the restoration, with the field that amplitude would
-        need at λ = 0.2 mV per V/m.
-    """),
-    code("""
-        amplitudes = (0.1, 0.3, 1.0) if QUICK else (0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5)
-        dose = dose_response(cfg, stage="MCI", amplitudes_mV=amplitudes, progression=prog, client=client)
-        dose[["gamma_power", "restoration", "field_needed_V_m"]].to_dataframe().round(3)
-    """),
-    code("""
-        fig = plot_scenario({"progression": prog, "search": search, "dose": dose})
+        a = summ.attrs
+        print(f"gamma maximum: {a['gamma_max']:.2f} mV² at C7 = {a['gamma_max_c7']:g} "
+              f"({a['gamma_max_ratio']:.2f} × healthy {a['gamma_healthy']:.2f} mV²); "
+              f"at C7 = {summ['c7'].values[-1]:g}: {100 * a['gamma_last_ratio']:.3f} % of healthy")
+        print("stage points used below:", result["stages"])
+        fig = plot_scenario(result)
         save(fig, "scenario");
     """),
     md("""
-        ### Seeing the restoration
+        **Band edge.** From healthy to the declining stage the P2 peak moves from ≈ 39 Hz to
+        ≈ 48–50 Hz, the upper edge of the fixed 30–50 Hz band. The column "band-edge share"
+        compares the loss in 30–50 Hz with the loss in a band that follows the peak (peak ± 10 Hz):
+        only a few per cent of the loss is the peak leaving the band; the rest is real.
 
-        The spectra of the superficial layer in the targets: healthy, MCI, and MCI with the 1 mV
-        40 Hz polarisation — the amplitude the dose-response found sufficient — applied to the
-        targets through a simulation `Drive` (same noise seed in every member).
+        The superficial pyramidal cells, released from inhibition, fire faster all along the path
+        (E/I shift), and the aperiodic exponent of P1 steepens.
+
+        ## 3. 40 Hz tACS within the stimulator's limits, against sham
+
+        The search builds candidate montages for the targets with `neurotwin_dash.stimulation`
+        (the bipolar montage and three Stimweaver QP montages, all ≤ 2 mA per electrode,
+        ≤ 4 mA injected, ≤ 8 electrodes; fields by reciprocity from the stimulation API) and runs
+        each with a 40 Hz sine at the **declining** stage. Each candidate is compared with sham
+        on the same five noise seeds (common random numbers). Candidates are ranked by the lower
+        bound of the CI of the gamma effect.
+    """),
+    code("""
+        search = result["search"]
+        rows = []
+        for k in range(search.sizes["candidate"]):
+            row = {"montage": str(search["montage"].values[k]), "dose": float(search["dose"].values[k]),
+                   "injected (mA)": round(float(search["total_injected_mA"][k]), 2),
+                   "target E_n (V/m)": round(float(search["target_E_n_V_m"][k]), 3),
+                   "soma shift (mV)": round(float(search["target_shift_mV"][k]), 3)}
+            for o in search["outcome"].values:
+                row[str(o)] = describe_effect(search, str(o), candidate=k)
+            rows.append(row)
+        pd.set_option("display.max_colwidth", 200)
+        print(f"best by lower CI bound of the gamma effect: {search.attrs['best_montage']} "
+              f"x{search.attrs['best_dose']:g} — {search.attrs['best_verdict']}")
+        print(f"restored fraction of the lost gamma (best, 95 % CI): "
+              f"{100 * float(search['restoration'][search.attrs['best']]):.2f} % "
+              f"[{100 * float(search['restoration_ci_low'][search.attrs['best']]):.2f}, "
+              f"{100 * float(search['restoration_ci_high'][search.attrs['best']]):.2f}] %")
+        pd.DataFrame(rows)
+    """),
+    md("""
+        Scalp montages within the limits put at most ≈ 0.4 V/m (normal component) into the
+        targets — a soma polarisation below 0.1 mV at λ = 0.2 mV per V/m. At that dose the model's
+        gamma-band power is **indistinguishable from sham**: safe 40 Hz tACS does not restore the
+        lost gamma. What it does move detectably is what the stimulation itself imposes — the PSD
+        at exactly 40 Hz and the phase locking of P2 to the waveform. The clinical pilot of
+        personalised home 40 Hz tACS in AD (n = 30) found no difference in clinical endpoints but
+        stimulation-specific changes in gamma markers: in this model, locking to the waveform and
+        power at the stimulation frequency are the markers expected to change at safe doses,
+        broadband gamma is not.
+
+        ## 4. Dose-response and thresholds per stage
+
+        The targets are driven directly with a 40 Hz soma polarisation of growing amplitude
+        (no montage), per stage, again paired with sham over the seeds. The threshold of an
+        outcome is the smallest tested amplitude whose 95 % CI excludes 0; divided by λ it is the
+        normal field the montage would have to deliver.
+    """),
+    code("""
+        dose = result["dose"]
+        thr = dose["threshold_mV"].to_pandas()
+        thr_vm = dose["threshold_V_m"].to_pandas()
+        print(f"strongest safe montage: {dose.attrs['safe_max_shift_mV']:.3f} mV in the targets; "
+              f"λ = {dose.attrs['lambda_mV_per_V_m']:g} mV per V/m")
+        pd.concat({"threshold (mV)": thr, "threshold (V/m)": thr_vm}, axis=1).round(3)
+    """),
+    code("""
+        lost = summ.attrs["gamma_healthy"] - float(summ["mean"].sel(measure="gamma_power", c7=result["stages"]["declining"]))
+        e = dose.sel(stage="declining", outcome="band_power", amplitude_mV=1.0)
+        p = dose.sel(stage="declining", outcome="power_at_f", amplitude_mV=1.0)
+        print(f"declining stage: gamma lost vs healthy {lost:.2f} mV²; 1 mV at 40 Hz adds "
+              f"{float(e['effect']):.2f} mV² [{float(e['ci_low']):.2f}, {float(e['ci_high']):.2f}] in 30–50 Hz "
+              f"and raises the PSD at exactly 40 Hz from {float(p['sham']):.3g} to {float(p['stim']):.3g} mV²/Hz")
+    """),
+    md("""
+        ### Seeing it: entrainment, not restoration
+
+        The spectra of the superficial layer in the targets: healthy, the declining stage, and the
+        declining stage with a 1 mV 40 Hz polarisation (same noise seed in every member).
     """),
     code("""
         conn = catalog.load(cfg["connectome"])
         in_target = np.isin(conn.labels, cfg["regions"])
-        c7_maps = np.array([np.where(in_target, AD_PATH[s], AD_PATH["healthy"]) for s in ("healthy", "MCI", "MCI")])
+        c7_dec = result["stages"]["declining"]
+        c7_maps = np.array([np.where(in_target, v, 550.0) for v in (550.0, c7_dec, c7_dec)])
         amp = np.array([0.0, 0.0, 1.0])[:, None] * in_target[None, :]          # mV, targets only, member 3
         drive = Drive(spatial=amp, waveform=lambda t: np.sin(2 * np.pi * 40.0 * t), target="membrane")
         sim = simulate("lanmm", conn, duration_s=cfg["duration_s"], transient_s=cfg["transient_s"],
                        sample_rate_hz=cfg["sample_rate_hz"], params={"C7": c7_maps, "coupling": [cfg["coupling"]] * 3},
                        seed=0, drive=drive, record=["v_p2"])
         p2 = analysis.welch(sim["v_p2"].sel(region=cfg["regions"]), window_s=2.0, fmin=2.0, fmax=80.0).mean("region")
-        labels = ["healthy", "MCI", "MCI + 40 Hz, 1 mV"]
+        labels = ["healthy", f"declining (C7 = {c7_dec:g})", "declining + 40 Hz, 1 mV"]
         fig, ax = plt.subplots(figsize=(8, 4.2))
-        for k, (lab, c) in enumerate(zip(labels, ["tab:green", "tab:orange", "tab:purple"])):
+        for k, (lab, c) in enumerate(zip(labels, ["tab:green", "tab:red", "tab:purple"])):
             ax.semilogy(p2["frequency"], p2.isel(batch=k), color=c, lw=2, label=lab)
         ax.axvspan(30, 50, color="0.9", zorder=0)
-        ax.set(xlabel="frequency (Hz)", ylabel="PSD (mV²/Hz)", title="P2 in the parietal targets")
+        ax.set(xlabel="frequency (Hz)", ylabel="PSD (mV²/Hz)", title="P2 in the parietal targets (seed 0)")
         ax.legend()
-        save(fig, "restoration_spectra");
-        g = analysis.band_power(p2, {"g": (30.0, 50.0)}).isel(band=0).values
-        print("gamma 30-50 Hz (mV²):", dict(zip(labels, np.round(g, 3))))
+        save(fig, "entrainment_spectra");
     """),
     md("""
         ### Take-home for the discussion
 
-        In this model, restoring half of the lost gamma needs a 40 Hz polarisation of about 1 mV
-        in the targets, i.e. ~5 V/m at λ = 0.2 mV per V/m — about ten times what scalp tACS within
-        the usual 2 mA / 4 mA limits delivers to cortex. And the restored gamma is entrainment: the
-        drive pulls the superficial rhythm from its MCI frequency (≈ 48 Hz) onto 40 Hz rather than
-        reviving the healthy PING rhythm. Either 40 Hz tACS acts through mechanisms this model
-        lacks (network or neuromodulatory effects, plasticity, sensory pathways), or its direct
-        effect at realistic doses is small — a prediction to confront with data, not a
-        conclusion.
+        * The model's early stage is **hyperexcitable**: moderate PV → P2 loss raises gamma above
+          healthy before it declines and collapses (< 1 % of healthy at `C7` = 140).
+        * **Safe-dose 40 Hz tACS does not restore gamma** in this model: gamma-band power is
+          indistinguishable from sham at the ≈ 0.07 mV the best scalp montages deliver. Its
+          detectable effects are locking of P2 to the waveform and power at exactly 40 Hz.
+        * Large drives (≈ 1 mV, ~5 V/m at λ = 0.2 — an order of magnitude beyond scalp tES)
+          add 30–50 Hz power, but as a response at the stimulation frequency (the peak moves to
+          40 Hz): entrainment, not a revived PING rhythm. We therefore report effects vs sham
+          rather than a "fraction restored".
+        * Either 40 Hz tACS acts through mechanisms this model lacks (network or neuromodulatory
+          effects, plasticity, sensory pathways), or its direct effect at realistic doses is small —
+          a prediction to confront with data, not a conclusion.
 
         ## 5. Check
     """),
     code("""
-        g_col = column["P2 gamma 30-50 Hz (mV²)"].values
-        assert g_col[0] > g_col[1] > 100 * g_col[2], f"column gamma does not fall along the path: {g_col}"
-        assert 36.0 < column.loc["healthy", "P2 peak (Hz)"] < 42.0, "healthy column gamma is not at ~40 Hz"
-        g = prog["gamma_power"].mean("seed").values
-        assert g[0] > 1.5 * g[1] and g[1] > 100 * g[2], f"network gamma does not fall along the path: {g}"
-        rate = prog["p2_rate"].mean("seed").values
-        assert rate[0] < rate[1] < rate[2], "P2 is not disinhibited along the path"
+        g = summ["mean"].sel(measure="gamma_power").values
+        assert summ.attrs["gamma_max_ratio"] > 1.2, "network gamma does not rise above healthy first"
+        assert "hyperexcitable" in summ["stage"].values and summ["stage"].values[-1] == "collapsed"
+        assert g[-1] < 0.01 * g[0], f"gamma at C7 = 140 is {100 * g[-1] / g[0]:.2f} % of healthy"
+        sc = mean_ci(per["P2 gamma 30-50 Hz (mV²)"], "seed")["mean"]
+        assert float(sc.max()) > 1.2 * float(sc.sel(c7=550.0)) and float(sc.sel(c7=140.0)) < 0.01 * float(sc.sel(c7=550.0))
+        rate = summ["mean"].sel(measure="p2_rate").values
+        assert rate[-1] > rate[0], "P2 is not disinhibited along the path"
         assert float(search["max_electrode_mA"].max()) <= 2.0 + 1e-9
         assert float(search["total_injected_mA"].max()) <= 4.0 + 1e-9
-        assert abs(search.attrs["best_restoration"]) < 0.1, "safe tACS restored more than the model allows"
-        r_1mV = float(dose["restoration"].sel(amplitude_mV=1.0))
-        assert r_1mV >= 0.5, f"1 mV of 40 Hz polarisation restores only {100 * r_1mV:.0f} %"
-        print(f"OK: gamma healthy/MCI/AD {g[0]:.2f}/{g[1]:.2f}/{g[2]:.4f} mV²; safe tACS restores "
-              f"{100 * search.attrs['best_restoration']:.2f} %; 1 mV (≈ {1.0 / cfg['lambda_mV_per_V_m']:g} V/m) "
-              f"restores {100 * r_1mV:.0f} %; notebook ran in {time.perf_counter() - T_START:.0f} s")
+        assert float(search["restoration_ci_high"].max()) < 0.05, "safe tACS restored more gamma than the model allows"
+        assert (search["ci_low"].sel(outcome="plv") > 0).any(), "no safe montage locks P2 to the waveform"
+        one = dose.sel(stage="declining", amplitude_mV=1.0, outcome="plv")
+        assert str(one["verdict"].values) == "above sham"
+        print(f"OK: gamma max {summ.attrs['gamma_max_ratio']:.2f} × healthy at C7 = {summ.attrs['gamma_max_c7']:g}, "
+              f"{100 * summ.attrs['gamma_last_ratio']:.3f} % at 140; safe tACS gamma: {search.attrs['best_verdict']}; "
+              f"notebook ran in {time.perf_counter() - T_START:.0f} s")
     """),
 ]
 

@@ -113,7 +113,8 @@ def paired_effect(stim, sham, dim: str = "seed", confidence: float = CONFIDENCE,
     Returns
     -------
     Dataset with ``effect``, ``ci_low``, ``ci_high``, ``sd`` (of the differences), ``stim``
-    and ``sham`` (arm means), ``excludes_zero`` (bool) and ``verdict`` (text, see
+    and ``sham`` (arm means), ``sham_sd`` (between-seed sd of sham: the run-to-run variability an
+    unpaired comparison would face), ``excludes_zero`` (bool) and ``verdict`` (text, see
     :func:`verdicts`); attrs ``n_seeds``, ``confidence``, ``method``.
     """
     stim = stim if isinstance(stim, xr.DataArray) else xr.DataArray(np.asarray(stim, float), dims=(dim,))
@@ -123,7 +124,10 @@ def paired_effect(stim, sham, dim: str = "seed", confidence: float = CONFIDENCE,
                          f"{stim.sizes.get(dim)} and {sham.sizes.get(dim)}")
     m = mean_ci(stim - sham, dim, confidence, method, n_boot, rng_seed)
     out = xr.Dataset({"effect": m["mean"], "ci_low": m["ci_low"], "ci_high": m["ci_high"], "sd": m["sd"],
-                      "stim": stim.mean(dim), "sham": sham.mean(dim)})
+                      "stim": stim.mean(dim), "sham": sham.mean(dim),
+                      # run-to-run variability without stimulation: common random numbers detect
+                      # effects far below it, so compare the effect with it before calling it large
+                      "sham_sd": sham.std(dim, ddof=1)})
     out["excludes_zero"] = (out["ci_low"] > 0) | (out["ci_high"] < 0)
     out["verdict"] = xr.DataArray(verdicts(out["ci_low"].values, out["ci_high"].values),
                                   dims=out["effect"].dims, coords=out["effect"].coords)
