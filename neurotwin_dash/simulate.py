@@ -43,22 +43,28 @@ Monitor
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import sys
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import xarray as xr
 
-from .models import get_model
+from . import __version__, catalog
+from .connectome import NORMALISATIONS, Connectome
+from .models import get_model, initial_state
 from .models._kernel import compiled_integrate, drives_at, edge_offsets, integrate_numpy, model_tag
 from .params import ParamError, ParamSet, ParamSpec
 
-__all__ = ["simulate", "Drive", "NETWORK_PARAMS", "network_params", "all_params", "METHODS",
-           "SimulationError"]
+__all__ = ["simulate", "plan", "run_plan", "SimulationPlan", "TimeGrid", "time_grid", "Network",
+           "SampledDrives", "sample_drives", "Drive", "NETWORK_PARAMS", "network_params",
+           "all_params", "METHODS", "SimulationError"]
 
 METHODS = ("euler", "heun")
 BACKENDS = ("numba", "numpy")
@@ -79,24 +85,34 @@ _NOISE_BUDGET = 4_000_000
 _MAX_CHUNK_STEPS = 5_000
 
 
-def network_params(model) -> ParamSet:
-    """:data:`NETWORK_PARAMS` with the model's own defaults (``NETWORK_DEFAULTS``), e.g. the
-    coupling at which its 76-region network shows its reference rhythm."""
-    from dataclasses import replace
-    mod = get_model(model)
-    overrides = getattr(mod, "NETWORK_DEFAULTS", {})
-    return ParamSet([replace(s, default=overrides.get(s.name, s.default)) for s in NETWORK_PARAMS],
-                    owner="network")
+class SimulationError(ValueError):
+    """Invalid simulation input; the message names the field and the allowed values."""
 
 
 def all_params(model) -> ParamSet:
-    """Every parameter ``simulate`` accepts for ``model``: the model's, then the network's."""
+    """Every parameter a simulation of ``model`` accepts, with its default: the model's
+    ``PARAMS``, then :data:`NETWORK_PARAMS` with the model's own ``NETWORK_DEFAULTS`` (e.g. the
+    coupling at which its 76-region network shows its reference rhythm).
+
+    This is the single resolver of the parameter set: :func:`plan` fills every value not given
+    from it, and sweeps, fits, the CLI and the dashboards read names, bounds and defaults here.
+    """
     mod = get_model(model)
-    return ParamSet(tuple(mod.PARAMS) + tuple(network_params(mod)), owner=mod.NAME)
+    clash = set(mod.PARAMS.names) & set(NETWORK_PARAMS.names)
+    if clash:
+        raise SimulationError(f"model {mod.NAME} redeclares network parameters {sorted(clash)}")
+    overrides = dict(getattr(mod, "NETWORK_DEFAULTS", {}))
+    unknown = set(overrides) - set(NETWORK_PARAMS.names)
+    if unknown:
+        raise SimulationError(f"model {mod.NAME}: NETWORK_DEFAULTS names {sorted(unknown)}, which are "
+                              f"not network parameters; allowed: {', '.join(NETWORK_PARAMS.names)}")
+    network = [replace(s, default=overrides.get(s.name, s.default)) for s in NETWORK_PARAMS]
+    return ParamSet(tuple(mod.PARAMS) + tuple(network), owner=mod.NAME)
 
 
-class SimulationError(ValueError):
-    """Invalid simulation input; the message names the field and the allowed values."""
+def network_params(model) -> ParamSet:
+    """The network part of :func:`all_params` (:data:`NETWORK_PARAMS` with the model's defaults)."""
+    return ParamSet(all_params(model).specs[len(get_model(model).PARAMS):], owner="network")
 
 
 @dataclass
@@ -201,15 +217,397 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     xarray.Dataset
         One variable per recorded name with dims ``(batch, time, region)``, ``diverged``
         ``(batch,)``, a coordinate per parameter varied along the batch, and attrs describing
-        the run (``params`` holds every value as JSON).
+        the run (``params`` holds every value as JSON, ``plan_sha256`` the
+        :meth:`SimulationPlan.fingerprint`).
+
+    See Also
+    --------
+    plan : the same inputs resolved and checked without simulating; ``simulate(...)`` is
+        ``run_plan(plan(...))``.
     """
-    plan = _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
-                 transient_s, drive, normalisation, method, backend, initial)
-    out = _execute(plan, progress, threads)
-    return _to_dataset(plan, out)
+    resolved = plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
+                    transient_s, drive, normalisation, method, backend, initial)
+    return run_plan(resolved, progress=progress, threads=threads)
 
 
-# --- planning: every check happens here, before any compute ------------------------------------
+def run_plan(plan: "SimulationPlan", progress: bool | Callable[[int, int], None] = False,
+             threads: int | None = None) -> xr.Dataset:
+    """Integrate a :class:`SimulationPlan` (see :func:`simulate` for ``progress``, ``threads``
+    and the returned dataset)."""
+    if not isinstance(plan, SimulationPlan):
+        raise SimulationError(f"run_plan needs a SimulationPlan (from simulate.plan), got "
+                              f"{type(plan).__name__}")
+    return _to_dataset(plan, _execute(plan, progress, threads))
+
+
+# --- the plan: every input resolved and checked before any compute ----------------------------
+
+@dataclass(frozen=True)
+class TimeGrid:
+    """The integration and monitor clocks of a run (made by :func:`time_grid`).
+
+    Attributes
+    ----------
+    dt_ms : float
+        Integration step (ms).
+    sample_rate_hz : float
+        Monitor rate (Hz); one sample averages ``decim`` steps.
+    decim : int
+        Integration steps per recorded sample.
+    n_steps : int
+        Integration steps of the whole run, transient included (drive waveforms are sampled at
+        the ``n_steps + 1`` times of :meth:`step_times`).
+    n_transient_steps : int
+        Steps simulated before the first recorded sample.
+    duration_s : float
+        Simulated time, transient included, as asked.
+    transient_s : float
+        Transient actually dropped (rounded to whole samples).
+    """
+
+    dt_ms: float
+    sample_rate_hz: float
+    decim: int
+    n_steps: int
+    n_transient_steps: int
+    duration_s: float
+    transient_s: float
+
+    @property
+    def dt_s(self) -> float:
+        """Integration step in seconds (the kernel's unit)."""
+        return self.dt_ms * 1e-3
+
+    @property
+    def n_samples(self) -> int:
+        """Recorded samples per variable and region."""
+        return (self.n_steps - self.n_transient_steps) // self.decim
+
+    def step_times(self) -> np.ndarray:
+        """Times (s) of the ``n_steps + 1`` integration points, where waveforms are sampled."""
+        return np.arange(self.n_steps + 1) * self.dt_s
+
+    def sample_times(self) -> np.ndarray:
+        """Times (s) of the recorded samples (each the start of its averaging window)."""
+        return self.transient_s + np.arange(self.n_samples) / self.sample_rate_hz
+
+
+def time_grid(duration_s: float = 10.0, dt_ms: float = 0.1, sample_rate_hz: float = 1000.0,
+              transient_s: float = 0.0) -> TimeGrid:
+    """Check the clock settings of a run and return its :class:`TimeGrid`.
+
+    Raises
+    ------
+    SimulationError
+        When a value is not a finite number in its range, when ``1000 / (sample_rate_hz ·
+        dt_ms)`` is not an integer, or when the transient leaves no sample.
+    """
+    dt_ms = _number(dt_ms, "dt_ms", 0.0, 10.0, low_open=True)
+    duration_s = _number(duration_s, "duration_s", 0.0, 1e6, low_open=True)
+    fs = _number(sample_rate_hz, "sample_rate_hz", 0.0, 1e6, low_open=True)
+    transient_s = _number(transient_s, "transient_s", 0.0, 1e6)
+    decim_f = 1000.0 / (fs * dt_ms)
+    decim = int(round(decim_f))
+    if decim < 1 or abs(decim - decim_f) > 1e-6 * decim_f:
+        raise SimulationError(
+            f"sample_rate_hz = {fs:g} does not divide the integration rate 1000/dt_ms = "
+            f"{1000 / dt_ms:g} Hz; pick a sample rate such that 1000/(sample_rate_hz·dt_ms) is an integer")
+    n_samp_total = int(math.floor(duration_s * fs + 1e-9))
+    n_samp_trans = int(round(transient_s * fs))
+    if transient_s >= duration_s or n_samp_total - n_samp_trans < 1:
+        raise SimulationError(
+            f"transient_s = {transient_s:g} must be shorter than duration_s = {duration_s:g} "
+            f"by at least one sample (1/{fs:g} s)")
+    return TimeGrid(dt_ms=dt_ms, sample_rate_hz=fs, decim=decim, n_steps=n_samp_total * decim,
+                    n_transient_steps=n_samp_trans * decim, duration_s=duration_s,
+                    transient_s=n_samp_trans / fs)
+
+
+class SampledDrives(NamedTuple):
+    """Drives on the integration clock: ``value[d](b, i, step) = space[d, b, i] · wave[d, step]``."""
+
+    space: np.ndarray   #: (drive, batch, region)
+    wave: np.ndarray    #: (drive, n_steps + 1)
+    target: np.ndarray  #: (drive,) int64: 0 membrane (mV), 1 rate (1/s)
+
+
+def sample_drives(drive, labels: Sequence[str], grid: TimeGrid, n_batch: int = 1) -> SampledDrives:
+    """Sample drives exactly as :func:`plan` does (a twin stores these numbers).
+
+    Parameters
+    ----------
+    drive : Drive, list of Drive or None
+    labels : sequence of str
+        Region labels in simulation order (a ``DataArray`` spatial map is reordered to them).
+    grid : TimeGrid
+    n_batch : int
+        Batch size; a ``(batch, region)`` spatial map must have this many rows.
+    """
+    drives = _drive_list(drive)
+    n_region = len(labels)
+    space = np.zeros((len(drives), n_batch, n_region))
+    wave = np.zeros((len(drives), grid.n_steps + 1))
+    target = np.zeros(len(drives), dtype=np.int64)
+    for k, d in enumerate(drives):
+        space[k] = _spatial(_spatial_array(d, labels, k), n_batch, n_region, k)
+        wave[k] = _waveform(d, grid, k)
+        target[k] = 0 if d.target == "membrane" else 1
+    return SampledDrives(space, wave, target)
+
+
+@dataclass(frozen=True)
+class Network:
+    """The connectome as the kernel reads it: CSR of the non-zero weights (row = target) and
+    per-member integer delays.
+
+    Attributes
+    ----------
+    indptr : (region + 1,) int64
+    indices : (nnz,) int64
+        Source region of each edge.
+    weights : (nnz,) float64
+        Normalised weights.
+    delays : (batch, nnz) int64
+        Delays in integration steps, ``round(length / speed / dt)``.
+    n_slot : int
+        History slots per copy of the ring buffer: the longest delay + 2.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    weights: np.ndarray
+    delays: np.ndarray
+    n_slot: int
+
+    def dense_weights(self) -> np.ndarray:
+        """The weights as a (region, region) matrix (row = target)."""
+        n = len(self.indptr) - 1
+        w = np.zeros((n, n))
+        w[np.repeat(np.arange(n), np.diff(self.indptr)), self.indices] = self.weights
+        return w
+
+    def dense_delays(self) -> np.ndarray:
+        """Per-member delays as (batch, region, region) matrices (0 where no edge)."""
+        n = len(self.indptr) - 1
+        d = np.zeros((self.delays.shape[0], n, n), dtype=np.int64)
+        d[:, np.repeat(np.arange(n), np.diff(self.indptr)), self.indices] = self.delays
+        return d
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationPlan:
+    """Everything a simulation will compute, resolved and checked (made by :func:`plan`).
+
+    Two plans are equal when their :meth:`fingerprint` is: they integrate the same equations
+    from the same start with the same noise, so they give the same numbers. Every array is
+    read-only.
+
+    Attributes
+    ----------
+    model : str
+        Model name.
+    params : ParamSet
+        The full parameter set (:func:`all_params`): model parameters, then network parameters.
+    values : ndarray (batch, n_params, region)
+        Every parameter's value for every member and region, defaults filled in.
+    given : tuple of str
+        Names given explicitly (those varied along the batch become result coordinates).
+    connectome : Connectome or None
+        The normalised connectome (``None``: one uncoupled node).
+    normalisation : str
+        Weight normalisation applied (``"none"`` for one node).
+    labels : tuple of str
+        Region labels.
+    time : TimeGrid
+    seeds : tuple of int
+        One noise seed per member.
+    record : tuple of str
+        Recorded outputs/states.
+    drives : SampledDrives
+    network : Network
+    initial : str
+        ``"random"``, ``"zeros"`` or ``"array"``.
+    x0 : ndarray (batch, region, state)
+        Initial state.
+    method : {"euler", "heun"}
+    backend : {"numba", "numpy"}
+        How it is computed, not what: not part of the fingerprint.
+    """
+
+    model: str
+    params: ParamSet
+    values: np.ndarray
+    given: tuple
+    connectome: Connectome | None
+    normalisation: str
+    labels: tuple
+    time: TimeGrid
+    seeds: tuple
+    record: tuple
+    drives: SampledDrives
+    network: Network
+    initial: str
+    x0: np.ndarray
+    method: str
+    backend: str
+
+    def __post_init__(self):
+        for arr in (self.values, self.x0, *self.drives, self.network.indptr, self.network.indices,
+                    self.network.weights, self.network.delays):
+            arr.setflags(write=False)
+
+    @property
+    def module(self) -> ModuleType:
+        """The model module."""
+        return get_model(self.model)
+
+    @property
+    def n_batch(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_region(self) -> int:
+        return len(self.labels)
+
+    def value(self, name: str) -> np.ndarray:
+        """Values of parameter ``name``, shape (batch, region) (a copy)."""
+        return self.values[:, self.params.index(name), :].copy()
+
+    def model_values(self) -> np.ndarray:
+        """The model parameters as the kernel reads them, (batch, region, n_model_params)."""
+        n_model = len(self.module.PARAMS)
+        return np.ascontiguousarray(self.values[:, :n_model, :].transpose(0, 2, 1))
+
+    @property
+    def record_index(self) -> np.ndarray:
+        """Recorded names as kernel indices: outputs first, then states."""
+        mod = self.module
+        names = list(mod.OUTPUTS) + list(mod.STATES)
+        return np.array([names.index(r) for r in self.record], dtype=np.int64)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that determines the numbers (not ``backend``, not ``given``,
+        not the ``normalisation`` label: the normalised weights themselves are hashed)."""
+        g = self.time
+        head = {
+            "model": self.model, "model_tag": model_tag(self.model), "params": list(self.params.names),
+            "labels": list(self.labels),
+            # the normalised weights, not the name of their normalisation: a connectome
+            # normalised beforehand (the explorer's edits) is the same network
+            "connectome": None if self.connectome is None else self.connectome.content_hash(),
+            "time": [g.dt_ms, g.sample_rate_hz, g.decim, g.n_steps, g.n_transient_steps],
+            "seeds": list(self.seeds), "record": list(self.record), "method": self.method,
+            "initial": self.initial,
+        }
+        h = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
+        for arr in (self.values, self.x0, *self.drives, self.network.indptr, self.network.indices,
+                    self.network.weights, self.network.delays):
+            h.update(str(arr.shape).encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+
+    def __eq__(self, other):
+        if not isinstance(other, SimulationPlan):
+            return NotImplemented
+        return self.fingerprint() == other.fingerprint()
+
+    def __hash__(self):
+        return hash(self.fingerprint())
+
+    def __repr__(self):
+        conn = "one node" if self.connectome is None else self.connectome.name
+        return (f"<SimulationPlan {self.model} on {conn}: {self.n_batch} member(s) × "
+                f"{self.n_region} region(s), {self.time.duration_s:g} s at dt {self.time.dt_ms:g} ms, "
+                f"{self.method}, {len(self.drives.target)} drive(s)>")
+
+
+def plan(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms: float = 0.1,
+         params: dict | None = None, seed=0, sample_rate_hz: float = 1000.0,
+         record: Sequence[str] | None = None, transient_s: float = 0.0,
+         drive: Drive | Sequence[Drive] | None = None, normalisation: str = "max",
+         method: str = "euler", backend: str = "numba", initial=None) -> SimulationPlan:
+    """Resolve and check a simulation without running it: the single resolver of a run.
+
+    Takes the arguments of :func:`simulate` (without ``progress`` and ``threads``) and returns
+    the frozen :class:`SimulationPlan` that ``simulate`` integrates: the full parameter set
+    with every default filled in (:func:`all_params`), the time grid, the seeds, the initial
+    state, the drives on the integration clock and the normalised connectome with its delays.
+    Every error :func:`simulate` can raise about its inputs is raised here, before any compute.
+    """
+    mod = get_model(model)
+    if method not in METHODS:
+        raise SimulationError(f"method {method!r} unknown; allowed: {', '.join(METHODS)}")
+    if backend not in BACKENDS:
+        raise SimulationError(f"backend {backend!r} unknown; allowed: {', '.join(BACKENDS)}")
+    grid = time_grid(duration_s, dt_ms, sample_rate_hz, transient_s)
+
+    conn = _load_connectome(connectome, normalisation)
+    labels = ["node"] if conn is None else list(conn.labels)
+    n_region = len(labels)
+
+    if params is not None and not isinstance(params, dict):
+        raise SimulationError(f"params must be a dict of name -> value, got {type(params).__name__}")
+    pset = all_params(mod)
+    given = dict(params or {})
+    drives = _drive_list(drive)
+    spatials = [_spatial_array(d, labels, k) for k, d in enumerate(drives)]
+    n_batch = _batch_size(given, spatials, seed, n_region)
+    # checks names, bounds and shapes
+    values = pset.to_array(_squeeze_batch(given, n_batch, n_region), n_batch=n_batch, n_region=n_region)
+    speed = values[:, pset.index("speed_m_s"), :]
+    if np.any(speed != speed[:, :1]):
+        raise ParamError("parameter 'speed_m_s' must be a scalar or one value per batch member, "
+                         "not per region")
+
+    names = list(mod.OUTPUTS) + list(mod.STATES)
+    record = list(mod.OBSERVED) if record is None else (
+        [record] if isinstance(record, str) else list(record))
+    for r in record:
+        if r not in names:
+            raise SimulationError(
+                f"cannot record {r!r} from model {mod.NAME}; allowed: {', '.join(names)}")
+    if not record or len(set(record)) != len(record):
+        raise SimulationError(f"record must list distinct names, got {record!r}")
+
+    seeds = _seeds(seed, n_batch)
+    x0, initial = _initial_state(mod, initial, conn, seeds, n_batch, n_region)
+    return SimulationPlan(
+        model=mod.NAME, params=pset, values=values, given=tuple(given), connectome=conn,
+        normalisation=normalisation if conn is not None else "none", labels=tuple(labels),
+        time=grid, seeds=tuple(seeds), record=tuple(record),
+        drives=sample_drives(drives, labels, grid, n_batch),
+        network=_network(conn, speed[:, 0], grid.dt_ms), initial=initial, x0=x0, method=method,
+        backend=backend)
+
+
+def _drive_list(drive) -> list:
+    drives = [] if drive is None else ([drive] if isinstance(drive, Drive) else list(drive))
+    for k, d in enumerate(drives):
+        if not isinstance(d, Drive):
+            raise SimulationError(f"drive[{k}] must be a Drive, got {type(d).__name__}")
+    return drives
+
+
+def _network(conn, speed, dt_ms) -> Network:
+    """CSR of the non-zero weights (row = target) and per-member integer delays."""
+    if conn is None:
+        W = np.zeros((1, 1))
+        L = np.zeros((1, 1))
+    else:
+        W = conn.weights
+        L = conn.tract_lengths
+    n_region = W.shape[0]
+    rows, cols = np.nonzero(W)
+    indptr = np.zeros(n_region + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_region), out=indptr[1:])
+    delays = np.rint(L[rows, cols][None, :] / speed[:, None] / dt_ms).astype(np.int64)
+    # +2: the kernel writes the next step's slot while the current step still reads the oldest
+    n_slot = int(delays.max()) + 2 if delays.size else 2
+    return Network(indptr=indptr, indices=cols.astype(np.int64), weights=W[rows, cols].astype(float),
+                   delays=delays, n_slot=n_slot)
+
+
+# --- checks and conversions used by plan() ---------------------------------------------
 
 def _number(value, field, low=None, high=None, low_open=False):
     try:
@@ -228,12 +626,10 @@ def _number(value, field, low=None, high=None, low_open=False):
 
 
 def _load_connectome(connectome, normalisation):
-    from .connectome import Connectome, NORMALISATIONS
     if connectome is None or (isinstance(connectome, str) and connectome.lower() == "none"):
         return None
     if isinstance(connectome, str):
-        from . import catalog
-        connectome = catalog.load(connectome)
+        connectome = catalog.load_connectome(connectome)
     if not isinstance(connectome, Connectome):
         raise SimulationError(
             f"connectome must be a Connectome, a catalog name or None, got {type(connectome).__name__}")
@@ -337,8 +733,9 @@ def _spatial(sp, n_batch, n, k):
     return sp
 
 
-def _waveform(drv, n_total, dt_s, k):
-    t = np.arange(n_total + 1) * dt_s
+def _waveform(drv, grid, k):
+    n_total = grid.n_steps
+    t = grid.step_times()
     wf = drv.waveform
     if callable(wf):
         try:
@@ -362,7 +759,6 @@ def _waveform(drv, n_total, dt_s, k):
 
 def _initial_state(mod, initial, conn, seeds, n_batch, n_region):
     """The initial state (batch, region, n_state) and its attrs label."""
-    from .models import initial_state
     n_state = len(mod.STATES)
     can_draw = hasattr(mod, "INITIAL_RANGE")
     if initial is None:
@@ -398,152 +794,53 @@ def _initial_state(mod, initial, conn, seeds, n_batch, n_region):
     return np.ascontiguousarray(x, dtype=float), "array"
 
 
-def _plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record, transient_s,
-          drive, normalisation, method, backend, initial=None):
-    mod = get_model(model)
-    if method not in METHODS:
-        raise SimulationError(f"method {method!r} unknown; allowed: {', '.join(METHODS)}")
-    if backend not in BACKENDS:
-        raise SimulationError(f"backend {backend!r} unknown; allowed: {', '.join(BACKENDS)}")
-    dt_ms = _number(dt_ms, "dt_ms", 0.0, 10.0, low_open=True)
-    duration_s = _number(duration_s, "duration_s", 0.0, 1e6, low_open=True)
-    fs = _number(sample_rate_hz, "sample_rate_hz", 0.0, 1e6, low_open=True)
-    transient_s = _number(transient_s, "transient_s", 0.0, 1e6)
-    decim_f = 1000.0 / (fs * dt_ms)
-    decim = int(round(decim_f))
-    if decim < 1 or abs(decim - decim_f) > 1e-6 * decim_f:
-        raise SimulationError(
-            f"sample_rate_hz = {fs:g} does not divide the integration rate 1000/dt_ms = "
-            f"{1000 / dt_ms:g} Hz; pick a sample rate such that 1000/(sample_rate_hz·dt_ms) is an integer")
-    n_samp_total = int(math.floor(duration_s * fs + 1e-9))
-    n_samp_trans = int(round(transient_s * fs))
-    if transient_s >= duration_s or n_samp_total - n_samp_trans < 1:
-        raise SimulationError(
-            f"transient_s = {transient_s:g} must be shorter than duration_s = {duration_s:g} "
-            f"by at least one sample (1/{fs:g} s)")
-
-    conn = _load_connectome(connectome, normalisation)
-    labels = ["node"] if conn is None else conn.labels
-    n_region = len(labels)
-
-    if params is not None and not isinstance(params, dict):
-        raise SimulationError(f"params must be a dict of name -> value, got {type(params).__name__}")
-    clash = set(mod.PARAMS.names) & set(NETWORK_PARAMS.names)
-    if clash:
-        raise SimulationError(f"model {mod.NAME} redeclares network parameters {sorted(clash)}")
-    pset = ParamSet(tuple(mod.PARAMS) + tuple(network_params(mod)), owner=mod.NAME)
-    given = dict(params or {})
-    drives = [] if drive is None else ([drive] if isinstance(drive, Drive) else list(drive))
-    for k, d in enumerate(drives):
-        if not isinstance(d, Drive):
-            raise SimulationError(f"drive[{k}] must be a Drive, got {type(d).__name__}")
-    spatials = [_spatial_array(d, labels, k) for k, d in enumerate(drives)]
-    n_batch = _batch_size(given, spatials, seed, n_region)
-    # checks names, bounds and shapes
-    full = pset.to_array(_squeeze_batch(given, n_batch, n_region), n_batch=n_batch, n_region=n_region)
-    n_model = len(mod.PARAMS)
-    model_p = np.ascontiguousarray(full[:, :n_model, :].transpose(0, 2, 1))
-    coupling = np.ascontiguousarray(full[:, pset.index("coupling"), :])
-    speed = full[:, pset.index("speed_m_s"), :]
-    if np.any(speed != speed[:, :1]):
-        raise ParamError("parameter 'speed_m_s' must be a scalar or one value per batch member, "
-                         "not per region")
-    speed = speed[:, 0]
-
-    names = list(mod.OUTPUTS) + list(mod.STATES)
-    record = list(mod.OBSERVED) if record is None else (
-        [record] if isinstance(record, str) else list(record))
-    for r in record:
-        if r not in names:
-            raise SimulationError(
-                f"cannot record {r!r} from model {mod.NAME}; allowed: {', '.join(names)}")
-    if not record or len(set(record)) != len(record):
-        raise SimulationError(f"record must list distinct names, got {record!r}")
-    rec = np.array([names.index(r) for r in record], dtype=np.int64)
-
-    seeds = _seeds(seed, n_batch)
-    x0, initial = _initial_state(mod, initial, conn, seeds, n_batch, n_region)
-
-    n_total = n_samp_total * decim
-    dt_s = dt_ms * 1e-3
-    drv_space = np.zeros((len(drives), n_batch, n_region))
-    drv_wave = np.zeros((len(drives), n_total + 1))
-    drv_target = np.zeros(len(drives), dtype=np.int64)
-    for k, d in enumerate(drives):
-        drv_space[k] = _spatial(spatials[k], n_batch, n_region, k)
-        drv_wave[k] = _waveform(d, n_total, dt_s, k)
-        drv_target[k] = 0 if d.target == "membrane" else 1
-
-    # network: CSR of non-zero weights (row = target) and per-member integer delays
-    if conn is None:
-        W = np.zeros((1, 1))
-        L = np.zeros((1, 1))
-    else:
-        W = conn.weights
-        L = conn.tract_lengths
-    rows, cols = np.nonzero(W)
-    indptr = np.zeros(n_region + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_region), out=indptr[1:])
-    indices = cols.astype(np.int64)
-    weights = W[rows, cols].astype(float)
-    delays = np.rint(L[rows, cols][None, :] / speed[:, None] / dt_ms).astype(np.int64)
-    # +2: the kernel writes the next step's slot while the current step still reads the oldest
-    n_slot = int(delays.max()) + 2 if delays.size else 2
-
-    return dict(
-        mod=mod, conn=conn, labels=labels, n_batch=n_batch, n_region=n_region, pset=pset,
-        given=given, full=full, model_p=model_p, coupling=coupling, speed=speed, record=record,
-        rec=rec, seeds=seeds, dt_ms=dt_ms, dt_s=dt_s, fs=fs, decim=decim, n_total=n_total,
-        n_trans=n_samp_trans * decim, n_samp=n_samp_total - n_samp_trans, duration_s=duration_s,
-        transient_s=n_samp_trans / fs, drv_space=drv_space, drv_wave=drv_wave,
-        drv_target=drv_target, W=W, indptr=indptr, indices=indices, weights=weights,
-        delays=delays, n_slot=n_slot, method=method, backend=backend,
-        normalisation=normalisation if conn is not None else "none", x0=x0, initial=initial,
-    )
-
-
 # --- execution -----------------------------------------------------------------------------
 
-def _execute(plan, progress, threads=None):
-    mod = plan["mod"]
-    nb, nr = plan["n_batch"], plan["n_region"]
+def _execute(plan: SimulationPlan, progress, threads=None):
+    mod = plan.module
+    grid, net = plan.time, plan.network
+    nb, nr = plan.n_batch, plan.n_region
     n_noise = len(mod.NOISE_STATES)
-    decim = plan["decim"]
-    x = plan["x0"].copy()
+    decim = grid.decim
+    n_total, n_trans = grid.n_steps, grid.n_transient_steps
+    # the kernel writes into these (or types them): writable copies of the plan's frozen arrays
+    x = np.array(plan.x0)
+    model_p = plan.model_values()
+    coupling = plan.value("coupling")
+    drv_space, drv_wave, drv_target = (np.array(a) for a in plan.drives)
+    indptr, weights = np.array(net.indptr), np.array(net.weights)
     # the history starts constant at the rates of the initial state under step 0's membrane
     # drive (the kernel hands the newest entry to the model as this state's rates)
-    um0, _ = drives_at(plan["drv_space"], plan["drv_wave"], plan["drv_target"], 0)
-    c0 = mod.cvar_numpy(x, plan["model_p"], um0)  # (batch, region, cvar)
+    um0, _ = drives_at(drv_space, drv_wave, drv_target, 0)
+    c0 = mod.cvar_numpy(x, model_p, um0)  # (batch, region, cvar)
     hist = np.ascontiguousarray(
-        np.repeat(np.moveaxis(c0, -1, 1)[:, :, :, None], 2 * plan["n_slot"], axis=3))
+        np.repeat(np.moveaxis(c0, -1, 1)[:, :, :, None], 2 * net.n_slot, axis=3))
     diverged = np.zeros(nb, dtype=bool)
-    uniq = sorted(set(plan["seeds"]))
-    stream = np.array([uniq.index(s) for s in plan["seeds"]], dtype=np.int64)
+    uniq = sorted(set(plan.seeds))
+    stream = np.array([uniq.index(s) for s in plan.seeds], dtype=np.int64)
     rngs = [np.random.default_rng(s) for s in uniq]
     noise_idx = np.array(mod.NOISE_STATES, dtype=np.int64)
     per_step = max(1, len(uniq) * nr * n_noise)
     chunk = max(decim, min(_MAX_CHUNK_STEPS, _NOISE_BUDGET // per_step) // decim * decim)
     n_out = len(mod.OUTPUTS)
-    rec = plan["rec"]
-    out = np.empty((len(rec), nb, plan["n_samp"], nr))
-    heun = plan["method"] == "heun"
+    rec = plan.record_index
+    out = np.empty((len(rec), nb, grid.n_samples, nr))
+    heun = plan.method == "heun"
     tag = model_tag(mod.NAME)
-    offsets = edge_offsets(plan["indices"], plan["delays"], plan["n_slot"])
-    if plan["backend"] == "numpy":
-        D = np.zeros((nb, nr, nr), dtype=np.int64)
-        rows = np.repeat(np.arange(nr), np.diff(plan["indptr"]))
-        D[:, rows, plan["indices"]] = plan["delays"]
+    offsets = edge_offsets(net.indices, net.delays, net.n_slot)
+    if plan.backend == "numpy":
+        W, D = net.dense_weights(), net.dense_delays()
 
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
-        bar = tqdm(total=plan["n_total"], unit="step", desc=f"simulate {mod.NAME}")
+        bar = tqdm(total=n_total, unit="step", desc=f"simulate {mod.NAME}")
     no_rec = np.zeros((0, 0, 0, 0))
     # chunk boundaries: the transient first (not recorded), then the recorded part
     bounds = []
     t = 0
-    while t < plan["n_total"]:
-        end = min(t + chunk, plan["n_trans"] if t < plan["n_trans"] else plan["n_total"])
+    while t < n_total:
+        end = min(t + chunk, n_trans if t < n_trans else n_total)
         bounds.append((t, end))
         t = end
 
@@ -555,10 +852,9 @@ def _execute(plan, progress, threads=None):
 
     # batch members are split into contiguous blocks advanced by threads (the kernel releases
     # the GIL); the next chunk's noise is drawn meanwhile by one more thread
-    n_workers = 1 if plan["backend"] != "numba" else min(nb, threads or _default_threads())
+    n_workers = 1 if plan.backend != "numba" else min(nb, threads or _default_threads())
     blocks = np.array_split(np.arange(nb), n_workers)
     blocks = [(int(blk[0]), int(blk[-1]) + 1) for blk in blocks if blk.size]
-    from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(max_workers=1)
     workers = ThreadPoolExecutor(max_workers=len(blocks)) if len(blocks) > 1 else None
     try:
@@ -569,13 +865,12 @@ def _execute(plan, progress, threads=None):
             noise = pending.result()
             if c + 1 < len(bounds):
                 pending = pool.submit(draw, bounds[c + 1][1] - bounds[c + 1][0])
-            in_trans = t < plan["n_trans"]
-            wave = np.ascontiguousarray(plan["drv_wave"][:, t:end + 1])
+            in_trans = t < n_trans
+            wave = np.ascontiguousarray(drv_wave[:, t:end + 1])
             buf = no_rec if in_trans else np.empty((len(rec), nb, n // decim, nr))
-            if plan["backend"] == "numba":
-                args = (x, hist, t, plan["model_p"], plan["coupling"], plan["indptr"],
-                        plan["weights"], offsets, noise, stream, noise_idx,
-                        plan["drv_space"], wave, plan["drv_target"], heun, plan["dt_s"], n, decim,
+            if plan.backend == "numba":
+                args = (x, hist, t, model_p, coupling, indptr, weights, offsets, noise, stream,
+                        noise_idx, drv_space, wave, drv_target, heun, grid.dt_s, n, decim,
                         rec, n_out, buf, diverged, float(mod.STATE_BOUND))
                 kernel = compiled_integrate(tag, *args)
                 if workers is None:
@@ -584,17 +879,16 @@ def _execute(plan, progress, threads=None):
                     for f in [workers.submit(kernel, tag, b0, b1, *args) for b0, b1 in blocks]:
                         f.result()
             else:
-                integrate_numpy(mod, x, hist, t, plan["model_p"], plan["coupling"], plan["W"], D,
-                                noise, stream, noise_idx, plan["drv_space"], wave,
-                                plan["drv_target"], heun, plan["dt_s"], n, decim, rec, n_out, buf,
-                                diverged, float(mod.STATE_BOUND))
+                integrate_numpy(mod, x, hist, t, model_p, coupling, W, D, noise, stream,
+                                noise_idx, drv_space, wave, drv_target, heun, grid.dt_s, n, decim,
+                                rec, n_out, buf, diverged, float(mod.STATE_BOUND))
             if not in_trans:
                 out[:, :, sample:sample + n // decim, :] = buf
                 sample += n // decim
             if bar is not None:
                 bar.update(n)
             elif callable(progress):
-                progress(end, plan["n_total"])
+                progress(end, n_total)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         if workers is not None:
@@ -616,10 +910,10 @@ def _default_threads() -> int:
     return os.cpu_count() or 1
 
 
-def _param_json(plan):
+def _param_json(plan: SimulationPlan):
     values = {}
-    for i, name in enumerate(plan["pset"].names):
-        v = plan["full"][:, i, :]
+    for i, name in enumerate(plan.params.names):
+        v = plan.values[:, i, :]
         if np.all(v == v.flat[0]):
             values[name] = float(v.flat[0])
         elif np.all(v == v[:, :1]):
@@ -629,43 +923,42 @@ def _param_json(plan):
     return values
 
 
-def _to_dataset(plan, result):
-    from . import __version__
+def _to_dataset(plan: SimulationPlan, result):
     out, diverged = result
-    mod = plan["mod"]
-    time = plan["transient_s"] + np.arange(plan["n_samp"]) / plan["fs"]
+    mod = plan.module
     units = getattr(mod, "UNITS", {})
     data = {}
-    for k, name in enumerate(plan["record"]):
+    for k, name in enumerate(plan.record):
         data[name] = (("batch", "time", "region"), out[k], {"units": units.get(name, "")})
     data["diverged"] = (("batch",), diverged.copy(),
                         {"doc": "state became non-finite or exceeded the model's STATE_BOUND"})
-    coords = {"batch": np.arange(plan["n_batch"]), "time": ("time", time, {"units": "s"}),
-              "region": plan["labels"]}
-    for name, value in plan["given"].items():
-        i = plan["pset"].index(name)
-        v = plan["full"][:, i, :]
-        if plan["n_batch"] > 1 and not np.all(v == v[:1]):
+    coords = {"batch": np.arange(plan.n_batch),
+              "time": ("time", plan.time.sample_times(), {"units": "s"}),
+              "region": list(plan.labels)}
+    for name in plan.given:
+        v = plan.value(name)
+        if plan.n_batch > 1 and not np.all(v == v[:1]):
             if np.all(v == v[:, :1]):
                 coords[name] = ("batch", v[:, 0].copy())
             else:
-                coords[name] = (("batch", "region"), v.copy())
-    conn = plan["conn"]
-    seeds = plan["seeds"]
+                coords[name] = (("batch", "region"), v)
+    conn = plan.connectome
+    seeds = plan.seeds
     attrs = {
         "model": mod.NAME,
-        "dt_ms": plan["dt_ms"],
-        "sample_rate_hz": plan["fs"],
-        "seed": seeds[0] if len(set(seeds)) == 1 else json.dumps(seeds),
-        "duration_s": plan["duration_s"],
-        "transient_s": plan["transient_s"],
-        "method": plan["method"],
-        "initial": plan["initial"],
-        "backend": plan["backend"],
+        "dt_ms": plan.time.dt_ms,
+        "sample_rate_hz": plan.time.sample_rate_hz,
+        "seed": seeds[0] if len(set(seeds)) == 1 else json.dumps(list(seeds)),
+        "duration_s": plan.time.duration_s,
+        "transient_s": plan.time.transient_s,
+        "method": plan.method,
+        "initial": plan.initial,
+        "backend": plan.backend,
         "connectome": "none" if conn is None else conn.name,
         "connectome_hash": "" if conn is None else conn.content_hash(),
-        "normalisation": plan["normalisation"],
+        "normalisation": plan.normalisation,
         "params": json.dumps(_param_json(plan)),
+        "plan_sha256": plan.fingerprint(),
         "monitor": "temporal average over each sampling period; time = window start",
         "noise": "additive on the input rate; noise_sd = sd per 1-ms sample (sigma_w = noise_sd*sqrt(1 ms))",
         "version": __version__,

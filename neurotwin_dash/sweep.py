@@ -51,18 +51,20 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
+from . import catalog
 from .params import ParamSet, ParamSpec
+from .simulate import Drive, SimulationPlan, all_params, plan, simulate
 
 __all__ = [
     "SweepError", "SweepSpec", "SweepResult", "SWEEP_PARAMS", "METRICS", "SAMPLINGS",
-    "register_metric", "SIMULATORS", "register_simulator", "make_samples", "batch_slices", "run_batch", "run_sweep",
+    "register_metric", "SIMULATORS", "register_simulator", "make_samples", "batch_slices",
+    "build_simulate_kwargs", "batch_plan", "run_batch", "run_sweep",
     "open_sweep", "sweep_status", "as_grid",
 ]
 
@@ -252,18 +254,10 @@ def _json_default(obj):
 # parameters and samples
 # --------------------------------------------------------------------------------------------
 
-def _model_params(model: str) -> ParamSet:
-    """Model params + the simulator's network params (a model's own spec wins on a shared name)."""
-    from .models import get_model
-    from .simulate import NETWORK_PARAMS
-    own = get_model(model).PARAMS
-    extra = [s for s in NETWORK_PARAMS if s.name not in own]
-    return ParamSet(list(own) + extra, owner=f"{own.owner} + network")
-
-
 def _declared_params(model: str) -> ParamSet:
-    """Model, network and sweep parameters: everything an axis may name."""
-    return _model_params(model) + SWEEP_PARAMS
+    """Model, network and sweep parameters: everything an axis may name (the simulation's
+    parameters and their defaults come from :func:`~neurotwin_dash.simulate.all_params`)."""
+    return all_params(model) + SWEEP_PARAMS
 
 
 def _axis_values(name: str, axis: dict, spec: ParamSpec, sampling: str) -> dict:
@@ -393,7 +387,6 @@ _WELCH_KEYWORDS = ("window_s", "overlap", "fmin", "fmax", "detrend")
 def _resolve(name: str, registry: Mapping[str, Callable], what: str) -> Callable:
     """The registered function ``name``; a spec never names code to import."""
     if what == "simulator" and name == _DEFAULT_SIMULATOR and name not in registry:
-        from .simulate import simulate     # the default, imported only when used (heavy)
         return simulate
     if name not in registry:
         raise SweepError(f"{what} {name!r} unknown; known: {', '.join(sorted(registry)) or 'none'} "
@@ -498,16 +491,10 @@ def metric_mean(res, variable=None, reduce="mean"):
 # one batch (runs on a Dask worker)
 # --------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=4)
-def _connectome_cached(name: str):
-    from . import catalog
-    return catalog.load(name)
-
-
 def _connectome(conn):
-    if conn is None or not isinstance(conn, str):
-        return conn
-    return _connectome_cached(conn)
+    if conn is None or not isinstance(conn, str) or conn.lower() == "none":
+        return None if isinstance(conn, str) else conn
+    return catalog.load_connectome(conn)
 
 
 def _region_index(conn, labels: Sequence[str], where: str) -> np.ndarray:
@@ -558,9 +545,12 @@ def build_simulate_kwargs(spec: SweepSpec, batch: Mapping[str, np.ndarray], samp
 
     Sweep-level parameters are mapped onto the simulator: ``connectome_scale`` multiplies
     ``coupling`` (u = K·Σ W S is linear in the weights, so scaling W after normalisation and
-    scaling K are the same model); ``stim_*`` build one :class:`~neurotwin_dash.simulate.Drive`
-    per distinct frequency/phase in the batch, each non-zero only for its members.
+    scaling K are the same model; an unset coupling is the model's default from
+    :func:`~neurotwin_dash.simulate.all_params`, as in ``simulate``); ``stim_*`` build one
+    :class:`~neurotwin_dash.simulate.Drive` per distinct frequency/phase in the batch, each
+    non-zero only for its members.
     """
+    declared = all_params(spec.model)
     conn = _connectome(spec.connectome)
     n_batch = len(next(iter(batch.values())))
     n_region = conn.n_regions if conn is not None else 1
@@ -580,7 +570,7 @@ def build_simulate_kwargs(spec: SweepSpec, batch: Mapping[str, np.ndarray], samp
             idx = _region_index(conn, regions, f"axis {name!r}")
             base = params.get(name)
             if base is None:
-                base = _model_params(spec.model)[name].default
+                base = declared[name].default
             full = np.empty((n_batch, n_region))
             full[:] = np.asarray(base, dtype=float)
             full[:, idx] = values[:, None]
@@ -589,10 +579,10 @@ def build_simulate_kwargs(spec: SweepSpec, batch: Mapping[str, np.ndarray], samp
             params[name] = values
     scale = sweep_vals["connectome_scale"]
     if np.any(scale != 1.0):
-        k = np.asarray(params.get("coupling", _model_params(spec.model)["coupling"].default), dtype=float)
+        k = np.asarray(params.get("coupling", declared["coupling"].default), dtype=float)
         params["coupling"] = (k.T * scale).T if k.ndim == 2 else k * scale
     _make_batch_explicit(params, set(batch) - set(SWEEP_PARAMS) | {"coupling"}, n_batch, n_region,
-                         _model_params(spec.model))
+                         declared)
     kwargs = {key: getattr(spec, key) for key in _SIM_KEYS}
     kwargs["connectome"] = conn
     kwargs["params"] = params
@@ -636,8 +626,16 @@ def _make_batch_explicit(params: dict, per_member: set, n_batch: int, n_region: 
             params["coupling"] = full
 
 
+def batch_plan(spec: SweepSpec | Mapping, batch: Mapping[str, np.ndarray],
+               sample_index=None) -> SimulationPlan:
+    """The :class:`~neurotwin_dash.simulate.SimulationPlan` of one batch (what :func:`run_batch`
+    simulates with the default simulator)."""
+    if not isinstance(spec, SweepSpec):
+        spec = SweepSpec.from_dict(spec)
+    return plan(**build_simulate_kwargs(spec, batch, sample_index))
+
+
 def _stim_drives(spec, conn, vals, n_batch):
-    from .simulate import Drive
     lam = float(spec.stimulation.get("lambda_mV_per_V_m", 0.2))
     if not 0 <= lam <= 1:
         raise SweepError(f"stimulation.lambda_mV_per_V_m must lie in [0, 1] mV per V/m, got {lam}")

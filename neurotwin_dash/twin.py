@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 import time
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from . import __version__, catalog
+from .connectome import Connectome
+from .simulate import (Drive, SimulationError, SimulationPlan, plan, run_plan, sample_drives,
+                       time_grid)
 
 __all__ = ["Twin", "TwinError", "read_metadata", "result_hash", "package_versions", "FORMAT"]
 
@@ -46,7 +51,6 @@ class TwinError(ValueError):
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a simulation's numbers depend on (plus Python)."""
-    from importlib import metadata
     out = {"python": platform.python_version()}
     for name in _VERSIONED:
         try:
@@ -68,18 +72,10 @@ def result_hash(result: xr.Dataset) -> str:
 
 
 def _project_version() -> str:
-    from importlib import metadata
     try:
         return metadata.version("neurotwin-dash")
     except metadata.PackageNotFoundError:
-        from . import __version__
         return __version__
-
-
-def _n_total(duration_s, dt_ms, sample_rate_hz) -> int:
-    """Integration steps of a run (the clock on which drive waveforms are sampled)."""
-    decim = int(round(1000.0 / (sample_rate_hz * dt_ms)))
-    return int(math.floor(duration_s * sample_rate_hz + 1e-9)) * decim
 
 
 def _member_value(value, member: int, n_batch: int):
@@ -171,9 +167,8 @@ class Twin:
         problem : neurotwin_dash.fit.FitProblem
         fit_result : neurotwin_dash.fit.FitResult
         """
-        from .simulate import simulate
         kwargs = problem.simulate_kwargs(fit_result.best_unit[None, :])
-        result = simulate(**kwargs)
+        result = run_plan(plan(**kwargs))
         fit = {"values": {k: np.asarray(v).tolist() for k, v in fit_result.best.items()},
                "scores": fit_result.scores, "loss": fit_result.loss, "method": fit_result.method,
                "evaluations": fit_result.evaluations, "generations": fit_result.generations,
@@ -190,7 +185,6 @@ class Twin:
     # --- running ----------------------------------------------------------------------------
     def simulate_kwargs(self, **overrides) -> dict:
         """Keyword arguments for :func:`neurotwin_dash.simulate.simulate` reproducing the run."""
-        from .simulate import Drive
         kwargs = dict(model=self.model, connectome=self.connectome,
                       params={k: (np.asarray(v) if isinstance(v, np.ndarray) else v)
                               for k, v in self.params.items()},
@@ -203,10 +197,16 @@ class Twin:
         kwargs.update(overrides)
         return kwargs
 
+    def plan(self, **overrides) -> SimulationPlan:
+        """The :class:`~neurotwin_dash.simulate.SimulationPlan` of the twin's run (``overrides``
+        change any ``simulate`` argument)."""
+        return plan(**self.simulate_kwargs(**overrides))
+
     def simulate(self, **overrides) -> xr.Dataset:
         """Run the twin (``overrides`` change any ``simulate`` argument, e.g. ``duration_s``)."""
-        from .simulate import simulate
-        return simulate(**self.simulate_kwargs(**overrides))
+        kwargs = self.simulate_kwargs(**overrides)
+        run_options = {k: kwargs.pop(k) for k in ("progress", "threads") if k in kwargs}
+        return run_plan(plan(**kwargs), **run_options)
 
     def verify(self, result: xr.Dataset | None = None) -> bool:
         """True when (a fresh run of) the twin reproduces the original output bit for bit."""
@@ -300,7 +300,6 @@ class Twin:
                                 f"{actual[:12]}…, the twin expects {c['content_hash'][:12]}… "
                                 "(the dataset changed); the twin cannot be reproduced")
         else:
-            from .connectome import Connectome
             conn = Connectome.from_arrays(ds["connectome_weights"].values, ds["connectome_tract_lengths"].values,
                                           ds["connectome_centres"].values, [str(s) for s in ds["region"].values],
                                           name=c["name"], source=f"twin:{path.name}")
@@ -344,8 +343,7 @@ def _metadata_of(ds, path) -> dict:
 
 
 def _catalog_hash(name: str) -> str:
-    from . import catalog
-    return catalog.load(name).content_hash()
+    return catalog.load_connectome(name).content_hash()
 
 
 def _hashes(conn, normalisation: str) -> set[str]:
@@ -362,11 +360,10 @@ def _resolve_connectome(conn, expected_hash: str, normalisation: str = "none"):
     """Keep a catalog name when the data is the unmodified catalog dataset, else the object."""
     if conn is None or conn == "none":
         return None
-    from . import catalog
     if isinstance(conn, str):
         if conn not in catalog.names("connectome"):
             raise TwinError(f"connectome {conn!r} is not a catalog name; pass the Connectome object")
-        if expected_hash and expected_hash not in _hashes(catalog.load(conn), normalisation):
+        if expected_hash and expected_hash not in _hashes(catalog.load_connectome(conn), normalisation):
             raise TwinError(f"the result was made with a modified {conn!r} (hash {expected_hash[:12]}…); "
                             "pass the Connectome object that was simulated")
         return conn
@@ -381,36 +378,22 @@ def _labels_of(conn, n_region):
     if conn is None:
         return ["node"] if n_region == 1 else [f"R{i}" for i in range(n_region)]
     if isinstance(conn, str):
-        from . import catalog
-        return catalog.load(conn).labels
+        return catalog.load_connectome(conn).labels
     return conn.labels
 
 
 def _materialise_drives(drive, member, n_batch, sim, conn) -> list[dict]:
-    from .simulate import SimulationError, _spatial_array, _waveform
     if drive is None:
         return []
     drives = [drive] if not isinstance(drive, (list, tuple)) else list(drive)
-    n_total = _n_total(sim["duration_s"], sim["dt_ms"], sim["sample_rate_hz"])
-    dt_s = sim["dt_ms"] * 1e-3          # the same expression simulate() samples waveforms with
-    labels = _labels_of(conn, 1)
-    n_region = len(labels)
-    out = []
-    for k, d in enumerate(drives):
-        # sampled exactly as simulate() samples them, so the replay sees the same numbers
-        try:
-            sp = _spatial_array(d, labels, k)
-            w = _waveform(d, n_total, dt_s, k)
-        except SimulationError as exc:
-            raise TwinError(str(exc)) from None
-        if sp.ndim == 0:
-            sp = np.full(n_region, float(sp))
-        elif sp.ndim == 2:
-            if sp.shape[0] != n_batch:
-                raise TwinError(f"drive[{k}].spatial has {sp.shape[0]} rows for a batch of {n_batch}")
-            sp = sp[member]
-        out.append({"target": d.target, "spatial": sp.copy(), "waveform": w})
-    return out
+    # sampled by simulate's own function on simulate's own clock, so the replay sees the same numbers
+    try:
+        grid = time_grid(sim["duration_s"], sim["dt_ms"], sim["sample_rate_hz"], sim["transient_s"])
+        sampled = sample_drives(drives, _labels_of(conn, 1), grid, n_batch)
+    except SimulationError as exc:
+        raise TwinError(str(exc)) from None
+    return [{"target": d.target, "spatial": sampled.space[k, member].copy(),
+             "waveform": sampled.wave[k].copy()} for k, d in enumerate(drives)]
 
 
 def _montage_dict(montage):

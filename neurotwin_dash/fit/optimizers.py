@@ -43,6 +43,8 @@ from typing import Any, Mapping
 import numpy as np
 import xarray as xr
 
+from .. import catalog
+from ..simulate import SimulationPlan, all_params, plan, run_plan
 
 __all__ = ["FitError", "FreeParam", "FitProblem", "FitResult", "evaluate_population", "fit",
            "METHODS", "read_checkpoint", "write_checkpoint", "CHECKPOINT_FORMAT"]
@@ -206,13 +208,14 @@ class FitProblem:
 
     # --- parameter space ---
     def declared(self):
-        """ParamSet of the model and network parameters."""
-        from ..sweep import _model_params
-        return _model_params(self.model)
+        """ParamSet of the model and network parameters (:func:`~neurotwin_dash.simulate.all_params`)."""
+        return all_params(self.model)
 
     def _conn(self):
-        from ..sweep import _connectome
-        return _connectome(self.connectome)
+        conn = self.connectome
+        if isinstance(conn, str):
+            return None if conn.lower() == "none" else catalog.load_connectome(conn)
+        return conn
 
     def layout(self) -> list[tuple[FreeParam, np.ndarray | None]]:
         """(param, region indices or None) per free parameter, in unit-vector order."""
@@ -289,6 +292,11 @@ class FitProblem:
         kwargs["params"] = self.decode(unit)
         return kwargs
 
+    def plan(self, unit) -> SimulationPlan:
+        """The :class:`~neurotwin_dash.simulate.SimulationPlan` of a batch of unit-cube rows
+        (what :func:`evaluate_population` simulates)."""
+        return plan(**self.simulate_kwargs(unit))
+
     def fingerprint(self) -> str:
         """Hash of everything that changes the losses (a checkpoint from another problem is refused)."""
         conn = self.connectome
@@ -318,9 +326,8 @@ def evaluate_population(problem: FitProblem, unit) -> xr.Dataset:
         ``loss`` (member,) and one variable per objective term, NaN-free: diverged members
         get ``inf`` loss (recorded in ``diverged``).
     """
-    from ..simulate import simulate
     U = np.atleast_2d(np.asarray(unit, dtype=float))
-    res = simulate(**problem.simulate_kwargs(U))
+    res = run_plan(problem.plan(U))
     scores = problem.objective.evaluate(res)
     scores = scores.rename({"batch": "member"}) if "batch" in scores.dims else scores
     diverged = res["diverged"].values.astype(bool) if "diverged" in res else np.zeros(len(U), bool)

@@ -27,11 +27,13 @@ model is one file plus a line in ``_MODULES`` (or :func:`register_model` for a m
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 import numpy as np
 
-__all__ = ["MODELS", "get_model", "model_names", "register_model", "initial_state",
+__all__ = ["MODELS", "get_model", "model_names", "installed_model_names", "register_model",
+           "initial_state",
            "psp_initial_range", "uniform_initial_state"]
 
 _MODULES = {
@@ -160,6 +162,13 @@ def register_model(module: ModuleType) -> ModuleType:
 def model_names() -> list[str]:
     """Names of the available models."""
     return list(_MODULES)
+
+
+def installed_model_names() -> list[str]:
+    """Names of the models whose module can be imported (the registry may list models still to come)."""
+    return [n for n in _MODULES
+            if importlib.util.find_spec(_MODULES[n] if "." in _MODULES[n] else f"{__name__}.{_MODULES[n]}")
+            is not None]
 
 
 def get_model(model) -> ModuleType:

@@ -18,12 +18,14 @@ import numpy as np
 import xarray as xr
 
 from .. import analysis as an
+from .. import catalog
 from ..observe import bold as bold_mod
+from ..simulate import Drive, SimulationPlan, plan, run_plan
 
 __all__ = [
-    "BANDS", "FC_MEASURES", "BOLD_FC_MIN_S", "explorer_spec", "build_connectome", "explorer_job",
-    "welch_psd", "band_power", "fc_fit", "sc_fc_correlation", "fc_measures", "sensor_layout_2d",
-    "eeg_signals",
+    "BANDS", "FC_MEASURES", "BOLD_FC_MIN_S", "explorer_spec", "explorer_plan", "build_connectome",
+    "explorer_job", "welch_psd", "band_power", "fc_fit", "sc_fc_correlation", "fc_measures",
+    "sensor_layout_2d", "eeg_signals",
 ]
 
 #: Frequency bands (Hz): the analysis library's, so dashboard numbers equal ``neurotwin analyse``.
@@ -88,18 +90,12 @@ def explorer_spec(model: str = "jansen_rit", connectome: str | None = "tvb76", p
     }
 
 
-@lru_cache(maxsize=16)
-def _catalog_connectome(name: str):
-    from .. import catalog
-    return catalog.load(name)
-
-
 def build_connectome(spec: dict):
     """The edited connectome of ``spec`` (``None`` for a single node); see :func:`explorer_spec`."""
     name = spec.get("connectome")
     if not name:
         return None
-    con = _catalog_connectome(name).normalise(spec.get("normalisation", "max"))
+    con = catalog.load_connectome(name).normalise(spec.get("normalisation", "max"))
     for label in spec.get("lesions", ()):
         con = con.lesion_region(label)
     for target, source, weight in spec.get("edges", ()):
@@ -233,7 +229,6 @@ def _drive(spec: dict, con):
     d = spec.get("drive")
     if not d:
         return None
-    from ..simulate import Drive
     spatial = np.asarray(d["spatial"], dtype=float)
     f = float(d.get("frequency_hz", 0.0))
     phase = float(d.get("phase_rad", 0.0))
@@ -244,6 +239,17 @@ def _drive(spec: dict, con):
         def waveform(t):
             return np.ones_like(np.asarray(t, dtype=float))
     return Drive(spatial=spatial, waveform=waveform, target=d.get("target", "membrane"))
+
+
+def explorer_plan(spec: dict) -> SimulationPlan:
+    """The :class:`~neurotwin_dash.simulate.SimulationPlan` of an explorer spec (what
+    :func:`explorer_job` simulates): ``duration_s`` of analysed time after ``transient_s``, on the
+    edited connectome of :func:`build_connectome` (already normalised)."""
+    con = build_connectome(spec)
+    return plan(model=spec["model"], connectome=con,
+                duration_s=spec["duration_s"] + spec["transient_s"], dt_ms=spec["dt_ms"],
+                params=spec["params"], seed=spec["seed"], sample_rate_hz=spec["sample_rate_hz"],
+                transient_s=spec["transient_s"], drive=_drive(spec, con), normalisation="none")
 
 
 def explorer_job(spec: dict) -> xr.Dataset:
@@ -262,13 +268,10 @@ def explorer_job(spec: dict) -> xr.Dataset:
         topomap positions; ``trace`` (time_eeg, region) of the source signal. attrs
         ``diverged``, ``elapsed_s``, ``spec`` (JSON).
     """
-    from ..simulate import simulate
     t0 = time.perf_counter()
-    con = build_connectome(spec)
-    sim = simulate(model=spec["model"], connectome=con,
-                   duration_s=spec["duration_s"] + spec["transient_s"], dt_ms=spec["dt_ms"],
-                   params=spec["params"], seed=spec["seed"], sample_rate_hz=spec["sample_rate_hz"],
-                   transient_s=spec["transient_s"], drive=_drive(spec, con), normalisation="none")
+    resolved = explorer_plan(spec)
+    sim = run_plan(resolved)
+    con = resolved.connectome
     t_sim = time.perf_counter() - t0
     out = _first_output(sim, spec.get("output"))
     x = sim[out].isel(batch=0).transpose("time", "region")
@@ -370,7 +373,7 @@ def montage_field_job(spec: dict) -> xr.Dataset:
     from ..stimulation import efield
     t0 = time.perf_counter()
     m = _montage(spec)
-    con = _catalog_connectome(spec["connectome"])
+    con = catalog.load_connectome(spec["connectome"])
     fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"))
     mf = efield.montage_field(m, fields)
     names, xy = _layout_xy(spec["connectome"], spec.get("layout", "standard_1020"))
@@ -421,7 +424,7 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
     from ..stimulation import coupling, effects, waveforms
     t0 = time.perf_counter()
     m = _montage(spec)
-    con = _catalog_connectome(spec["connectome"])
+    con = catalog.load_connectome(spec["connectome"])
     f_hz = float(spec.get("frequency_hz", 40.0))
     n_seeds = int(spec.get("n_seeds", 5))
     wave = waveforms.TACS(f_hz) if f_hz > 0 else waveforms.TDCS()
@@ -476,7 +479,7 @@ def optimize_job(spec: dict) -> dict:
     from ..stimulation import efield
     from ..stimulation.montage import Limits
     from ..stimulation.optimize import Target, optimize_montage
-    con = _catalog_connectome(spec["connectome"])
+    con = catalog.load_connectome(spec["connectome"])
     fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"))
     res = optimize_montage(Target(list(spec["targets"]), en_V_m=float(spec.get("target_En_V_m", 0.5))),
                            fields=fields, limits=Limits(**(spec.get("limits") or {})))

@@ -163,8 +163,7 @@ class MontageState(param.Parameterized):
 
     # --- watchers ----------------------------------------------------------------------------
     def _refresh_regions(self, *events):
-        from .compute import _catalog_connectome
-        labels = _catalog_connectome(self.connectome).labels
+        labels = catalog.load_connectome(self.connectome).labels
         self.param.targets.objects = labels
         kept = [t for t in self.targets if t in labels]
         if kept != list(self.targets):

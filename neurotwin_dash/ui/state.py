@@ -15,20 +15,27 @@ All of it works without a browser: ``ExplorerState(mode="sync")`` simulates in t
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import contextlib
+import gc
 import itertools
 import math
 import os
+import sys
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import panel as pn
 import param
 
 from .. import catalog
+from ..cluster import get_client
+from ..models import get_model, installed_model_names
 from ..params import ParamSet
-from .compute import BANDS, FC_MEASURES
+from ..simulate import NETWORK_PARAMS, network_params
+from .compute import BANDS, FC_MEASURES, explorer_job, explorer_spec
 
 __all__ = ["paramset_class", "available_models", "shared_client", "JobRunner", "StagedResult", "ExplorerState",
            "SOFT_BOUNDS", "SINGLE_NODE"]
@@ -86,9 +93,7 @@ def values_of(obj: param.Parameterized) -> dict[str, float]:
 
 def available_models() -> list[str]:
     """Model names whose module is installed (the registry may list models still to come)."""
-    from ..models import _MODULES, model_names
-    return [m for m in model_names()
-            if importlib.util.find_spec(f"neurotwin_dash.models.{_MODULES[m]}") is not None]
+    return installed_model_names()
 
 
 # --- the shared Dask client ------------------------------------------------------------------
@@ -104,8 +109,6 @@ def shared_client():
     else :func:`neurotwin_dash.cluster.get_client` starts a local cluster of worker processes.
     Blocking: call it off the event loop.
     """
-    import panel as pn
-    from ..cluster import get_client
     with _CLIENT_LOCK:
         client = pn.state.cache.get(_CLIENT_KEY)
         if client is None or getattr(client, "status", "closed") not in ("running", "connecting"):
@@ -132,7 +135,6 @@ def settle_session_objects() -> None:
     new objects. :func:`release_session_objects` (on session end) unfreezes so that a closed
     session's cycles can be collected.
     """
-    import gc
     gc.collect(1)
     gc.freeze()
 
@@ -141,7 +143,6 @@ def serve_page(title: str, viewer, on_load=None, sidebar_width: int = 390):
     """Mark one session's page servable: ``viewer.controls()`` in the sidebar, ``viewer.main()``
     in the main area of a Bootstrap template. ``on_load`` runs once the page has loaded; then the
     session's objects are settled (see :func:`settle_session_objects`) and released at the end."""
-    import panel as pn
 
     def start():
         if on_load is not None:
@@ -158,14 +159,11 @@ def serve_page(title: str, viewer, on_load=None, sidebar_width: int = 390):
 
 def release_session_objects(session_context) -> None:
     """Counterpart of :func:`settle_session_objects` for a destroyed session."""
-    import gc
     gc.unfreeze()
 
 
 def _log_gc_pauses():
     """Debug aid (NEUROTWIN_UI_DEBUG): print garbage-collector pauses longer than 50 ms."""
-    import gc
-    import sys
     started = {}
 
     def cb(phase, info):
@@ -218,7 +216,6 @@ def _cancel_later(future) -> None:
     if future is None:
         return
     if _CANCEL_POOL is None:
-        from concurrent.futures import ThreadPoolExecutor
         _CANCEL_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="neurotwin-cancel")
 
     def cancel():
@@ -292,7 +289,6 @@ class JobRunner(param.Parameterized):
                 self.n_done += 1
             self.busy = False
         if os.environ.get("NEUROTWIN_UI_DEBUG"):
-            import sys
             print(f"[ui] accept wall {time.perf_counter() - _w:.3f} s cpu {time.thread_time() - _c:.3f} s",
                   file=sys.stderr, flush=True)
         return True
@@ -307,7 +303,6 @@ class JobRunner(param.Parameterized):
             self._accept(token, res, "", t0)
 
     def _schedule(self, token, fn, args):
-        import panel as pn
 
         async def job():
             await self._run_async(token, fn, args)
@@ -374,7 +369,6 @@ class StagedResult(param.Parameterized):
         source.param.watch(self._on_source, attr)
 
     def _on_source(self, event):
-        import panel as pn
         self._generation += 1
         gen, value = self._generation, event.new
         doc = pn.state.curdoc
@@ -390,7 +384,6 @@ class StagedResult(param.Parameterized):
                 with _hold_document():
                     setattr(self, n, value)
                 if os.environ.get("NEUROTWIN_UI_DEBUG"):
-                    import sys
                     print(f"[ui] plot {n} wall {time.perf_counter() - _w:.3f} s cpu {time.thread_time() - _c:.3f} s",
                           file=sys.stderr, flush=True)
                 await asyncio.sleep(0)
@@ -405,8 +398,6 @@ def _hold_document():
     the document's model graph, and a frozen hold would force a recompute of that whole graph
     (hundreds of models) on exit — ~30 ms per plot instead of ~1 ms.
     """
-    import contextlib
-    import panel as pn
     if pn.state.curdoc is None or pn.state.curdoc.session_context is None:
         return contextlib.nullcontext()
     return pn.io.hold(pn.state.curdoc)
@@ -484,8 +475,6 @@ class ExplorerState(param.Parameterized):
                    "duration_s", "transient_s", "seed", "montage", "empirical_fc")
 
     def __init__(self, mode: str = "dask", **params):
-        from ..models import get_model
-        from ..simulate import NETWORK_PARAMS
         models = available_models()
         self.param.model.objects = models
         self.param.connectome.objects = _connectome_choices()
@@ -524,12 +513,10 @@ class ExplorerState(param.Parameterized):
         name = self.connectome_name
         if name is None:
             return ["node"]
-        from .compute import _catalog_connectome
-        return _catalog_connectome(name).labels
+        return catalog.load_connectome(name).labels
 
     def spec(self) -> dict:
         """The picklable job spec of the current inputs (see :func:`compute.explorer_spec`)."""
-        from .compute import explorer_spec
         params = values_of(self.model_params)
         net = values_of(self.network_params)
         if self.connectome_name is None:
@@ -548,7 +535,6 @@ class ExplorerState(param.Parameterized):
     # --- actions -----------------------------------------------------------------------------
     def run(self) -> int:
         """Simulate the current inputs (in the background unless ``mode="sync"``)."""
-        from .compute import explorer_job
         return self.runner.submit(explorer_job, self.spec())
 
     def add_edge(self, target: str, source: str, weight: float) -> None:
@@ -590,7 +576,6 @@ class ExplorerState(param.Parameterized):
         obj.param.watch(self._on_input, list(mod.PARAMS.names))
         self.model_params = obj
         # each model has its own network defaults (e.g. the coupling of its reference rhythm)
-        from ..simulate import network_params
         for name, value in network_params(mod).defaults().items():
             setattr(self.network_params, name, float(value))
         observed = list(getattr(mod, "OBSERVED", ()) or ())

@@ -1,0 +1,95 @@
+"""SimulationPlan: one resolver of a run, shared by the API, CLI, sweeps, fits, twins and dashboards."""
+import dataclasses
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from neurotwin_dash import sweep
+from neurotwin_dash.cli import main
+from neurotwin_dash.fit import FitProblem, FreeParam
+from neurotwin_dash.simulate import (SimulationError, SimulationPlan, all_params, network_params, plan,
+                                     run_plan, simulate, time_grid)
+from neurotwin_dash.twin import Twin
+from neurotwin_dash.ui.compute import explorer_plan
+from neurotwin_dash.ui.state import ExplorerState
+
+# one set of inputs, spelled in each path's own terms below
+INPUTS = dict(model="jansen_rit", connectome="tvb76", duration_s=0.6, transient_s=0.1, dt_ms=0.1,
+              sample_rate_hz=500.0, seed=3, normalisation="max", method="euler")
+VALUES = {"coupling": 1.5, "p": 200.0}
+
+
+def test_plan_fills_every_default_from_the_single_parameter_resolver():
+    p = plan(**INPUTS)
+    assert isinstance(p, SimulationPlan) and p.params.names == all_params("jansen_rit").names
+    for spec in all_params("jansen_rit"):
+        np.testing.assert_array_equal(p.value(spec.name), spec.default)
+    # the network defaults are the model's own (JR: coupling 2.0), not NETWORK_PARAMS' 0
+    assert p.value("coupling")[0, 0] == 2.0 == network_params("jansen_rit")["coupling"].default
+    assert p.n_batch == 1 and p.n_region == 76 and p.time.n_samples == 250
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.method = "heun"
+    with pytest.raises(ValueError, match="read-only"):
+        p.values[0, 0, 0] = 1.0
+
+
+def test_plan_and_simulate_agree_and_the_result_records_the_plan():
+    p = plan(**INPUTS, params=VALUES)
+    res = run_plan(p)
+    assert res.attrs["plan_sha256"] == p.fingerprint()
+    again = simulate(**INPUTS, params=VALUES)
+    np.testing.assert_array_equal(res["v_pyr"].values, again["v_pyr"].values)
+    assert plan(**INPUTS, params=VALUES) == p
+    assert plan(**INPUTS, params=dict(VALUES, coupling=1.6)) != p
+    assert plan(**dict(INPUTS, seed=4), params=VALUES) != p
+
+
+def test_time_grid_checks_the_clock_before_any_compute():
+    g = time_grid(duration_s=1.0, dt_ms=0.1, sample_rate_hz=250.0, transient_s=0.2)
+    assert (g.decim, g.n_steps, g.n_transient_steps, g.n_samples) == (40, 10000, 2000, 200)
+    np.testing.assert_allclose(g.sample_times()[:2], [0.2, 0.204])
+    with pytest.raises(SimulationError, match="sample_rate_hz = 300 does not divide"):
+        time_grid(1.0, 0.1, 300.0)
+
+
+def test_every_path_gives_the_same_plan_for_the_same_inputs(tmp_path):
+    """API, CLI, sweep, fit, twin and the explorer dashboard resolve the same run."""
+    api = plan(**INPUTS, params=VALUES)
+
+    out = tmp_path / "cli.nc"
+    assert main(["simulate", "--model", "jansen_rit", "--connectome", "tvb76", "--duration", "0.6",
+                 "--transient", "0.1", "--dt", "0.1", "--sample-rate", "500", "--seed", "3",
+                 "--normalisation", "max", "--method", "euler", "--set", "coupling=1.5",
+                 "--set", "p=200", "--no-progress", "--out", str(out)]) == 0
+    cli = xr.load_dataset(out, engine="h5netcdf")
+    assert cli.attrs["plan_sha256"] == api.fingerprint()
+
+    spec = sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, fixed={"p": 200.0}, **INPUTS)
+    assert sweep.batch_plan(spec, {"coupling": np.array([1.5])}, [0]) == api
+
+    problem = FitProblem(free=[FreeParam("coupling", 0.0, 3.0)], objective=None, fixed={"p": 200.0},
+                         **INPUTS)
+    assert problem.plan(problem.encode({"coupling": 1.5})[None, :]) == api
+
+    twin = Twin.from_result(run_plan(api))
+    assert twin.plan() == api
+
+    state = ExplorerState(mode="sync", auto_run=False, model="jansen_rit", connectome="tvb76",
+                          duration_s=0.5, transient_s=0.1, seed=3, normalisation="max")
+    state.update_params(VALUES)                     # duration: the explorer counts analysed time
+    assert explorer_plan(state.spec()) == api
+
+
+def test_sweep_over_connectome_scale_without_a_fixed_coupling_scales_the_models_coupling():
+    """Regression: the sweep used coupling 0 (NETWORK_PARAMS' default) instead of simulate's
+    model default (JR 2.0), so every connectome_scale sample ran uncoupled."""
+    spec = sweep.SweepSpec(axes={"connectome_scale": {"values": [1.0, 2.0]}}, **INPUTS)
+    batch = {"connectome_scale": np.array([1.0, 2.0])}
+    p = sweep.batch_plan(spec, batch)
+    np.testing.assert_array_equal(p.value("coupling")[:, 0], [2.0, 4.0])
+    res = simulate(**sweep.build_simulate_kwargs(spec, batch))
+    plain = simulate(**INPUTS)                     # coupling left to the model's default
+    np.testing.assert_array_equal(res["v_pyr"].values[0], plain["v_pyr"].values[0])
+    uncoupled = simulate(**INPUTS, params={"coupling": 0.0})
+    assert np.abs(res["v_pyr"].values[0] - uncoupled["v_pyr"].values[0]).max() > 1e-3
