@@ -15,11 +15,17 @@ import stat
 import sys
 from pathlib import Path
 
-__all__ = ["APPS", "AUTH_FILE_ENV", "apps_dir", "app_paths", "check_private_file", "read_credentials",
+__all__ = ["APPS", "INDEX_APP", "SERVED_APPS_ENV", "AUTH_FILE_ENV", "apps_dir", "app_paths", "check_private_file", "read_credentials",
            "read_cookie_secret", "auth_module_path", "panel_serve_command", "run"]
 
 #: Served apps (name -> module in neurotwin_dash.ui), in the order of the index page.
-APPS = {"explorer": "explorer", "montage": "montage", "fit": "fitmonitor"}
+APPS = {"home": "landing", "explorer": "explorer", "montage": "montage", "fit": "fitmonitor"}
+
+#: The app shown at ``/`` (the landing page lists the others).
+INDEX_APP = "home"
+
+#: Environment variable with the comma-separated apps a server runs (read by the landing page).
+SERVED_APPS_ENV = "NEUROTWIN_SERVED_APPS"
 
 _ENTRY = '"""Thin entry point (written by neurotwin serve)."""\nfrom neurotwin_dash.ui.{mod} import servable\n\nservable()\n'
 
@@ -168,8 +174,12 @@ def panel_serve_command(apps=None, port: int = 5006, address: str | None = None,
         raise ValueError(f"--num-procs must be ≥ 0 (0 = one per core), got {num_procs}")
     if num_threads is not None and int(num_threads) < 1:
         raise ValueError(f"--num-threads must be ≥ 1, got {num_threads}")
-    env: dict[str, str] = {}
-    argv = [sys.executable, "-m", "panel", "serve", *map(str, app_paths(apps)), "--port", str(int(port)),
+    names = list(apps) if apps else [a for a in APPS if a != INDEX_APP]
+    # the landing page lists the apps this server runs (SERVED_APPS_ENV) and answers at "/"
+    env: dict[str, str] = {SERVED_APPS_ENV: ",".join(n for n in names if n != INDEX_APP)}
+    names = [INDEX_APP] + [n for n in names if n != INDEX_APP]
+    argv = [sys.executable, "-m", "panel", "serve", *map(str, app_paths(names)), "--port", str(int(port)),
+            "--index", INDEX_APP,
             "--liveness",  # GET /liveness: a cheap health check that answers from the event loop
             "--address", address or "127.0.0.1"]  # local only unless asked: no accidental exposure
     for origin in allow_websocket_origin or ():

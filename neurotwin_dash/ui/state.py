@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import panel as pn
@@ -125,6 +126,23 @@ def shared_client():
         return client
 
 
+def dask_status() -> str:
+    """One line on the server's Dask client, without starting one (Markdown)."""
+    import panel as pn
+    address = os.environ.get("NEUROTWIN_DASK_SCHEDULER")
+    client = pn.state.cache.get(_CLIENT_KEY)
+    if client is None or getattr(client, "status", "closed") != "running":
+        where = f"the scheduler at `{address}`" if address else "a local cluster on this machine"
+        return f"Dask: not started yet — the first simulation connects to {where}."
+    try:
+        workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    except Exception as exc:  # a scheduler that went away: say so rather than fail the page
+        return f"Dask: client present but the scheduler does not answer ({type(exc).__name__})."
+    threads = sum(int(w.get("nthreads", 0)) for w in workers.values())
+    return (f"Dask: **{len(workers)} workers**, {threads} threads, scheduler "
+            f"`{client.scheduler.address}`.")
+
+
 def settle_session_objects() -> None:
     """Move a freshly built session's objects out of the garbage collector's way.
 
@@ -137,6 +155,10 @@ def settle_session_objects() -> None:
     """
     gc.collect(1)
     gc.freeze()
+
+
+#: The pages' icon, embedded in the page: Panel's own ``/favicon.ico`` route ignores ``--prefix``.
+FAVICON = str(Path(__file__).with_name("thumbnails") / "favicon.png")
 
 
 def serve_page(title: str, viewer, on_load=None, sidebar_width: int = 390):
@@ -153,7 +175,7 @@ def serve_page(title: str, viewer, on_load=None, sidebar_width: int = 390):
     pn.state.on_session_destroyed(release_session_objects)
     template = pn.template.BootstrapTemplate(
         title=title, sidebar=[viewer.controls()], main=[viewer.main()],
-        sidebar_width=sidebar_width, header_background="#1f4e79")
+        sidebar_width=sidebar_width, header_background="#1f4e79", favicon=FAVICON)
     return template.servable()
 
 

@@ -38,6 +38,9 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = ARTIFACTS / f"server-{'-'.join(apps)}-{self.port}.log"
+        extra = list(extra)
+        prefix = extra[extra.index("--prefix") + 1].strip("/") if "--prefix" in extra else ""
+        self.liveness = f"/{prefix}/liveness" if prefix else "/liveness"
         cmd = [sys.executable, "-m", "neurotwin_dash.cli", "serve", *apps, "--port", str(self.port),
                "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{self.port}", *extra]
         ARTIFACTS.mkdir(exist_ok=True)
@@ -52,7 +55,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early; log:\n{self.log.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(self.base + "/liveness", timeout=2) as r:
+                with urllib.request.urlopen(self.base + self.liveness, timeout=2) as r:
                     if r.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, OSError):
