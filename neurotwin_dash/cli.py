@@ -465,6 +465,33 @@ def _add_export(sub):
 
 COMMANDS += [_add_fit, _add_export]
 
+
+def _add_report(sub):
+    p = sub.add_parser("report", help="a self-contained HTML report of a twin (lab-meeting page)",
+                       description="Re-run a twin and write one HTML page with its figures (inline SVG), "
+                                   "parameters and provenance, readable on a projector.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--twin", required=True, help="twin file (.nc or .zarr) written by export or personalize")
+    p.add_argument("--out", required=True, help="HTML file to write")
+    p.add_argument("--title", default=None, help="page title (default: model and connectome)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_report)
+
+
+def _report(args):
+    from pathlib import Path
+    from .io.files import check_input
+    from .report import write_report
+    check_input(args.twin, "--twin")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:      # checked before minutes of simulation
+        raise FileExistsError(f"--out {out} exists; pass --overwrite to replace it")
+    path = write_report(args.twin, out, overwrite=args.overwrite, title=args.title)
+    print(f"wrote {path}")
+
+
+COMMANDS.append(_add_report)
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

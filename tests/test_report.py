@@ -1,0 +1,53 @@
+"""`neurotwin report`: a self-contained lab-meeting page of a twin."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from neurotwin_dash.cli import main
+from neurotwin_dash.simulate import simulate
+from neurotwin_dash.twin import Twin
+
+
+@pytest.fixture(scope="module")
+def twin_file(tmp_path_factory):
+    res = simulate("jansen_rit", "tvb76", duration_s=5.0, transient_s=1.0, seed=3, sample_rate_hz=250.0,
+                   params={"coupling": 2.0})
+    path = tmp_path_factory.mktemp("twin") / "twin.nc"
+    Twin.from_result(res, name="sub01").save(path)
+    return path
+
+
+def test_report_is_one_self_contained_page_with_figures_parameters_and_provenance(twin_file, tmp_path):
+    out = tmp_path / "report.html"
+    assert main(["report", "--twin", str(twin_file), "--out", str(out)]) == 0
+    page = out.read_text()
+    for name in ("spectra", "band_powers", "fc", "topomap", "eeg_traces"):
+        assert f"<figure id='fig-{name}'>" in page
+    assert page.count("<svg") == 5
+    assert "reproduced bit for bit" in page                      # the twin re-ran identically
+    assert "<td>coupling</td><td>2</td>" in page and "seed 3" in page
+    # nothing fetched from elsewhere: no external scripts, stylesheets or images
+    assert not re.search(r"(src|href)=['\"]https?://", page)
+    # projector-readable: body 18 px, every SVG text at ≥ 12 pt
+    sizes = [float(s) for s in re.findall(r"font-size:\s*([\d.]+)px", page)]
+    assert min(sizes) >= 14
+    # SVG text is drawn as glyph paths scaled by (font size in pt) / 100
+    svg_pt = [100 * float(s) for s in re.findall(r"scale\((0\.\d+) -0\.\d+\)", page)]
+    assert len(svg_pt) > 50 and min(svg_pt) >= 12 - 1e-9
+
+
+def test_report_refuses_to_replace_an_existing_page(twin_file, tmp_path):
+    out = tmp_path / "report.html"
+    out.write_text("keep me")
+    assert main(["report", "--twin", str(twin_file), "--out", str(out)]) != 0
+    assert out.read_text() == "keep me"
+    assert main(["report", "--twin", str(tmp_path / "missing.nc"), "--out", str(tmp_path / "x.html")]) != 0
+
+
+def test_single_node_report_has_spectra_and_band_powers_only(tmp_path):
+    from neurotwin_dash.report import report_html
+    res = simulate("jansen_rit", None, duration_s=4.0, transient_s=0.5, seed=0, sample_rate_hz=250.0)
+    page = report_html(Twin.from_result(res), result=res)
+    assert page.count("<svg") == 2 and "reproduced bit for bit" in page
