@@ -175,7 +175,7 @@ QUICKSTART = [
         ## 3. Spectra, band powers and the alpha peak
 
         `neurotwin_dash.analysis` works on labelled arrays: `welch` keeps every other dim
-        (batch, region) and adds `frequency`; `band_power` adds `band` (SCIENCE.md band table:
+        (batch, region) and adds `frequency`; `band_power` adds `band` (docs/science.md band table:
         delta 1–4, theta 4–8, alpha 8–13, beta 13–30, gamma 30–80 Hz); `peak_frequency` finds the
         spectral maximum in a band with sub-bin interpolation.
     '''),

@@ -163,7 +163,7 @@ def test_simulated_twin_eeg_beside_the_subject_imports_like_the_simulation(tmp_p
     via_bids = eeg_in.import_eeg(eeg_path, fc_bands=("alpha",))
     np.testing.assert_allclose(via_bids["band_power"].values, direct["band_power"].values, rtol=1e-4)
     np.testing.assert_allclose(via_bids["alpha_peak_hz"].values, direct["alpha_peak_hz"].values, atol=1e-3)
-    assert 8.0 < float(via_bids["alpha_peak_hz_mean"]) < 13.0   # Jansen–Rit alpha (SCIENCE.md §1)
+    assert 8.0 < float(via_bids["alpha_peak_hz_mean"]) < 13.0   # Jansen–Rit alpha (docs/science.md §1)
     side = json.loads(sim_path.with_suffix(".json").read_text())
     assert side["Provenance"]["connectome_hash"] == res.attrs["connectome_hash"]
     assert side["Parameters"]["coupling"] == 1.0 and side["Parameters"]["seed"] == 3

@@ -30,7 +30,7 @@ def test_half_second_impulse_peaks_when_the_constants_predict_then_undershoots(c
     assert float(r.time[j]) == pytest.approx(t_under, abs=0.3)
     assert -0.5 * y[i] < y[j] < -0.02 * y[i]           # undershoot, smaller than the peak
     assert abs(y[-1]) < 0.01 * y[i]                    # back to baseline
-    if constants == "classic":                         # SCIENCE.md §5: 1.5 % and −0.27 %
+    if constants == "classic":                         # docs/science.md §5: 1.5 % and −0.27 %
         assert y[i] == pytest.approx(0.0151, abs=0.0005)
         assert y[j] == pytest.approx(-0.0027, abs=0.0002)
 

@@ -13,7 +13,7 @@ def tvb76():
 
 def test_tvb76_has_76_regions_with_real_weights_and_lengths_in_mm(tvb76):
     assert tvb76.n_regions == 76
-    assert np.count_nonzero(tvb76.weights) == 1560  # SCIENCE.md §10
+    assert np.count_nonzero(tvb76.weights) == 1560  # docs/science.md §4
     lengths = tvb76.tract_lengths[tvb76.weights > 0]
     assert 10 < np.median(lengths) < 150  # millimetres, not metres
     assert tvb76.ds["tract_lengths"].attrs["units"] == "mm"

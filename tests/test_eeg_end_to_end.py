@@ -39,7 +39,7 @@ def test_jansen_rit_76_regions_to_eeg_gives_alpha_with_documented_topography_and
     res = simulate_mod.simulate("jansen_rit", "tvb76", duration_s=11.0, sample_rate_hz=250.0, seed=3,
                                 transient_s=1.0)
     assert not bool(res["diverged"].any())
-    # analysis on the region signals: alpha peak as in SCIENCE.md (median 10.5 Hz)
+    # analysis on the region signals: alpha peak as in docs/science.md (median 10.5 Hz)
     spec = an.spectral_metrics(res["v_pyr"], aperiodic=False)
     assert float(spec["alpha_peak_hz"].median()) == pytest.approx(10.5, abs=0.6)
 

@@ -1,4 +1,4 @@
-"""Wilson–Cowan and Lopes da Silva: the classics (SCIENCE.md §3b), and the model registry."""
+"""Wilson–Cowan and Lopes da Silva: the classics (docs/science.md §3b), and the model registry."""
 import numpy as np
 import pytest
 from scipy.signal import welch

@@ -1,4 +1,4 @@
-"""Jansen–Rit reference behaviours (SCIENCE.md §1)."""
+"""Jansen–Rit reference behaviours (docs/science.md §1)."""
 import numpy as np
 import pytest
 from scipy.signal import welch
@@ -17,7 +17,7 @@ def test_single_node_peaks_in_alpha_at_p220_without_noise():
     ds = simulate("jansen_rit", None, duration_s=12.0, transient_s=2.0, params={"noise_sd": 0.0})
     v = ds.v_pyr.values[0, :, 0]
     assert 10.0 <= _peak_hz(v) <= 11.0
-    assert 2.5 < np.ptp(v) < 4.5  # SCIENCE: 3.4 mV peak-to-peak
+    assert 2.5 < np.ptp(v) < 4.5  # docs/science.md: 3.4 mV peak-to-peak
 
 
 def test_single_node_peaks_in_alpha_with_input_noise():

@@ -1,4 +1,4 @@
-"""LaNMM: alpha from P1, gamma from P2, phase-amplitude coupling, AD gamma loss (SCIENCE.md §3)."""
+"""LaNMM: alpha from P1, gamma from P2, phase-amplitude coupling, AD gamma loss (docs/science.md §3)."""
 import numpy as np
 import pytest
 from scipy.signal import butter, hilbert, sosfiltfilt, welch

@@ -1,4 +1,4 @@
-"""Wendling 2002 activity types told apart by spectral and waveform features (SCIENCE.md §2)."""
+"""Wendling 2002 activity types told apart by spectral and waveform features (docs/science.md §2)."""
 import numpy as np
 import pytest
 from scipy.signal import find_peaks, welch

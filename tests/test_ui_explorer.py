@@ -56,7 +56,7 @@ def test_coupling_slider_uses_a_narrower_soft_range_but_keeps_declared_bounds():
 def test_single_node_jansen_rit_peaks_in_alpha_and_moves_when_input_drops(node_state):
     s = node_state
     res = s.runner.result
-    assert 10.0 <= _peak_hz(res) <= 11.5                    # SCIENCE.md: 10.75 Hz at p = 220
+    assert 10.0 <= _peak_hz(res) <= 11.5                    # docs/science.md: 10.75 Hz at p = 220
     alpha = float(res["band_region"].sel(band="alpha").values[0])
     n_before = s.runner.n_done
     s.model_params.p = 60.0                                  # below the Hopf point: no limit cycle
@@ -272,7 +272,7 @@ def test_lanmm_superficial_output_carries_gamma():
     s.update_params({"duration_s": 3.0, "output": "v_p2"})
     s.run()
     assert s.runner.result.attrs["output"] == "v_p2"
-    assert 30.0 <= _peak_hz(s.runner.result, lo=20.0) <= 50.0       # SCIENCE.md: P2 peak ~39 Hz
+    assert 30.0 <= _peak_hz(s.runner.result, lo=20.0) <= 50.0       # docs/science.md: P2 peak ~39 Hz
 
 
 def test_network_sliders_start_at_each_models_own_network_defaults():

@@ -5,7 +5,7 @@ Signals are DataArrays with ``time`` (s) and a node dim (``region`` by default, 
 (…, node, node2), e.g. ``(batch, region, region2)`` as in :mod:`neurotwin_dash.connectome`.
 Computations are lifted with ``xarray.apply_ufunc(..., dask="parallelized")``.
 
-Definitions (SCIENCE.md §6):
+Definitions (docs/science.md §6):
 
 * FC: Pearson correlation over time (BOLD, or any signal).
 * PLV: |⟨exp(i(φ_j − φ_k))⟩_t| of band-pass (zero-phase Butterworth) Hilbert phases

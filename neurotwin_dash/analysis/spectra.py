@@ -5,7 +5,7 @@ Every function takes a DataArray with a ``time`` dim (seconds) or a spectrum wit
 Welch spectra are lifted with ``xarray.apply_ufunc(..., dask="parallelized")``, so a chunked
 (Dask) array is processed chunk by chunk as long as ``time`` is a single chunk.
 
-Band table (SCIENCE.md §6): delta 1–4, theta 4–8, alpha 8–13, beta 13–30, gamma 30–80 Hz,
+Band table (docs/science.md §6): delta 1–4, theta 4–8, alpha 8–13, beta 13–30, gamma 30–80 Hz,
 and low_gamma 30–50 Hz around the 40 Hz rhythm. Band edges are [low, high): a bin at exactly
 the boundary belongs to the upper band.
 """

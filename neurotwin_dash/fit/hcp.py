@@ -4,7 +4,7 @@
 whole-brain model's global coupling, input, noise and conduction speed (optionally per-region
 input = excitability) so that its simulated BOLD FC matches the empirical FC of the group (or of
 one subject). :func:`structural_baseline_r` is the number every such fit must beat: the
-correlation between the *log structural weights* and the FC (r ≈ 0.46 for the group; SCIENCE.md
+correlation between the *log structural weights* and the FC (r ≈ 0.46 for the group; docs/science.md
 §6) — a fit below it explains nothing.
 
 Model and regime (documented choice)

@@ -22,7 +22,7 @@ term                      loss                                        reports
 Every measurement comes from :mod:`neurotwin_dash.analysis` (Welch spectra, FC, FCD, FOOOF
 exponent) and :mod:`neurotwin_dash.observe.bold` (Balloon–Windkessel); this module only
 decides what to compare. :func:`healthy_objective` is the library of healthy-dynamics criteria
-(SCIENCE.md §9) used by fits and by the Alzheimer's scenario.
+(docs/science.md §9) used by fits and by the Alzheimer's scenario.
 
 References: FC fit as the Pearson correlation of upper triangles (Honey et al. 2009; Deco et
 al. 2013); FCD and its KS distance (Hansen et al. 2015; Deco et al. 2017); aperiodic exponent
@@ -531,7 +531,7 @@ class Objective:
 
 
 def healthy_objective(model: str = "jansen_rit", fcd: bool = False, weight: float = 1.0) -> Objective:
-    """Healthy resting dynamics as an objective (SCIENCE.md §9), 0 when all criteria hold.
+    """Healthy resting dynamics as an objective (docs/science.md §9), 0 when all criteria hold.
 
     * alpha peak in 8–12 Hz (deep-layer output for LaNMM: ``v_p1``);
     * aperiodic exponent in 1–2 (FOOOF, 2–40 Hz; Gao et al. 2017's E/I proxy);

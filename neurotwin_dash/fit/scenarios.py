@@ -2,7 +2,7 @@
 
 Model: the laminar neural mass model (LaNMM; Sanchez-Todo et al. 2023) on the tvb-data
 76-region connectome. In the **target regions** the PV → P2 connectivity ``C7`` is lowered from
-the healthy 550 towards 140 (the AD end point of Ruffini's code; SCIENCE.md §3) over a dense path
+the healthy 550 towards 140 (the AD end point of Ruffini's code; docs/science.md §3) over a dense path
 (default nine values, :data:`DENSE_C7`); the other regions stay healthy. Loss of fast (PV)
 inhibition onto the superficial pyramidal cells is the interneuron dysfunction reported in AD
 models (Verret et al. 2012, Cell 149:708) and is what 40 Hz stimulation was proposed to
@@ -61,7 +61,7 @@ __all__ = ["AD_PATH", "DENSE_C7", "DEFAULT_TARGETS", "STAGES", "COLLAPSE_FRACTIO
            "ScenarioConfig", "ad_progression", "summarise_progression", "classify_stages", "stage_points",
            "tacs_search", "dose_response", "alzheimer_scenario", "plot_scenario", "restoration"]
 
-#: C7 (PV → P2) at the three named points of Ruffini's code (SCIENCE.md §3)
+#: C7 (PV → P2) at the three named points of Ruffini's code (docs/science.md §3)
 AD_PATH = {"healthy": 550.0, "MCI": 300.0, "AD": 140.0}
 #: the dense disease path: healthy (first) → AD (last)
 DENSE_C7 = (550.0, 500.0, 450.0, 400.0, 350.0, 300.0, 250.0, 200.0, 140.0)

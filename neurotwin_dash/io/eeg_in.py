@@ -8,7 +8,7 @@ the simulated EEG of :func:`neurotwin_dash.observe.eeg.simulated_eeg` — into t
 ``xarray.Dataset`` of targets, so empirical and simulated EEG are compared like for like:
 
 * ``psd`` (sensor, frequency): Welch spectrum (Hann, 2 s windows → 0.5 Hz), V²/Hz;
-* ``band_power`` / ``relative_band_power`` (sensor, band): the band table of SCIENCE.md §6
+* ``band_power`` / ``relative_band_power`` (sensor, band): the band table of docs/science.md §6
   (:data:`neurotwin_dash.analysis.spectra.BANDS`);
 * ``alpha_peak_hz`` (sensor), ``alpha_peak_hz_mean`` (peak of the mean spectrum) and
   ``dominant_peak_hz``;

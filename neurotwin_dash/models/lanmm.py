@@ -22,7 +22,7 @@ rates ``x_k`` and weights ``C_k`` follow :data:`SYNAPSES`. Membrane potentials::
 External inputs: ``e1`` to P1 (synapse 3), ``e2`` to P2 (synapse 8), ``e_pv`` to PV (14); the
 deterministic part of each is clipped at 0.
 
-Network coupling (the "simplest scheme" of SCIENCE.md §4): two transmitted rates, P1's and
+Network coupling (the "simplest scheme" of docs/science.md §4): two transmitted rates, P1's and
 P2's firing rates; ``K Σ_j W_ij r_P1,j(t − τ)`` adds to region i's ``e1`` (the P1-targeting
 input) and ``K Σ_j W_ij r_P2,j(t − τ)`` to its ``e2`` (the P2-targeting input).
 

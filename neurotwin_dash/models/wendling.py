@@ -19,7 +19,7 @@ pyramidal soma and is itself inhibited by the slow (dendritic) population. State
 * Choice of ``g``: the default is **350 s⁻¹** (as in several public implementations), not the
   paper's 500 s⁻¹: with this package's noise convention (input sd 30 s⁻¹ per 1-ms sample)
   g = 500 never produced the low-voltage fast activity of type 5 (its spectrum peaked at
-  2.5 Hz), whereas g = 350 gives it at ~23 Hz (SCIENCE.md §2).
+  2.5 Hz), whereas g = 350 gives it at ~23 Hz (docs/science.md §2).
 * Activity types at A = 5 as (B, G) move: 1 background (50, 15), 2 sporadic spikes (40, 15),
   3 sustained spike discharges (25, 15), 4 slow rhythmic (10, 15), 5 low-voltage fast
   activity (5, 25), 6 slow quasi-sinusoidal (15, 0) — see :data:`ACTIVITY_TYPES`.

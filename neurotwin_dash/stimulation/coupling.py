@@ -8,7 +8,7 @@ P2; see each model's ``POLARISED``) gets the soma shift
 with ``E_n`` the inward normal field of the montage at its peak currents (V/m; positive
 depolarises, :mod:`neurotwin_dash.stimulation.efield`), ``w(t)`` the dimensionless waveform
 (:mod:`neurotwin_dash.stimulation.waveforms`) and ``λ`` the coupling constant
-``stim_lambda_mV_per_V_m`` (SCIENCE.md §7: 0.1–0.3 mV per V/m, from Molaee-Ardekani et al.
+``stim_lambda_mV_per_V_m`` (docs/science.md §7: 0.1–0.3 mV per V/m, from Molaee-Ardekani et al.
 2013 / Ruffini et al. 2013 modelling and in-vitro polarisation lengths, Bikson et al. 2004;
 default 0.2, bounds 0–1). The result is a :class:`neurotwin_dash.simulate.Drive` (or one per
 component for per-electrode phases), ready for ``simulate(..., drive=...)``.

@@ -1,6 +1,6 @@
 """tES electric fields at connectome regions by reciprocity on the EEG forward model.
 
-Physics (SCIENCE.md §7). The head is a linear, quasi-static volume conductor, so by Helmholtz
+Physics (docs/science.md §7). The head is a linear, quasi-static volume conductor, so by Helmholtz
 reciprocity (Rush & Driscoll 1969) the field that a current ``I`` injected at electrode *k*
 (and removed elsewhere) produces at a point equals the EEG lead field of that electrode. With
 the reference-free EEG gain ``G_k(r)`` (V per A·m: potential at electrode *k* from a unit dipole
@@ -26,7 +26,7 @@ radius). With that head, bipolar scalp montages give **≈ 0.1–0.3 V/m per mA*
 0.004 S/m is a low skull conductivity (reported 0.01–0.015 S/m); pass ``head=`` (and other
 forward-model options) to change it.
 
-Normal component (convention of Ruffini's group, SCIENCE.md §7): ``E_n = E · n`` with ``n`` the
+Normal component (convention of Ruffini's group, docs/science.md §7): ``E_n = E · n`` with ``n`` the
 unit normal pointing from the pial surface **into** the cortex (toward white matter, along the
 pyramidal cell's apical-dendrite-to-soma axis). **Positive E_n depolarises the soma.** Region
 orientations in tvb-data (and the radial fallback of the forward model) point *outward*, like

@@ -9,7 +9,7 @@ make them — and the safety limits of multichannel stimulators are enforced on 
 * at most ``max_electrodes`` active (non-zero) electrodes (8 by default).
 
 The limits live in :class:`Limits` and are all configurable. Every violation raises
-:class:`MontageError` naming the electrode (where there is one) and the limit (SCIENCE.md §7).
+:class:`MontageError` naming the electrode (where there is one) and the limit (docs/science.md §7).
 
 Positions come from MNE's standard montages through :mod:`neurotwin_dash.catalog`
 (``"standard_1005"`` by default, a superset of 10-10 and 10-20).
@@ -36,7 +36,7 @@ class MontageError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Safety limits of a stimulator (SCIENCE.md §7: Starstim-like defaults).
+    """Safety limits of a stimulator (docs/science.md §7: Starstim-like defaults).
 
     Parameters
     ----------

@@ -2,7 +2,7 @@
 
 Field-driven (Ruffini et al. 2014, "Optimization of multifocal transcranial current
 stimulation for weighted cortical pattern targeting from realistic modeling of electric
-fields", NeuroImage 89:216–225; SCIENCE.md §8). With ``A`` the per-electrode normal-field matrix
+fields", NeuroImage 89:216–225; docs/science.md §8). With ``A`` the per-electrode normal-field matrix
 (region × electrode, V/m per mA; :func:`~neurotwin_dash.stimulation.efield.electrode_fields`),
 a target map ``t`` (desired E_n per region) and weights ``w``, find the currents ``I`` (mA)
 

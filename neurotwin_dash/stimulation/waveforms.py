@@ -11,7 +11,7 @@ tACS with a different phase per electrode is not one montage times one waveform;
 exactly into a sine and a cosine component (:func:`phased_tacs`): with
 ``I_k(t) = a_k sin(ωt + φ_k) = a_k cos φ_k · sin ωt + a_k sin φ_k · cos ωt``.
 
-Ramps follow common practice (SCIENCE.md §7): tDCS ramps of 10–30 s; tACS often ramps a few
+Ramps follow common practice (docs/science.md §7): tDCS ramps of 10–30 s; tACS often ramps a few
 seconds. The text form used by the CLI is parsed by :func:`parse_waveform`.
 """
 from __future__ import annotations
