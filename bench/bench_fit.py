@@ -10,6 +10,13 @@ figure ``bench/figures/ad_scenario.png``.
 
     python bench/bench_fit.py hcp [--generations 6 --popsize 8 --duration 1210]
     python bench/bench_fit.py ad
+
+``personal``: personal twins of the catalog subjects (``neurotwin personalize``): held-out r beside
+every baseline, the 12 × 12 identifiability matrix, robustness at ±5 % coupling; wall time per
+subject and in all, evaluations per minute; figures ``bench/figures/personal_identifiability.png``
+and ``bench/figures/personal_<first subject>.png``.
+
+    python bench/bench_fit.py personal [--subjects hcp:101309 gw:NAP_001 ...] [--out DIR]
 """
 from __future__ import annotations
 
@@ -127,6 +134,39 @@ def ad(args):
     print(f"figure: {FIG / 'ad_scenario.png'}")
 
 
+def personal(args):
+    import shutil
+    from neurotwin_dash.fit import personal as P
+    subs = args.subjects or P.available_subjects()
+    out = Path(args.out or tempfile.mkdtemp(prefix="neurotwin_personal_"))
+    st = P.PersonalSettings(generations=args.generations, popsize=args.popsize)
+    t0 = time.perf_counter()
+    res = P.personalize_all(subs, out, st, overwrite=args.overwrite)
+    wall = time.perf_counter() - t0
+    rows = res["subjects"]
+    n_eval = sum(r["evaluations"] for r in rows.values())
+    fit_s = sum(r["seconds"] for r in rows.values())
+    rs = np.array([r["heldout"]["r"] for r in rows.values()])
+    print(f"settings: {json.dumps(rows[subs[0]]['settings'])}")
+    print(f"{len(subs)} subject(s): {wall / 60:.1f} min in all ({fit_s / len(subs):.0f} s per subject), "
+          f"{n_eval} CMA-ES evaluations, {n_eval / (fit_s / 60):.1f} evaluations/min (2 shared cores)")
+    print(f"held-out r: mean {rs.mean():.3f} (min {rs.min():.3f}, max {rs.max():.3f})")
+    for name in next(iter(rows.values()))["baselines"]:
+        b = np.array([r["baselines"][name]["r"] for r in rows.values()])
+        beaten = sum(r["beats"][name] for r in rows.values())
+        print(f"  baseline {name:16s} mean r {np.nanmean(b):.3f}; twin better for {beaten}/{len(subs)}")
+    drops = np.array([r["heldout"]["robustness_drop"] for r in rows.values()])
+    print(f"robustness: r drop at ±5 % coupling mean {drops.mean():.3f}, max {drops.max():.3f}; "
+          f"≤ 0.05 for {(drops <= 0.05).sum()}/{len(subs)}")
+    if "identified" in res:
+        print(f"identifiability: own subject best for {res['identified']}/{len(subs)}; ranks {res['own_rank']}")
+        FIG.mkdir(exist_ok=True)
+        shutil.copyfile(out / "identifiability.png", FIG / "personal_identifiability.png")
+    shutil.copyfile(out / subs[0].replace(":", "_") / "report.png",
+                    FIG / f"personal_{subs[0].replace(':', '_')}.png")
+    print(f"outputs in {out}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -138,9 +178,15 @@ def main():
                    help="fit checkpoint (re-running resumes / replays it)")
     a = sub.add_parser("ad")
     a.add_argument("--stage", default="MCI")
+    p = sub.add_parser("personal")
+    p.add_argument("--subjects", nargs="*", default=None, help="catalog subjects (default: all 12)")
+    p.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")
+    p.add_argument("--generations", type=int, default=2)
+    p.add_argument("--popsize", type=int, default=4)
+    p.add_argument("--overwrite", action="store_true")
     args = ap.parse_args()
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    {"hcp": hcp, "ad": ad}[args.what](args)
+    {"hcp": hcp, "ad": ad, "personal": personal}[args.what](args)
 
 
 if __name__ == "__main__":

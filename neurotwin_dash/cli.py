@@ -492,6 +492,14 @@ def _report(args):
 
 COMMANDS.append(_add_report)
 
+
+def _add_personalize(sub):
+    from .fit.personal import add_personalize_parser
+    add_personalize_parser(sub)
+
+
+COMMANDS.append(_add_personalize)
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -384,6 +384,60 @@ def twin_from_linear(weights, lin: LinearFit, noise_level: float = 0.01,
             "noise_sd": noise_level * np.sqrt(lin.noise_var)}
 
 
+def linearized_fc(w_spectral, coupling: float, x_ext, noise_sd, max_iter: int = 5000) -> np.ndarray:
+    """BOLD-FC prediction of the twin's linearisation around its actual fixed point.
+
+    Solves ``x = (1 − x) S(x_ext + K W x)`` (damped iteration), then
+    ``J = −diag(1 + S) + diag((1 − x) S') K W`` and returns the correlation of
+    ``J⁻¹ diag(noise_sd²) J⁻ᵀ`` (the zero-frequency covariance BOLD sees). NaN when the fixed
+    point is unstable or not found.
+    """
+    from ..models import wilson_cowan as wc
+    a, mu = wc.PARAMS["a_e"].default, wc.PARAMS["mu_e"].default
+    w = np.asarray(w_spectral, dtype=float)
+    xe = np.asarray(x_ext, dtype=float)
+    x = np.full(len(w), 0.1)
+    for _ in range(int(max_iter)):
+        new = (1 - x) / (1 + np.exp(-a * (xe + coupling * w @ x - mu)))
+        done = np.max(np.abs(new - x)) < 1e-12
+        x = 0.5 * x + 0.5 * new
+        if done:
+            break
+    else:
+        return np.full(w.shape, np.nan)
+    sv = 1 / (1 + np.exp(-a * (xe + coupling * w @ x - mu)))
+    jac = -np.diag(1 + sv) + ((1 - x) * a * sv * (1 - sv))[:, None] * (coupling * w)
+    if np.max(np.linalg.eigvals(jac).real) >= 0:
+        return np.full(w.shape, np.nan)
+    ji = np.linalg.inv(jac)
+    c = (ji * np.asarray(noise_sd, dtype=float) ** 2) @ ji.T
+    sd = np.sqrt(np.diag(c))
+    return c / np.outer(sd, sd)
+
+
+def choose_operating_point(weights, lin: LinearFit, fc_train, span: float = 0.05,
+                           grid=(0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3)) -> tuple[float, dict]:
+    """Operating point x* whose linearised twin keeps its first-half r flattest at ±``span`` coupling.
+
+    At x* every region has the fitted gain, so r at the nominal coupling is the same for every x*;
+    what x* changes is how far the fixed points (and so the gains) move when the coupling moves,
+    because the excitabilities stay put. Only the first half (``fc_train``) is used.
+
+    Returns
+    -------
+    (x_star, {x_star: largest drop of first-half r at 1 ± span})
+    """
+    ws = _spectral(weights)
+    drops = {}
+    for xs in grid:
+        p = twin_from_linear(weights, lin, noise_level=1.0, x_star=xs)
+        rs = [_r(linearized_fc(ws, p["coupling"] * f, p["x_ext"], p["noise_sd"]), fc_train)
+              for f in (1 - span, 1.0, 1 + span)]
+        drops[float(xs)] = float(rs[1] - min(rs)) if np.all(np.isfinite(rs)) else float("inf")
+    best = min(drops, key=drops.get)
+    return best, drops
+
+
 @dataclass
 class PersonalProblem(FitProblem):
     """A :class:`FitProblem` whose free ``coupling`` also sets the per-region excitabilities
@@ -419,18 +473,21 @@ class PersonalProblem(FitProblem):
 class PersonalSettings:
     """Budget of one personal fit (documented defaults; ``quick()`` for tests and CI).
 
-    fit_duration_s : simulated seconds per CMA-ES candidate (None: 2 × the half's length).
-    final_duration_s : simulated seconds of the twin's run that is scored (None: 4 × the half).
+    fit_duration_s : simulated seconds per CMA-ES candidate (None: the half's length).
+    final_duration_s : simulated seconds of the twin's run that is scored (None: 4 × the half;
+        the twin's FC is a model property, estimated the better the longer it runs).
     generations, popsize : CMA-ES budget over coupling, noise level and speed.
+    dt_ms : Euler step; 2 ms is 1/10 of ``tau_e`` (the zero-frequency response that sets BOLD FC
+        is the same for any stable step).
     frames : use only the first ``frames`` BOLD frames (None: all).
     """
 
     fit_duration_s: float | None = None
     final_duration_s: float | None = None
-    generations: int = 3
+    generations: int = 2
     popsize: int = 4
     seed: int = 0
-    dt_ms: float = 1.0
+    dt_ms: float = 2.0
     frames: int | None = None
     noise_level: float = 0.01
     coupling_span: float = 0.1
@@ -439,11 +496,12 @@ class PersonalSettings:
 
     @classmethod
     def quick(cls) -> "PersonalSettings":
-        return cls(fit_duration_s=150.0, final_duration_s=200.0, generations=1, popsize=2, frames=240)
+        return cls(fit_duration_s=60.0, final_duration_s=90.0, generations=1, popsize=2, frames=240)
 
 
-def _personal_problem(conn, lin: LinearFit, half: SplitHalf, st: PersonalSettings, duration_s: float):
-    k0 = coupling_for_gain(lin.gain)
+def _personal_problem(conn, lin: LinearFit, half: SplitHalf, st: PersonalSettings, duration_s: float,
+                      x_star: float = OPERATING_POINT):
+    k0 = coupling_for_gain(lin.gain, x_star)
     span = st.coupling_span
     free = [FreeParam("coupling", k0 * (1 - span), k0 * (1 + span)),
             FreeParam("noise_sd", st.noise_level / 3, st.noise_level * 3, log=True),
@@ -453,7 +511,7 @@ def _personal_problem(conn, lin: LinearFit, half: SplitHalf, st: PersonalSetting
     return PersonalProblem(model="wilson_cowan", connectome=conn, free=free, fixed=dict(HCP_REGIME),
                            objective=obj, duration_s=float(duration_s), dt_ms=st.dt_ms, seed=st.seed,
                            sample_rate_hz=100.0, transient_s=5.0, normalisation="spectral",
-                           record=["exc"], noise_pattern=np.sqrt(lin.noise_var), x_star=OPERATING_POINT)
+                           record=["exc"], noise_pattern=np.sqrt(lin.noise_var), x_star=x_star)
 
 
 def _sim_bold(result, tr_s, skip_s):
@@ -503,12 +561,13 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
     lin_g = fit_linear(w, fc1, per_region=False)
     lin = fit_linear(w, fc1, per_region=True)
     base = baselines(w, half, others, linear_global=lin_g, linear_regional=lin)
+    x_star, x_drops = choose_operating_point(w, lin, fc1, st.robustness)
 
     half_s = half.frames * half.tr_s
-    fit_dur = st.fit_duration_s or 2 * half_s
+    fit_dur = st.fit_duration_s or half_s
     final_dur = st.final_duration_s or 4 * half_s
-    problem = _personal_problem(conn, lin, half, st, fit_dur + st.skip_s)
-    x0 = {"coupling": coupling_for_gain(lin.gain), "noise_sd": st.noise_level, "speed_m_s": 10.0}
+    problem = _personal_problem(conn, lin, half, st, fit_dur + st.skip_s, x_star)
+    x0 = {"coupling": coupling_for_gain(lin.gain, x_star), "noise_sd": st.noise_level, "speed_m_s": 10.0}
     fres = fit(problem, method="cmaes", generations=st.generations, popsize=st.popsize, seed=st.seed,
                client=client, checkpoint=checkpoint, x0=x0, sigma0=0.25, progress=progress)
 
@@ -537,7 +596,8 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
         "values": {k: np.asarray(v).tolist() for k, v in fres.best.items()},
         "heldout": scores, "baselines": base, "beats": beats, "robustness": robustness,
         "linear": {"gain_global": lin_g.gain, "gain": lin.gain, "noise_var": lin.noise_var.tolist(),
-                   "r_train": lin.r_train, "operating_point": OPERATING_POINT},
+                   "r_train": lin.r_train, "operating_point": x_star,
+                   "operating_point_drops": {f"{k:g}": v for k, v in x_drops.items()}},
         "loss": fres.loss, "method": fres.method, "evaluations": fres.evaluations,
         "generations": fres.generations, "objective": problem.objective.spec(),
         "settings": asdict(st), "fit_duration_s": fit_dur, "final_duration_s": final_dur,
@@ -564,3 +624,201 @@ def own_ranks(matrix: xr.DataArray) -> dict[str, int]:
     """Rank (1 = best) of each twin's own subject among all subjects' held-out FCs."""
     m = matrix.values
     return {s: int(np.sum(m[i] > m[i, i])) + 1 for i, s in enumerate(matrix["twin"].values.tolist())}
+
+
+# --------------------------------------------------------------------------------------------
+# files: twin, history, figures; the CLI
+# --------------------------------------------------------------------------------------------
+
+#: files :func:`write_personal` puts in a subject's folder
+OUTPUT_FILES = ("twin.nc", "history.nc", "fc.nc", "report.png", "scores.json")
+
+
+def summary(out: dict) -> dict:
+    """JSON-able summary of a :func:`personalize` result (what ``scores.json`` holds)."""
+    meta = out["twin"].fit
+    return {"subject": meta["subject"], "connectome_hash": meta["connectome_hash"],
+            "heldout": out["scores"], "baselines": out["baselines"], "beats": out["beats"],
+            "robustness": out["robustness"], "values": meta["values"], "linear": {
+                k: v for k, v in meta["linear"].items() if k != "noise_var"},
+            "evaluations": meta["evaluations"], "seconds": out["seconds"], "settings": meta["settings"]}
+
+
+def _json_text(obj) -> str:
+    return json.dumps(obj, indent=1, default=lambda o: o.item() if isinstance(o, np.generic) else str(o),
+                      allow_nan=True)
+
+
+def _check_free(folder: Path, overwrite: bool):
+    from ..io.files import OutputExistsError
+    if overwrite:
+        return
+    taken = [n for n in OUTPUT_FILES if (folder / n).exists()]
+    if taken:
+        raise OutputExistsError(f"{folder} already holds {', '.join(taken)}; choose another --out or pass "
+                                "--overwrite to replace them")
+
+
+def write_personal(out: dict, folder, overwrite: bool = False) -> dict[str, Path]:
+    """Write a :func:`personalize` result into ``folder``: ``twin.nc`` (the twin, with subject,
+    connectome hash, held-out scores and baselines in its fit metadata), ``history.nc`` (every
+    CMA-ES evaluation), ``fc.nc`` (twin FC, first- and second-half FC), ``scores.json`` and
+    ``report.png``. Every file is written to a temporary name and renamed; existing files are
+    only replaced with ``overwrite``."""
+    from ..io.files import write_new
+    folder = Path(folder)
+    _check_free(folder, overwrite)
+    half = out["half"]
+    labels = [str(s) for s in out["twin"].connectome.labels]
+    fcs = xr.Dataset({"fc_twin": (("region", "region2"), out["fc_twin"]),
+                      "fc_train": (("region", "region2"), half.fc_train),
+                      "fc_test": (("region", "region2"), half.fc_test)},
+                     coords={"region": labels, "region2": labels},
+                     attrs={"subject": half.subject, "frames_per_half": half.frames, "tr_s": half.tr_s})
+    hist = out["fit"].history.copy()
+    hist.attrs = {"subject": half.subject, "method": out["fit"].method}
+    paths = {
+        "twin.nc": write_new(folder / "twin.nc", out["twin"].save, overwrite),
+        "history.nc": write_new(folder / "history.nc", lambda p: hist.to_netcdf(p, engine="h5netcdf"), overwrite),
+        "fc.nc": write_new(folder / "fc.nc", lambda p: fcs.to_netcdf(p, engine="h5netcdf"), overwrite),
+        "scores.json": write_new(folder / "scores.json", lambda p: p.write_text(_json_text(summary(out))),
+                                 overwrite),
+        "report.png": write_new(folder / "report.png", lambda p: report_figure(out).savefig(p, dpi=90), overwrite),
+    }
+    return paths
+
+
+def report_figure(out: dict):
+    """Figure: held-out FC, twin FC, their scatter, twin vs baselines, robustness, parameters."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    half, sc = out["half"], out["scores"]
+    fig, ax = plt.subplots(2, 3, figsize=(13, 8), constrained_layout=True)
+    for a, m, t in [(ax[0, 0], half.fc_test, "held-out FC (2nd half)"), (ax[0, 1], out["fc_twin"], "twin FC")]:
+        im = a.imshow(m, vmin=-0.2, vmax=1.0, cmap="RdBu_r")
+        a.set_title(t)
+        fig.colorbar(im, ax=a, shrink=0.7)
+    ax[0, 2].plot(_triu(out["fc_twin"]), _triu(half.fc_test), ".", ms=1, alpha=0.3)
+    ax[0, 2].set(xlabel="twin FC", ylabel="held-out FC", title=f"r = {sc['r']:.3f}")
+    names = list(out["baselines"]) + ["twin"]
+    rs = [out["baselines"][k]["r"] for k in names[:-1]] + [sc["r"]]
+    ax[1, 0].barh(names, rs, color=["0.6"] * (len(names) - 1) + ["C3"])
+    ax[1, 0].set(xlabel="held-out r", title="twin vs baselines (same halves)")
+    fac = [float(k) for k in out["robustness"]]
+    ax[1, 1].plot(fac, list(out["robustness"].values()), "o-")
+    ax[1, 1].set(xlabel="coupling factor", ylabel="held-out r",
+                 title=f"robustness: drop {sc['robustness_drop']:.3f} at ±5 %")
+    p = out["twin"].params
+    ax[1, 2].plot(np.asarray(p["noise_sd"]), "o", ms=3, label="noise_sd")
+    ax2 = ax[1, 2].twinx()
+    ax2.plot(np.asarray(p["x_ext"]), "s", ms=3, color="C1", label="x_ext")
+    ax[1, 2].set(xlabel="region", ylabel="noise_sd", title="personal per-region parameters")
+    ax2.set_ylabel("x_ext (excitability)")
+    fig.suptitle(f"{half.subject}: held-out r {sc['r']:.3f}, FCD KS {sc.get('fcd_ks', float('nan')):.3f}, "
+                 f"mean-FC error {sc['mean_fc_error']:+.3f}")
+    return fig
+
+
+def identifiability_figure(matrix: xr.DataArray):
+    """Heat map of :func:`identifiability` with each row's best match marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    m = matrix.values
+    subs = matrix["twin"].values.tolist()
+    fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
+    im = ax.imshow(m, cmap="viridis")
+    best = np.nanargmax(m, axis=1)
+    ax.plot(best, np.arange(len(subs)), "rx", label="best match")
+    ax.set_xticks(range(len(subs)), subs, rotation=90)
+    ax.set_yticks(range(len(subs)), [f"twin {s}" for s in subs])
+    ranks = own_ranks(matrix)
+    ax.set_title(f"r(twin FC, held-out FC): own subject best for "
+                 f"{sum(r == 1 for r in ranks.values())}/{len(subs)}")
+    fig.colorbar(im, ax=ax)
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
+def personalize_all(subjects, out_root, settings: PersonalSettings | None = None, overwrite: bool = False,
+                    client="sync", log=print) -> dict:
+    """:func:`personalize` + :func:`write_personal` for each subject into ``out_root/<subject>``
+    (``:`` replaced by ``_``), then the identifiability matrix (``identifiability.nc``, ``.png``)
+    and ``summary.json`` over all of them."""
+    from ..io.files import write_new
+    out_root = Path(out_root)
+    for s in subjects:
+        load_subject(s)                    # unknown subjects fail before any work
+        _check_free(out_root / s.replace(":", "_"), overwrite)
+    others = {s: fc_matrix(load_subject(s)["bold"].values) for s in available_subjects()}
+    fc_twin, fc_test, rows = {}, {}, {}
+    for s in subjects:
+        folder = out_root / s.replace(":", "_")
+        res = personalize(s, settings, others_fc=others, client=client,
+                          checkpoint=folder / "checkpoint.json")
+        write_personal(res, folder, overwrite)
+        fc_twin[s], fc_test[s] = res["fc_twin"], res["half"].fc_test
+        rows[s] = summary(res)
+        log(format_line(rows[s]))
+    out = {"subjects": rows}
+    if len(subjects) > 1:
+        mat = identifiability(fc_twin, fc_test)
+        ranks = own_ranks(mat)
+        out.update(identifiability=mat.values.tolist(), own_rank=ranks,
+                   identified=int(sum(r == 1 for r in ranks.values())))
+        write_new(out_root / "identifiability.nc", lambda p: mat.to_dataset().to_netcdf(p, engine="h5netcdf"),
+                  overwrite)
+        write_new(out_root / "identifiability.png", lambda p: identifiability_figure(mat).savefig(p, dpi=90),
+                  overwrite)
+        log(f"identifiability: own subject best for {out['identified']}/{len(subjects)}; ranks {ranks}")
+    rs = [r["heldout"]["r"] for r in rows.values()]
+    out["mean_heldout_r"] = float(np.mean(rs))
+    write_new(out_root / "summary.json", lambda p: p.write_text(_json_text(out)), overwrite)
+    return out
+
+
+def format_line(row: dict) -> str:
+    """One line per subject: held-out scores beside every baseline (what the CLI prints)."""
+    h = row["heldout"]
+    base = ", ".join(f"{k} {v['r']:.3f}{'' if row['beats'][k] else ' (not beaten)'}"
+                     for k, v in row["baselines"].items())
+    return (f"{row['subject']}: held-out r {h['r']:.3f} (train {h['train_r']:.3f}), FCD KS "
+            f"{h.get('fcd_ks', float('nan')):.3f}, mean-FC error {h['mean_fc_error']:+.3f}, r drop at ±5 % "
+            f"coupling {h['robustness_drop']:.3f} | baselines: {base} | {row['seconds']:.0f} s")
+
+
+def add_personalize_parser(sub):
+    """Declare ``neurotwin personalize --subject ID|all --out DIR``."""
+    p = sub.add_parser("personalize", help="fit a personal twin of one catalog subject (split-half held out)",
+                       description="Fit a Wilson-Cowan twin on a subject's own connectome to the first half of "
+                                   "its BOLD and score it on the second half beside honest baselines. Writes "
+                                   "twin.nc, history.nc, fc.nc, scores.json, report.png per subject (and "
+                                   "identifiability.nc/.png for several).")
+    p.add_argument("--subject", required=True, action="append",
+                   help="catalog subject (e.g. hcp:101309; repeatable) or 'all'")
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per subject when several)")
+    p.add_argument("--quick", action="store_true", help="short BOLD and few evaluations (smoke test)")
+    p.add_argument("--generations", type=int, default=None, help="CMA-ES generations")
+    p.add_argument("--popsize", type=int, default=None, help="CMA-ES candidates per generation")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=_personalize_cli)
+
+
+def _personalize_cli(args):
+    st = PersonalSettings.quick() if args.quick else PersonalSettings()
+    if args.generations is not None:
+        st.generations = args.generations
+    if args.popsize is not None:
+        st.popsize = args.popsize
+    subs = available_subjects() if args.subject == ["all"] else args.subject
+    if len(subs) == 1:
+        load_subject(subs[0])
+        _check_free(Path(args.out), args.overwrite)
+        res = personalize(subs[0], st, checkpoint=Path(args.out) / "checkpoint.json")
+        paths = write_personal(res, args.out, args.overwrite)
+        print(format_line(summary(res)))
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+        return 0
+    personalize_all(subs, args.out, st, overwrite=args.overwrite)
+    return 0
