@@ -138,9 +138,9 @@ def _add_optimize_montage(sub):
 
 def _optimize_montage(args):
     from .stimulation.efield import bipolar_over, electrode_fields, field_summary, montage_field
-    from .stimulation.montage import Limits
+    from .stimulation.montage import user_limits
     from .stimulation.optimize import Target, optimize_montage
-    limits = Limits(max_current_mA=args.max_current, max_total_mA=args.max_total,
+    limits = user_limits(max_current_mA=args.max_current, max_total_mA=args.max_total,
                     max_electrodes=args.max_electrodes)
     fields = electrode_fields(args.connectome, args.layout)
     res = optimize_montage(Target(args.target, en_V_m=args.en, weight=args.weight), fields, limits=limits)
@@ -413,6 +413,11 @@ def _simulate(args):
     from .simulate import all_params, plan, run_plan
     if Path(args.out).exists() and not args.overwrite:   # before minutes of simulation, not after
         raise ValueError(f"--out {args.out} exists already; choose another name or pass --overwrite")
+    from .guards import dt_note
+    from .models import get_model
+    coarse = dt_note(get_model(args.model), args.dt)
+    if coarse:                                   # the library only flags it; a command refuses
+        raise ValueError(coarse.replace("dt_ms =", "--dt", 1).replace("use dt_ms", "use --dt"))
     pset = all_params(args.model)
     params = {}
     for item in args.set:

@@ -48,6 +48,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import ModuleType
@@ -58,6 +59,7 @@ import xarray as xr
 
 from . import __version__, catalog
 from .connectome import NORMALISATIONS, Connectome
+from .guards import check_memory, dt_note
 from .models import get_model, initial_state
 from .models._kernel import compiled_integrate, drives_at, edge_offsets, integrate_numpy, model_tag
 from .params import ParamError, ParamSet, ParamSpec
@@ -225,9 +227,14 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     plan : the same inputs resolved and checked without simulating; ``simulate(...)`` is
         ``run_plan(plan(...))``.
     """
-    resolved = plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
-                    transient_s, drive, normalisation, method, backend, initial)
-    return run_plan(resolved, progress=progress, threads=threads)
+    try:
+        resolved = plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
+                        transient_s, drive, normalisation, method, backend, initial)
+        return run_plan(resolved, progress=progress, threads=threads)
+    except MemoryError:
+        raise SimulationError(f"not enough memory for this simulation (duration_s = {duration_s}, "
+                              f"sample_rate_hz = {sample_rate_hz}): shorten it, lower the sample rate or "
+                              "record fewer variables") from None
 
 
 def run_plan(plan: "SimulationPlan", progress: bool | Callable[[int, int], None] = False,
@@ -237,7 +244,17 @@ def run_plan(plan: "SimulationPlan", progress: bool | Callable[[int, int], None]
     if not isinstance(plan, SimulationPlan):
         raise SimulationError(f"run_plan needs a SimulationPlan (from simulate.plan), got "
                               f"{type(plan).__name__}")
-    return _to_dataset(plan, _execute(plan, progress, threads))
+    # guards (neurotwin_dash.guards): an output that cannot fit in memory is refused before any
+    # compute; a step above the model's accuracy limit is flagged (warning + attribute)
+    check_memory(plan.n_batch, plan.time.n_samples, plan.n_region, len(plan.record), SimulationError,
+                 plan.time.duration_s, plan.time.sample_rate_hz)
+    coarse = dt_note(plan.module, plan.time.dt_ms)
+    if coarse:
+        warnings.warn(coarse, stacklevel=3)
+    ds = _to_dataset(plan, _execute(plan, progress, threads))
+    if coarse:
+        ds.attrs["dt_warning"] = coarse
+    return ds
 
 
 # --- the plan: every input resolved and checked before any compute ----------------------------

@@ -533,3 +533,92 @@ def test_resume_recomputes_batches_with_deleted_or_corrupted_chunks(tmp_path, ca
     again = xr.open_zarr(store).load()
     for v in ("std", "std_region", "v_pyr"):
         np.testing.assert_array_equal(again[v].values, ref[v].values)
+
+
+# --- 5. denial of service and guards ------------------------------------------------------------
+
+@pytest.mark.parametrize("query", [{"model_params": [b"1"]}, {"network_params": [b"1"]}, {"seed": [b"1e400"]},
+                                   {"duration_s": [b"nan"]}, {"coupling": [b"inf"]}, {"edges": [b"1"]},
+                                   {"lesions": [b"nowhere"]}, {"model": [b"os.system"]}])
+def test_bad_url_parameters_are_shown_as_ignored_and_the_page_keeps_working(query):
+    from neurotwin_dash.ui.explorer import Explorer
+    ex = Explorer(mode="sync")
+    params_before = ex.state.model_params
+    ex.apply_query(query)
+    assert ex.query_error.visible and "URL settings ignored" in ex.query_error.object
+    assert ex.state.model_params is params_before and hasattr(ex.state.model_params, "param")
+    assert isinstance(ex.state.network_params.coupling, float)
+
+
+def test_served_explorer_with_bad_url_parameters_still_renders(login_server):
+    real = create_signed_value(SECRET, "user", "alice").decode()
+    status, _, body = _request(login_server["base"] + "/explorer?model_params=1&network_params=1",
+                               headers={"Cookie": f"user={real}"})
+    assert status == 200 and "bokeh" in body.lower()
+
+
+def test_huge_duration_is_refused_with_a_memory_message(tmp_path, capsys):
+    t0 = time.perf_counter()
+    assert main(["simulate", "--duration", "1e6", "--out", str(tmp_path / "x.nc"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "of memory" in err and "available" in err and "shorten duration_s" in err, err
+    assert time.perf_counter() - t0 < 30 and not (tmp_path / "x.nc").exists()
+
+
+def test_dt_above_the_model_limit_is_refused_by_the_cli_and_flagged_by_the_library(tmp_path, capsys):
+    import warnings
+    from neurotwin_dash.models import get_model, model_names
+    from neurotwin_dash.simulate import simulate
+    for name in model_names():                    # declared once per model, default dt within it
+        assert 0.1 <= get_model(name).MAX_DT_MS <= 1.0, name
+    assert main(["simulate", "--dt", "10", "--out", str(tmp_path / "x.nc"), "--no-progress"]) == 2
+    assert "--dt 10 is above the largest accurate step of model jansen_rit (0.5 ms" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="above the largest accurate step"):
+        ds = simulate("jansen_rit", None, duration_s=0.2, dt_ms=1.0)
+    assert "MAX_DT_MS" in ds.attrs["dt_warning"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "dt_warning" not in simulate("jansen_rit", None, duration_s=0.2, dt_ms=0.5).attrs
+
+
+def test_a_montage_file_cannot_raise_the_stimulator_limits(tmp_path, capsys):
+    import json
+    from neurotwin_dash.stimulation.montage import Montage, MontageError, user_limits
+    path = tmp_path / "m.json"
+    for limits, field in [({"max_current_mA": 50}, "max_current_mA"), ({"tol_mA": 1000}, "tol_mA"),
+                          ({"max_total_mA": 8.0}, "max_total_mA"), ({"max_electrodes": 64}, "max_electrodes")]:
+        path.write_text(json.dumps({"currents_mA": {"F3": 40.0, "F4": -40.0}, "limits": limits}))
+        with pytest.raises(MontageError, match=f"limit {field} = .* exceeds the allowed .*only tighten"):
+            Montage.load(path)
+        assert main(["simulate", "--connectome", "tvb76", "--duration", "0.2", "--montage", str(path),
+                     "--out", str(tmp_path / "x.nc"), "--no-progress"]) == 2
+        assert "only tighten" in capsys.readouterr().err
+    path.write_text(json.dumps({"currents_mA": {"F3": 1.0, "F4": -1.0}, "limits": {"max_current_mA": 1.5}}))
+    assert Montage.load(path).limits.max_current_mA == 1.5                  # tightening is fine
+    with pytest.raises(MontageError, match="safety limits"):
+        user_limits(max_current_mA=50)
+    assert main(["optimize-montage", "--target", "lPFCDL", "--max-current", "50",
+                 "--out", str(tmp_path / "o.json")]) == 2
+
+
+def test_session_limits_and_cleanup_of_the_fit_monitor(monkeypatch):
+    from neurotwin_dash.ui.fitmonitor import MonitorState
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "neurotwin-monitor-*")))
+    s = MonitorState(client="sync")                        # a page view: no folder
+    s.param.update(x_num=50, y_num=50, duration_s=600.0)
+    assert not s.start() and "at most" in s.error and not s.running
+    s.param.update(mode="fit", popsize=200, generations=200, duration_s=10.0)
+    assert not s.start() and "at most" in s.error
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "neurotwin-monitor-*"))) == before
+    # a run in progress when the page closes is stopped and its scratch folder removed
+    s.param.update(mode="sweep", x_num=8, y_num=8, duration_s=2.0, batch_size=1, metric="std")
+    assert s.start()
+    folder = s.run_dir
+    assert folder.exists()
+    s.close()
+    s._thread.join(120)
+    deadline = time.time() + 30
+    while folder.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert not folder.exists() and s._finish_stopped
+    assert not s.start() and "session has ended" in s.error

@@ -11,6 +11,10 @@ make them — and the safety limits of multichannel stimulators are enforced on 
 The limits live in :class:`Limits` and are all configurable. Every violation raises
 :class:`MontageError` naming the electrode (where there is one) and the limit (docs/science.md §7).
 
+Who sets the limits: the user or the server (:func:`user_limits`, never above the documented
+safety limits :data:`SAFETY_LIMITS`: 2 mA per electrode, 4 mA injected). A montage *file* may only
+tighten them: :meth:`Montage.from_dict` refuses a file whose ``limits`` ask for more.
+
 Positions come from MNE's standard montages through :mod:`neurotwin_dash.catalog`
 (``"standard_1005"`` by default, a superset of 10-10 and 10-20).
 """
@@ -25,7 +29,8 @@ from typing import Mapping
 import numpy as np
 import xarray as xr
 
-__all__ = ["MontageError", "Limits", "Montage", "layout_positions", "DEFAULT_LAYOUT"]
+__all__ = ["MontageError", "Limits", "Montage", "layout_positions", "DEFAULT_LAYOUT", "SAFETY_LIMITS",
+           "user_limits"]
 
 DEFAULT_LAYOUT = "standard_1005"
 
@@ -62,6 +67,36 @@ class Limits:
                 raise MontageError(f"limit {name} must be a positive finite number (mA), got {value!r}")
         if int(self.max_electrodes) != self.max_electrodes or self.max_electrodes < 2:
             raise MontageError(f"limit max_electrodes must be an integer >= 2, got {self.max_electrodes!r}")
+
+
+#: The documented safety limits (≤ 2 mA per electrode, ≤ 4 mA injected, as commonly applied):
+#: the most a user or server setting may allow (:func:`user_limits`), the default for files.
+SAFETY_LIMITS = Limits()
+#: Largest tolerance a setting may use (a tolerance also widens every limit by itself).
+MAX_TOL_mA = 0.01
+
+
+def _tighter_or_equal(asked: Mapping, allowed: Limits, who: str) -> None:
+    """Refuse any entry of ``asked`` that would allow more than ``allowed``."""
+    for name, value in asked.items():
+        cap = MAX_TOL_mA if name == "tol_mA" and who != "file" else getattr(allowed, name)
+        try:
+            too_much = float(value) > float(cap) + 1e-12
+        except (TypeError, ValueError):
+            raise MontageError(f"{who}: limit {name} must be a number, got {value!r}") from None
+        if too_much:
+            raise MontageError(f"{who}: limit {name} = {value} exceeds the allowed {cap:g}"
+                               f"{'' if name == 'max_electrodes' else ' mA'}; "
+                               + ("a montage file can only tighten the stimulator limits, which are "
+                                  "a user/server setting" if who == "file"
+                                  else "the documented safety limits cap every setting"))
+
+
+def user_limits(**limits) -> Limits:
+    """Stimulator limits set by a user or the server, checked against :data:`SAFETY_LIMITS`
+    (current limits, 2 mA / 4 mA) and :data:`MAX_TOL_mA`; ``max_electrodes`` is free (≥ 2)."""
+    _tighter_or_equal({k: v for k, v in limits.items() if k != "max_electrodes"}, SAFETY_LIMITS, "setting")
+    return Limits(**limits)
 
 
 @lru_cache(maxsize=8)
@@ -255,8 +290,13 @@ class Montage:
                 "limits": asdict(self.limits)}
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Montage":
-        """Inverse of :meth:`to_dict`; also accepts ``return_electrode``."""
+    def from_dict(cls, data: Mapping, limits: Limits | None = None) -> "Montage":
+        """Inverse of :meth:`to_dict`; also accepts ``return_electrode``.
+
+        ``limits`` are the stimulator limits in force (the user's/server's; default
+        :data:`SAFETY_LIMITS`). The file's own ``limits`` may only tighten them: a file asking
+        for more current, more electrodes or a larger tolerance is refused."""
+        allowed = limits or SAFETY_LIMITS
         if "currents_mA" not in data:
             raise MontageError("montage JSON: missing field 'currents_mA' (electrode -> mA)")
         unknown = set(data) - {"kind", "layout", "currents_mA", "limits", "return_electrode", "metrics"}
@@ -268,8 +308,10 @@ class Montage:
         if bad:
             raise MontageError(f"montage JSON: unknown limits {sorted(bad)}; allowed: max_current_mA, "
                                f"max_total_mA, max_electrodes, tol_mA")
+        _tighter_or_equal(limits, allowed, "file")
         return cls(data["currents_mA"], layout=data.get("layout", DEFAULT_LAYOUT),
-                   return_electrode=data.get("return_electrode"), limits=Limits(**limits))
+                   return_electrode=data.get("return_electrode"),
+                   limits=Limits(**{**asdict(allowed), **limits}))
 
     def save(self, path, overwrite: bool = False, **extra) -> Path:
         """Write the montage as JSON (``extra`` keys such as ``metrics`` are stored alongside).
@@ -279,14 +321,15 @@ class Montage:
         return write_text(path, json.dumps({**self.to_dict(), **extra}, indent=2) + "\n", overwrite=overwrite)
 
     @classmethod
-    def load(cls, path) -> "Montage":
-        """Read a montage JSON written by :meth:`save` (or by hand)."""
+    def load(cls, path, limits: Limits | None = None) -> "Montage":
+        """Read a montage JSON written by :meth:`save` (or by hand); ``limits`` as in
+        :meth:`from_dict` (a file cannot raise them)."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise MontageError(f"montage file {path}: not valid JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(data, limits=limits)
 
     def __repr__(self):
         parts = ", ".join(f"{n}: {c:+.3g}" for n, c in self.currents_mA.items())

@@ -346,10 +346,10 @@ def explorer_job(spec: dict) -> xr.Dataset:
 # --- montage designer ------------------------------------------------------------------------
 
 def _montage(spec: dict):
-    from ..stimulation.montage import Limits, Montage
-    lim = spec.get("limits") or {}
+    from ..stimulation.montage import Montage, user_limits
+    lim = spec.get("limits") or {}      # a session's setting: capped at the safety limits
     return Montage(dict(spec["currents_mA"]), layout=spec.get("layout", "standard_1020"),
-                   return_electrode=spec.get("return_electrode") or None, limits=Limits(**lim))
+                   return_electrode=spec.get("return_electrode") or None, limits=user_limits(**lim))
 
 
 @lru_cache(maxsize=4)
@@ -477,12 +477,12 @@ def optimize_job(spec: dict) -> dict:
     ``spec``: ``connectome``, ``layout``, ``targets`` (labels), ``target_En_V_m``, ``limits``.
     """
     from ..stimulation import efield
-    from ..stimulation.montage import Limits
+    from ..stimulation.montage import user_limits
     from ..stimulation.optimize import Target, optimize_montage
     con = catalog.load_connectome(spec["connectome"])
     fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"))
     res = optimize_montage(Target(list(spec["targets"]), en_V_m=float(spec.get("target_En_V_m", 0.5))),
-                           fields=fields, limits=Limits(**(spec.get("limits") or {})))
+                           fields=fields, limits=user_limits(**(spec.get("limits") or {})))
     return {"currents_mA": dict(res.montage.currents_mA),
             "metrics": {k: (float(v) if isinstance(v, (int, float, np.floating)) else v)
                         for k, v in res.metrics.items()}}

@@ -16,6 +16,8 @@ The URL query sets the initial state, e.g. ``/explorer?model=jansen_rit&connecto
 """
 from __future__ import annotations
 
+import math
+
 import panel as pn
 from . import panes
 from .state import ExplorerState, StagedResult, serve_page
@@ -40,13 +42,14 @@ def parse_query(args: dict) -> dict:
             out[key] = v
         elif key == "lesions":
             out[key] = [s for s in v.split(",") if s]
-        elif key == "seed":
-            out[key] = int(float(v))
         else:
             try:
-                out[key] = float(v)
+                num = float(v)
             except ValueError:
                 raise ValueError(f"query argument {key}={v!r} is not a number") from None
+            if not math.isfinite(num):
+                raise ValueError(f"query argument {key}={v!r} is not a finite number")
+            out[key] = int(num) if key == "seed" else num
     return out
 
 
@@ -137,7 +140,7 @@ class Explorer(pn.viewable.Viewer):
                     setattr(self.state, key, values.pop(key))
             if values:
                 self.state.update_params(values)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             self.query_error.object = f"URL settings ignored: {exc}"
             self.query_error.visible = True
 

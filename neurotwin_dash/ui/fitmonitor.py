@@ -24,6 +24,7 @@ event loop and the session's document lock stay free for clicks (*Stop* acts at 
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import time
@@ -94,7 +95,11 @@ class MonitorState(param.Parameterized):
         self.param.metric.objects = [m for m in METRICS if m not in ("band_power",)]
         super().__init__(**params)
         self.client = client
-        self.run_dir = Path(run_dir or tempfile.mkdtemp(prefix="neurotwin-monitor-"))
+        # The session's scratch folder is made on the first Start (a page view writes nothing)
+        # and removed by close() at the end of the session, only when this object made it.
+        self._given_dir = Path(run_dir) if run_dir else None
+        self._own_dir: Path | None = None
+        self._closed = False
         self._run_id = 0
         self._thread = None
         self._refresh_params()
@@ -140,6 +145,44 @@ class MonitorState(param.Parameterized):
         return ""
 
     @property
+    def run_dir(self) -> Path:
+        """Folder of the run's store/checkpoint (created on first use)."""
+        if self._given_dir is not None:
+            return self._given_dir
+        if self._own_dir is None:
+            self._own_dir = Path(tempfile.mkdtemp(prefix="neurotwin-monitor-"))
+        return self._own_dir
+
+    def n_regions(self) -> int:
+        """Regions of the chosen connectome (1 for a single node)."""
+        if self.connectome_name is None:
+            return 1
+        return len(catalog.load(self.connectome_name).labels)
+
+    def budget_error(self) -> str:
+        """'' when the run fits one session's budget (:mod:`neurotwin_dash.guards`), else why not."""
+        from ..guards import check_session_budget
+        n = self.x_num * self.y_num if self.mode == "sweep" else \
+            self.popsize * (self.generations + (1 if self.method == "de" else 0))
+        return check_session_budget(n, self.duration_s + 0.5, self.n_regions())
+
+    def close(self) -> None:
+        """End of the session: stop the run (its Dask tasks are cancelled) and, once it has ended,
+        remove the scratch folder this object created."""
+        self._closed = True
+        if self.running and getattr(self, "_stop", None) is not None:
+            self._stop.set()
+        thread, own = self._thread, self._own_dir
+
+        def cleanup():
+            if thread is not None:
+                thread.join(120)
+            if own is not None:
+                shutil.rmtree(own, ignore_errors=True)
+
+        threading.Thread(target=cleanup, daemon=True, name="neurotwin-monitor-cleanup").start()
+
+    @property
     def connectome_name(self):
         return None if self.connectome == SINGLE_NODE else self.connectome
 
@@ -163,10 +206,13 @@ class MonitorState(param.Parameterized):
     # --- running ---------------------------------------------------------------------------------
     def start(self) -> bool:
         """Start a sweep or fit in a background thread; returns False (with :attr:`error`) if refused."""
-        if self.running:
+        if self._closed:
+            self.error = "this page's session has ended"
+            return False
+        if self.running:                 # one run per session at a time
             self.error = "a run is already in progress"
             return False
-        msg = self.check()
+        msg = self.check() or self.budget_error()
         if msg:
             self.error = msg
             return False
@@ -533,5 +579,7 @@ def servable(client="dask"):
     pn.extension(notifications=False)
     monitor = FitMonitor(client=client)
     pn.state.add_periodic_callback(monitor.state.poll, period=700)
+    # a closed page stops its run and leaves no scratch folder behind
+    pn.state.on_session_destroyed(lambda session_context: monitor.state.close())
     return serve_page("neurotwin fit & sweep monitor", monitor, sidebar_width=420)
 

@@ -582,7 +582,12 @@ class ExplorerState(param.Parameterized):
                     setattr(self.model_params, k, float(v))
                 elif k in self.network_params.param:
                     setattr(self.network_params, k, float(v))
-                elif k in self.param and k != "name":
+                elif k in self.param and k != "name" and type(self.param[k]) is not param.Parameter:
+                    p = self.param[k]       # untyped Parameters (model_params ...) are not settings
+                    if isinstance(p, param.ListSelector) and p.objects:
+                        unknown = [x for x in v if x not in p.objects]
+                        if unknown:
+                            raise ValueError(f"{k}: unknown {unknown[:3]}; e.g. {list(p.objects)[:3]}")
                     setattr(self, k, v)
                 else:
                     raise ValueError(f"unknown explorer setting {k!r}")
