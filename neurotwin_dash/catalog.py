@@ -1,6 +1,7 @@
 """The data catalog: named datasets read at run time from installed packages.
 
-``data_catalog/catalog.yaml`` lists every dataset with its source package, licence and
+``neurotwin_dash/data/catalog.yaml`` (package data, shipped in the wheel; the repository's
+``data_catalog/catalog.yaml`` is a link to it) lists every dataset with its source package, licence and
 region count. :func:`load` returns the object (a :class:`~neurotwin_dash.connectome.Connectome`,
 an ``mne.channels.DigMontage`` or an ``xarray.Dataset`` of empirical data).
 
@@ -31,11 +32,12 @@ class CatalogError(LookupError):
 
 
 def catalog_path() -> Path:
-    """Location of ``catalog.yaml`` (``$NEUROTWIN_CATALOG`` overrides the repository copy)."""
+    """Location of ``catalog.yaml``: the copy shipped inside the package (``$NEUROTWIN_CATALOG``
+    overrides it)."""
     env = os.environ.get("NEUROTWIN_CATALOG")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "data_catalog" / "catalog.yaml"
+    return Path(__file__).resolve().with_name("data") / "catalog.yaml"
 
 
 @lru_cache(maxsize=1)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import __version__
+
 __all__ = ["main", "build_parser"]
 
 
@@ -507,6 +509,7 @@ COMMANDS.append(_add_personalize)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)

@@ -27,23 +27,14 @@ INDEX_APP = "home"
 #: Environment variable with the comma-separated apps a server runs (read by the landing page).
 SERVED_APPS_ENV = "NEUROTWIN_SERVED_APPS"
 
-_ENTRY = '"""Thin entry point (written by neurotwin serve)."""\nfrom neurotwin_dash.ui.{mod} import servable\n\nservable()\n'
-
 
 def apps_dir() -> Path:
     """Folder holding the thin ``panel serve`` entry points.
 
-    The repository's ``apps/`` folder when the package runs from a checkout (editable install);
-    otherwise equivalent entry scripts are written once into a per-user cache folder.
+    ``neurotwin_dash/apps/`` inside the installed package (package data, shipped in the wheel);
+    the repository's top-level ``apps/`` is a link to it.
     """
-    repo_apps = Path(__file__).resolve().parents[2] / "apps"
-    if all((repo_apps / f"{a}.py").exists() for a in APPS):
-        return repo_apps
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "neurotwin_dash" / "apps"
-    cache.mkdir(parents=True, exist_ok=True)
-    for a in APPS:
-        (cache / f"{a}.py").write_text(_ENTRY.format(mod=APPS[a]))
-    return cache
+    return Path(__file__).resolve().parents[1] / "apps"
 
 
 def app_paths(names=None) -> list[Path]:
