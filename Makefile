@@ -3,6 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 5006
 PYTEST_ARGS ?=
+# extra pip arguments, e.g. PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu" so that
+# pip takes PyTorch's CPU build (the `infer` extra) instead of PyPI's multi-GB CUDA build on Linux
+PIP_ARGS ?=
 
 .PHONY: setup serve test browser bench
 
@@ -11,7 +14,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install $(PIP_ARGS) -c constraints.txt -e ".[dev]"
 	touch $@
 
 # Debian's chromium for the browser tests (never `playwright install`: it downloads a browser).

@@ -115,7 +115,41 @@ def _sweep(args):
           f"{res.seconds:.1f} s")
 
 
-COMMANDS = [_add_catalog, _add_serve, _add_sweep]
+def _add_infer_train(sub):
+    from .cluster import add_cluster_arguments
+    p = sub.add_parser("infer-train", help="train an amortised posterior (simulation-based inference)",
+                       description="Simulate from the prior on Dask (resumable sweeps in --workdir), train a "
+                                   "neural posterior estimator (sbi), calibrate it on held-out simulations and "
+                                   "save it (posterior.json + weights.safetensors) for the /infer page.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--spec", help="YAML inference spec (see neurotwin_dash.infer.InferSpec)")
+    src.add_argument("--preset", help="a use case: jansen_rit_column, ad_inhibition, network_globals")
+    p.add_argument("--n-simulations", type=int, default=None, help="training simulations (preset default otherwise)")
+    p.add_argument("--workdir", required=True, help="folder of the training sweeps (reused: resumes)")
+    p.add_argument("--out", required=True, help="posterior directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing posterior directory")
+    add_cluster_arguments(p)
+    p.set_defaults(func=_infer_train)
+
+
+def _infer_train(args):
+    from . import infer
+    from .cluster import client_from_arguments
+    from .infer.usecases import preset
+    if args.spec:
+        spec = infer.InferSpec.from_yaml(args.spec)
+        if args.n_simulations:
+            spec = infer.InferSpec.from_dict({**spec.to_dict(), "n_simulations": args.n_simulations})
+    else:
+        spec = preset(args.preset, **({"n_simulations": args.n_simulations} if args.n_simulations else {}))
+    post = infer.train(spec, args.workdir, client=client_from_arguments(args), progress=not args.no_progress)
+    post.save(args.out, overwrite=args.overwrite)
+    print(f"{args.out}: {post!r}; {post.info['diverged_fraction']:.1%} of the simulations diverged "
+          f"(excluded), training {post.info['train_seconds']:.0f} s")
+    print(post.calibration_table())
+
+
+COMMANDS = [_add_catalog, _add_serve, _add_sweep, _add_infer_train]
 
 
 def _add_optimize_montage(sub):

@@ -19,7 +19,7 @@ __all__ = ["APPS", "INDEX_APP", "SERVED_APPS_ENV", "AUTH_FILE_ENV", "apps_dir", 
            "read_cookie_secret", "auth_module_path", "panel_serve_command", "run"]
 
 #: Served apps (name -> module in neurotwin_dash.ui), in the order of the index page.
-APPS = {"home": "landing", "explorer": "explorer", "montage": "montage", "fit": "fitmonitor"}
+APPS = {"home": "landing", "explorer": "explorer", "montage": "montage", "fit": "fitmonitor", "infer": "infer"}
 
 #: The app shown at ``/`` (the landing page lists the others).
 INDEX_APP = "home"
