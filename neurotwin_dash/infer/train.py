@@ -13,6 +13,28 @@ from .spec import InferError, InferSpec
 __all__ = ["simulate_training_data", "load_training_data", "train"]
 
 
+class _NoTracker:
+    """sbi's experiment-tracker protocol, recording nothing: sbi's default writes TensorBoard logs
+    into ``./sbi-logs`` of whatever directory the user runs from. The losses stay in ``NPE.summary``."""
+
+    log_dir = None
+
+    def log_metric(self, name, value, step=None):
+        pass
+
+    def log_metrics(self, metrics, step=None):
+        pass
+
+    def log_params(self, params):
+        pass
+
+    def add_figure(self, name, figure, step=None):
+        pass
+
+    def flush(self):
+        pass
+
+
 def simulate_training_data(spec: InferSpec, workdir, client=None, progress: bool = False) -> dict:
     """Run (or resume) the training and held-out sweeps of ``spec`` into ``workdir``.
 
@@ -101,7 +123,8 @@ def train(spec: InferSpec | dict, workdir, client=None, threads: int | None = 1,
         torch.manual_seed(spec.seed)
         build = posterior_nn(model=est["model"], hidden_features=int(est["hidden_features"]),
                              num_transforms=int(est["num_transforms"]))
-        npe = NPE(prior=spec.prior.torch_prior(), density_estimator=build, show_progress_bars=False)
+        npe = NPE(prior=spec.prior.torch_prior(), density_estimator=build, show_progress_bars=False,
+                  tracker=_NoTracker())
         npe.append_simulations(torch.as_tensor(z, dtype=torch.float32),
                                torch.as_tensor(data["x"], dtype=torch.float32))
         net = npe.train(training_batch_size=int(est["training_batch_size"]),
