@@ -19,7 +19,7 @@ from neurotwin_dash import infer                                   # noqa: E402
 from neurotwin_dash.cluster import get_client                      # noqa: E402
 from neurotwin_dash.params import ParamError                       # noqa: E402
 from neurotwin_dash.simulate import simulate                       # noqa: E402
-from neurotwin_dash.sweep import run_sweep                         # noqa: E402
+from neurotwin_dash.sweep import register_simulator, run_sweep                        # noqa: E402
 
 #: log PSD at fixed frequencies, alpha peak and low-gamma power of the pyramidal potential
 FEATURES = {"psd_hz": [2, 4, 6, 8, 9, 10, 11, 12, 14, 16, 20, 25, 30, 35, 40, 50, 60],
@@ -94,6 +94,7 @@ def test_network_fc_summaries():
     assert (pcs[:, 0] >= pcs[:, 1]).all() and (pcs.sum(axis=1) < 1).all() and (pcs > 1 / 76).all()
 
 
+@register_simulator("test_infer:half_diverged")
 def simulate_half_diverged(**kwargs):
     """The real simulator with every member whose B is above 25 reported as diverged."""
     res = simulate(**kwargs)
@@ -108,7 +109,7 @@ def simulate_half_diverged(**kwargs):
 def test_diverged_simulations_are_excluded_and_counted(tmp_path):
     spec = jr_spec(n_simulations=40, n_test=0, batch_size=20, duration_s=3.0)
     sweep = spec.sweep_spec("train")
-    sweep.simulator = f"{__name__}:simulate_half_diverged"
+    sweep.simulator = "test_infer:half_diverged"
     run_sweep(sweep, tmp_path / "train.zarr", client="sync", progress=False)
     data = infer.load_training_data(spec, tmp_path / "train.zarr")
     n_bad = int((data["theta_diverged"][:, 1] > 25).sum())

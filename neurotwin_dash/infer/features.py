@@ -3,8 +3,7 @@
 A feature set is a small JSON-able mapping (kept with every trained posterior) that names what
 is measured on a signal; :func:`feature_names` lists the resulting features in a fixed order and
 :func:`compute_features` computes them for every batch member of a simulation (it is also the
-sweep metric that training sweeps run on their Dask workers, ``"neurotwin_dash.infer.features:
-sweep_features"``), or for a recorded signal (:func:`signal_features`, e.g. one EEG channel).
+sweep metric ``infer_features`` that training sweeps run on their Dask workers), or for a recorded signal (:func:`signal_features`, e.g. one EEG channel).
 
 Keys of a feature set (all optional)::
 
@@ -40,9 +39,13 @@ from .. import catalog
 from ..analysis import (aperiodic_exponent, band_power, fc_pearson, peak_frequency, resolve_band,
                         upper_triangle, welch)
 from ..analysis.biomarkers import region_signal
+from ..sweep import register_metric
 
-__all__ = ["FeatureError", "FEATURE_KEYS", "check_features", "feature_names", "compute_features",
+__all__ = ["FeatureError", "SWEEP_METRIC", "FEATURE_KEYS", "check_features", "feature_names", "compute_features",
            "sweep_features", "signal_features"]
+
+#: Name of the sweep metric computing a feature set on the workers (registered with the sweep).
+SWEEP_METRIC = "infer_features"
 
 FEATURE_KEYS = ("variable", "window_s", "psd_hz", "psd_width_hz", "bands", "relative", "total_range_hz",
                 "alpha_peak", "peak_band_hz", "aperiodic", "gamma", "fc", "fc_pcs")
@@ -238,9 +241,13 @@ def compute_features(result, features: Mapping, connectome=None) -> xr.DataArray
                         attrs={"features": json.dumps(f)})
 
 
-def sweep_features(result, **features) -> xr.DataArray:
-    """Sweep metric ``"neurotwin_dash.infer.features:sweep_features"``: the feature set's vector per member."""
-    return compute_features(result, features)
+@register_metric(SWEEP_METRIC)
+def sweep_features(result, variable=None, window_s=None, psd_hz=None, psd_width_hz=None, bands=None,
+                   relative=None, total_range_hz=None, alpha_peak=None, peak_band_hz=None, aperiodic=None,
+                   gamma=None, fc=None, fc_pcs=None) -> xr.DataArray:
+    """Sweep metric :data:`SWEEP_METRIC`: the feature set (the keywords, module docstring) per member."""
+    given = {k: v for k, v in locals().items() if k != "result" and v is not None}
+    return compute_features(result, given)
 
 
 def signal_features(signal, features: Mapping, sample_rate_hz: float | None = None) -> xr.DataArray:

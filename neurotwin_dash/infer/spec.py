@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..sweep import SweepSpec
-from .features import check_features, feature_names
+from .features import SWEEP_METRIC, check_features, feature_names
 from .priors import Prior
 
 __all__ = ["InferError", "InferSpec", "ESTIMATOR_DEFAULTS", "FEATURE_METRIC"]
 
-#: The sweep metric computing a feature set on the workers.
-FEATURE_METRIC = "neurotwin_dash.infer.features:sweep_features"
+#: The sweep metric computing a feature set on the workers (registered by infer.features).
+FEATURE_METRIC = SWEEP_METRIC
 
 #: Density estimator and training settings (sbi's ``posterior_nn`` and ``NPE.train`` arguments).
 ESTIMATOR_DEFAULTS = {"model": "maf", "hidden_features": 50, "num_transforms": 5,

@@ -296,7 +296,9 @@ class InferViewer(pn.viewable.Viewer):
         head = (f"**{self.picker.value}** — {post.spec.model}, {len(post.feature_names)} features, "
                 f"{post.info.get('n_train', '?')} training simulations "
                 f"({100 * post.info.get('diverged_fraction', 0):.1f} % diverged, excluded)")
-        return head + "\n\n" + "\n".join(rows)
+        source = ("a simulation at the parameter sliders (truth in red)" if self.truth is not None
+                  else "the feature sliders")
+        return head + f"\n\nObservation: {source}.\n\n" + "\n".join(rows)
 
     def _show_error(self, text: str) -> None:
         self.error.object = text
