@@ -373,3 +373,28 @@ def test_explorer_default_regime_has_structure_shaped_alpha_fc():
     assert abs(uncoupled.mean()) < 0.1
     peak = an.peak_frequency(an.welch(x.isel(batch=slice(0, n))), band=(2, 40))
     assert 9.5 <= float(peak.median()) <= 11.5
+
+
+def test_export_gives_the_run_its_twin_and_a_report_that_reload(tmp_path):
+    import xarray as xr
+    from neurotwin_dash.twin import Twin
+    ex = Explorer(mode="sync")
+    ex.state.auto_run = False
+    ex.state.update_params({"duration_s": 2.0, "transient_s": 0.5, "montage": "starstim8", "coupling": 3.0})
+    ex.state.run()
+    ex.export_button.clicks += 1
+    assert ex.export_runner.error == ""
+    assert not ex.downloads["run.nc"].disabled and "Ready" in ex.export_status.object
+    for name, d in ex.downloads.items():
+        (tmp_path / name).write_bytes(d.file.getvalue())
+    run = xr.load_dataset(tmp_path / "run.nc", engine="h5netcdf")
+    shown = ex.state.runner.result
+    # the exported run is the run on screen: its spectrum equals the explorer's
+    from neurotwin_dash.ui import compute as c
+    f, p = c.welch_psd(run["v_pyr"].isel(batch=0).transpose("time", "region").values, shown.attrs["sample_rate_hz"])
+    np.testing.assert_allclose(p.T, shown["psd_region"].values, rtol=1e-9)
+    twin = Twin.load(tmp_path / "twin.nc")
+    assert twin.params["coupling"] == 3.0 and twin.verify()          # reproduces it bit for bit
+    assert (tmp_path / "report.html").read_text().count("<svg") == 5
+    # the link reopens the same settings
+    assert "coupling=3" in ex.link.value and "duration_s=2" in ex.link.value

@@ -11,8 +11,10 @@ Everything here is also usable from a notebook: ``explorer_job(explorer_spec(mod
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -20,7 +22,9 @@ import xarray as xr
 from .. import analysis as an
 from .. import catalog
 from ..observe import bold as bold_mod
+from ..io.files import write_dataset
 from ..simulate import Drive, SimulationPlan, plan, run_plan
+from ..twin import Twin
 
 __all__ = [
     "BANDS", "FC_MEASURES", "BOLD_FC_MIN_S", "explorer_spec", "explorer_plan", "build_connectome",
@@ -250,6 +254,28 @@ def explorer_plan(spec: dict) -> SimulationPlan:
                 duration_s=spec["duration_s"] + spec["transient_s"], dt_ms=spec["dt_ms"],
                 params=spec["params"], seed=spec["seed"], sample_rate_hz=spec["sample_rate_hz"],
                 transient_s=spec["transient_s"], drive=_drive(spec, con), normalisation="none")
+
+
+def explorer_export_job(spec: dict) -> dict:
+    """Files to take away from an explorer run (runs on a Dask worker): name -> bytes.
+
+    ``run.nc`` (the full simulation, netCDF), ``twin.nc`` (a :class:`~neurotwin_dash.twin.Twin`
+    that reproduces it bit for bit) and ``report.html`` (:func:`neurotwin_dash.report.report_html`).
+    The run is simulated again from :func:`explorer_plan`; with the same seed it is the run on screen.
+    """
+    from ..report import report_html   # matplotlib: only loaded when someone exports
+    resolved = explorer_plan(spec)
+    sim = run_plan(resolved)
+    twin = Twin.from_result(sim, connectome=resolved.connectome, drive=_drive(spec, resolved.connectome),
+                            name="explorer")
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="neurotwin-export-") as tmp:
+        write_dataset(sim, Path(tmp) / "run.nc")
+        twin.save(Path(tmp) / "twin.nc")
+        for name in ("run.nc", "twin.nc"):
+            out[name] = (Path(tmp) / name).read_bytes()
+    out["report.html"] = report_html(twin, result=sim).encode()
+    return out
 
 
 def explorer_job(spec: dict) -> xr.Dataset:

@@ -16,14 +16,19 @@ The URL query sets the initial state, e.g. ``/explorer?model=jansen_rit&connecto
 """
 from __future__ import annotations
 
+import io
 import math
+from urllib.parse import urlencode
 
+import numpy as np
 import panel as pn
+
 from . import panes
-from .state import ExplorerState, StagedResult, serve_page
+from .compute import explorer_export_job
+from .state import ExplorerState, JobRunner, StagedResult, serve_page, values_of
 from .widgets import NumberBox, error_alert, paramset_widgets
 
-__all__ = ["Explorer", "servable", "parse_query"]
+__all__ = ["Explorer", "servable", "parse_query", "share_query"]
 
 _PLOTS = ("region_spectra", "sensor_spectra", "brain_map", "topomap", "fc_matrix", "eeg_traces", "weights")
 
@@ -51,6 +56,33 @@ def parse_query(args: dict) -> dict:
                 raise ValueError(f"query argument {key}={v!r} is not a finite number")
             out[key] = int(num) if key == "seed" else num
     return out
+
+
+#: explorer settings a link carries besides the changed model/network parameters
+_LINK_KEYS = ("model", "output", "connectome", "normalisation", "weight_scale", "duration_s", "transient_s",
+              "seed", "montage", "empirical_fc", "band", "map_band", "region", "fc_measure")
+
+
+def share_query(state: ExplorerState) -> str:
+    """URL query that reopens the explorer in ``state`` (see :func:`parse_query`).
+
+    Carries the settings that differ from a fresh explorer's and every model/network parameter
+    that differs from its default; lesions as a comma-separated list. Edge edits are not part of
+    a link (the summary says so).
+    """
+    fresh = ExplorerState(mode="sync", auto_run=False, model=state.model, connectome=state.connectome)
+    out = {"model": state.model, "connectome": state.connectome}
+    for key in _LINK_KEYS:
+        v = getattr(state, key)
+        if key not in out and v != getattr(fresh, key):
+            out[key] = v
+    for obj, ref in ((state.model_params, fresh.model_params), (state.network_params, fresh.network_params)):
+        for name, v in values_of(obj).items():
+            if not np.isclose(v, getattr(ref, name)):
+                out[name] = v
+    if state.lesions:
+        out["lesions"] = ",".join(state.lesions)
+    return urlencode({k: (f"{v:g}" if isinstance(v, float) else v) for k, v in out.items()}, safe=",")
 
 
 class Explorer(pn.viewable.Viewer):
@@ -106,7 +138,50 @@ class Explorer(pn.viewable.Viewer):
         self.run_button.on_click(lambda e: s.run())
         s.param.watch(self._on_connectome, "connectome")
 
+        # --- take away: files of the current run (made off the event loop) and a link to it
+        self.export_runner = JobRunner(mode=s.runner.mode)
+        self.export_button = pn.widgets.Button(label="Prepare downloads", width=150, css_classes=["prepare-downloads"])
+        self.export_button.on_click(lambda e: self.export_runner.submit(explorer_export_job, s.spec()))
+        self.downloads = {name: pn.widgets.FileDownload(filename=name, label=f"Download {name}", disabled=True,
+                                                        color="primary", css_classes=[f"download-{name.split('.')[0]}"],
+                                                        sizing_mode="stretch_width")
+                          for name in ("run.nc", "twin.nc", "report.html")}
+        self.export_status = pn.pane.Markdown("Files of the current run: the simulation (netCDF), its twin "
+                                              "(reproduces it bit for bit) and a lab-meeting report.",
+                                              css_classes=["export-status"], sizing_mode="stretch_width")
+        self.export_runner.param.watch(self._on_export, ["result", "error", "busy"])
+        self.link = pn.widgets.TextInput(label="link to this view", value="", css_classes=["share-link"],
+                                         sizing_mode="stretch_width")
+        self.copy_button = pn.widgets.Button(label="Copy link", width=100)
+        self.copy_button.js_on_click(args={"inp": self.link}, code=_COPY_JS)
+        r.param.watch(lambda e: self._update_link(), "result")
+        s.param.watch(lambda e: self._update_link(), ["fc_measure", "band", "map_band", "region"])
+
     # --- callbacks -------------------------------------------------------------------------------
+    def _on_export(self, *events):
+        er = self.export_runner
+        if er.busy:
+            self.export_status.object = "Preparing the files (simulating the current settings again)…"
+            for d in self.downloads.values():
+                d.disabled = True
+        elif er.error:
+            self.export_status.object = f"Export failed: {er.error}"
+        elif er.result is not None:
+            for name, d in self.downloads.items():
+                d.file = io.BytesIO(er.result[name])
+                d.filename = name
+                d.disabled = False
+            sizes = ", ".join(f"`{k}` {len(v) / 1e6:.1f} MB" for k, v in er.result.items())
+            self.export_status.object = f"Ready ({sizes}; settings of the moment you clicked)."
+
+    def _update_link(self):
+        loc = pn.state.location
+        base = loc.href.split("?")[0] if loc is not None and loc.href else ""
+        query = share_query(self.state)
+        note = " (edited edges are not in links)" if self.state.edges else ""
+        self.link.value = f"{base}?{query}"
+        self.link.description = f"Opens the explorer with these settings{note}"
+
     def _show_error(self, event):
         self.error.object = f"Simulation failed: {event.new}" if event.new else ""
         self.error.visible = bool(event.new)
@@ -176,6 +251,10 @@ class Explorer(pn.viewable.Viewer):
             pn.Row(pn.widgets.Checkbox.from_param(s.param.auto_run, label="re-simulate on change"),
                    self.run_button),
             title="Run", sizing_mode="stretch_width")
+        takeaway_card = pn.Card(
+            self.export_button, self.export_status, *self.downloads.values(),
+            pn.Row(self.link, self.copy_button, sizing_mode="stretch_width"),
+            title="Take away", collapsed=False, sizing_mode="stretch_width")
         view_card = pn.Card(
             pn.widgets.Select.from_param(s.param.region, sizing_mode="stretch_width"),
             pn.widgets.Select.from_param(s.param.map_band, sizing_mode="stretch_width"),
@@ -183,7 +262,7 @@ class Explorer(pn.viewable.Viewer):
             pn.widgets.Select.from_param(s.param.fc_measure, sizing_mode="stretch_width",
                                          css_classes=["fc-measure"]),
             title="View (no re-simulation)", sizing_mode="stretch_width")
-        return pn.Column(model_card, network_card, run_card, view_card, sizing_mode="stretch_width")
+        return pn.Column(model_card, network_card, run_card, view_card, takeaway_card, sizing_mode="stretch_width")
 
     def main(self) -> pn.Column:
         p = {k: pn.pane.Bokeh(v.figure, css_classes=[f"plot-{k.replace('_', '-')}"]) for k, v in self.plots.items()}
@@ -196,6 +275,13 @@ class Explorer(pn.viewable.Viewer):
 
     def __panel__(self):
         return pn.Row(pn.Column(self.controls(), width=380), self.main(), sizing_mode="stretch_width")
+
+
+_COPY_JS = """
+if (navigator.clipboard && window.isSecureContext) { navigator.clipboard.writeText(inp.value); }
+else { const t = document.createElement('textarea'); t.value = inp.value; document.body.appendChild(t);
+       t.select(); document.execCommand('copy'); document.body.removeChild(t); }
+"""
 
 
 def _edits_text(edges, lesions) -> str:

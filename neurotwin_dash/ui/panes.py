@@ -218,7 +218,7 @@ def topomap_data(res, band: str, n: int = 64):
     """Interpolated scalp map of log10 EEG band power on an ``n × n`` grid over [-1.15, 1.15]².
 
     Thin-plate-spline radial basis interpolation between the electrodes (positions from
-    :func:`neurotwin_dash.ui.compute.sensor_layout_2d`), masked outside radius 1.12. Returns
+    :func:`neurotwin_dash.ui.compute.sensor_layout_2d`), masked outside the head outline (radius 1). Returns
     ``(grid (n, n), sensors dict)`` or ``None``.
     """
     if not _has(res, "band_sensor", "sensor_xy"):
@@ -233,7 +233,7 @@ def topomap_data(res, band: str, n: int = 64):
     if ok.sum() >= 4:
         f = RBFInterpolator(xy[ok], v[ok], kernel="thin_plate_spline", smoothing=1e-6)
         Z = f(np.column_stack([X.ravel(), Y.ravel()])).reshape(X.shape)
-        Z[np.hypot(X, Y) > 1.12] = np.nan
+        Z[np.hypot(X, Y) > 1.0] = np.nan     # nothing drawn beyond the head outline
     sensors = {"x": xy[:, 0], "y": xy[:, 1], "channel": [str(s) for s in res["sensor"].values], "power": v}
     return Z, sensors
 
@@ -248,7 +248,8 @@ class TopomapPlot:
                            x_range=Range1d(-1.25, 1.25), y_range=Range1d(-1.25, 1.25))
         fig.axis.visible = False
         fig.grid.visible = False
-        self.mapper = LinearColorMapper(palette=_RDBU, low=0, high=1, nan_color=(0, 0, 0, 0))
+        # band power is non-negative: a sequential map (a diverging one suggests a sign)
+        self.mapper = LinearColorMapper(palette=Viridis256, low=0, high=1, nan_color=(0, 0, 0, 0))
         self.image = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
         fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image, color_mapper=self.mapper)
         self.sensors = ColumnDataSource({"x": [], "y": [], "channel": [], "power": []})
@@ -364,7 +365,10 @@ class MatrixPlot:
     """
 
     def __init__(self, name: str, title: str, palette, low: float, high: float, value_label: str):
-        fig = _base_figure(name, title, "source region", "target region", width=_W, height=_H + 60)
+        # region 0 at the top left, as matrices are printed (y runs downwards)
+        self.x_range, self.y_range = Range1d(-0.5, 0.5), Range1d(0.5, -0.5)
+        fig = _base_figure(name, title, "source region", "target region", width=_W, height=_H + 60,
+                           x_range=self.x_range, y_range=self.y_range)
         fig.grid.visible = False
         self.name = name
         self.fixed = (low, high)
@@ -397,6 +401,8 @@ class MatrixPlot:
             n = matrix.shape[0]
             self.source.data = {"image": [np.asarray(matrix, dtype=float)], "x": [-0.5], "y": [-0.5],
                                 "dw": [n], "dh": [n]}
+            self.x_range.start, self.x_range.end = -0.5, n - 0.5
+            self.y_range.start, self.y_range.end = n - 0.5, -0.5
             self.labels.data = {"labels": list(labels) if labels is not None else [str(i) for i in range(n)]}
             groups = groups or [(0, n, "")]
             cuts = [g[0] - 0.5 for g in groups[1:]]

@@ -141,3 +141,33 @@ def test_text_in_a_number_box_shows_an_inline_error_and_the_app_keeps_working(ne
     wait_for_figure_change(page, "region-spectra", before)
     page.locator(".run-summary", has_text="noise_sd = 100").wait_for()
     assert log.errors == []
+
+
+def test_fc_selector_changes_the_matrix_and_downloads_reload(new_page, server, artifacts, tmp_path):
+    import xarray as xr
+    from neurotwin_dash.twin import Twin
+    page, log = open_explorer(new_page, server)
+    before = figure_data(page, "fc-matrix")
+    page.locator(".fc-measure select").first.select_option("pearson")
+    after = wait_for_figure_change(page, "fc-matrix", before, timeout_s=20)
+    assert after != before
+    title = page.evaluate("() => Bokeh.documents[0].get_model_by_name('fc-matrix').title.text")
+    assert title.startswith("Pearson of the raw signal") and "r(FC, log SC)" in title
+    page.locator(".fc-measure").first.screenshot(path=str(artifacts / "explorer_fc_selector.png"))
+    link = page.locator(".share-link input").first.input_value()
+    assert link.startswith(server.url("/explorer?")) and "fc_measure=pearson" in link
+
+    page.locator(".prepare-downloads button").first.click()
+    page.locator(".export-status", has_text="Ready").first.wait_for(timeout=120_000)
+    page.screenshot(path=str(artifacts / "explorer_downloads_ready.png"), full_page=True)
+    for name, cls in (("run.nc", "download-run"), ("twin.nc", "download-twin")):
+        with page.expect_download() as info:
+            page.locator(f".{cls} a, .{cls} button").first.click()
+        path = tmp_path / name
+        info.value.save_as(path)
+        if name == "run.nc":
+            run = xr.load_dataset(path, engine="h5netcdf")
+            assert run.sizes["region"] == 76 and "v_pyr" in run
+        else:
+            assert Twin.load(path).verify()
+    assert log.errors == []
