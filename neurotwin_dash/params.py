@@ -13,6 +13,7 @@ with a message that names the parameter and the allowed range.
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -116,6 +117,20 @@ class ParamSet:
         """Column of ``name`` in arrays made by :meth:`to_array`."""
         self[name]  # raises a clear error for unknown names
         return self._index[name]
+
+    def indices(self):
+        """Column of every parameter, by name: ``PARAMS.indices().C == PARAMS.index("C")``.
+
+        A named tuple (numba reads a module-level one as constants), so a model's kernel code
+        writes ``p[P.C]`` and stays bound to the right column whatever the declaration order.
+        """
+        cls = namedtuple(f"{(self.owner or 'Param').title().replace('_', '')}Index", self.names)
+        return cls(*range(len(self.specs)))
+
+    def columns(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """``name -> values[..., index(name)]``: the parameters of an array whose last axis is
+        this set (e.g. ``(batch, region, n_params)``), by name (the models' NumPy references)."""
+        return {name: values[..., i] for i, name in enumerate(self.names)}
 
     def defaults(self) -> dict[str, float]:
         return {s.name: s.default for s in self.specs}

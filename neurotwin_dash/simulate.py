@@ -61,7 +61,8 @@ from . import __version__, catalog
 from .connectome import NORMALISATIONS, Connectome
 from .guards import check_memory, dt_note
 from .models import get_model, initial_state
-from .models._kernel import compiled_integrate, drives_at, edge_offsets, integrate_numpy, model_tag
+from .models._kernel import (KernelArgs, compiled_integrate, drives_at, edge_offsets,
+                             integrate_numpy, model_tag)
 from .params import ParamError, ParamSet, ParamSpec
 
 __all__ = ["simulate", "plan", "run_plan", "SimulationPlan", "TimeGrid", "time_grid", "Network",
@@ -885,20 +886,21 @@ def _execute(plan: SimulationPlan, progress, threads=None):
             in_trans = t < n_trans
             wave = np.ascontiguousarray(drv_wave[:, t:end + 1])
             buf = no_rec if in_trans else np.empty((len(rec), nb, n // decim, nr))
+            args = KernelArgs(x=x, hist=hist, t0=t, params=model_p, coupling=coupling,
+                              indptr=indptr, weights=weights, offsets=offsets, noise=noise,
+                              stream=stream, noise_idx=noise_idx, drv_space=drv_space,
+                              drv_wave=wave, drv_target=drv_target, dt=grid.dt_s, n_steps=n,
+                              decim=decim, rec=rec, n_out=n_out, out=buf, diverged=diverged,
+                              bound=float(mod.STATE_BOUND))
             if plan.backend == "numba":
-                args = (x, hist, t, model_p, coupling, indptr, weights, offsets, noise, stream,
-                        noise_idx, drv_space, wave, drv_target, heun, grid.dt_s, n, decim,
-                        rec, n_out, buf, diverged, float(mod.STATE_BOUND))
-                kernel = compiled_integrate(tag, *args)
+                kernel = compiled_integrate(tag, heun, args)
                 if workers is None:
-                    kernel(tag, 0, nb, *args)
+                    kernel(tag, heun, 0, nb, args)
                 else:
-                    for f in [workers.submit(kernel, tag, b0, b1, *args) for b0, b1 in blocks]:
+                    for f in [workers.submit(kernel, tag, heun, b0, b1, args) for b0, b1 in blocks]:
                         f.result()
             else:
-                integrate_numpy(mod, x, hist, t, model_p, coupling, W, D, noise, stream,
-                                noise_idx, drv_space, wave, drv_target, heun, grid.dt_s, n, decim,
-                                rec, n_out, buf, diverged, float(mod.STATE_BOUND))
+                integrate_numpy(mod, heun, args, W, D)
             if not in_trans:
                 out[:, :, sample:sample + n // decim, :] = buf
                 sample += n // decim

@@ -9,20 +9,98 @@ the timestamp of the file that holds the cached function, not of the functions i
 
 State is resumable: ``x`` (batch, region, state), the delay history ``hist``
 (batch, cvar, slots, region) and the global step counter ``t0`` are all a chunk needs.
+
+The arrays and numbers of one call travel as one :class:`KernelArgs` bundle (a named tuple,
+which numba passes as a struct: no cost over positional arguments); the model tag and the
+integration method are separate compile-time literals.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from numba import literally, njit, types
+from numba import literally, njit, typeof, types
 from numba.extending import overload
 
+from . import MODELS
+
 __all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets", "sigmoid",
-           "drives_at"]
+           "drives_at", "KernelArgs"]
+
+
+class KernelArgs(NamedTuple):
+    """Everything one :func:`integrate` call reads and writes, besides the model and method.
+
+    Attributes
+    ----------
+    x : (batch, region, state) float64
+        State, updated in place.
+    hist : (batch, cvar, region, 2 * slots) float64
+        Ring buffer of the transmitted rates; the rates of step ``t`` sit at ``t % slots`` and
+        again at that plus ``slots``, so that a delayed read never wraps. ``slots`` is the
+        longest delay + 2 (the next slot is written while the current step still reads). The
+        slot of ``t0`` must hold ``cvar`` of ``x`` with the membrane drive of step ``t0``: the
+        model's ``dfun`` receives those rates instead of recomputing them.
+    t0 : int
+        Global index of the first step of this chunk.
+    params : (batch, region, n_params) float64
+        Model parameters in the model's ``PARAMS`` order.
+    coupling : (batch, region) float64
+        Global coupling K (per member and target region).
+    indptr, weights : CSR rows and values of the non-zero weights (row = target).
+    offsets : (batch, nnz) int64
+        Per edge ``source * 2 * slots + slots − delay_steps``: the flat history index of the
+        edge's delayed rate is ``offset + t % slots`` (see :func:`edge_offsets`).
+    noise : (stream, n_steps, region, n_noise) float64
+        Standard normal increments; member ``b`` reads stream ``stream[b]``.
+    stream : (batch,) int64
+    noise_idx : (n_noise,) int64
+        State index receiving each noise component.
+    drv_space : (drive, batch, region); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
+        Separable drives; target 0 = membrane (mV), 1 = rate (1/s).
+    dt : float
+        Step in seconds.
+    n_steps, decim : int
+        Steps to take; steps per recorded sample (``n_steps`` is a multiple of ``decim``).
+    rec : (n_rec,) int64
+        Recorded quantities: ``< n_out`` an output of ``observe``, else state ``rec - n_out``.
+    n_out : int
+        Number of model outputs.
+    out : (n_rec, batch, n_steps // decim, region) float64 or a (0, 0, 0, 0) array (no record)
+        Averages over each sample's ``decim`` steps.
+    diverged : (batch,) bool
+        Set when a member's state becomes non-finite or exceeds ``bound``; that member stops
+        and its remaining samples are NaN.
+    bound : float
+    """
+
+    x: np.ndarray
+    hist: np.ndarray
+    t0: int
+    params: np.ndarray
+    coupling: np.ndarray
+    indptr: np.ndarray
+    weights: np.ndarray
+    offsets: np.ndarray
+    noise: np.ndarray
+    stream: np.ndarray
+    noise_idx: np.ndarray
+    drv_space: np.ndarray
+    drv_wave: np.ndarray
+    drv_target: np.ndarray
+    dt: float
+    n_steps: int
+    decim: int
+    rec: np.ndarray
+    n_out: int
+    out: np.ndarray
+    diverged: np.ndarray
+    bound: float
 
 _ENTRY_POINTS: dict = {}
 
@@ -30,8 +108,6 @@ _ENTRY_POINTS: dict = {}
 @lru_cache(maxsize=None)
 def model_tag(name: str) -> str:
     """``"<name>:<hash of the model sources and this kernel>"``, the compile-time model key."""
-    import inspect
-    from . import MODELS
     h = hashlib.sha1()
     for path in (Path(__file__), Path(inspect.getfile(MODELS[name]))):
         h.update(path.read_bytes())
@@ -43,19 +119,17 @@ def edge_offsets(indices, delays, n_slot):
     return np.ascontiguousarray(indices[None, :] * (2 * n_slot) + n_slot - delays, dtype=np.int64)
 
 
-def compiled_integrate(tag: str, *args):
-    """The machine-code entry point of :func:`integrate` for ``tag`` and these argument types
-    (``args`` without ``tag``, ``b_start``, ``b_stop``).
+def compiled_integrate(tag: str, heun: bool, args: KernelArgs):
+    """The machine-code entry point of :func:`integrate` for ``tag``, ``heun`` and the types of
+    ``args``; call it as ``entry(tag, heun, b_start, b_stop, args)``.
 
     Calling the dispatcher with a plain ``str`` would retype the call every time (numba first
     tries ``unicode_type`` and only then the literal); compiling once for the literal signature
     (from the on-disk cache when present) and keeping the entry point makes each chunk call cost
     microseconds.
     """
-    from numba import typeof
-    # the model tag and the integration method (``heun``) are compile-time constants
-    sig = (types.literal(tag), types.int64, types.int64) + tuple(
-        types.literal(bool(a)) if k == _HEUN_ARG else typeof(a) for k, a in enumerate(args))
+    # the model tag and the integration method are compile-time constants
+    sig = (types.literal(tag), types.literal(bool(heun)), types.int64, types.int64, typeof(args))
     ep = _ENTRY_POINTS.get(sig)
     if ep is None:
         integrate.compile(sig)
@@ -73,7 +147,6 @@ def sigmoid(v, e0, r, v0):
 
 
 def _model_function(tag, attr):
-    from . import MODELS
     return getattr(MODELS[tag.literal_value.split(":")[0]], attr)
 
 
@@ -159,12 +232,16 @@ def _ov_step(dst, x, f, g, h, mean):
 
 
 @njit(cache=True, nogil=True)
-def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offsets, noise,
-                    stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps,
-                    decim, rec, n_out, out, diverged, bound):
-    """Advance batch member ``b`` (see :func:`integrate` for the arguments)."""
+def _advance_member(tag, heun, b, args):
+    """Advance batch member ``b`` (see :func:`integrate` and :class:`KernelArgs`)."""
     literally(tag)  # compile per model; ``tag`` is a string literal from here on
     literally(heun)  # and per method: the Euler kernel carries no Heun code
+    x, hist, t0, params, coupling = args.x, args.hist, args.t0, args.params, args.coupling
+    indptr, weights, offsets = args.indptr, args.weights, args.offsets
+    noise, stream, noise_idx = args.noise, args.stream, args.noise_idx
+    drv_space, drv_wave, drv_target = args.drv_space, args.drv_wave, args.drv_target
+    dt, n_steps, decim, rec, n_out = args.dt, args.n_steps, args.decim, args.rec, args.n_out
+    out, diverged, bound = args.out, args.diverged, args.bound
     n_batch, n_region, n_state = x.shape
     n_cvar = hist.shape[1]
     n_slot = hist.shape[3] // 2
@@ -306,10 +383,9 @@ def _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offs
 
 
 @njit(cache=True, nogil=True)
-def integrate(tag, b_start, b_stop, x, hist, t0, params, coupling, indptr, weights, offsets, noise, stream,
-              noise_idx, drv_space, drv_wave, drv_target, heun, dt, n_steps, decim, rec, n_out,
-              out, diverged, bound):
-    """Advance batch members ``b_start..b_stop-1`` by ``n_steps`` steps of ``dt`` seconds (in place).
+def integrate(tag, heun, b_start, b_stop, args):
+    """Advance batch members ``b_start..b_stop-1`` by ``args.n_steps`` steps of ``args.dt``
+    seconds (in place; the arrays are described in :class:`KernelArgs`).
 
     The GIL is released, so threads may advance disjoint member ranges of the same arrays at once.
 
@@ -322,58 +398,17 @@ def integrate(tag, b_start, b_stop, x, hist, t0, params, coupling, indptr, weigh
     ----------
     tag : str literal
         Model key from :func:`model_tag`.
-    b_start, b_stop : int
-        Range of batch members to advance.
-    x : (batch, region, state) float64
-        State, updated in place.
-    hist : (batch, cvar, region, 2 * slots) float64
-        Ring buffer of the transmitted rates; the rates of step ``t`` sit at ``t % slots`` and
-        again at that plus ``slots``, so that a delayed read never wraps. ``slots`` is the
-        longest delay + 2 (the next slot is written while the current step still reads). The
-        slot of ``t0`` must hold ``cvar`` of ``x`` with the membrane drive of step ``t0``: the
-        model's ``dfun`` receives those rates instead of recomputing them.
-    t0 : int
-        Global index of the first step of this chunk.
-    params : (batch, region, n_params) float64
-    coupling : (batch, region) float64
-        Global coupling K (per member and target region).
-    indptr, weights : CSR rows and values of the non-zero weights (row = target).
-    offsets : (batch, nnz) int64
-        Per edge ``source * 2 * slots + slots − delay_steps``: the flat history index of the
-        edge's delayed rate is ``offset + t % slots`` (see :func:`edge_offsets`).
-    noise : (stream, n_steps, region, n_noise) float64
-        Standard normal increments; member ``b`` reads stream ``stream[b]``.
-    noise_idx : (n_noise,) int64
-        State index receiving each noise component.
-    drv_space : (drive, batch, region); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
-        Separable drives; target 0 = membrane (mV), 1 = rate (1/s).
-    heun : bool
+    heun : bool literal
         Stochastic Heun instead of Euler–Maruyama; a compile-time constant (each method has its
         own machine code, so the Euler kernel carries none of Heun's).
-    n_steps, decim : int
-        Steps to take; steps per recorded sample (``n_steps`` is a multiple of ``decim``).
-    rec : (n_rec,) int64
-        Recorded quantities: ``< n_out`` an output of ``observe``, else state ``rec - n_out``.
-    n_out : int
-        Number of model outputs.
-    out : (n_rec, batch, n_steps // decim, region) float64 or a (0, 0, 0, 0) array (no record)
-        Averages over each sample's ``decim`` steps.
-    diverged : (batch,) bool
-        Set when a member's state becomes non-finite or exceeds ``bound``; that member stops
-        and its remaining samples are NaN.
-    bound : float
+    b_start, b_stop : int
+        Range of batch members to advance.
+    args : KernelArgs
     """
     literally(tag)
     literally(heun)
     for b in range(b_start, b_stop):
-        _advance_member(tag, b, x, hist, t0, params, coupling, indptr, weights, offsets,
-                        noise, stream, noise_idx, drv_space, drv_wave, drv_target, heun, dt,
-                        n_steps, decim, rec, n_out, out, diverged, bound)
-
-
-#: position of ``heun`` among the arguments :func:`compiled_integrate` receives (those of
-#: :func:`integrate` after ``tag``, ``b_start`` and ``b_stop``)
-_HEUN_ARG = integrate.py_func.__code__.co_varnames.index("heun") - 3
+        _advance_member(tag, heun, b, args)
 
 
 def drives_at(drv_space, drv_wave, drv_target, s):
@@ -389,12 +424,16 @@ def drives_at(drv_space, drv_wave, drv_target, s):
     return um, ur
 
 
-def integrate_numpy(model, x, hist, t0, params, coupling, W, D, noise, stream, noise_idx,
-                    drv_space, drv_wave, drv_target, heun, dt, n_steps, decim, rec, n_out,
-                    out, diverged, bound):
+def integrate_numpy(model, heun: bool, args: KernelArgs, W, D):
     """Slow, obvious NumPy reference of :func:`integrate`: the same arguments, but a dense
     ``W`` (region, region) and per-member delay matrices ``D`` (batch, region, region) in steps
-    instead of CSR offsets, and all members and regions advanced together."""
+    instead of the CSR arrays and offsets of ``args`` (not read), and all members and regions
+    advanced together."""
+    x, hist, t0, params, coupling = args.x, args.hist, args.t0, args.params, args.coupling
+    noise, stream, noise_idx = args.noise, args.stream, args.noise_idx
+    drv_space, drv_wave, drv_target = args.drv_space, args.drv_wave, args.drv_target
+    dt, n_steps, decim, rec = args.dt, args.n_steps, args.decim, args.rec
+    out, diverged, bound = args.out, args.diverged, args.bound
     n_batch, n_region, n_state = x.shape
     n_slot = hist.shape[3] // 2
     ring = hist[..., :n_slot]                                  # the first copy is enough here

@@ -65,7 +65,8 @@ NETWORK_DEFAULTS = {"coupling": 2.0}
 UNITS = {"v_pyr": "mV", "rate_out": "1/s", "y0": "mV", "y1": "mV", "y2": "mV",
          "y3": "mV/s", "y4": "mV/s", "y5": "mV/s"}
 
-_A, _B, _a, _b, _C, _v0, _e0, _r, _p, _sd = (PARAMS.index(n) for n in PARAMS.names)
+#: parameter columns by name (``p[IDX.C]``), generated from PARAMS
+IDX = PARAMS.indices()
 _MS = math.sqrt(1e-3)
 
 
@@ -90,28 +91,28 @@ def dfun(x, p, rates, c_in, u_mem, u_rate):
     """Right-hand side of one region: ``x`` (6,), ``p`` (n_params,), ``rates`` (1,) this state's
     ``cvar`` (the kernel keeps it), ``c_in`` (1,) network input (1/s), ``u_mem`` membrane drive
     (mV), ``u_rate`` rate drive (1/s). Returns a 6-tuple."""
-    A = p[_A]
-    B = p[_B]
-    a = p[_a]
-    b = p[_b]
-    C = p[_C]
-    e0 = p[_e0]
-    r = p[_r]
-    v0 = p[_v0]
+    A = p[IDX.A]
+    B = p[IDX.B]
+    a = p[IDX.a]
+    b = p[IDX.b]
+    C = p[IDX.C]
+    e0 = p[IDX.e0]
+    r = p[IDX.r]
+    v0 = p[IDX.v0]
     y0 = x[0]
     s_pyr = rates[0]                     # = _sig(x[1] - x[2] + u_mem, e0, r, v0)
     s_exc = _sig(C * y0, e0, r, v0)
     s_inh = _sig(0.25 * C * y0, e0, r, v0)
     return (x[3], x[4], x[5],
             A * a * s_pyr - 2.0 * a * x[3] - a * a * y0,
-            A * a * (p[_p] + 0.8 * C * s_exc + c_in[0] + u_rate) - 2.0 * a * x[4] - a * a * x[1],
+            A * a * (p[IDX.p] + 0.8 * C * s_exc + c_in[0] + u_rate) - 2.0 * a * x[4] - a * a * x[1],
             B * b * 0.25 * C * s_inh - 2.0 * b * x[5] - b * b * x[2])
 
 
 @njit(cache=True, inline="always")
 def cvar(x, p, u_mem):
     """Transmitted rate of one region (1-tuple): the pyramidal firing rate (1/s)."""
-    return (_sig(x[1] - x[2] + u_mem, p[_e0], p[_r], p[_v0]),)
+    return (_sig(x[1] - x[2] + u_mem, p[IDX.e0], p[IDX.r], p[IDX.v0]),)
 
 
 @njit(cache=True, inline="always")
@@ -123,7 +124,7 @@ def observe(x, p, rates, u_mem):
 @njit(cache=True, inline="always")
 def noise_gain(p):
     """Per noisy state (``NOISE_STATES``): the factor multiplying √dt·N(0, 1)."""
-    return (p[_A] * p[_a] * p[_sd] * _MS,)
+    return (p[IDX.A] * p[IDX.a] * p[IDX.noise_sd] * _MS,)
 
 
 # --- NumPy reference over (batch, region) -------------------------------------------------
@@ -132,14 +133,10 @@ def _sigmoid_np(v, e0, r, v0):
     return 2.0 * e0 / (1.0 + np.exp(r * (v0 - v)))
 
 
-def _unpack(p):
-    return {name: p[..., i] for i, name in enumerate(PARAMS.names)}
-
-
 def dfun_numpy(x, p, c_in, u_mem, u_rate):
     """Reference right-hand side. ``x`` (batch, region, 6), ``p`` (batch, region, n_params),
     ``c_in`` (batch, region, 1), ``u_mem``/``u_rate`` (batch, region). Returns dx/dt."""
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     A, B, a, b, C = q["A"], q["B"], q["a"], q["b"], q["C"]
     C1, C2, C3, C4 = C, 0.8 * C, 0.25 * C, 0.25 * C
     S = lambda v: _sigmoid_np(v, q["e0"], q["r"], q["v0"])  # noqa: E731
@@ -155,16 +152,16 @@ def dfun_numpy(x, p, c_in, u_mem, u_rate):
 
 
 def cvar_numpy(x, p, u_mem):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     return _sigmoid_np(x[..., 1] - x[..., 2] + u_mem, q["e0"], q["r"], q["v0"])[..., None]
 
 
 def observe_numpy(x, p, u_mem):
     v = x[..., 1] - x[..., 2]
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     return np.stack([v, _sigmoid_np(v + u_mem, q["e0"], q["r"], q["v0"])], axis=-1)
 
 
 def noise_gain_numpy(p):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     return (q["A"] * q["a"] * q["noise_sd"] * _MS)[..., None]

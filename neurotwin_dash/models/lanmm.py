@@ -105,13 +105,8 @@ NETWORK_DEFAULTS = {"coupling": 1.0}
 UNITS = dict({o: ("1/s" if o.startswith("rate") else "mV") for o in OUTPUTS},
              **{f"u{k}": "mV" for k in range(1, 15)}, **{f"du{k}": "mV/s" for k in range(1, 15)})
 
-_I = {n: PARAMS.index(n) for n in PARAMS.names}
-_AA, _aA, _AS, _aS, _AF, _aF = (_I[n] for n in ("A_ampa", "a_ampa", "A_gaba_slow", "a_gaba_slow",
-                                                  "A_gaba_fast", "a_gaba_fast"))
-_C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12, _C13, _C14 = (
-    _I[f"C{k}"] for k in range(1, 15))
-_v0, _v0p2, _e0, _r, _e1, _e2, _epv, _sd = (_I[n] for n in ("v0", "v0_p2", "e0", "r", "e1", "e2",
-                                                             "e_pv", "noise_sd"))
+#: parameter columns by name (``p[IDX.C7]``), generated from PARAMS
+IDX = PARAMS.indices()
 _MS = math.sqrt(1e-3)
 
 
@@ -139,46 +134,46 @@ def _syn(A, a, drive, u, du):
 @njit(cache=True, inline="always")
 def dfun(x, p, rates, c_in, u_mem, u_rate):
     """Right-hand side of one column (28-tuple); see the module docstring."""
-    e0 = p[_e0]
-    r = p[_r]
-    v0 = p[_v0]
-    Aa = p[_AA]
-    aa = p[_aA]
-    As = -p[_AS]
-    as_ = p[_aS]
-    Af = -p[_AF]
-    af = p[_aF]
+    e0 = p[IDX.e0]
+    r = p[IDX.r]
+    v0 = p[IDX.v0]
+    Aa = p[IDX.A_ampa]
+    aa = p[IDX.a_ampa]
+    As = -p[IDX.A_gaba_slow]
+    as_ = p[IDX.a_gaba_slow]
+    Af = -p[IDX.A_gaba_fast]
+    af = p[IDX.a_gaba_fast]
     r_p1 = rates[0]                      # the cvar of this state: P1 and P2 rates
     r_p2 = rates[1]
     r_ss = _sig(x[3], e0, r, v0)
     r_sst = _sig(x[4], e0, r, v0)
     r_pv = _sig(x[8] + x[9] + x[12] + x[13], e0, r, v0)
-    in1 = max(p[_e1] + c_in[0] + u_rate, 0.0)
-    in2 = max(p[_e2] + c_in[1] + u_rate, 0.0)
-    inpv = max(p[_epv], 0.0)
+    in1 = max(p[IDX.e1] + c_in[0] + u_rate, 0.0)
+    in2 = max(p[IDX.e2] + c_in[1] + u_rate, 0.0)
+    inpv = max(p[IDX.e_pv], 0.0)
     return (x[14], x[15], x[16], x[17], x[18], x[19], x[20],
             x[21], x[22], x[23], x[24], x[25], x[26], x[27],
-            _syn(Aa, aa, p[_C1] * r_ss, x[0], x[14]),
-            _syn(As, as_, p[_C2] * r_sst, x[1], x[15]),
-            _syn(Aa, aa, p[_C3] * in1, x[2], x[16]),
-            _syn(Aa, aa, p[_C4] * r_p1, x[3], x[17]),
-            _syn(Aa, aa, p[_C5] * r_p1, x[4], x[18]),
-            _syn(Aa, aa, p[_C6] * r_p2, x[5], x[19]),
-            _syn(Af, af, p[_C7] * r_pv, x[6], x[20]),
-            _syn(Aa, aa, p[_C8] * in2, x[7], x[21]),
-            _syn(Aa, aa, p[_C9] * r_p2, x[8], x[22]),
-            _syn(Af, af, p[_C10] * r_pv, x[9], x[23]),
-            _syn(Aa, aa, p[_C11] * r_p2, x[10], x[24]),
-            _syn(Aa, aa, p[_C12] * r_p1, x[11], x[25]),
-            _syn(Aa, aa, p[_C13] * r_p1, x[12], x[26]),
-            _syn(Aa, aa, p[_C14] * inpv, x[13], x[27]))
+            _syn(Aa, aa, p[IDX.C1] * r_ss, x[0], x[14]),
+            _syn(As, as_, p[IDX.C2] * r_sst, x[1], x[15]),
+            _syn(Aa, aa, p[IDX.C3] * in1, x[2], x[16]),
+            _syn(Aa, aa, p[IDX.C4] * r_p1, x[3], x[17]),
+            _syn(Aa, aa, p[IDX.C5] * r_p1, x[4], x[18]),
+            _syn(Aa, aa, p[IDX.C6] * r_p2, x[5], x[19]),
+            _syn(Af, af, p[IDX.C7] * r_pv, x[6], x[20]),
+            _syn(Aa, aa, p[IDX.C8] * in2, x[7], x[21]),
+            _syn(Aa, aa, p[IDX.C9] * r_p2, x[8], x[22]),
+            _syn(Af, af, p[IDX.C10] * r_pv, x[9], x[23]),
+            _syn(Aa, aa, p[IDX.C11] * r_p2, x[10], x[24]),
+            _syn(Aa, aa, p[IDX.C12] * r_p1, x[11], x[25]),
+            _syn(Aa, aa, p[IDX.C13] * r_p1, x[12], x[26]),
+            _syn(Aa, aa, p[IDX.C14] * inpv, x[13], x[27]))
 
 
 @njit(cache=True, inline="always")
 def cvar(x, p, u_mem):
     """Transmitted rates (P1, P2) of one column (1/s)."""
-    return (_sig(x[0] + x[1] + x[2] + x[10] + u_mem, p[_e0], p[_r], p[_v0]),
-            _sig(x[5] + x[6] + x[7] + x[11] + u_mem, p[_e0], p[_r], p[_v0p2]))
+    return (_sig(x[0] + x[1] + x[2] + x[10] + u_mem, p[IDX.e0], p[IDX.r], p[IDX.v0]),
+            _sig(x[5] + x[6] + x[7] + x[11] + u_mem, p[IDX.e0], p[IDX.r], p[IDX.v0_p2]))
 
 
 @njit(cache=True, inline="always")
@@ -189,8 +184,8 @@ def observe(x, p, rates, u_mem):
 
 @njit(cache=True, inline="always")
 def noise_gain(p):
-    g = p[_AA] * p[_aA] * p[_sd] * _MS
-    return (g * p[_C3], g * p[_C8])
+    g = p[IDX.A_ampa] * p[IDX.a_ampa] * p[IDX.noise_sd] * _MS
+    return (g * p[IDX.C3], g * p[IDX.C8])
 
 
 # --- NumPy reference: table-driven over SYNAPSES ------------------------------------------
@@ -198,10 +193,6 @@ def noise_gain(p):
 _KIN = {"ampa": ("A_ampa", "a_ampa", 1.0), "gaba_slow": ("A_gaba_slow", "a_gaba_slow", -1.0),
         "gaba_fast": ("A_gaba_fast", "a_gaba_fast", -1.0)}
 _MEMBRANE = {"P1": (1, 2, 3, 11), "SS": (4,), "SST": (5,), "P2": (6, 7, 8, 12), "PV": (9, 10, 13, 14)}
-
-
-def _unpack(p):
-    return {name: p[..., i] for i, name in enumerate(PARAMS.names)}
 
 
 def _potentials(x, u_mem):
@@ -218,7 +209,7 @@ def _rates(v, q):
 
 def dfun_numpy(x, p, c_in, u_mem, u_rate):
     """Reference right-hand side over (batch, region, 28), one synapse of :data:`SYNAPSES` at a time."""
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     rate = _rates(_potentials(x, u_mem), q)
     rate["e1"] = np.maximum(q["e1"] + c_in[..., 0] + u_rate, 0.0)
     rate["e2"] = np.maximum(q["e2"] + c_in[..., 1] + u_rate, 0.0)
@@ -233,17 +224,17 @@ def dfun_numpy(x, p, c_in, u_mem, u_rate):
 
 
 def cvar_numpy(x, p, u_mem):
-    rate = _rates(_potentials(x, u_mem), _unpack(p))
+    rate = _rates(_potentials(x, u_mem), PARAMS.columns(p))
     return np.stack([rate["P1"], rate["P2"]], axis=-1)
 
 
 def observe_numpy(x, p, u_mem):
     v = _potentials(x, 0.0)
-    rate = _rates(_potentials(x, u_mem), _unpack(p))
+    rate = _rates(_potentials(x, u_mem), PARAMS.columns(p))
     return np.stack([v["P1"], v["P2"], rate["P1"], rate["P2"], v["SS"], v["SST"], v["PV"]], axis=-1)
 
 
 def noise_gain_numpy(p):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     g = q["A_ampa"] * q["a_ampa"] * q["noise_sd"] * _MS
     return np.stack([g * q["C3"], g * q["C8"]], axis=-1)

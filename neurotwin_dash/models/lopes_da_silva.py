@@ -64,7 +64,8 @@ NETWORK_DEFAULTS = {"coupling": 1.0}
 UNITS = {"v_tcr": "mV", "v_in": "mV", "rate_out": "1/s", "y1": "mV", "y2": "mV", "y3": "mV",
          "y4": "mV/s", "y5": "mV/s", "y6": "mV/s"}
 
-_A, _a, _b, _B, _c, _d, _C1, _C2, _e0, _nu, _V0, _P, _sd = (PARAMS.index(n) for n in PARAMS.names)
+#: parameter columns by name (``p[IDX.C]``), generated from PARAMS
+IDX = PARAMS.indices()
 _MS = math.sqrt(1e-3)
 
 
@@ -84,24 +85,25 @@ INITIAL_RANGE = _initial_range()
 
 @njit(cache=True, inline="always")
 def dfun(x, p, rates, c_in, u_mem, u_rate):
-    A = p[_A]
-    a = p[_a]
-    b = p[_b]
-    B = p[_B]
-    c = p[_c]
-    d = p[_d]
-    e0 = p[_e0]
-    nu = p[_nu]
-    v0 = p[_V0]
+    A = p[IDX.A]
+    a = p[IDX.a]
+    b = p[IDX.b]
+    B = p[IDX.B]
+    c = p[IDX.c]
+    d = p[IDX.d]
+    e0 = p[IDX.e0]
+    nu = p[IDX.nu]
+    v0 = p[IDX.V0]
     return (x[3], x[4], x[5],
-            A * (b - a) * (p[_P] + c_in[0] + u_rate) - (a + b) * x[3] - a * b * x[0],
-            B * (d - c) * p[_C2] * _f(x[2], e0, nu, v0) - (c + d) * x[4] - c * d * x[1],
-            A * (b - a) * p[_C1] * rates[0] - (a + b) * x[5] - a * b * x[2])  # rates[0] = f(x0 - x1 + u_mem)
+            A * (b - a) * (p[IDX.P] + c_in[0] + u_rate) - (a + b) * x[3] - a * b * x[0],
+            B * (d - c) * p[IDX.C2] * _f(x[2], e0, nu, v0) - (c + d) * x[4] - c * d * x[1],
+            # rates[0] = f(x0 - x1 + u_mem)
+            A * (b - a) * p[IDX.C1] * rates[0] - (a + b) * x[5] - a * b * x[2])
 
 
 @njit(cache=True, inline="always")
 def cvar(x, p, u_mem):
-    return (_f(x[0] - x[1] + u_mem, p[_e0], p[_nu], p[_V0]),)
+    return (_f(x[0] - x[1] + u_mem, p[IDX.e0], p[IDX.nu], p[IDX.V0]),)
 
 
 @njit(cache=True, inline="always")
@@ -111,11 +113,7 @@ def observe(x, p, rates, u_mem):
 
 @njit(cache=True, inline="always")
 def noise_gain(p):
-    return (p[_A] * (p[_b] - p[_a]) * p[_sd] * _MS,)
-
-
-def _unpack(p):
-    return {name: p[..., i] for i, name in enumerate(PARAMS.names)}
+    return (p[IDX.A] * (p[IDX.b] - p[IDX.a]) * p[IDX.noise_sd] * _MS,)
 
 
 def _f_np(v, q):
@@ -123,7 +121,7 @@ def _f_np(v, q):
 
 
 def dfun_numpy(x, p, c_in, u_mem, u_rate):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     A, a, b, B, c, d = (q[k] for k in ("A", "a", "b", "B", "c", "d"))
     y = [x[..., k] for k in range(6)]
     out = np.empty_like(x)
@@ -135,15 +133,15 @@ def dfun_numpy(x, p, c_in, u_mem, u_rate):
 
 
 def cvar_numpy(x, p, u_mem):
-    return _f_np(x[..., 0] - x[..., 1] + u_mem, _unpack(p))[..., None]
+    return _f_np(x[..., 0] - x[..., 1] + u_mem, PARAMS.columns(p))[..., None]
 
 
 def observe_numpy(x, p, u_mem):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     v = x[..., 0] - x[..., 1]
     return np.stack([v, x[..., 2], _f_np(v + u_mem, q)], axis=-1)
 
 
 def noise_gain_numpy(p):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     return (q["A"] * (q["b"] - q["a"]) * q["noise_sd"] * _MS)[..., None]

@@ -82,7 +82,8 @@ ACTIVITY_TYPES = {
     "quasi_sinusoidal": (15.0, 0.0),
 }
 
-_A, _B, _G, _a, _b, _g, _C, _v0, _e0, _r, _p, _sd = (PARAMS.index(n) for n in PARAMS.names)
+#: parameter columns by name (``p[IDX.C]``), generated from PARAMS
+IDX = PARAMS.indices()
 _MS = math.sqrt(1e-3)
 
 
@@ -104,16 +105,16 @@ INITIAL_RANGE = _initial_range()
 @njit(cache=True, inline="always")
 def dfun(x, p, rates, c_in, u_mem, u_rate):
     """Right-hand side of one region (10-tuple); see the module docstring."""
-    A = p[_A]
-    B = p[_B]
-    G = p[_G]
-    a = p[_a]
-    b = p[_b]
-    g = p[_g]
-    C = p[_C]
-    e0 = p[_e0]
-    r = p[_r]
-    v0 = p[_v0]
+    A = p[IDX.A]
+    B = p[IDX.B]
+    G = p[IDX.G]
+    a = p[IDX.a]
+    b = p[IDX.b]
+    g = p[IDX.g]
+    C = p[IDX.C]
+    e0 = p[IDX.e0]
+    r = p[IDX.r]
+    v0 = p[IDX.v0]
     y0 = x[0]
     s_pyr = rates[0]                     # = _sig(x[1] - x[2] - x[3] + u_mem, e0, r, v0)
     s_exc = _sig(C * y0, e0, r, v0)
@@ -121,7 +122,7 @@ def dfun(x, p, rates, c_in, u_mem, u_rate):
     s_fast = _sig(0.3 * C * y0 - 0.1 * C * x[4], e0, r, v0)
     return (x[5], x[6], x[7], x[8], x[9],
             A * a * s_pyr - 2.0 * a * x[5] - a * a * y0,
-            A * a * (p[_p] + 0.8 * C * s_exc + c_in[0] + u_rate) - 2.0 * a * x[6] - a * a * x[1],
+            A * a * (p[IDX.p] + 0.8 * C * s_exc + c_in[0] + u_rate) - 2.0 * a * x[6] - a * a * x[1],
             B * b * 0.25 * C * s_slow - 2.0 * b * x[7] - b * b * x[2],
             G * g * 0.8 * C * s_fast - 2.0 * g * x[8] - g * g * x[3],
             B * b * s_slow - 2.0 * b * x[9] - b * b * x[4])
@@ -130,7 +131,7 @@ def dfun(x, p, rates, c_in, u_mem, u_rate):
 @njit(cache=True, inline="always")
 def cvar(x, p, u_mem):
     """Transmitted rate (1-tuple): pyramidal firing rate (1/s)."""
-    return (_sig(x[1] - x[2] - x[3] + u_mem, p[_e0], p[_r], p[_v0]),)
+    return (_sig(x[1] - x[2] - x[3] + u_mem, p[IDX.e0], p[IDX.r], p[IDX.v0]),)
 
 
 @njit(cache=True, inline="always")
@@ -140,7 +141,7 @@ def observe(x, p, rates, u_mem):
 
 @njit(cache=True, inline="always")
 def noise_gain(p):
-    return (p[_A] * p[_a] * p[_sd] * _MS,)
+    return (p[IDX.A] * p[IDX.a] * p[IDX.noise_sd] * _MS,)
 
 
 # --- NumPy reference over (batch, region) -------------------------------------------------
@@ -149,13 +150,9 @@ def _S(v, q):
     return 2.0 * q["e0"] / (1.0 + np.exp(q["r"] * (q["v0"] - v)))
 
 
-def _unpack(p):
-    return {name: p[..., i] for i, name in enumerate(PARAMS.names)}
-
-
 def dfun_numpy(x, p, c_in, u_mem, u_rate):
     """Reference right-hand side over (batch, region, 10)."""
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     A, B, G, a, b, g, C = (q[k] for k in ("A", "B", "G", "a", "b", "g", "C"))
     C1, C2, C3, C4, C5, C6, C7 = C, 0.8 * C, 0.25 * C, 0.25 * C, 0.3 * C, 0.1 * C, 0.8 * C
     y = [x[..., k] for k in range(10)]
@@ -170,14 +167,14 @@ def dfun_numpy(x, p, c_in, u_mem, u_rate):
 
 
 def cvar_numpy(x, p, u_mem):
-    return _S(x[..., 1] - x[..., 2] - x[..., 3] + u_mem, _unpack(p))[..., None]
+    return _S(x[..., 1] - x[..., 2] - x[..., 3] + u_mem, PARAMS.columns(p))[..., None]
 
 
 def observe_numpy(x, p, u_mem):
     v = x[..., 1] - x[..., 2] - x[..., 3]
-    return np.stack([v, _S(v + u_mem, _unpack(p))], axis=-1)
+    return np.stack([v, _S(v + u_mem, PARAMS.columns(p))], axis=-1)
 
 
 def noise_gain_numpy(p):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     return (q["A"] * q["a"] * q["noise_sd"] * _MS)[..., None]

@@ -57,8 +57,8 @@ STATE_BOUND = 1e6
 NETWORK_DEFAULTS = {"coupling": 0.6, "speed_m_s": 20.0}
 UNITS = {"exc": "1", "inh": "1", "x": "1", "y": "1"}
 
-(_te, _ti, _cee, _cei, _cie, _cii, _ae, _ai, _me, _mi, _xe, _ye, _sd) = (
-    PARAMS.index(n) for n in PARAMS.names)
+#: parameter columns by name (``p[IDX.C]``), generated from PARAMS
+IDX = PARAMS.indices()
 _MS = math.sqrt(1e-3)
 
 
@@ -79,9 +79,10 @@ def _S(v, a, mu):
 def dfun(x, p, rates, c_in, u_mem, u_rate):
     e = x[0]
     i = x[1]
-    inp = p[_cee] * e - p[_cie] * i + p[_xe] + c_in[0] + u_mem + u_rate
-    return ((-e + (1.0 - e) * _S(inp, p[_ae], p[_me])) / (p[_te] * 1e-3),
-            (-i + (1.0 - i) * _S(p[_cei] * e - p[_cii] * i + p[_ye], p[_ai], p[_mi])) / (p[_ti] * 1e-3))
+    inp_e = p[IDX.c_ee] * e - p[IDX.c_ie] * i + p[IDX.x_ext] + c_in[0] + u_mem + u_rate
+    inp_i = p[IDX.c_ei] * e - p[IDX.c_ii] * i + p[IDX.y_ext]
+    return ((-e + (1.0 - e) * _S(inp_e, p[IDX.a_e], p[IDX.mu_e])) / (p[IDX.tau_e] * 1e-3),
+            (-i + (1.0 - i) * _S(inp_i, p[IDX.a_i], p[IDX.mu_i])) / (p[IDX.tau_i] * 1e-3))
 
 
 @njit(cache=True, inline="always")
@@ -96,11 +97,7 @@ def observe(x, p, rates, u_mem):
 
 @njit(cache=True, inline="always")
 def noise_gain(p):
-    return (p[_sd] * _MS / (p[_te] * 1e-3),)
-
-
-def _unpack(p):
-    return {name: p[..., i] for i, name in enumerate(PARAMS.names)}
+    return (p[IDX.noise_sd] * _MS / (p[IDX.tau_e] * 1e-3),)
 
 
 def _S_np(v, a, mu):
@@ -108,7 +105,7 @@ def _S_np(v, a, mu):
 
 
 def dfun_numpy(x, p, c_in, u_mem, u_rate):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     e, i = x[..., 0], x[..., 1]
     d = np.empty_like(x)
     d[..., 0] = (-e + (1 - e) * _S_np(q["c_ee"] * e - q["c_ie"] * i + q["x_ext"] + c_in[..., 0] + u_mem + u_rate,
@@ -126,5 +123,5 @@ def observe_numpy(x, p, u_mem):
 
 
 def noise_gain_numpy(p):
-    q = _unpack(p)
+    q = PARAMS.columns(p)
     return (q["noise_sd"] * _MS / (q["tau_e"] / 1000))[..., None]
