@@ -30,7 +30,8 @@ from .twin import Twin, result_hash
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the non-interactive backend)
 
-__all__ = ["report_figures", "report_html", "write_report", "figure_svg", "figure_png"]
+__all__ = ["report_figures", "report_html", "write_report", "figure_svg", "figure_png", "topomap_figure",
+           "eeg_traces_figure", "plot_region_matrix"]
 
 #: matplotlib settings of every report figure: large enough for a projector
 STYLE = {"font.size": 14, "axes.titlesize": 15, "axes.labelsize": 14, "xtick.labelsize": 12,
@@ -58,7 +59,8 @@ def _hemisphere_cuts(conn) -> list[tuple[int, int, str]]:
     return groups
 
 
-def _matrix(ax, m, conn, title, cmap, vmin, vmax, label):
+def plot_region_matrix(ax, m, conn, title, cmap, vmin, vmax, label):
+    """Draw a region × region matrix on ``ax``: hemisphere separators and names, a colour bar."""
     im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     groups = _hemisphere_cuts(conn)
     for start, _, _ in groups[1:]:
@@ -129,9 +131,9 @@ def report_figures(result: xr.Dataset, connectome=None) -> dict:
             off = plv.copy()
             np.fill_diagonal(off, np.nan)
             fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
-            _matrix(axes[0], off, conn, f"Alpha PLV (simulated), r with log SC = {r:.2f}", "viridis",
+            plot_region_matrix(axes[0], off, conn, f"Alpha PLV (simulated), r with log SC = {r:.2f}", "viridis",
                     0.0, float(np.nanmax(off)), "PLV")
-            _matrix(axes[1], logw, conn, "Structural connectivity", "viridis", -3.0, 0.0, "log10 weight (max = 0)")
+            plot_region_matrix(axes[1], logw, conn, "Structural connectivity", "viridis", -3.0, 0.0, "log10 weight (max = 0)")
             fig.tight_layout()
             figs["fc"] = fig
 
@@ -140,44 +142,53 @@ def report_figures(result: xr.Dataset, connectome=None) -> dict:
 
 
 def _eeg_figures(result, conn) -> dict:
-    import mne
     from .observe.eeg import simulated_eeg
     raw = simulated_eeg(result, montage=MONTAGE, connectome=conn)
+    return {"topomap": topomap_figure(raw), "eeg_traces": eeg_traces_figure(raw)}
+
+
+def topomap_figure(raw, band=(8.0, 13.0), label: str = "alpha"):
+    """MNE topomap of the EEG band power of ``raw`` (µV², sequential map, head outline, sensors)."""
+    import mne   # heavy; only the EEG figures need it
     spec = raw.compute_psd(fmin=1.0, fmax=45.0, n_fft=int(2 * raw.info["sfreq"]), verbose=False)
     freqs = spec.freqs
-    alpha = spec.get_data()[:, (freqs >= 8) & (freqs < 13)].sum(axis=1) * (freqs[1] - freqs[0]) * 1e12
-    figs = {}
-    fig, ax = plt.subplots(figsize=(6.4, 5.6))
-    im, _ = mne.viz.plot_topomap(alpha, raw.info, axes=ax, cmap="viridis", sensors=True, contours=4,
-                                 extrapolate="head", show=False)
-    plt.colorbar(im, ax=ax, shrink=0.8, label="alpha power (µV²)")
-    ax.set_title("Simulated EEG alpha (8–13 Hz) power")
-    fig.tight_layout()
-    figs["topomap"] = fig
+    sel = (freqs >= band[0]) & (freqs < band[1])
+    power = spec.get_data()[:, sel].sum(axis=1) * (freqs[1] - freqs[0]) * 1e12
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(6.4, 5.6))
+        im, _ = mne.viz.plot_topomap(power, raw.info, axes=ax, cmap="viridis", sensors=True, contours=4,
+                                     extrapolate="head", show=False)
+        plt.colorbar(im, ax=ax, shrink=0.8, label=f"{label} power (µV²)")
+        ax.set_title(f"Simulated EEG {label} ({band[0]:g}–{band[1]:g} Hz) power")
+        fig.tight_layout()
+    return fig
 
-    picks = [c for c in ("Fz", "Cz", "Pz", "O1", "O2", "T7", "T8") if c in raw.ch_names]
+
+def eeg_traces_figure(raw, picks=("Fz", "Cz", "Pz", "O1", "O2", "T7", "T8"), seconds: float = 3.0):
+    """Stacked EEG traces (µV) of ``raw`` with a labelled amplitude scale bar."""
+    picks = [c for c in picks if c in raw.ch_names]
     data = raw.get_data(picks=picks) * 1e6
     sf = raw.info["sfreq"]
-    n = int(min(data.shape[1], 3 * sf))
+    n = int(min(data.shape[1], seconds * sf))
     t = np.arange(n) / sf
     data = data[:, :n] - data[:, :n].mean(axis=1, keepdims=True)
     spread = float(np.percentile(np.abs(data), 99)) * 2.2 or 1.0
     bar = float(f"{spread / 2:.1g}")
-    fig, ax = plt.subplots(figsize=(10, 5))
-    for i, ch in enumerate(picks):
-        ax.plot(t, data[i] - i * spread, color="#1f4e79", lw=1)
-    ax.set_yticks([-i * spread for i in range(len(picks))], picks)
-    x0 = t[-1] + 0.05 * t[-1]
-    ax.plot([x0, x0], [0, -bar], color="black", lw=3)
-    ax.text(x0 + 0.02 * t[-1], -bar / 2, f"{bar:g} µV", va="center", fontsize=14)
-    ax.set_xlim(0, t[-1] * 1.2)
-    ax.set_xlabel("time (s)")
-    ax.set_title("Simulated EEG (average reference)")
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)
-    fig.tight_layout()
-    figs["eeg_traces"] = fig
-    return figs
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(10, 5))
+        for i in range(len(picks)):
+            ax.plot(t, data[i] - i * spread, color="#1f4e79", lw=1)
+        ax.set_yticks([-i * spread for i in range(len(picks))], picks)
+        x0 = t[-1] * 1.05
+        ax.plot([x0, x0], [0, -bar], color="black", lw=3)
+        ax.text(x0 + 0.02 * t[-1], -bar / 2, f"{bar:g} µV", va="center", fontsize=14)
+        ax.set_xlim(0, t[-1] * 1.2)
+        ax.set_xlabel("time (s)")
+        ax.set_title("Simulated EEG (average reference)")
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+        fig.tight_layout()
+    return fig
 
 
 def figure_svg(fig) -> str:
