@@ -37,11 +37,13 @@ def hcp(args):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from neurotwin_dash import catalog
     from neurotwin_dash.analysis.connectivity import upper_triangle
     from neurotwin_dash.cluster import get_client
     from neurotwin_dash.fit.hcp import empirical_fc, hcp_fc_problem, structural_baseline_r
     from neurotwin_dash.fit.objectives import Features
     from neurotwin_dash.fit.optimizers import fit
+    from neurotwin_dash.report import plot_region_matrix
     from neurotwin_dash.simulate import simulate
 
     client = get_client(quiet=True)
@@ -76,11 +78,14 @@ def hcp(args):
     print(f"best parameters with fresh noise seeds 1, 2: r = {r_fresh[0]:.3f}, {r_fresh[1]:.3f}; "
           f"mean simulated FC {float(a.mean()):.2f} (empirical {float(b.mean()):.2f})")
     FIG.mkdir(exist_ok=True)
-    fig, ax = plt.subplots(1, 4, figsize=(16, 3.8))
-    ax[0].imshow(emp, vmin=-0.2, vmax=1, cmap="viridis")
-    ax[0].set_title("HCP group FC (80 AAL2)")
-    ax[1].imshow(fc, vmin=-0.2, vmax=1, cmap="viridis")
-    ax[1].set_title(f"simulated BOLD FC, r = {r_check:.3f}")
+    fig, ax = plt.subplots(1, 4, figsize=(22, 5))
+    # the two FC matrices share one symmetric colour scale, so their strengths compare by eye
+    lim = float(max(np.abs(a).max(), np.abs(b).max()))
+    hcp = catalog.load("hcp80")
+    for axis, m, title in ((ax[0], emp, "HCP group FC (80 AAL2)"), (ax[1], fc, f"simulated BOLD FC, r = {r_check:.3f}")):
+        m = np.array(m, dtype=float)
+        np.fill_diagonal(m, np.nan)
+        plot_region_matrix(axis, m, hcp, title, "RdBu_r", -lim, lim, "FC (Pearson r)")
     ax[2].plot(a, b, ".", ms=2, alpha=0.4)
     ax[2].set_xlabel("simulated FC")
     ax[2].set_ylabel("empirical FC")
