@@ -359,12 +359,17 @@ def as_grid(ds: xr.Dataset) -> xr.Dataset:
 METRICS: dict[str, Callable] = {}
 
 
-def register_metric(name: str):
-    """Decorator adding a metric to :data:`METRICS` (a function ``f(result, **kwargs) -> DataArray``)."""
+def _adder(registry: dict, name: str):
+    """A decorator storing its function in ``registry`` under ``name``."""
     def deco(func):
-        METRICS[name] = func
+        registry[name] = func
         return func
     return deco
+
+
+def register_metric(name: str):
+    """Decorator adding a metric to :data:`METRICS` (a function ``f(result, **kwargs) -> DataArray``)."""
+    return _adder(METRICS, name)
 
 
 #: name -> simulator function (keyword arguments of ``simulate``) a spec may name.
@@ -373,10 +378,7 @@ SIMULATORS: dict[str, Callable] = {}
 
 def register_simulator(name: str):
     """Decorator adding a simulator to :data:`SIMULATORS` (called with ``simulate``'s keywords)."""
-    def deco(func):
-        SIMULATORS[name] = func
-        return func
-    return deco
+    return _adder(SIMULATORS, name)
 
 
 _DEFAULT_SIMULATOR = "neurotwin_dash.simulate:simulate"

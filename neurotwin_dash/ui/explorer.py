@@ -300,5 +300,7 @@ def servable(mode: str = "dask"):
         if explorer.state.runner.latest_token == 0:
             explorer.state.run()
 
+    # a closed page cancels its pending simulation (no work for a session nobody sees)
+    pn.state.on_session_destroyed(lambda session_context: explorer.state.runner.cancel())
     return serve_page("neurotwin explorer", explorer, on_load=start)
 
