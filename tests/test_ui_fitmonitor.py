@@ -33,6 +33,13 @@ def test_sweep_runs_in_the_background_and_its_heatmap_links_to_the_explorer(tmp_
     q = parse_query({k: [v.encode() for v in vs] for k, vs in parse_qs(urlparse(url).query).items()})
     assert q["p"] == pytest.approx(mon.map.cells.data["x"][i]) and q["C"] == pytest.approx(mon.map.cells.data["y"][i])
     assert q["connectome"] == "single node" and q["model"] == "jansen_rit" and urlparse(url).path == "explorer"
+    # the download gives the finished samples as netCDF that reloads with the same numbers
+    import io
+    import xarray as xr
+    assert not mon.download.disabled
+    got = xr.load_dataset(io.BytesIO(mon._results_file().getvalue()), engine="h5netcdf")
+    np.testing.assert_allclose(got["alpha_power"].values, ds["alpha_power"].values)
+    assert mon.download.filename == "sweep-results.nc"
 
 
 def test_stopped_sweep_keeps_its_partial_results_and_a_restart_computes_only_the_missing_batches(
@@ -99,6 +106,9 @@ def test_fit_reports_evaluations_and_the_best_loss(tmp_path):
     assert loss.shape == (6,) and np.all(loss >= 0)
     assert mon.losses.best.data["y"][-1] == pytest.approx(np.nanmin(loss))
     assert 100.0 <= s.data["best"]["p"] <= 300.0 and "best loss" in s.best_text
+    res = s.results()                                    # what "Download results" writes
+    np.testing.assert_allclose(res["loss"].values, loss)
+    assert res.sizes["evaluation"] == 6 and set(res["generation"].values) == {0, 1}
 
 
 def test_bad_ranges_are_refused_with_a_message():

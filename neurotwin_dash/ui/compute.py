@@ -268,14 +268,16 @@ def explorer_export_job(spec: dict) -> dict:
     sim = run_plan(resolved)
     twin = Twin.from_result(sim, connectome=resolved.connectome, drive=_drive(spec, resolved.connectome),
                             name="explorer")
-    out = {}
     with tempfile.TemporaryDirectory(prefix="neurotwin-export-") as tmp:
-        write_dataset(sim, Path(tmp) / "run.nc")
-        twin.save(Path(tmp) / "twin.nc")
-        for name in ("run.nc", "twin.nc"):
-            out[name] = (Path(tmp) / name).read_bytes()
-    out["report.html"] = report_html(twin, result=sim).encode()
-    return out
+        twin_bytes = twin.save(Path(tmp) / "twin.nc").read_bytes()
+    return {"run.nc": netcdf_bytes(sim), "twin.nc": twin_bytes,
+            "report.html": report_html(twin, result=sim).encode()}
+
+
+def netcdf_bytes(ds: xr.Dataset) -> bytes:
+    """``ds`` as netCDF-4 file contents (written by the package's writer into a private temp folder)."""
+    with tempfile.TemporaryDirectory(prefix="neurotwin-export-") as tmp:
+        return write_dataset(ds, Path(tmp) / "data.nc").read_bytes()
 
 
 def explorer_job(spec: dict) -> xr.Dataset:

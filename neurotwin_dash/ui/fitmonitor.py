@@ -24,6 +24,7 @@ event loop and the session's document lock stay free for clicks (*Stop* acts at 
 """
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import threading
@@ -35,12 +36,15 @@ from urllib.parse import urlencode
 import numpy as np
 import panel as pn
 import param
+import xarray as xr
 from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMapper, OpenURL, TapTool
 from bokeh.palettes import Viridis256
 
 from .. import catalog
 from ..fit.optimizers import FitError, read_checkpoint
+from ..sweep import open_sweep
 from . import panes
+from .compute import netcdf_bytes
 from .state import SINGLE_NODE, available_models
 from .widgets import error_alert
 
@@ -290,6 +294,25 @@ class MonitorState(param.Parameterized):
         return fit(problem, method=self.method, generations=self.generations, popsize=self.popsize,
                    client=self._client(), checkpoint=checkpoint, progress=False, stop=stop)
 
+    def results(self) -> xr.Dataset | None:
+        """What the current/last run produced, as a Dataset (``None`` before anything is done).
+
+        Sweep: the finished samples of the store (parameters as coordinates, metrics, ``diverged``).
+        Fit: every evaluated candidate (``evaluation``: the two parameters, loss, generation).
+        """
+        snap = self.snapshot()
+        if snap is None or not snap["done"]:
+            return None
+        if snap["mode"] == "sweep":
+            return open_sweep(self.store, only_done=True).load()
+        meta = snap["meta"]
+        return xr.Dataset(
+            {meta["x"]: ("evaluation", snap["x"]), meta["y"]: ("evaluation", snap["y"]),
+             "loss": ("evaluation", snap["value"], {"units": "1", "long_name": "healthy-dynamics loss"}),
+             "generation": ("evaluation", snap["generation"])},
+            attrs={"model": self.model, "connectome": self.connectome, "method": self.method,
+                   "best": snap["best_text"]})
+
     def wait(self, timeout_s: float = 600.0) -> None:
         """Block until the background run ends (tests, notebooks), then take a last snapshot."""
         if self._thread is not None:
@@ -354,7 +377,7 @@ class MonitorState(param.Parameterized):
 
 
 def _sweep_snapshot(store, meta) -> dict | None:
-    from ..sweep import open_sweep, sweep_status
+    from ..sweep import sweep_status
     try:
         status = sweep_status(store)
         ds = open_sweep(store, only_done=False).load()
@@ -508,9 +531,18 @@ class FitMonitor(pn.viewable.Viewer):
         self.error = error_alert()
         s.param.watch(lambda e: _set_alert(self.error, e.new), "error")
         s.param.watch(self._show, "data")
+        self.download = pn.widgets.FileDownload(callback=self._results_file, filename="results.nc",
+                                                 label="Download results (netCDF)", disabled=True,
+                                                 css_classes=["download-results"], width=300)
+        s.param.watch(lambda e: setattr(self.download, "disabled", not e.new), "done")
         self.progress = pn.indicators.Progress(value=0, max=1, width=300, css_classes=["run-progress"])
         self.status = pn.pane.Markdown("No run yet.", css_classes=["run-status"])
         s.param.watch(self._status, ["done", "total", "running", "best_text", "stopped", "stop_requested"])
+
+    def _results_file(self):
+        ds = self.state.results()
+        self.download.filename = f"{self.state.mode}-results.nc"
+        return io.BytesIO(netcdf_bytes(ds)) if ds is not None else None
 
     def _buttons(self, *events):
         s = self.state
@@ -558,7 +590,7 @@ class FitMonitor(pn.viewable.Viewer):
                     pn.pane.Markdown("Objective: healthy resting dynamics (alpha peak 8–12 Hz, "
                                      "aperiodic exponent 1–2, no saturation; LaNMM: gamma present)."),
                     title="Fit", sizing_mode="stretch_width"),
-            pn.Row(self.start_button, self.stop_button), self.error, sizing_mode="stretch_width")
+            pn.Row(self.start_button, self.stop_button), self.error, self.download, sizing_mode="stretch_width")
 
     def main(self):
         return pn.Column(pn.Row(self.progress, self.status), pn.FlexBox(
