@@ -64,6 +64,7 @@ from .models import get_model, initial_state
 from .models._kernel import (KernelArgs, compiled_integrate, drives_at, edge_offsets,
                              integrate_numpy, model_tag)
 from .params import ParamError, ParamSet, ParamSpec
+from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
 
 __all__ = ["simulate", "plan", "run_plan", "SimulationPlan", "TimeGrid", "time_grid", "Network",
            "SampledDrives", "sample_drives", "Drive", "NETWORK_PARAMS", "network_params",
@@ -948,22 +949,25 @@ def _to_dataset(plan: SimulationPlan, result):
     units = getattr(mod, "UNITS", {})
     data = {}
     for k, name in enumerate(plan.record):
-        data[name] = (("batch", "time", "region"), out[k], {"units": units.get(name, "")})
+        data[name] = (("batch", "time", "region"), out[k], {"units": cf_unit(units.get(name, ""))})
     data["diverged"] = (("batch",), diverged.copy(),
-                        {"doc": "state became non-finite or exceeded the model's STATE_BOUND"})
-    coords = {"batch": np.arange(plan.n_batch),
+                        {"units": DIMENSIONLESS,
+                         "doc": "state became non-finite or exceeded the model's STATE_BOUND"})
+    coords = {"batch": ("batch", np.arange(plan.n_batch), {"units": DIMENSIONLESS}),
               "time": ("time", plan.time.sample_times(), {"units": "s"}),
               "region": list(plan.labels)}
     for name in plan.given:
         v = plan.value(name)
         if plan.n_batch > 1 and not np.all(v == v[:1]):
+            unit = {"units": cf_unit(plan.params[name].unit)}
             if np.all(v == v[:, :1]):
-                coords[name] = ("batch", v[:, 0].copy())
+                coords[name] = ("batch", v[:, 0].copy(), unit)
             else:
-                coords[name] = (("batch", "region"), v)
+                coords[name] = (("batch", "region"), v, unit)
     conn = plan.connectome
     seeds = plan.seeds
     attrs = {
+        "Conventions": CONVENTIONS,
         "model": mod.NAME,
         "dt_ms": plan.time.dt_ms,
         "sample_rate_hz": plan.time.sample_rate_hz,

@@ -60,6 +60,7 @@ import xarray as xr
 from . import catalog
 from .params import ParamSet, ParamSpec
 from .simulate import Drive, SimulationPlan, all_params, plan, simulate
+from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
 
 __all__ = [
     "SweepError", "SweepSpec", "SweepResult", "SWEEP_PARAMS", "METRICS", "SAMPLINGS",
@@ -329,11 +330,11 @@ def make_samples(spec: SweepSpec, params: ParamSet | None = None) -> xr.Dataset:
     for name in names:
         params[name].check(cols[name], where=f"axis {name!r}")
     ds = xr.Dataset({name: ("sample", np.asarray(cols[name], dtype=float),
-                            {"units": params[name].unit, "doc": params[name].doc,
+                            {"units": cf_unit(params[name].unit), "doc": params[name].doc,
                              **({"regions": list(spec.axes[name]["regions"])}
                                 if "regions" in spec.axes[name] else {})})
                      for name in names},
-                    coords={"sample": np.arange(n)})
+                    coords={"sample": ("sample", np.arange(n), {"units": DIMENSIONLESS})})
     ds.attrs.update(sampling=spec.sampling, n_samples=n)
     return ds
 
@@ -722,7 +723,8 @@ def run_batch(spec: SweepSpec | Mapping, batch: Mapping[str, Sequence[float]],
                 raise SweepError(f"time series {v!r} clashes with a metric of the same name")
             out[v] = res[v].drop_vars([c for c in res[v].coords if c not in res[v].dims])
     ds = xr.Dataset(out)
-    ds["diverged"] = ("batch", diverged)
+    ds["diverged"] = ("batch", diverged, {"units": DIMENSIONLESS,
+                                          "doc": "state became non-finite or exceeded the model's bound"})
     ds = ds.drop_vars("batch", errors="ignore")
     ds.attrs["seconds"] = time.perf_counter() - t0
     return ds
@@ -810,13 +812,14 @@ def _template(first: xr.Dataset, samples: xr.Dataset, spec: SweepSpec, n_batches
         dtype = bool if var.dtype == bool else np.float64
         variables[name] = (dims, da.full(shape, fill, chunks=chunks, dtype=dtype), var.attrs)
     variables["batch_done"] = (("sweep_batch",), da.zeros(n_batches, chunks=1, dtype=np.int8),
-                               {"doc": "1 when the batch's values are written (resume skips it)"})
+                               {"units": DIMENSIONLESS, "doc": "1 when the batch's values are written (resume skips it)"})
     variables["batch_seconds"] = (("sweep_batch",), da.full(n_batches, np.nan, chunks=1),
                                   {"units": "s", "doc": "wall time of the batch on its worker"})
     variables["batch_checksum"] = (("sweep_batch",), da.zeros(n_batches, chunks=1, dtype=np.uint64),
-                                   {"doc": "BLAKE2b-64 of the batch's values as read back from the store "
+                                   {"units": DIMENSIONLESS, "doc": "BLAKE2b-64 of the batch's values as read back from the store "
                                            "(a resume recomputes a batch whose values no longer match)"})
-    coords = {"sample": np.arange(n), "sweep_batch": np.arange(n_batches)}
+    coords = {"sample": ("sample", np.arange(n), {"units": DIMENSIONLESS}),
+              "sweep_batch": ("sweep_batch", np.arange(n_batches), {"units": DIMENSIONLESS})}
     for name in samples.data_vars:
         coords[name] = ("sample", samples[name].values, samples[name].attrs)
     for name, c in first.coords.items():
@@ -824,7 +827,7 @@ def _template(first: xr.Dataset, samples: xr.Dataset, spec: SweepSpec, n_batches
             coords[name] = c
     ds = xr.Dataset(variables, coords=coords)
     ds.attrs.update(
-        **{STORE_MARKER: spec.fingerprint()}, fingerprint=spec.fingerprint(), spec=json.dumps(spec.to_dict()), sampling=spec.sampling,
+        Conventions=CONVENTIONS, **{STORE_MARKER: spec.fingerprint()}, fingerprint=spec.fingerprint(), spec=json.dumps(spec.to_dict()), sampling=spec.sampling,
         swept=json.dumps(list(spec.axes)), batch_size=bs, model=spec.model,
         created=time.strftime("%Y-%m-%dT%H:%M:%S"), version=_version(),
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..units import CONVENTIONS, DIMENSIONLESS
 from . import connectivity, pac, spectra
 
 __all__ = ["region_signal", "spectral_metrics", "standard_metrics", "sensor_metrics", "analyse_file"]
@@ -100,10 +101,11 @@ def standard_metrics(result, variable=None, window_s: float = 2.0, aperiodic: bo
             tri = connectivity.upper_triangle(f)
             ds["fcd_variance"] = xr.DataArray(np.nanvar(tri, axis=-1), dims=f.dims[:-2],
                                               coords={k: v for k, v in f.coords.items()
-                                                      if set(v.dims) <= set(f.dims[:-2])})
+                                                      if set(v.dims) <= set(f.dims[:-2])},
+                                              attrs={"units": DIMENSIONLESS})
     attrs = dict(getattr(result, "attrs", {}))
     ds.attrs = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float))}
-    ds.attrs.update(analysed_variable=str(da.attrs.get("variable", da.name)), window_s=window_s,
+    ds.attrs.update(Conventions=CONVENTIONS, analysed_variable=str(da.attrs.get("variable", da.name)), window_s=window_s,
                     connectivity_band=str(connectivity_band),
                     bands=str({k: list(v) for k, v in spectra.BANDS.items()}))
     return ds
@@ -126,7 +128,7 @@ def sensor_metrics(result, montage="biosemi64", variable=None, window_s: float =
     bands = {k: v for k, v in spectra.BANDS.items() if v[1] <= float(psd.frequency[-1])}
     return xr.Dataset({"sensor_band_power": spectra.band_power(psd, bands),
                        "sensor_alpha_peak_hz": spectra.peak_frequency(psd, "alpha")},
-                      attrs={"montage": str(montage), "reference": "average"})
+                      attrs={"Conventions": CONVENTIONS, "montage": str(montage), "reference": "average"})
 
 
 def analyse_file(path, out=None, variable=None, aperiodic: bool = True, pac_surrogates: int = 0,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..units import DIMENSIONLESS
 from .connectivity import analytic_signal
 from .spectra import resolve_band, sampling_rate
 
@@ -124,7 +125,7 @@ def phase_amplitude_coupling(da: xr.DataArray, phase_band="alpha", amp_band="gam
         dask="parallelized", output_dtypes=[float] * 5,
     )
     names = ["mi", "mi_surrogate_mean", "mi_surrogate_sd", "mi_z", "p_value"]
-    ds = xr.Dataset({n: r for n, r in zip(names, res)})
+    ds = xr.Dataset({n: r.assign_attrs(units=DIMENSIONLESS) for n, r in zip(names, res)})
     ds.attrs = {"method": "Tort et al. 2010 modulation index", "phase_band_hz": [lo_p, hi_p],
                 "amp_band_hz": [lo_a, hi_a], "n_bins": n_bins, "n_surrogates": int(n_surrogates),
                 "surrogates": f"circular shifts of the amplitude ≥ {min_shift_s} s", "seed": seed}

@@ -17,6 +17,8 @@ import numpy as np
 import xarray as xr
 from scipy import signal
 
+from ..units import DIMENSIONLESS, cf_unit
+
 __all__ = ["BANDS", "resolve_band", "sampling_rate", "welch", "band_power", "peak_frequency",
            "gamma_power", "aperiodic_exponent"]
 
@@ -104,7 +106,7 @@ def welch(da: xr.DataArray, window_s: float = 2.0, overlap: float = 0.5, fmin: f
     psd = psd.sel(frequency=slice(fmin, hi))
     psd["frequency"].attrs["units"] = "Hz"
     unit = da.attrs.get("units", "")
-    psd.attrs = {"units": f"{unit}^2/Hz" if unit else "1/Hz", "window_s": nperseg / fs,
+    psd.attrs = {"units": f"{unit}^2/Hz" if unit and unit != DIMENSIONLESS else "1/Hz", "window_s": nperseg / fs,
                  "overlap": overlap, "sample_rate_hz": fs, "method": "Welch, Hann"}
     psd.name = "psd"
     return psd
@@ -137,15 +139,16 @@ def band_power(psd: xr.DataArray, bands=None, relative: bool = False,
                              f"(resolution {f[1] - f[0]:g} Hz, range {f[0]:g}–{f[-1]:g} Hz)")
         out.append(psd.isel(frequency=m).integrate("frequency"))
     bp = xr.concat(out, dim=xr.DataArray(list(bands), dims="band", name="band"))
-    bp = bp.assign_coords(band_low_hz=("band", [resolve_band(b)[0] for b in bands.values()]),
-                          band_high_hz=("band", [resolve_band(b)[1] for b in bands.values()]))
+    bp = bp.assign_coords(band_low_hz=("band", [resolve_band(b)[0] for b in bands.values()], {"units": "Hz"}),
+                          band_high_hz=("band", [resolve_band(b)[1] for b in bands.values()], {"units": "Hz"}))
     if relative:
         lo, hi = total_range
         total = psd.isel(frequency=_band_mask(f, lo, hi)).integrate("frequency")
         bp = bp / total
-        bp.attrs["units"] = "1 (fraction of power in %g–%g Hz)" % (lo, hi)
+        bp.attrs.update(units=DIMENSIONLESS, long_name=f"fraction of the power in {lo:g}–{hi:g} Hz",
+                        total_range_hz=[lo, hi])
     else:
-        bp.attrs["units"] = psd.attrs.get("units", "").replace("/Hz", "")
+        bp.attrs["units"] = cf_unit(psd.attrs.get("units", "").replace("/Hz", ""))
     bp.name = "band_power"
     return bp.transpose(..., "band")
 

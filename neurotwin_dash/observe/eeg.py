@@ -102,7 +102,13 @@ def _as_region_signal(signal, variable=None) -> xr.DataArray:
         if missing:
             raise ValueError(f"variable {missing} not in the result; available: {list(signal.data_vars)}")
         da = sum(signal[v] for v in names)
+        # the dataset's attrs (provenance) plus the variables' own units, which the spectra carry on
+        # (mV -> mV^2/Hz); a sum of variables in different units has none
+        units = {signal[v].attrs.get("units") for v in names}
         da.attrs = dict(signal.attrs, variable="+".join(names))
+        da.attrs.pop("units", None)
+        if len(units) == 1 and None not in units:
+            da.attrs["units"] = units.pop()
         return da
     if not isinstance(signal, xr.DataArray):
         raise TypeError(f"signal must be an xarray DataArray/Dataset with dims (…, time, region); got "
