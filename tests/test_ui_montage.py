@@ -34,6 +34,16 @@ def test_field_of_the_default_montage_matches_the_library(designer):
     assert res.attrs["backend_3d"] in ("pyvista", "matplotlib") and res.attrs["png_3d"][:4] == b"\x89PNG"
 
 
+def test_downloads_give_a_montage_that_reloads_and_the_field_as_netcdf(designer, tmp_path):
+    import xarray as xr
+    path = tmp_path / "montage.json"
+    path.write_bytes(designer._montage_file().getvalue())
+    m = Montage.load(path)
+    assert m.currents_mA == designer.state.montage().currents_mA
+    field = xr.load_dataset(designer._result_file(designer.state.field_runner), engine="h5netcdf")
+    np.testing.assert_allclose(field["E_n"].values, designer.state.field_runner.result["E_n"].values)
+
+
 def test_over_limit_currents_show_inline_errors_and_keep_the_last_valid_montage(designer):
     s = designer.state
     n_done = s.field_runner.n_done

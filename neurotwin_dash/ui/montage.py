@@ -18,6 +18,9 @@ All three computations run on the Dask client in the background (:class:`JobRunn
 """
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 import panel as pn
 import param
@@ -26,7 +29,7 @@ from bokeh.palettes import Inferno256
 
 from .. import catalog
 from . import panes
-from .compute import BANDS
+from .compute import BANDS, netcdf_bytes
 from .state import JobRunner, StagedResult, available_models, paramset_class, values_of
 from .widgets import NumberBox, error_alert, paramset_widgets
 
@@ -278,6 +281,17 @@ class MontageDesigner(pn.viewable.Viewer):
         self.effect_text = pn.pane.Markdown("", css_classes=["effect-summary"])
         self.field_spinner = pn.indicators.LoadingSpinner(value=s.field_runner.param.busy, size=24)
         self.effect_spinner = pn.indicators.LoadingSpinner(value=s.effect_runner.param.busy, size=24)
+        # take away: the montage (JSON, re-loadable with Montage.load), its field and the effect (netCDF)
+        self.downloads = {
+            "montage.json": pn.widgets.FileDownload(callback=self._montage_file, filename="montage.json",
+                                                    label="Download montage (JSON)", css_classes=["download-montage"],
+                                                    sizing_mode="stretch_width"),
+            "field.nc": pn.widgets.FileDownload(callback=lambda: self._result_file(s.field_runner), filename="field.nc",
+                                                label="Download field (netCDF)", css_classes=["download-field"],
+                                                sizing_mode="stretch_width"),
+            "effect.nc": pn.widgets.FileDownload(callback=lambda: self._result_file(s.effect_runner),
+                                                 filename="effect.nc", label="Download effect (netCDF)",
+                                                 css_classes=["download-effect"], sizing_mode="stretch_width")}
         self.staged_field = StagedResult(s.field_runner, "result", ["electrodes", "field_map", "field3d"])
         self.staged_field.param.watch(lambda e: self.electrodes.update(e.new, s.max_current_mA), "electrodes")
         self.staged_field.param.watch(lambda e: self._show_field(e.new), "field_map")
@@ -287,6 +301,18 @@ class MontageDesigner(pn.viewable.Viewer):
         self.staged_effect.param.watch(lambda e: self.effect_spectra.update(e.new), "spectra")
 
     # --- callbacks -----------------------------------------------------------------------------
+    def _montage_file(self):
+        return io.BytesIO(json.dumps(self.state.montage().to_dict(), indent=1).encode())
+
+    @staticmethod
+    def _result_file(runner):
+        """The runner's latest result as netCDF (pictures and other non-numeric attrs left out)."""
+        if runner.result is None:
+            return None
+        ds = runner.result.copy()
+        ds.attrs = {k: v for k, v in ds.attrs.items() if isinstance(v, (str, int, float, np.number))}
+        return io.BytesIO(netcdf_bytes(ds))
+
     @staticmethod
     def _alert(alert, text):
         alert.object = text or ""
@@ -367,7 +393,8 @@ class MontageDesigner(pn.viewable.Viewer):
             pn.widgets.IntInput.from_param(s.param.n_seeds),
             pn.widgets.Select.from_param(s.param.connectome),
             title="Simulated effect", sizing_mode="stretch_width")
-        return pn.Column(place, limits, opt, effect, sizing_mode="stretch_width")
+        takeaway = pn.Card(*self.downloads.values(), title="Take away", sizing_mode="stretch_width", collapsed=True)
+        return pn.Column(place, limits, opt, effect, takeaway, sizing_mode="stretch_width")
 
     def main(self) -> pn.Column:
         return pn.Column(
