@@ -167,8 +167,9 @@ class LoginHandler(RequestHandler):
 
     def get(self):
         token = secrets.token_urlsafe(32)
+        # path: the login page's own (with any --prefix), so the form's POST carries it back
         self.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=_https(self),
-                        path=login_url)
+                        path=self.request.path)
         code = self.get_argument("error", "")
         wait = THROTTLE.wait_s(f"ip:{self.request.remote_ip}")
         if wait > 0:
@@ -196,7 +197,7 @@ class LoginHandler(RequestHandler):
             self.redirect(retry + "invalid", status=303)
             return
         THROTTLE.succeeded(*keys)
-        self.clear_cookie(CSRF_COOKIE, path=login_url)
+        self.clear_cookie(CSRF_COOKIE, path=self.request.path)
         self.set_secure_cookie(USER_COOKIE, user, expires_days=LOGIN_DAYS, httponly=True,
                                samesite="Lax", secure=_https(self), path="/")
         self.redirect(_safe_next(self.get_argument("next", "/")), status=303)
