@@ -243,22 +243,25 @@ def test_world_readable_credentials_and_secret_on_the_command_line_are_refused(t
 
 # --- 4. open doors: the Dask dashboard and scheduler -------------------------------------------
 
-def test_dask_dashboard_and_scheduler_not_reachable_from_a_non_loopback_address():
+@pytest.fixture(scope="module")
+def local_client():
+    """The process's LocalCluster client as cluster.get_client makes it (one worker)."""
+    cluster.close_client()
+    yield cluster.get_client(n_workers=1, quiet=True)
+    cluster.close_client()
+
+
+def test_dask_dashboard_and_scheduler_not_reachable_from_a_non_loopback_address(local_client):
     ip = _non_loopback_address()
     if ip is None:
         pytest.skip("this machine has no non-loopback IPv4 address to test from")
-    cluster.close_client()
-    client = cluster.get_client(n_workers=1, quiet=True)
-    try:
-        dash_port = int(re.search(r":(\d+)/", client.dashboard_link).group(1))
-        sched_port = int(client.scheduler.address.rsplit(":", 1)[1])
-        for port in (dash_port, sched_port):
-            with socket.create_connection(("127.0.0.1", port), timeout=5):
-                pass                                   # control: it is up on loopback
-            with pytest.raises(OSError):
-                socket.create_connection((ip, port), timeout=5).close()
-    finally:
-        cluster.close_client()
+    dash_port = int(re.search(r":(\d+)/", local_client.dashboard_link).group(1))
+    sched_port = int(local_client.scheduler.address.rsplit(":", 1)[1])
+    for port in (dash_port, sched_port):
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass                                       # control: it is up on loopback
+        with pytest.raises(OSError):
+            socket.create_connection((ip, port), timeout=5).close()
 
 
 # --- 2. code execution from data files ---------------------------------------------------------
@@ -326,7 +329,7 @@ def test_yaml_metric_and_simulator_injection_are_refused(tmp_path, capsys):
     assert "metrics[0] (std): unknown keyword(s) ['args', 'shell']" in messages["kwargs"]
 
 
-def test_metrics_registered_in_python_still_work_on_dask_workers(tmp_path):
+def test_metrics_registered_in_python_still_work_on_dask_workers(tmp_path, local_client):
     """The allow-list is the registry: a function registered in Python is usable (and sent to the
     workers with the tasks)."""
     from neurotwin_dash import sweep
@@ -339,13 +342,10 @@ def test_metrics_registered_in_python_still_work_on_dask_workers(tmp_path):
         spec = sweep.SweepSpec.from_dict(dict(model="jansen_rit", connectome=None, duration_s=1.0,
                                               transient_s=0.5, axes={"p": {"values": [120.0, 200.0]}},
                                               metrics=["test_security.max_abs"], batch_size=1))
-        cluster.close_client()
-        client = cluster.get_client(n_workers=1, quiet=True)
-        ds = sweep.run_sweep(spec, tmp_path / "m.zarr", client=client, progress=False).dataset
+        ds = sweep.run_sweep(spec, tmp_path / "m.zarr", client=local_client, progress=False).dataset
         assert ds["test_security.max_abs"].shape == (2,) and (ds["test_security.max_abs"] > 0).all()
     finally:
         sweep.METRICS.pop("test_security.max_abs", None)
-        cluster.close_client()
 
 
 @pytest.mark.parametrize("text, message", [
@@ -470,7 +470,8 @@ def test_overwrite_on_a_full_tmpfs_keeps_the_old_file(tmp_path):
 
 
 def test_write_failing_mid_file_keeps_the_old_file(tmp_path):
-    """The same fault without a mount: RLIMIT_FSIZE makes the write itself fail half-way."""
+    """The same fault without a mount: RLIMIT_FSIZE makes the write itself fail half-way (the
+    writer every command uses, in a fresh process with the limit set)."""
     import resource
     old = tmp_path / "run.nc"
     before = _small_run(old)
@@ -480,12 +481,16 @@ def test_write_failing_mid_file_keeps_the_old_file(tmp_path):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # write() then fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    rc, err = _cli("simulate", "--connectome", "tvb76", "--duration", "1", "--no-progress",
-                   "--out", old, "--overwrite", preexec_fn=limit_file_size,
-                   env={"NUMBA_CACHE_DIR": str(tmp_path / "numba")})
-    assert rc == 1 and "File too large" in err, err
+    code = ("import sys, numpy as np, xarray as xr\n"
+            "from neurotwin_dash.io.files import write_dataset\n"
+            "ds = xr.Dataset({'v': (('t', 'r'), np.random.default_rng(0).normal(size=(4000, 76)))})\n"
+            "try:\n    write_dataset(ds, sys.argv[1], overwrite=True)\n"
+            "except OSError as exc:\n    print(exc.strerror, file=sys.stderr); sys.exit(1)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(old)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, preexec_fn=limit_file_size)
+    assert proc.returncode == 1 and "File too large" in proc.stderr, proc.stderr
     assert old.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "numba") == ["run.nc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.nc"]
 
 
 SWEEP_YAML = ("model: jansen_rit\nconnectome: null\nduration_s: 1.0\ntransient_s: 0.5\nsample_rate_hz: 250\n"
