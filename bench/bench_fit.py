@@ -5,8 +5,9 @@
 ``bench/figures/hcp_fc_fit.png`` (empirical vs simulated FC, scatter of upper triangles,
 best r per generation).
 
-``ad``: the Alzheimer's scenario at full length (3 noise seeds for the progression, 10 s runs);
-figure ``bench/figures/ad_scenario.png``.
+``ad``: the Alzheimer's scenario at full length (dense C7 path of 9 values x 5 noise seeds, the
+montage x dose search and the dose-response at every stage, 10 s runs; every effect with its 95 %
+CI), then the montage designer's 5-seed effect job; figure ``bench/figures/ad_scenario.png``.
 
     python bench/bench_fit.py hcp [--generations 6 --popsize 8 --duration 1210]
     python bench/bench_fit.py ad
@@ -106,37 +107,67 @@ def hcp(args):
 
 def ad(args):
     from neurotwin_dash.cluster import get_client
-    from neurotwin_dash.fit.scenarios import ScenarioConfig, alzheimer_scenario, plot_scenario
+    from neurotwin_dash.fit.scenarios import ScenarioConfig, alzheimer_scenario, describe_effect, plot_scenario
+    from neurotwin_dash.ui.compute import montage_effect_job
+    from neurotwin_dash.ui.montage import MontageState
     client = get_client(quiet=True)
-    cfg = ScenarioConfig(duration_s=10.0, transient_s=2.0, seeds=(0, 1, 2))
+    cfg = ScenarioConfig(duration_s=args.duration, transient_s=2.0)          # 9 C7 values x 5 seeds
     t0 = time.perf_counter()
-    r = alzheimer_scenario(cfg, stage=args.stage, doses=(0.5, 0.75, 1.0),
-                           amplitudes_mV=(0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5), client=client)
+    r = alzheimer_scenario(cfg, doses=(0.5, 1.0), amplitudes_mV=(0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+                           client=client)
     wall = time.perf_counter() - t0
-    prog, s, d = r["progression"], r["search"], r["dose"]
-    g = prog["gamma_power"]
-    print(f"targets {cfg['regions']} (C7 path {cfg['path']}), {wall:.0f} s")
-    for st in prog["stage"].values:
-        row = prog.sel(stage=st)
-        print(f"  {st:8s} gamma {float(row['gamma_power'].mean()):.4f} ± {float(row['gamma_power'].std()):.4f}  "
-              f"alpha {float(row['alpha_power'].mean()):.3f}  gamma peak {float(row['gamma_peak_hz'].mean()):.1f} Hz  "
-              f"P2 rate {float(row['p2_rate'].mean()):.2f}/s  aperiodic exp {float(row['aperiodic_exponent'].mean()):.2f}")
-    monotonic = bool(np.all(np.diff(g.mean("seed").values) < 0))
-    print(f"  gamma falls monotonically healthy → MCI → AD: {monotonic}")
-    print(f"tACS search ({args.stage}, 40 Hz, λ = {s.attrs['lambda_mV_per_V_m']} mV per V/m, limits "
-          f"{s.attrs['limits']}):")
+    summ, s, d = r["summary"], r["search"], r["dose"]
+    n = len(cfg["seeds"])
+    print(f"targets {cfg['regions']}, C7 path {cfg['c7_path']}, {n} seeds, {args.duration:g} s runs: "
+          f"full scenario {wall:.0f} s on {len(client.scheduler_info()['workers'])} workers")
+
+    def cell(m, c7):
+        x = summ.sel(measure=m, c7=c7)
+        return f"{float(x['mean']):.3g} [{float(x['ci_low']):.3g}, {float(x['ci_high']):.3g}]"
+    cols = ["gamma_power", "gamma_peak_band_power", "gamma_peak_hz", "alpha_power", "p2_rate",
+            "aperiodic_exponent", "pac_mi"]
+    print("| C7 | stage | " + " | ".join(cols) + " | band-edge share |")
+    for c7, st, share in zip(summ["c7"].values, summ["stage"].values, summ["band_edge_share"].values):
+        print(f"| {c7:g} | {st} | " + " | ".join(cell(m, c7) for m in cols) + f" | {share:.3f} |")
+    a = summ.attrs
+    print(f"gamma max {a['gamma_max']:.2f} mV² at C7 = {a['gamma_max_c7']:g} ({a['gamma_max_ratio']:.2f} x healthy); "
+          f"last C7: {100 * a['gamma_last_ratio']:.3f} % of healthy; stage points {r['stages']}")
+    print(f"tACS search at the {s.attrs['stage']} stage (C7 = {s.attrs['stage_c7']:g}, 40 Hz, "
+          f"λ = {s.attrs['lambda_mV_per_V_m']} mV per V/m, {s.attrs['limits']}):")
     for k in range(s.sizes["candidate"]):
-        print(f"  {s['montage'].values[k]:9s} x{s['dose'].values[k]:.2f}: target E_n {float(s['target_E_n_V_m'][k]):.3f} V/m, "
-              f"injected {float(s['total_injected_mA'][k]):.2f} mA → restores {100 * float(s['restoration'][k]):5.1f} %")
-    print(f"  best: {s.attrs['best_montage']} x{s.attrs['best_dose']}: {100 * s.attrs['best_restoration']:.1f} % "
-          "of the lost gamma")
-    print("dose-response (40 Hz soma polarisation confined to the targets):")
-    for a, rr, f in zip(d["amplitude_mV"].values, d["restoration"].values, d["field_needed_V_m"].values):
-        print(f"  {a:.2f} mV (= {f:.2f} V/m at λ 0.2): restores {100 * rr:6.1f} %")
-    print(f"  ≥ 50 % first at {d.attrs['half_restoration_mV']} mV")
+        print(f"  {s['montage'].values[k]:9s} x{s['dose'].values[k]:.2f}: target E_n {float(s['target_E_n_V_m'][k]):.3f} V/m "
+              f"({float(s['target_shift_mV'][k]):.3f} mV), {float(s['total_injected_mA'][k]):.2f} mA")
+        for o in s["outcome"].values:
+            print(f"      {o:10s} {describe_effect(s, str(o), candidate=k)}")
+        print(f"      restored fraction of lost gamma {100 * float(s['restoration'][k]):.2f} % "
+              f"[{100 * float(s['restoration_ci_low'][k]):.2f}, {100 * float(s['restoration_ci_high'][k]):.2f}]")
+    print(f"  best by lower CI bound: {s.attrs['best_montage']} x{s.attrs['best_dose']}: {s.attrs['best_verdict']}")
+    print("dose-response (40 Hz soma polarisation confined to the targets), thresholds = smallest amplitude "
+          "whose 95 % CI excludes 0:")
+    for st in d["stage"].values:
+        for o in d["outcome"].values:
+            t = float(d["threshold_mV"].sel(stage=st, outcome=o))
+            print(f"  {st:14s} {o:10s} threshold {t:.3g} mV = {t / d.attrs['lambda_mV_per_V_m']:.3g} V/m")
+            for amp in d["amplitude_mV"].values:
+                e = d.sel(stage=st, outcome=o, amplitude_mV=amp)
+                print(f"      {amp:5.2f} mV: {float(e['effect']):+.4g} [{float(e['ci_low']):+.4g}, "
+                      f"{float(e['ci_high']):+.4g}] (sham {float(e['sham']):.4g} ± sd {float(e['sham_sd']):.3g})")
     FIG.mkdir(exist_ok=True)
     plot_scenario(r, FIG / "ad_scenario.png")
     print(f"figure: {FIG / 'ad_scenario.png'}")
+
+    # the montage designer's effect: 5 seeds x (sham, stimulated), 2 s each, tvb76, one batch
+    spec = MontageState(mode="sync").spec()
+    spec["targets"] = ["lPFCDL"]
+    montage_effect_job(spec)                                  # warm (JIT cache, fields)
+    times = []
+    for _ in range(3):
+        t1 = time.perf_counter()
+        res = montage_effect_job(spec)
+        times.append(time.perf_counter() - t1)
+    print(f"montage designer effect, {res.attrs['n_seeds']} seeds x 2 arms, {spec['duration_s']:g} s "
+          f"(+{spec['transient_s']:g} s transient), tvb76, in-process: {min(times):.2f} s best of 3 "
+          f"({', '.join(f'{t:.2f}' for t in times)})")
 
 
 def personal(args):
@@ -182,7 +213,7 @@ def main():
     h.add_argument("--checkpoint", default=os.path.join(tempfile.gettempdir(), "neurotwin_hcp_fit.pkl"),
                    help="fit checkpoint (re-running resumes / replays it)")
     a = sub.add_parser("ad")
-    a.add_argument("--stage", default="MCI")
+    a.add_argument("--duration", type=float, default=10.0, help="simulated seconds per run (incl. 2 s transient)")
     p = sub.add_parser("personal")
     p.add_argument("--subjects", nargs="*", default=None, help="catalog subjects (default: all 12)")
     p.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")

@@ -59,7 +59,8 @@ from ..stimulation.effects import (OUTCOMES, arm_effects, format_effect, mean_ci
 
 __all__ = ["AD_PATH", "DENSE_C7", "DEFAULT_TARGETS", "STAGES", "COLLAPSE_FRACTION", "PEAK_HALF_WIDTH_HZ",
            "ScenarioConfig", "ad_progression", "summarise_progression", "classify_stages", "stage_points",
-           "tacs_search", "dose_response", "alzheimer_scenario", "plot_scenario", "restoration"]
+           "tacs_search", "dose_response", "alzheimer_scenario", "describe_effect", "plot_scenario",
+           "restoration", "path_task", "arms_task"]
 
 #: C7 (PV → P2) at the three named points of Ruffini's code (docs/science.md §3)
 AD_PATH = {"healthy": 550.0, "MCI": 300.0, "AD": 140.0}
@@ -521,6 +522,13 @@ def plot_scenario(result: dict, path=None):
                       label=f"{st} (C7 = {float(e['stage_c7']):g}); threshold "
                             f"{float(e['threshold_mV']):.2g} mV")
         a.axhline(0, c="k", lw=1)
+        if o == "band_power":     # what restoring the healthy level would take, per stage
+            for st in dose["stage"].values:
+                lost = summ.attrs["gamma_healthy"] - float(summ["mean"].sel(
+                    measure="gamma_power", c7=float(dose["stage_c7"].sel(stage=st))))
+                if lost > 0:
+                    a.axhline(lost, color=_STAGE_COLOURS.get(str(st)), ls=":", lw=1.5,
+                              label=f"gamma lost at {st} ({lost:.2g} mV²)")
         a.axvline(dose.attrs.get("safe_max_shift_mV", np.nan), c="tab:purple", ls="--", lw=1,
                   label="strongest safe montage")
         a.set_xscale("log")
