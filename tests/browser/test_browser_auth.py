@@ -35,6 +35,7 @@ def test_login_through_the_page_then_the_app_works(new_page, server, artifacts):
     page, log = new_page(height=1200)
     page.goto(server.url("/explorer?connectome=single%20node&duration_s=1"))
     assert "/login" in page.url
+    assert len(page.locator("input[name=csrf_token]").get_attribute("value")) >= 32   # CSRF token
     page.fill("input[name=username]", "alice")
     page.fill("input[name=password]", "not-the-password")
     page.click("button[type=submit], input[type=submit]")
@@ -47,6 +48,8 @@ def test_login_through_the_page_then_the_app_works(new_page, server, artifacts):
     page.wait_for_url("**/explorer**")
     page.locator(".run-summary", has_text="median spectral peak").first.wait_for(timeout=90_000)
     page.screenshot(path=str(artifacts / "auth_logged_in_explorer.png"))
-    cookies = {c["name"] for c in page.context.cookies()}
+    cookies = {c["name"]: c for c in page.context.cookies()}
     assert "user" in cookies
+    # the login cookie as the browser stored it: not readable by scripts, not sent cross-site
+    assert cookies["user"]["httpOnly"] and cookies["user"]["sameSite"] == "Lax"
     assert [e for e in log.errors if "/login" not in e] == []
