@@ -348,39 +348,34 @@ def test_metrics_registered_in_python_still_work_on_dask_workers(tmp_path, local
         sweep.METRICS.pop("test_security.max_abs", None)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("axes: {p: {values: [120.0], step: 2}}\n", "axes.p.step: unknown key"),
-    ("axes: {p: {values: [120.0]}}\nbatch_size: '4'\n", "batch_size: Input should be a valid integer"),
-    ("axes: {p: {values: [120.0]}}\nduration_s: ten\n", "duration_s: "),
-    ("axes: {p: {values: [120.0]}}\nstimulation: {pattern: uniform, code: x}\n", "stimulation.code: unknown key"),
-    ("axes: {p: {values: [120.0]}}\nmethod: rk4\n", "method: Input should be 'euler' or 'heun'"),
-    ("axes: {p: {num: 0, low: 1, high: 2}}\n", "axes.p.num: Input should be greater than or equal to 1"),
+SWEEP_BASE = "model: jansen_rit\nconnectome: null\n"
+
+
+@pytest.mark.parametrize("command, text, message", [
+    ("sweep", "axes: {p: {values: [120.0], step: 2}}\n", "axes.p.step: unknown key"),
+    ("sweep", "axes: {p: {values: [120.0]}}\nbatch_size: '4'\n", "batch_size: Input should be a valid integer"),
+    ("sweep", "axes: {p: {values: [120.0]}}\nduration_s: ten\n", "duration_s: "),
+    ("sweep", "axes: {p: {values: [120.0]}}\nstimulation: {pattern: uniform, code: x}\n",
+     "stimulation.code: unknown key"),
+    ("sweep", "axes: {p: {values: [120.0]}}\nmethod: rk4\n", "method: Input should be 'euler' or 'heun'"),
+    ("sweep", "axes: {p: {num: 0, low: 1, high: 2}}\n", "axes.p.num: Input should be greater than or equal to 1"),
+    ("fit", "colour: red\n", "colour: unknown key"),
+    ("fit", "generations: many\n", "generations: Input should be a valid integer"),
+    ("fit", "hcp: {duration_s: 10, evil: 1}\n", "hcp.evil: unknown key"),
+    ("fit", "free2: []\n", "free2: unknown key"),
 ])
-def test_sweep_spec_schema_errors_name_the_field(tmp_path, capsys, text, message):
-    spec = tmp_path / "s.yaml"
-    spec.write_text("model: jansen_rit\nconnectome: null\n" + text)
-    assert main(["sweep", str(spec), "--out", str(tmp_path / "s.zarr"), "--scheduler", "sync"]) == 2
+def test_spec_schema_errors_name_the_field(tmp_path, capsys, command, text, message):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text((SWEEP_BASE if command == "sweep" else FIT_SPEC) + text)
+    assert main([command, str(spec), "--out", str(tmp_path / "out"), "--scheduler", "sync"]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_sweep_schema_declares_exactly_the_spec_fields():
     from neurotwin_dash.io.schema import SweepSpecSchema
     from neurotwin_dash.sweep import SweepSpec
     assert set(SweepSpecSchema.model_fields) == set(SweepSpec.__dataclass_fields__)
-
-
-@pytest.mark.parametrize("extra, message", [
-    ("colour: red\n", "colour: unknown key"),
-    ("generations: many\n", "generations: Input should be a valid integer"),
-    ("hcp: {duration_s: 10, evil: 1}\n", "hcp.evil: unknown key"),
-    ("free2: []\n", "free2: unknown key"),
-])
-def test_fit_spec_schema_errors_name_the_field(tmp_path, capsys, extra, message):
-    spec = tmp_path / "fit.yaml"
-    spec.write_text(FIT_SPEC + extra)
-    assert main(["fit", str(spec), "--out", str(tmp_path / "o"), "--scheduler", "sync"]) == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
 
 
 def test_fit_objective_keywords_are_checked_against_the_term(tmp_path, capsys):
