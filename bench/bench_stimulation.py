@@ -1,6 +1,8 @@
-"""Stimulation benchmark: field matrices, montage fields, the Stimweaver QP, a tACS dose run.
+"""Stimulation benchmark: head models, field matrices, montage fields, the Stimweaver QP, a tACS dose run.
 
-Prints wall-clock times and the field figures of merit reported in the README (Stimulation).
+Prints wall-clock times (template BEM build first time / cached; lead fields for both heads,
+computed / cached) and the field figures of merit reported in the README (Stimulation), including
+the sphere vs template-BEM table. Runs in a fresh cache folder unless ``NEUROTWIN_CACHE`` is set.
 Run: ``.venv/bin/python bench/bench_stimulation.py``.
 """
 import os
@@ -25,21 +27,57 @@ def timed(fn, *a, repeat=1, **kw):
     return out, (time.perf_counter() - t) / repeat
 
 
+HEADS = ("sphere", "template_bem")
+#: the montages of the README's head-model table (anode, cathode, mA)
+TABLE_MONTAGES = (("T7", "T8", 1.0), ("F3", "F4", 1.0), ("O1", "Fz", 1.0), ("F3", "Fp2", 1.0),
+                  ("F1", "O2", 1.0), ("POz", "Fp2", 1.0))
+
+
+def head_table(fields_by_head):
+    """Markdown rows: per montage and head, max / median |E| and |E_n| per mA, strongest regions."""
+    print("| montage (1 mA) | head | max abs E | median abs E | max abs E_n | median abs E_n | strongest regions |")
+    print("|---|---|---|---|---|---|---|")
+    for a, b, cur in TABLE_MONTAGES:
+        for head, fields in fields_by_head.items():
+            if not {a, b} <= set(fields["electrode"].values):
+                continue
+            mf = efield.montage_field(Montage.bipolar(a, b, cur), fields)
+            mag, en = mf["E_mag"].values, np.abs(mf["E_n"].values)
+            top = ", ".join(str(r) for r in mf["region"].values[np.argsort(mag)[::-1][:3]])
+            print(f"| {a}–{b} | {head} | {mag.max():.3f} | {np.median(mag):.3f} | {en.max():.3f} | "
+                  f"{np.median(en):.3f} | {top} |")
+
+
 def main():
+    from neurotwin_dash.observe import forward, heads
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
+    for sig in ("eeg", "tes"):
+        _, dt = timed(heads.template_bem, heads.CONDUCTIVITIES[("bem", sig)])
+        _, dt2 = timed(heads.template_bem, heads.CONDUCTIVITIES[("bem", sig)])
+        print(f"template BEM ({sig} conductivities): first build {dt:.1f} s, from the disk cache {dt2:.2f} s")
+    for head in HEADS:
+        f, dt = timed(forward.forward_model, "tvb76", "standard_1005", head=head, cache=False)
+        _, dt2 = timed(forward.forward_model, "tvb76", "standard_1005", head=head)
+        _, dt3 = timed(forward.forward_model, "tvb76", "standard_1005", head=head)
+        print(f"lead field {head}: {f.sizes['sensor']} electrodes x {f.sizes['region']} regions, computed "
+              f"{dt:.2f} s, from the disk cache {dt3:.2f} s; electrodes moved onto the scalp: median "
+              f"{float(f['electrode_moved_mm'].median()):.1f} mm, max {float(f['electrode_moved_mm'].max()):.1f} mm")
     for layout in ("standard_1020", "standard_1005"):
         f, dt = timed(efield.electrode_fields, "tvb76", layout, cache=False)
-        print(f"field matrix tvb76 x {layout} ({f.sizes['electrode']} electrodes), computed: {dt:.2f} s"
-              + (" (includes importing MNE)" if layout == "standard_1020" else ""))
+        print(f"field matrix tvb76 x {layout} ({f.sizes['electrode']} electrodes, sphere), computed: {dt:.2f} s")
     _, dt = timed(efield.electrode_fields, "tvb76", "standard_1020")
     fields, dt2 = timed(efield.electrode_fields, "tvb76", "standard_1020")
     print(f"field matrix with caches: first {dt * 1000:.0f} ms (disk), then {dt2 * 1e6:.0f} us (in process)")
     m = Montage({"F3": 1.0, "F4": 0.5, "P3": -0.75, "P4": -0.75})
     _, dt = timed(efield.montage_field, m, fields, repeat=200)
     print(f"montage field (4 electrodes, 76 regions): {dt * 1e6:.0f} us")
-    print("bipolar 1 mA fields (sphere 0.33/1.0/0.004/0.33 S/m): max / median |E| V/m")
-    for a, b in (("T7", "T8"), ("F3", "F4"), ("O1", "Fz"), ("F3", "Fp2")):
-        mag = efield.montage_field(Montage.bipolar(a, b, 1.0), fields)["E_mag"].values
-        print(f"  {a}-{b}: {mag.max():.3f} / {np.median(mag):.3f}")
+    by_head = {"sphere": efield.electrode_fields("tvb76", "standard_1005"),
+               "template_bem": efield.electrode_fields("tvb76", "standard_1005", head="template_bem")}
+    print("bipolar fields, tES conductivities (sphere 0.33/1.65/0.01/0.43, BEM 0.33/0.01/0.43 S/m), V/m per mA:")
+    head_table(by_head)
+    eeg = {h: efield.electrode_fields("tvb76", "standard_1005", head=h, conductivity="eeg") for h in HEADS}
+    print("same with MNE's EEG conductivities (sphere 0.33/1.0/0.004/0.33, BEM 0.33/0.0042/0.33):")
+    head_table(eeg)
     print("Stimweaver QP, 8 electrodes of 69 candidates, 2 mA / 4 mA limits:")
     for target in ("lPFCDL", "rM1", "lV1"):
         res, dt = timed(optimize_montage, Target([target]), fields)

@@ -167,6 +167,7 @@ def _add_optimize_montage(sub):
     p.add_argument("--max-total", type=float, default=4.0, metavar="MA", help="total injected limit, mA (default 4)")
     p.add_argument("--connectome", default="tvb76", help="catalog connectome (default tvb76)")
     p.add_argument("--layout", default="standard_1020", help="electrode layout of the candidates (default standard_1020)")
+    _add_head_option(p)
     p.add_argument("--out", required=True, help="montage JSON to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_optimize_montage)
@@ -178,7 +179,7 @@ def _optimize_montage(args):
     from .stimulation.optimize import Target, optimize_montage
     limits = user_limits(max_current_mA=args.max_current, max_total_mA=args.max_total,
                     max_electrodes=args.max_electrodes)
-    fields = electrode_fields(args.connectome, args.layout)
+    fields = electrode_fields(args.connectome, args.layout, head=args.head)
     res = optimize_montage(Target(args.target, en_V_m=args.en, weight=args.weight), fields, limits=limits)
     bip = bipolar_over(args.target, fields, current_mA=min(2.0, args.max_current))
     ref = field_summary(montage_field(bip, fields), args.target)
@@ -199,6 +200,14 @@ def _optimize_montage(args):
 COMMANDS.append(_add_optimize_montage)
 
 
+def _add_head_option(p):
+    """``--head``: the head model of EEG lead fields and tES fields (docs/science.md §10)."""
+    p.add_argument("--head", default="sphere", metavar="HEAD",
+                   help="head model: sphere (default; four shells fitted to the electrodes), template_bem "
+                        "(three-layer BEM of MNE's fsaverage, built offline once and cached) or a path to a "
+                        "*-bem-sol.fif in fsaverage's MRI frame")
+
+
 def _add_stimulation_options(p):
     g = p.add_argument_group("tES stimulation")
     g.add_argument("--montage", default=None, metavar="JSON",
@@ -208,6 +217,7 @@ def _add_stimulation_options(p):
                         "(default tdcs:ramp=0 with --montage)")
     g.add_argument("--stim-lambda", type=float, default=None, metavar="MV_PER_V_M",
                    help="soma polarisation per V/m of normal field (default 0.2, range 0-1)")
+    _add_head_option(g)
 
 
 def _stimulation_drives(args, connectome):
@@ -221,7 +231,7 @@ def _stimulation_drives(args, connectome):
     if connectome is None or (isinstance(connectome, str) and connectome.lower() == "none"):
         raise ValueError("--montage needs a connectome with region centres (not 'none')")
     return tes_drives(Montage.load(args.montage), args.waveform or "tdcs:ramp=0", connectome=connectome,
-                      lambda_mV_per_V_m=args.stim_lambda)
+                      lambda_mV_per_V_m=args.stim_lambda, head=args.head)
 
 
 def _record_stimulation(ds, args):
@@ -236,6 +246,7 @@ def _record_stimulation(ds, args):
     ds.attrs["stim_waveform"] = parse_waveform(args.waveform or "tdcs:ramp=0").describe()
     ds.attrs["stim_lambda_mV_per_V_m"] = float(
         STIM_PARAMS["stim_lambda_mV_per_V_m"].default if args.stim_lambda is None else args.stim_lambda)
+    ds.attrs["stim_head"] = str(args.head)
 
 
 
@@ -264,6 +275,7 @@ def _add_import_eeg(sub):
     p.add_argument("--fc-bands", default="alpha,beta,gamma", help="bands of the FC (default alpha,beta,gamma)")
     p.add_argument("--source-connectome", metavar="NAME",
                    help="also invert through this connectome's lead field (region-level targets)")
+    _add_head_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_import_eeg)
 
@@ -275,7 +287,7 @@ def _import_eeg(args):
         channels = [c.strip() for c in channels.split(",") if c.strip()]
     ds = import_eeg(args.path, out=args.out, channels=channels, subject=args.subject, task=args.task,
                     session=args.session, run=args.run, overwrite=args.overwrite,
-                    source_connectome=args.source_connectome,
+                    source_connectome=args.source_connectome, head=args.head,
                     reference=None if args.reference == "none" else "average", fc_method=args.fc_method,
                     fc_bands=tuple(b.strip() for b in args.fc_bands.split(",") if b.strip()))
     print(f"{args.out}: {ds.sizes['sensor']} channels, {ds.attrs['duration_s']:.1f} s at "
@@ -390,6 +402,7 @@ def _add_analyse(sub):
     p.add_argument("--bold", action="store_true", help="also BOLD FC (and FCD variance for ≥ 2 min)")
     p.add_argument("--tr", type=float, default=0.72, help="BOLD repetition time in s (default 0.72)")
     p.add_argument("--montage", help="also simulated-EEG band powers per sensor for this montage")
+    _add_head_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(func=_analyse)
 
@@ -400,7 +413,7 @@ def _analyse(args):
         raise ValueError(f"--pac-surrogates must be ≥ 0, got {args.pac_surrogates}")
     ds = analyse_file(args.run, args.out, variable=args.variable, aperiodic=not args.no_aperiodic,
                       pac_surrogates=args.pac_surrogates, bold=args.bold, bold_tr_s=args.tr,
-                      montage=args.montage, overwrite=args.overwrite)
+                      montage=args.montage, overwrite=args.overwrite, head=args.head)
     print(f"wrote {args.out}: {', '.join(ds.data_vars)}")
 
 

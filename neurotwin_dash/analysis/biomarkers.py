@@ -112,28 +112,30 @@ def standard_metrics(result, variable=None, window_s: float = 2.0, aperiodic: bo
 
 
 def sensor_metrics(result, montage="biosemi64", variable=None, window_s: float = 2.0,
-                   batch=None) -> xr.Dataset:
+                   batch=None, head="sphere") -> xr.Dataset:
     """Band powers and alpha peak of the simulated EEG (average reference) per sensor.
 
     Every batch member is projected with :func:`neurotwin_dash.observe.eeg.region_to_sensor`;
-    returns ``sensor_band_power`` (…, sensor, band) in V² and ``sensor_alpha_peak_hz``.
+    returns ``sensor_band_power`` (…, sensor, band) in V² and ``sensor_alpha_peak_hz``. ``head``:
+    ``"sphere"``, ``"template_bem"`` or a BEM file (docs/science.md §10).
     """
     from ..observe.eeg import region_to_sensor
     da = region_signal(result, variable)
     if batch is not None and "batch" in da.dims:
         da = da.isel(batch=batch)
     connectome = getattr(result, "attrs", {}).get("connectome") or "tvb76"
-    x = region_to_sensor(da, connectome, montage)
+    x = region_to_sensor(da, connectome, montage, head=head)
     psd = spectra.welch(x, window_s=window_s, fmax=min(80.0, spectra.sampling_rate(x) / 2))
     bands = {k: v for k, v in spectra.BANDS.items() if v[1] <= float(psd.frequency[-1])}
     return xr.Dataset({"sensor_band_power": spectra.band_power(psd, bands),
                        "sensor_alpha_peak_hz": spectra.peak_frequency(psd, "alpha")},
-                      attrs={"Conventions": CONVENTIONS, "montage": str(montage), "reference": "average"})
+                      attrs={"Conventions": CONVENTIONS, "montage": str(montage), "reference": "average",
+                             "head": str(head)})
 
 
 def analyse_file(path, out=None, variable=None, aperiodic: bool = True, pac_surrogates: int = 0,
                  bold: bool = False, bold_tr_s: float = 0.72, montage: str | None = None,
-                 overwrite: bool = False) -> xr.Dataset:
+                 overwrite: bool = False, head="sphere") -> xr.Dataset:
     """Read a simulation (netCDF or zarr), compute :func:`standard_metrics`, write netCDF to ``out``.
 
     ``out`` is written through a temporary file and an atomic rename and an existing ``out`` is
@@ -152,7 +154,7 @@ def analyse_file(path, out=None, variable=None, aperiodic: bool = True, pac_surr
     ds = standard_metrics(res, variable=variable, aperiodic=aperiodic, pac_surrogates=pac_surrogates,
                           bold=bold, bold_tr_s=bold_tr_s)
     if montage:
-        ds = ds.merge(sensor_metrics(res, montage=montage, variable=variable), compat="no_conflicts", join="outer")
+        ds = ds.merge(sensor_metrics(res, montage=montage, variable=variable, head=head), compat="no_conflicts", join="outer")
         ds.attrs["eeg_montage"] = montage
     if "diverged" in res:
         ds["diverged"] = res["diverged"]

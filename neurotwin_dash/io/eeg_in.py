@@ -330,13 +330,14 @@ def source_targets(raw, connectome="tvb76", snr: float = 3.0, head: str = "spher
 
 
 def import_eeg(path, out=None, channels=None, subject=None, task=None, session=None, run=None,
-               overwrite: bool = False, source_connectome=None, **target_kw) -> xr.Dataset:
+               overwrite: bool = False, source_connectome=None, head: str = "sphere",
+               **target_kw) -> xr.Dataset:
     """Read a recording, check it, compute :func:`eeg_targets`, write ``out`` (netCDF).
 
     ``channels`` may be a list of names or a montage name (``"standard_1020"``,
     ``"starstim20"`` …; its channels are then required). With ``source_connectome`` the
-    region-level :func:`source_targets` are added as variables prefixed ``source_``.
-    ``out`` is never replaced unless ``overwrite``.
+    region-level :func:`source_targets` are added as variables prefixed ``source_``, inverted
+    through the lead field of ``head`` (``"sphere"``, ``"template_bem"`` or a BEM file). ``out`` is never replaced unless ``overwrite``.
     """
     raw = read_eeg(path, subject=subject, task=task, session=session, run=run)
     if isinstance(channels, str):
@@ -344,7 +345,7 @@ def import_eeg(path, out=None, channels=None, subject=None, task=None, session=N
     ds = eeg_targets(raw, channels=channels, **target_kw)
     if source_connectome is not None:
         src = source_targets(raw if channels is None else require_channels(raw, channels),
-                             connectome=source_connectome)
+                             connectome=source_connectome, head=head)
         for name, var in src.data_vars.items():
             ds[f"source_{name}"] = var.rename({d: f"source_{d}" for d in var.dims
                                                if d in ("frequency", "band", "fc_band")})

@@ -28,7 +28,7 @@ from collections import OrderedDict
 import numpy as np
 import xarray as xr
 
-from .forward import ForwardError, forward_model
+from .forward import HEADS, ForwardError, forward_model
 
 __all__ = ["DEFAULT_MOMENT_NAM_PER_MV", "average_reference_matrix", "cached_leadfield",
            "pick_eeg_variable", "region_to_sensor", "simulated_raw", "simulated_eeg"]
@@ -47,7 +47,7 @@ def average_reference_matrix(n_sensors: int) -> np.ndarray:
 
 
 def cached_leadfield(connectome="tvb76", montage="standard_1020", head="sphere",
-                     orientation="auto", reference="average", placement="fit") -> xr.DataArray:
+                     orientation="auto", reference="average", placement=None) -> xr.DataArray:
     """Fixed-orientation lead field (sensor, region), memoised in memory and on disk.
 
     ``reference``: ``"average"`` (rows of the average-reference operator applied) or
@@ -56,9 +56,9 @@ def cached_leadfield(connectome="tvb76", montage="standard_1020", head="sphere",
     if reference not in ("average", "none"):
         raise ValueError(f"reference {reference!r} unknown; allowed: 'average', 'none'")
     key = None
-    if isinstance(montage, str) and isinstance(head, str) and isinstance(orientation, str):
+    if isinstance(montage, str) and head in HEADS and isinstance(orientation, str):   # files may change: not memoised
         con_key = connectome if isinstance(connectome, str) else connectome.content_hash()
-        key = (con_key, montage, head, orientation, reference, placement)
+        key = (con_key, montage, str(head), orientation, reference, placement)
         if key in _LF_MEMO:
             _LF_MEMO.move_to_end(key)
             return _LF_MEMO[key]
@@ -119,7 +119,7 @@ def _as_region_signal(signal, variable=None) -> xr.DataArray:
 def region_to_sensor(signal, connectome="tvb76", montage="standard_1020", head="sphere",
                      orientation="auto", moment_nAm_per_mV=DEFAULT_MOMENT_NAM_PER_MV,
                      reference="average", noise_uV: float = 0.0, seed=None,
-                     variable=None, placement="fit") -> xr.DataArray:
+                     variable=None, placement=None) -> xr.DataArray:
     """Project region signals (mV) to sensors (V).
 
     Parameters
@@ -219,7 +219,7 @@ def simulated_raw(sensor_signal: xr.DataArray, montage="standard_1020", batch=0)
 
 def simulated_eeg(result, montage="standard_1020", connectome=None, batch=0, variable=None,
                   head="sphere", orientation="auto", moment_nAm_per_mV=DEFAULT_MOMENT_NAM_PER_MV,
-                  noise_uV: float = 0.0, seed=None, placement="fit"):
+                  noise_uV: float = 0.0, seed=None, placement=None):
     """Simulation result → average-referenced ``mne.io.RawArray`` with the montage set.
 
     Parameters

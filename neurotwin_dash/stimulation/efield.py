@@ -77,8 +77,13 @@ def _connectome_key(connectome):
 _FIELD_CACHE: dict = {}
 
 
+def _is_file_head(head) -> bool:
+    """A head given as a file may change on disk: its fields are not memoised in the process."""
+    return not (isinstance(head, str) and head in ("sphere", "template_bem"))
+
+
 def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere", orientation="auto",
-                     cache: bool = True, **forward_options) -> xr.Dataset:
+                     cache: bool = True, conductivity="tes", **forward_options) -> xr.Dataset:
     """Per-electrode field matrices: the field of 1 mA injected at each electrode.
 
     Parameters
@@ -89,6 +94,10 @@ def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere"
         Electrode layout whose positions define the candidate electrodes (catalog/MNE montage);
         the default is the EEG observer's ``standard_1020`` so both use one forward model.
     head, orientation : see :func:`neurotwin_dash.observe.forward.forward_model`
+        (``head``: ``"sphere"``, ``"template_bem"`` or a ``*-bem-sol.fif`` path).
+    conductivity : ``"tes"`` (default) | ``"eeg"`` | values
+        Conductivity set (docs/science.md §7, §10): the tES set (CSF 1.65, skull 0.01, scalp
+        0.43 S/m) by default; ``"eeg"`` gives the EEG observer's head exactly.
     cache : bool
         Use the forward model's disk cache (and an in-process cache of the result).
     **forward_options
@@ -103,12 +112,13 @@ def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere"
         depolarises); ``position`` (region, axis) and ``electrode_position`` (electrode, axis),
         head-frame metres; attrs with the head model (radii, conductivities) and sign convention.
     """
-    key = (_connectome_key(connectome), str(layout), str(head), str(orientation),
+    key = (_connectome_key(connectome), str(layout), str(head), str(orientation), str(conductivity),
            tuple(sorted((k, str(v)) for k, v in forward_options.items())))
-    if cache and key in _FIELD_CACHE:
+    if cache and key in _FIELD_CACHE and not _is_file_head(head):
         return _FIELD_CACHE[key]
     from ..observe.forward import forward_model
-    fwd = forward_model(connectome, layout, head=head, orientation=orientation, cache=cache, **forward_options)
+    fwd = forward_model(connectome, layout, head=head, orientation=orientation, cache=cache,
+                        conductivity=conductivity, **forward_options)
     G = fwd["gain_vector"].values                                   # (sensor, region, 3) V/(A·m)
     G = G - G.mean(axis=0, keepdims=True)                           # common reference cancels
     field = -G * 1e-3                                                # V/m per mA
@@ -131,13 +141,16 @@ def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere"
             "normal": (("region", "axis"), normal, {"units": "1", "long_name": "inward cortical normal"}),
             "position": (("region", "axis"), fwd["position"].values, {"units": "m"}),
             "moved_mm": (("region",), fwd["moved_mm"].values, {"units": "mm"}),
-            "electrode_position": (("electrode", "axis"), fwd["sensor_position"].values, {"units": "m"}),
+            "electrode_position": (("electrode", "axis"), fwd["sensor_position"].values,
+                                   {"units": "m", "long_name": "electrode on the scalp"}),
+            "electrode_moved_mm": (("electrode",), fwd["electrode_moved_mm"].values,
+                                   {"units": "mm", "long_name": "distance moved onto the scalp"}),
         },
         coords={"electrode": electrodes, "region": fwd["region"].values, "axis": ["x", "y", "z"],
                 "hemisphere": ("region", fwd["hemisphere"].values)},
         attrs=attrs,
     )
-    if cache:
+    if cache and not _is_file_head(head):
         _FIELD_CACHE[key] = ds
     return ds
 
@@ -314,8 +327,12 @@ def cortex_surface(connectome="tvb76") -> xr.Dataset:
         coords={"axis": ["x", "y", "z"]}, attrs={"connectome": name, "source": f"tvb-data:{surf}"})
 
 
-def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = True) -> xr.Dataset:
-    """Per-electrode fields at every cortex vertex (V/m per mA), on the regions' forward model.
+def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = True,
+                   conductivity="tes") -> xr.Dataset:
+    """Per-electrode fields at every cortex vertex (V/m per mA), on the regions' sphere head.
+
+    Available for the sphere head (the template BEM's regions sit on the template cortex, not on
+    tvb-data's surface).
 
     Vertices are placed into the head exactly like the region centres (the forward model's
     ``placement``; checked by reproducing the centres' positions); vertices beyond the brain
@@ -327,14 +344,14 @@ def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = T
         ``field`` (electrode, vertex, axis) float32, ``normal`` (vertex, axis) inward,
         ``position`` (vertex, axis) head-frame m, ``vertex_region``, ``triangles``.
     """
-    key = ("surface", _connectome_key(connectome), str(layout))
+    key = ("surface", _connectome_key(connectome), str(layout), str(conductivity))
     if cache and key in _FIELD_CACHE:
         return _FIELD_CACHE[key]
     from .. import catalog
     from ..observe import forward
     surf = cortex_surface(connectome)
     con = catalog.load(surf.attrs["connectome"])
-    fwd = forward.forward_model(con, layout, cache=cache)
+    fwd = forward.forward_model(con, layout, cache=cache, conductivity=conductivity)
     r0 = np.asarray(fwd.attrs["sphere_r0_m"], float)
     place = fwd.attrs.get("placement", "mni")
 
@@ -356,11 +373,12 @@ def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = T
     import hashlib
     digest = hashlib.sha256(np.ascontiguousarray(rr).tobytes() + str(layout).encode()
                             + str(fwd.attrs["sphere_radii_m"]).encode()
+                            + str(fwd.attrs["conductivity_S_m"]).encode()
                             + np.ascontiguousarray(fwd["sensor_position"].values).tobytes()).hexdigest()[:24]
     path = forward.cache_dir() / f"surface_field_{digest}.npy"
     field = forward.read_cached(path, (fwd.sizes["sensor"], len(rr), 3), cache)
     if field is None:
-        G = forward.gain_at_positions(rr, layout).values                 # (sensor, vertex, 3)
+        G = forward.gain_at_positions(rr, layout, conductivity=conductivity).values   # (sensor, vertex, 3)
         field = (-(G - G.mean(axis=0, keepdims=True)) * 1e-3).astype(np.float32)
         if cache:
             forward.write_cached(path, field)

@@ -57,7 +57,8 @@ def explorer_spec(model: str = "jansen_rit", connectome: str | None = "tvb76", p
                   duration_s: float = 5.0, transient_s: float = 0.5, seed: int = 0,
                   dt_ms: float = 0.1, sample_rate_hz: float = 500.0, normalisation: str = "max",
                   weight_scale: float = 1.0, lesions=(), edges=(), montage: str | None = "standard_1020",
-                  empirical_fc: str | None = None, output: str | None = None, drive=None) -> dict:
+                  empirical_fc: str | None = None, output: str | None = None, drive=None,
+                  head: str = "sphere") -> dict:
     """A complete, picklable description of one explorer simulation and its analysis.
 
     Parameters
@@ -76,6 +77,8 @@ def explorer_spec(model: str = "jansen_rit", connectome: str | None = "tvb76", p
         units, symmetric), then multiply all weights by ``weight_scale``.
     montage : str or None
         EEG montage (catalog or MNE name) for the sensor-level outputs.
+    head : str
+        Head model of the EEG lead field: ``"sphere"`` or ``"template_bem"`` (docs/science.md §10).
     empirical_fc : str or None
         Catalog dataset with an empirical FC (``fc_group``) to score the simulated FC against.
     output : str or None
@@ -91,6 +94,7 @@ def explorer_spec(model: str = "jansen_rit", connectome: str | None = "tvb76", p
         "normalisation": str(normalisation), "weight_scale": float(weight_scale),
         "lesions": [str(s) for s in lesions], "edges": [(str(t), str(s), float(w)) for t, s, w in edges],
         "montage": montage, "empirical_fc": empirical_fc, "output": output, "drive": drive,
+        "head": str(head),
     }
 
 
@@ -196,7 +200,7 @@ def sensor_layout_2d(positions_m: np.ndarray, centre_m) -> np.ndarray:
     return np.column_stack([r * np.cos(phi), r * np.sin(phi)])
 
 
-def eeg_signals(sim: xr.Dataset, connectome, montage: str):
+def eeg_signals(sim: xr.Dataset, connectome, montage: str, head: str = "sphere"):
     """Scalp EEG (time, sensor) in µV of batch member 0 of a simulation result.
 
     :func:`neurotwin_dash.observe.eeg.region_to_sensor` (one fixed dipole per region, average
@@ -211,9 +215,9 @@ def eeg_signals(sim: xr.Dataset, connectome, montage: str):
     """
     from ..observe import eeg as eeg_mod
     from ..observe import forward
-    x = eeg_mod.region_to_sensor(sim.isel(batch=0), connectome, montage)
+    x = eeg_mod.region_to_sensor(sim.isel(batch=0), connectome, montage, head=head)
     x = (x.transpose("time", "sensor") * 1e6).assign_attrs(x.attrs, units="µV")
-    fwd = forward.forward_model(connectome, montage)
+    fwd = forward.forward_model(connectome, montage, head=head)
     pos = fwd["sensor_position"].sel(sensor=x["sensor"].values).values
     return x, pos, np.asarray(fwd.attrs.get("sphere_r0_m", [0.0, 0.0, 0.04]))
 
@@ -351,7 +355,7 @@ def explorer_job(spec: dict) -> xr.Dataset:
     data["fc_fit"] = (("measure",), fit, {"units": "1", "long_name": "r(simulated FC, empirical FC)"})
     data["fc_sc_r"] = (("measure",), sc_r, {"units": "1", "long_name": "r(simulated FC, log10 SC)"})
     if con is not None and spec.get("montage"):
-        eeg, sens_pos, r0 = eeg_signals(sim, con, spec["montage"])
+        eeg, sens_pos, r0 = eeg_signals(sim, con, spec["montage"], spec.get("head", "sphere"))
         ev = np.asarray(eeg.values, dtype=float)
         pe = an.welch(eeg.fillna(0.0).assign_attrs(units="µV"), fmax=FMAX_HZ)
         data["psd_sensor"] = (("sensor", "frequency"), pe.transpose("sensor", "frequency").values,
@@ -381,10 +385,10 @@ def _montage(spec: dict):
 
 
 @lru_cache(maxsize=4)
-def _layout_xy(connectome: str, layout: str):
+def _layout_xy(connectome: str, layout: str, head: str = "sphere"):
     """All electrodes of a layout with their topomap positions (see :func:`sensor_layout_2d`)."""
     from ..observe import forward
-    fwd = forward.forward_model(connectome, layout)
+    fwd = forward.forward_model(connectome, layout, head=head)
     xy = sensor_layout_2d(fwd["sensor_position"].values, fwd.attrs.get("sphere_r0_m", [0.0, 0.0, 0.04]))
     return [str(s) for s in fwd["sensor"].values], xy
 
@@ -394,7 +398,7 @@ def montage_field_job(spec: dict) -> xr.Dataset:
 
     ``spec``: ``connectome``, ``layout``, ``currents_mA`` (dict), ``return_electrode``,
     ``limits`` (dict of :class:`~neurotwin_dash.stimulation.montage.Limits` fields),
-    ``render_3d`` (bool). Returns ``E_n``, ``E_mag`` (region), ``centres`` (region, axis),
+    ``render_3d`` (bool), ``head`` (``"sphere"`` default or ``"template_bem"``). Returns ``E_n``, ``E_mag`` (region), ``centres`` (region, axis),
     ``electrode_xy`` (electrode, xy) for the whole layout, ``current_mA`` (electrode; 0 when
     unused); attrs ``png_3d`` (bytes) and ``backend_3d`` when rendered.
     """
@@ -402,9 +406,10 @@ def montage_field_job(spec: dict) -> xr.Dataset:
     t0 = time.perf_counter()
     m = _montage(spec)
     con = catalog.load_connectome(spec["connectome"])
-    fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"))
+    head = spec.get("head", "sphere")
+    fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"), head=head)
     mf = efield.montage_field(m, fields)
-    names, xy = _layout_xy(spec["connectome"], spec.get("layout", "standard_1020"))
+    names, xy = _layout_xy(spec["connectome"], spec.get("layout", "standard_1020"), head)
     upper = {k.upper(): v for k, v in m.currents_mA.items()}
     cur = np.array([upper.get(n.upper(), 0.0) for n in names])
     res = xr.Dataset(
@@ -413,9 +418,10 @@ def montage_field_job(spec: dict) -> xr.Dataset:
          "electrode_xy": (("electrode", "xy"), xy), "current_mA": (("electrode",), cur)},
         coords={"region": mf["region"].values, "axis": ["x", "y", "z"], "electrode": names, "xy": ["x", "y"]},
         attrs={"montage": json.dumps(m.currents_mA), "total_injected_mA": m.total_injected_mA,
-               "max_Emag": float(mf["E_mag"].max()), "max_abs_En": float(np.abs(mf["E_n"]).max())},
+               "max_Emag": float(mf["E_mag"].max()), "max_abs_En": float(np.abs(mf["E_n"]).max()),
+               "head": str(head)},
     )
-    if spec.get("render_3d"):
+    if spec.get("render_3d") and head == "sphere":      # cortex-surface fields exist for the sphere head
         from .field3d import render_surface_png
         try:
             sf = efield.montage_surface_field(m, connectome=spec["connectome"])
@@ -502,13 +508,13 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
 def optimize_job(spec: dict) -> dict:
     """Stimweaver-style optimization for target regions; returns currents and metrics (a dict).
 
-    ``spec``: ``connectome``, ``layout``, ``targets`` (labels), ``target_En_V_m``, ``limits``.
+    ``spec``: ``connectome``, ``layout``, ``targets`` (labels), ``target_En_V_m``, ``limits``, ``head``.
     """
     from ..stimulation import efield
     from ..stimulation.montage import user_limits
     from ..stimulation.optimize import Target, optimize_montage
     con = catalog.load_connectome(spec["connectome"])
-    fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"))
+    fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"), head=spec.get("head", "sphere"))
     res = optimize_montage(Target(list(spec["targets"]), en_V_m=float(spec.get("target_En_V_m", 0.5))),
                            fields=fields, limits=user_limits(**(spec.get("limits") or {})))
     return {"currents_mA": dict(res.montage.currents_mA),

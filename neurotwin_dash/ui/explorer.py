@@ -42,7 +42,7 @@ def parse_query(args: dict) -> dict:
     for key, vals in (args or {}).items():
         v = vals[-1] if isinstance(vals, (list, tuple)) else vals
         v = v.decode() if isinstance(v, bytes) else str(v)
-        if key in ("model", "output", "connectome", "normalisation", "montage", "empirical_fc", "band", "map_band",
+        if key in ("model", "output", "connectome", "normalisation", "montage", "head", "empirical_fc", "band", "map_band",
                    "region", "fc_measure"):
             out[key] = v
         elif key == "lesions":
@@ -247,6 +247,7 @@ class Explorer(pn.viewable.Viewer):
             pn.widgets.FloatSlider.from_param(s.param.transient_s, throttled=True, sizing_mode="stretch_width"),
             self.seed_box,
             pn.widgets.Select.from_param(s.param.montage, sizing_mode="stretch_width"),
+            pn.widgets.Select.from_param(s.param.head, name="EEG head model", sizing_mode="stretch_width"),
             pn.widgets.Select.from_param(s.param.empirical_fc, sizing_mode="stretch_width"),
             pn.Row(pn.widgets.Checkbox.from_param(s.param.auto_run, label="re-simulate on change"),
                    self.run_button),

@@ -28,6 +28,7 @@ from bokeh.models import ColumnDataSource, HoverTool, LabelSet, LinearColorMappe
 from bokeh.palettes import Inferno256
 
 from .. import catalog
+from ..observe.heads import HEADS
 from . import panes
 from .compute import BANDS, netcdf_bytes
 from .state import JobRunner, StagedResult, available_models, paramset_class, values_of
@@ -43,6 +44,8 @@ class MontageState(param.Parameterized):
                                 doc="Connectome whose regions receive the field (3D view: tvb76 only)")
     layout = param.Selector(default="standard_1020", objects=["standard_1020"],
                             doc="Electrode positions (10-20/10-10 names)")
+    head = param.Selector(default="sphere", objects=list(HEADS),
+                          doc="Head model of the fields: four-shell sphere (3D cortex view) or the template BEM")
     currents_mA = param.Dict(default={"F3": 2.0, "Fp2": -2.0},
                              doc="Current per electrode in mA (positive = anode); they sum to zero")
     return_electrode = param.String(default="", doc="Electrode that takes the net current of the others ('' = none)")
@@ -83,7 +86,7 @@ class MontageState(param.Parameterized):
         self.param.watch(self._refresh_regions, ["connectome"])
         self.param.watch(self._on_return, ["return_electrode"])
         self.param.watch(self._on_montage, ["currents_mA", "return_electrode", "max_current_mA",
-                                            "max_total_mA", "max_electrodes", "connectome", "layout"])
+                                            "max_total_mA", "max_electrodes", "connectome", "layout", "head"])
         self.param.watch(self._on_effect_input, ["frequency_hz", "model", "output", "band", "duration_s",
                                                  "seed", "coupling", "targets"])
         self.stim_params.param.watch(self._on_effect_input, ["stim_lambda_mV_per_V_m"])
@@ -139,6 +142,7 @@ class MontageState(param.Parameterized):
             "frequency_hz": self.frequency_hz,
             "stim_lambda_mV_per_V_m": values_of(self.stim_params)["stim_lambda_mV_per_V_m"],
             "target_En_V_m": self.target_En_V_m, "render_3d": self.connectome == "tvb76",
+            "head": self.head,
         }
         return out
 
@@ -371,6 +375,7 @@ class MontageDesigner(pn.viewable.Viewer):
             pn.Row(self.electrode, self.current), self.set_button, self.input_error,
             pn.widgets.TextInput.from_param(s.param.return_electrode, label="return electrode (optional)"),
             pn.widgets.Select.from_param(s.param.layout),
+            pn.widgets.Select.from_param(s.param.head, name="head model"),
             title="Electrodes", sizing_mode="stretch_width")
         limits = pn.Card(
             pn.widgets.FloatInput.from_param(s.param.max_current_mA, label="max current per electrode (mA)"),

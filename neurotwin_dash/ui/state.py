@@ -35,6 +35,7 @@ from .. import catalog
 from ..cluster import get_client
 from ..models import get_model, installed_model_names
 from ..params import ParamSet
+from ..observe.heads import HEADS
 from ..simulate import NETWORK_PARAMS, network_params
 from .compute import BANDS, FC_MEASURES, explorer_job, explorer_spec
 
@@ -478,6 +479,8 @@ class ExplorerState(param.Parameterized):
     seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Noise seed (same seed, same result)")
     montage = param.Selector(default="standard_1020", objects=["standard_1020"],
                              doc="EEG montage for the simulated sensors and the topomap")
+    head = param.Selector(default="sphere", objects=list(HEADS),
+                          doc="Head model of the EEG lead field: four-shell sphere or the template BEM")
     empirical_fc = param.Selector(default="none", objects=["none"], label="empirical FC",
                                   doc="Empirical functional connectivity to score the simulated FC against")
     band = param.Selector(default="alpha", objects=list(BANDS),
@@ -494,7 +497,7 @@ class ExplorerState(param.Parameterized):
     auto_run = param.Boolean(default=True, doc="Re-simulate whenever an input changes")
 
     _SIM_INPUTS = ("model", "output", "connectome", "normalisation", "weight_scale", "lesions", "edges",
-                   "duration_s", "transient_s", "seed", "montage", "empirical_fc")
+                   "duration_s", "transient_s", "seed", "montage", "head", "empirical_fc")
 
     def __init__(self, mode: str = "dask", **params):
         models = available_models()
@@ -551,7 +554,7 @@ class ExplorerState(param.Parameterized):
             lesions=list(self.lesions), edges=list(self.edges),
             montage=self.montage if self.connectome_name else None,
             empirical_fc=None if self.empirical_fc == "none" else self.empirical_fc,
-            output=self.output,
+            output=self.output, head=self.head,
         )
 
     # --- actions -----------------------------------------------------------------------------
