@@ -14,6 +14,8 @@ weights file whose SHA-256 differs from the one recorded is refused.
 """
 from __future__ import annotations
 
+# torch, sbi and safetensors (the optional "infer" extra, ~200 MB) are imported inside the functions
+# that need them, so that features, priors and specs work without them.
 import contextlib
 import hashlib
 import json
@@ -324,7 +326,7 @@ class Posterior:
             save_file(state, str(tmp / _WEIGHTS))
             doc = self.to_json()
             doc["weights_sha256"] = _sha256_file(tmp / _WEIGHTS)
-            (tmp / _JSON).write_text(json.dumps(doc, indent=1, default=_json_default))
+            (tmp / _JSON).write_text(json.dumps(doc, indent=1))
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
                 os.rename(path, old)
@@ -370,14 +372,6 @@ class Posterior:
 def load_posterior(path) -> Posterior:
     """Shorthand for :meth:`Posterior.load`."""
     return Posterior.load(path)
-
-
-def _json_default(obj):
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def calibrate(posterior: Posterior, theta, x, n_samples: int = 500, levels=LEVELS, seed=0) -> dict:
