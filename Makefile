@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # pip takes PyTorch's CPU build (the `infer` extra) instead of PyPI's multi-GB CUDA build on Linux
 PIP_ARGS ?=
 
-.PHONY: setup serve test browser bench
+.PHONY: setup serve test browser bench docs
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ serve: setup
 
 test: setup browser
 	NEUROTWIN_QUICK=$${NEUROTWIN_QUICK:-1} $(PY) -m pytest -q --nbmake tests notebooks $(PYTEST_ARGS)
+	$(MAKE) docs
+
+# HTML documentation in docs/_build/html; any Sphinx warning fails the build (notebooks are rendered,
+# not executed: the test suite runs them).
+docs: setup
+	rm -rf docs/_build docs/_generated
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 bench: setup
 	for f in bench/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -209,13 +209,6 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         explicitly. Default (``None``): ``"random"`` on a connectome, ``"zeros"`` for one node
         (and for a registered model without ``INITIAL_RANGE``). Recorded in ``attrs["initial"]``.
 
-    The batch size is inferred from every source that has a batch axis: ``params`` values of
-    shape ``(batch,)`` or ``(batch, region)``, drives whose spatial map is ``(batch, region)``,
-    and a ``seed`` list. They must agree (a size-1 batch axis counts as one value for all);
-    otherwise a :class:`SimulationError` (:class:`~neurotwin_dash.params.ParamError` when only
-    parameters disagree) names each source and its size. A ``(region,)``-long 1-D value is
-    always per region.
-
     Returns
     -------
     xarray.Dataset
@@ -228,6 +221,15 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     --------
     plan : the same inputs resolved and checked without simulating; ``simulate(...)`` is
         ``run_plan(plan(...))``.
+
+    Notes
+    -----
+    The batch size is inferred from every source that has a batch axis: ``params`` values of
+    shape ``(batch,)`` or ``(batch, region)``, drives whose spatial map is ``(batch, region)``,
+    and a ``seed`` list. They must agree (a size-1 batch axis counts as one value for all);
+    otherwise a :class:`SimulationError` (:class:`~neurotwin_dash.params.ParamError` when only
+    parameters disagree) names each source and its size. A ``(region,)``-long 1-D value is
+    always per region.
     """
     try:
         resolved = plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,

@@ -151,8 +151,7 @@ class SweepSpec:
         ``False``: every sample uses ``seed`` (common random numbers: samples differ only by
         their parameters). ``True``: sample *i* uses ``seed + i`` (independent realisations).
         Either way a sample's numbers do not depend on the batch it falls in.
-    model, connectome, duration_s, dt_ms, seed, sample_rate_hz, record, transient_s,
-    normalisation, method
+    model, connectome, duration_s, dt_ms, seed, sample_rate_hz, record, transient_s, normalisation, method
         Passed to ``simulate``.
     """
 
@@ -356,7 +355,7 @@ def as_grid(ds: xr.Dataset) -> xr.Dataset:
 # metrics
 # --------------------------------------------------------------------------------------------
 
-#: name -> function(result Dataset, **kwargs) -> DataArray with a ``batch`` dim.
+#: name -> function(result Dataset, ``**kwargs``) -> DataArray with a ``batch`` dim.
 METRICS: dict[str, Callable] = {}
 
 

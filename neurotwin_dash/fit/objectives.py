@@ -11,12 +11,13 @@ term                      loss                                        reports
 :class:`FCDKS`            KS distance between FCD upper-triangle       ``fcd_ks``
                           values (simulated vs target)
 :class:`LogPSDDistance`   RMS of log10 PSD differences over a band     ``psd_dist``
-:class:`AlphaPeakError`   |alpha peak − target| (Hz)                   ``alpha_peak_hz``
+:class:`AlphaPeakError`   abs(alpha peak − target) (Hz)                ``alpha_peak_hz``
 :class:`GammaPower`       −log10(gamma power) (maximise), or           ``gamma_power``
-                          |log10(gamma / target)|
-:class:`InRange`          distance of a biomarker outside [low, high]  the biomarker
-                          (0 inside): alpha peak, aperiodic exponent,
-                          FCD variance, signal sd (saturation)...
+                          abs(log10(gamma / target))
+:class:`InRange`          distance of a biomarker out of [low, high]   the biomarker
+                          (0 inside): alpha peak, aperiodic
+                          exponent, FCD variance, signal sd
+                          (saturation)...
 ========================  ==========================================  =====================
 
 Every measurement comes from :mod:`neurotwin_dash.analysis` (Welch spectra, FC, FCD, FOOOF
@@ -412,7 +413,7 @@ def _biomarker_signal_sd(feats, variable=None, regions=None):
     return _region_mean(feats.signal(variable).std("time"), regions).values
 
 
-#: biomarker name -> function(features, **kwargs) -> one value per member
+#: biomarker name -> function(features, ``**kwargs``) -> one value per member
 BIOMARKERS = {
     "alpha_peak_hz": _biomarker_alpha_peak,
     "aperiodic_exponent": _biomarker_aperiodic,

@@ -473,13 +473,20 @@ class PersonalProblem(FitProblem):
 class PersonalSettings:
     """Budget of one personal fit (documented defaults; ``quick()`` for tests and CI).
 
-    fit_duration_s : simulated seconds per CMA-ES candidate (None: the half's length).
-    final_duration_s : simulated seconds of the twin's run that is scored (None: 4 × the half;
-        the twin's FC is a model property, estimated the better the longer it runs).
-    generations, popsize : CMA-ES budget over coupling, noise level and speed.
-    dt_ms : Euler step; 2 ms is 1/10 of ``tau_e`` (the zero-frequency response that sets BOLD FC
-        is the same for any stable step).
-    frames : use only the first ``frames`` BOLD frames (None: all).
+    Attributes
+    ----------
+    fit_duration_s : float or None
+        Simulated seconds per CMA-ES candidate (None: the half's length).
+    final_duration_s : float or None
+        Simulated seconds of the twin's run that is scored (None: 4 × the half; the twin's FC is
+        a model property, estimated the better the longer it runs).
+    generations, popsize : int
+        CMA-ES budget over coupling, noise level and speed.
+    dt_ms : float
+        Euler step; 2 ms is 1/10 of ``tau_e`` (the zero-frequency response that sets BOLD FC is
+        the same for any stable step).
+    frames : int or None
+        Use only the first ``frames`` BOLD frames (None: all).
     """
 
     fit_duration_s: float | None = None

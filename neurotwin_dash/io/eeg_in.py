@@ -16,6 +16,7 @@ the simulated EEG of :func:`neurotwin_dash.observe.eeg.simulated_eeg` — into t
 
 (these come from :func:`neurotwin_dash.analysis.biomarkers.spectral_metrics`, the function
 that summarises simulations);
+
 * ``fc`` (fc_band, sensor, sensor2): band-limited sensor FC (amplitude-envelope correlation
   by default; PLV or coherence on request).
 

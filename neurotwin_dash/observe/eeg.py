@@ -230,7 +230,8 @@ def simulated_eeg(result, montage="standard_1020", connectome=None, batch=0, var
         Defaults to the catalog name in ``result.attrs["connectome"]``.
     batch : int
         Which batch member becomes the Raw.
-    Other parameters as in :func:`region_to_sensor`.
+    montage, variable, head, orientation, moment_nAm_per_mV, noise_uV, seed, placement
+        As in :func:`region_to_sensor`.
     """
     if connectome is None:
         connectome = getattr(result, "attrs", {}).get("connectome") or "tvb76"
