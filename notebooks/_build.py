@@ -210,8 +210,9 @@ QUICKSTART = [
         ## 4. Simulated EEG through the lead field
 
         Each region is a current dipole at its centre, oriented along the cortical normal; MNE's
-        four-layer sphere model fitted to the `standard_1020` cap gives the lead field
-        (sensor × region, V per A·m). `simulated_eeg` scales the mean-removed membrane
+        four-layer sphere model fitted to the `standard_1020` cap, with the electrodes projected
+        onto its scalp, gives the lead field (sensor × region, V per A·m); `head="template_bem"`
+        swaps in the realistic template head (docs/science.md §10). `simulated_eeg` scales the mean-removed membrane
         potential to a dipole moment (10 nA·m per mV by default), projects it, re-references to
         the average and returns an `mne.io.RawArray` with the montage set — so every MNE tool
         works on it as on a recording.
@@ -656,7 +657,10 @@ MONTAGE = [
 
         `electrode_fields` returns, for every electrode of the 10-20 cap and every region, the
         field vector of 1 mA injected there (`field`, V/m per mA) and its normal component
-        (`field_normal`). Any montage's field is the current-weighted sum of these rows.
+        (`field_normal`). Any montage's field is the current-weighted sum of these rows. The head is
+        the EEG observer's sphere (electrodes on its scalp) with the tES conductivities of
+        docs/science.md §7; `electrode_fields(conn, head="template_bem")` gives the realistic template
+        head (the README compares the two).
     """),
     code("""
         TARGET = ["lPFCDL"]

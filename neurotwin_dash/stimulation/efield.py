@@ -15,16 +15,16 @@ cathode). Because ``Σ_k I_k = 0`` any reference common to all electrodes cancel
 per-electrode matrix stored here is re-referenced to the layout's average so that each row is
 finite and the sum over a montage is exact.
 
-The gain is the one the EEG observer uses (:func:`neurotwin_dash.observe.forward.forward_model`):
-by default MNE's four-layer sphere fitted to the electrode layout, radii ≈ 88/90/95/98 mm
-(brain/CSF/skull/scalp) and conductivities **0.33 / 1.0 / 0.004 / 0.33 S/m** (MNE defaults), with
-the region centres placed inside the brain sphere as the forward model documents (default
-``placement="fit"``: centred and scaled so the outermost centre sits at 90 % of the inner-skull
-radius). With that head, bipolar scalp montages give **≈ 0.1–0.3 V/m per mA** at the regions
-(1 mA T7–T8: max 0.33, median 0.15 V/m; F3–F4: max 0.23; O1–Fz: max 0.27; see
-``bench/bench_stimulation.py``). Realistic head models give roughly 2× more, mainly because
-0.004 S/m is a low skull conductivity (reported 0.01–0.015 S/m); pass ``head=`` (and other
-forward-model options) to change it.
+The gain is the one the EEG observer uses (:func:`neurotwin_dash.observe.forward.forward_model`,
+same head geometry, electrodes projected onto the scalp; docs/science.md §10): by default MNE's
+four-layer sphere fitted to the electrode layout, radii ≈ 89/91/96/99 mm (brain/CSF/skull/scalp)
+for ``standard_1020``, with the **tES conductivities 0.33 / 1.65 / 0.01 / 0.43 S/m** of
+docs/science.md §7 (``conductivity="eeg"`` gives the EEG observer's 0.33/1.0/0.004/0.33), the region
+centres placed inside the brain sphere as the forward model documents. ``head="template_bem"``
+uses the realistic template BEM instead. With the sphere, bipolar scalp montages give
+**≈ 0.2–0.4 V/m per mA** at the strongest regions (1 mA T7–T8: max 0.22, median 0.117 V/m; F3–F4:
+max 0.25; O1–Fz: max 0.35 on the 10-05 cap; see ``bench/bench_stimulation.py`` and the README's
+sphere vs template-BEM table).
 
 Normal component (convention of Ruffini's group, docs/science.md §7): ``E_n = E · n`` with ``n`` the
 unit normal pointing from the pial surface **into** the cortex (toward white matter, along the
