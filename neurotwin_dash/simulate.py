@@ -56,6 +56,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 from . import __version__, catalog
 from .connectome import NORMALISATIONS, Connectome
@@ -854,7 +855,6 @@ def _execute(plan: SimulationPlan, progress, threads=None):
 
     bar = None
     if progress is True:
-        from tqdm.auto import tqdm
         bar = tqdm(total=n_total, unit="step", desc=f"simulate {mod.NAME}")
     no_rec = np.zeros((0, 0, 0, 0))
     # chunk boundaries: the transient first (not recorded), then the recorded part

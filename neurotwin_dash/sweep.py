@@ -56,10 +56,18 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
+from scipy.stats import qmc
+from tqdm.auto import tqdm
 
-from . import catalog
+from . import __version__, catalog
+from .analysis import spectra
+from .cluster import get_client
+from .io.files import read_yaml_mapping
+from .io.schema import SweepSpecSchema, check_keywords, validate
 from .params import ParamSet, ParamSpec
 from .simulate import Drive, SimulationPlan, all_params, plan, simulate
+from .stimulation.efield import montage_field
+from .stimulation.montage import Montage
 from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
 
 __all__ = [
@@ -212,7 +220,6 @@ class SweepSpec:
     def from_dict(cls, data: Mapping) -> "SweepSpec":
         """Build from a plain mapping (as read from YAML); checked against
         :class:`~neurotwin_dash.io.schema.SweepSpecSchema` (types, unknown keys) first."""
-        from .io.schema import SweepSpecSchema, validate
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known) if isinstance(data, Mapping) else []
         if unknown:
@@ -225,7 +232,6 @@ class SweepSpec:
     @classmethod
     def from_yaml(cls, path) -> "SweepSpec":
         """Read a YAML sweep spec (see :class:`SweepSpec` for the keys)."""
-        from .io.files import read_yaml_mapping
         return cls.from_dict(read_yaml_mapping(path, "sweep spec", SweepError))
 
     def to_dict(self) -> dict:
@@ -309,7 +315,6 @@ def make_samples(spec: SweepSpec, params: ParamSet | None = None) -> xr.Dataset:
         cols = {n: g.ravel() for n, g in zip(names, grids)}
         n = grids[0].size
     else:
-        from scipy.stats import qmc
         d, n = len(names), spec.n_samples
         if spec.sampling == "sobol":
             eng = qmc.Sobol(d, scramble=True, seed=spec.sample_seed)
@@ -399,7 +404,6 @@ def _resolve(name: str, registry: Mapping[str, Callable], what: str) -> Callable
 
 def _metric_entries(spec: SweepSpec, registry: Mapping[str, Callable] | None = None
                     ) -> list[tuple[str, Callable, dict]]:
-    from .io.schema import check_keywords
     registry = METRICS if registry is None else registry
     out = []
     for i, entry in enumerate(spec.metrics):
@@ -434,12 +438,10 @@ def _first_output(res: xr.Dataset, variable: str | None) -> xr.DataArray:
 
 
 def _psd(res, variable, kw):
-    from .analysis import spectra
     return spectra.welch(_first_output(res, variable), **kw)
 
 
 def _band_power(res, band, variable=None, reduce="mean", **kw):
-    from .analysis import spectra
     p = spectra.band_power(_psd(res, variable, kw), {"band": tuple(band)}).isel(band=0, drop=True)
     return _reduce(p, reduce)
 
@@ -455,7 +457,6 @@ def _reduce(da: xr.DataArray, how: str | None):
 @register_metric("peak_frequency")
 def metric_peak_frequency(res, band=(2.0, 45.0), variable=None, reduce="median", **kw):
     """Spectral peak frequency (Hz) in ``band`` of the Welch PSD, per region or reduced."""
-    from .analysis import spectra
     return _reduce(spectra.peak_frequency(_psd(res, variable, kw), tuple(band)), reduce)
 
 
@@ -506,7 +507,6 @@ def _region_index(conn, labels: Sequence[str], where: str) -> np.ndarray:
 
 
 def _stim_montage(spec: SweepSpec):
-    from .stimulation.montage import Montage
     m = spec.stimulation["montage"]
     if isinstance(m, (str, os.PathLike)):
         return Montage.load(m)
@@ -517,7 +517,6 @@ def _stim_pattern(spec: SweepSpec, conn) -> np.ndarray:
     st = dict(spec.stimulation or {})
     n = conn.n_regions if conn is not None else 1
     if "montage" in st:
-        from .stimulation.efield import montage_field
         if conn is None:
             raise SweepError("stimulation.montage needs a connectome with region centres")
         return montage_field(_stim_montage(spec), connectome=conn)["E_n"].values.astype(float)
@@ -799,7 +798,7 @@ def open_sweep(store, only_done: bool = True) -> xr.Dataset:
 
 
 def _template(first: xr.Dataset, samples: xr.Dataset, spec: SweepSpec, n_batches: int) -> xr.Dataset:
-    import dask.array as da
+    import dask.array as da  # ~1 s to import; only a store's template needs it
     n = samples.sizes["sample"]
     bs = spec.batch_size
     variables = {}
@@ -834,7 +833,6 @@ def _template(first: xr.Dataset, samples: xr.Dataset, spec: SweepSpec, n_batches
 
 
 def _version() -> str:
-    from . import __version__
     return __version__
 
 
@@ -996,8 +994,7 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
                     break
                 handle(b, run_batch(spec_dict, batch_values[b], _range(slices[b]), functions))
         elif pending:
-            from distributed import as_completed
-            from .cluster import get_client
+            from distributed import as_completed  # ~0.5 s; only a cluster run needs it
             client = get_client(client)
             if max_in_flight is None:
                 threads = sum(client.nthreads().values()) or 1
@@ -1072,5 +1069,4 @@ class _NoBar:
 def _progress(total, initial, enabled):
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
     return tqdm(total=total, initial=initial, unit="batch", desc="sweep")

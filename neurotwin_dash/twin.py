@@ -33,6 +33,7 @@ import xarray as xr
 
 from . import __version__, catalog
 from .connectome import Connectome
+from .io.files import write_dataset
 from .simulate import (Drive, SimulationError, SimulationPlan, plan, run_plan, sample_drives,
                        time_grid)
 
@@ -271,7 +272,6 @@ class Twin:
 
         Written to a temporary file next to ``path`` and renamed into place; an existing file is
         replaced only with ``overwrite`` (see :func:`neurotwin_dash.io.files.write_dataset`)."""
-        from .io.files import write_dataset
         path = Path(path)
         if path.suffix not in (".zarr", ".nc", ".h5", ".netcdf"):
             raise TwinError(f"twin path {path}: use a .nc (netCDF) or .zarr suffix")

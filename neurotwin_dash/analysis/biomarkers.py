@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from ..observe.bold import bold_from_result
+from ..observe.eeg import as_region_signal, region_to_sensor
 from ..units import CONVENTIONS, DIMENSIONLESS
 from . import connectivity, pac, spectra
 
@@ -28,10 +30,9 @@ __all__ = ["region_signal", "spectral_metrics", "standard_metrics", "sensor_metr
 
 def region_signal(result, variable=None) -> xr.DataArray:
     """The EEG-like region signal (…, time, region) of a simulation result."""
-    from ..observe.eeg import _as_region_signal
     if isinstance(result, xr.DataArray):
         return result
-    return _as_region_signal(result, variable)
+    return as_region_signal(result, variable)
 
 
 def spectral_metrics(da: xr.DataArray, window_s: float = 2.0, fmax: float = 80.0,
@@ -85,7 +86,6 @@ def standard_metrics(result, variable=None, window_s: float = 2.0, aperiodic: bo
         ds["pac_mi"] = p["mi"]
         ds["pac_z"] = p["mi_z"]
     if bold:
-        from ..observe.bold import bold_from_result
         src = result if isinstance(result, xr.Dataset) else xr.Dataset({"x": da})
         var = None if isinstance(result, xr.Dataset) else "x"
         b = bold_from_result(src, variable=var if variable is None else variable, tr_s=bold_tr_s)
@@ -119,7 +119,6 @@ def sensor_metrics(result, montage="biosemi64", variable=None, window_s: float =
     returns ``sensor_band_power`` (…, sensor, band) in V² and ``sensor_alpha_peak_hz``. ``head``:
     ``"sphere"``, ``"template_bem"`` or a BEM file (docs/science.md §10).
     """
-    from ..observe.eeg import region_to_sensor
     da = region_signal(result, variable)
     if batch is not None and "batch" in da.dims:
         da = da.isel(batch=batch)

@@ -32,6 +32,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from .. import catalog
+from ..analysis.connectivity import upper_triangle
+from ..connectome import Connectome
 from .objectives import FCCorrelation, FCDKS, Objective
 from .optimizers import FitProblem, FreeParam
 
@@ -52,7 +55,6 @@ HCP_FREE = [
 
 def empirical_fc(subject: int | None = None) -> xr.DataArray:
     """Group-mean (``subject=None``) or one subject's FC from ``catalog.load("hcp80_fc")``."""
-    from .. import catalog
     ds = catalog.load("hcp80_fc")
     if subject is None:
         return ds["fc_group"]
@@ -64,8 +66,6 @@ def empirical_fc(subject: int | None = None) -> xr.DataArray:
 
 def structural_baseline_r(subject: int | None = None) -> float:
     """Pearson r between log structural weights (upper triangle) and the empirical FC."""
-    from .. import catalog
-    from ..analysis.connectivity import upper_triangle
     w = catalog.load("hcp80").weights
     fc = empirical_fc(subject).values
     a = upper_triangle(w)
@@ -76,7 +76,6 @@ def structural_baseline_r(subject: int | None = None) -> float:
 
 def strongest_edges(conn, keep_fraction: float = 0.2):
     """A copy of ``conn`` keeping only the strongest ``keep_fraction`` of its non-zero weights."""
-    from ..connectome import Connectome
     if not 0 < keep_fraction <= 1:
         raise ValueError(f"keep_fraction must be in (0, 1], got {keep_fraction}")
     w = conn.weights
@@ -112,7 +111,6 @@ def hcp_fc_problem(duration_s: float = 310.0, subject: int | None = None, keep_f
     per_region_input : bool
         Also fit one ``x_ext`` per region (regional excitability; 80 more dimensions).
     """
-    from .. import catalog
     conn = strongest_edges(catalog.load("hcp80"), keep_fraction)
     target = empirical_fc(subject)
     terms = [FCCorrelation(target=target, signal="bold", variable="exc" if model == "wilson_cowan" else None,

@@ -39,6 +39,12 @@ from typing import Any, Sequence
 import numpy as np
 import xarray as xr
 
+from ..analysis import spectra
+from ..analysis.biomarkers import region_signal
+from ..analysis.connectivity import (analytic_signal, fc_fit_score, fc_pearson, fcd, fcd_ks_distance,
+                                     upper_triangle)
+from ..observe.bold import bold_from_result
+
 __all__ = ["Features", "Term", "FCCorrelation", "FCDKS", "LogPSDDistance", "AlphaPeakError",
            "GammaPower", "InRange", "Objective", "healthy_objective", "BIOMARKERS"]
 
@@ -66,12 +72,10 @@ class Features:
 
     def signal(self, variable=None) -> xr.DataArray:
         """(batch, time, region) signal: ``variable`` or the model's EEG-like output."""
-        from ..analysis.biomarkers import region_signal
         return self._cached(("signal", _key(variable)), lambda: region_signal(self.result, variable))
 
     def psd(self, variable=None, window_s: float = 2.0) -> xr.DataArray:
         """Welch PSD (batch, region, frequency)."""
-        from ..analysis import spectra
         return self._cached(("psd", _key(variable), window_s),
                             lambda: spectra.welch(self.signal(variable), window_s=window_s))
 
@@ -84,7 +88,6 @@ class Features:
         FC is insensitive to the drive's scale in the model's linear range. Members whose drive
         is flat (saturated or silent regions) or whose BOLD leaves the model's range get NaN.
         """
-        from ..observe.bold import bold_from_result
 
         def make():
             res = self.result
@@ -122,7 +125,6 @@ class Features:
         if signal == "raw":
             return self.signal(variable)
         if signal == "envelope":
-            from ..analysis.connectivity import analytic_signal
             return self._cached(("env", _key(variable), _key(band)),
                                 lambda: np.abs(analytic_signal(self.signal(variable), band or "alpha")))
         raise ValueError(f"signal {signal!r} unknown; allowed: 'bold', 'raw', 'envelope'")
@@ -130,7 +132,6 @@ class Features:
     def fc(self, signal="bold", variable=None, tr_s=0.72, skip_s=10.0, band=None,
            drive_gain=0.1) -> xr.DataArray:
         """Pearson FC (batch, region, region2) of the chosen signal."""
-        from ..analysis.connectivity import fc_pearson
         return self._cached(("fc", signal, _key(variable), tr_s, skip_s, _key(band), drive_gain),
                             lambda: fc_pearson(self.timeseries(signal, variable, tr_s, skip_s, band,
                                                                drive_gain)))
@@ -239,7 +240,6 @@ class FCCorrelation(Term):
         self.target = _as_fc(self.target)
 
     def evaluate(self, feats):
-        from ..analysis.connectivity import fc_fit_score
         fc = feats.fc(self.signal, self.variable, self.tr_s, self.skip_s, self.band, self.drive_gain)
         target = self.target
         if "region" not in target.coords and "region" in fc.coords:
@@ -274,7 +274,6 @@ class FCDKS(Term):
         if not isinstance(t, xr.DataArray):
             t = xr.DataArray(np.asarray(t, dtype=float))
         if "window" not in t.dims:
-            from ..analysis.connectivity import fcd
             a = t.values
             if a.shape[0] < a.shape[1]:
                 a = a.T                                  # (region, frame) as neurolib stores it
@@ -284,7 +283,6 @@ class FCDKS(Term):
         self.target = t
 
     def evaluate(self, feats):
-        from ..analysis.connectivity import fcd, fcd_ks_distance
         b = feats.bold(self.variable, self.tr_s, self.skip_s, self.drive_gain)
         f = feats._cached(("fcd", _key(self.variable), self.window_s, self.step_s, self.tr_s, self.skip_s,
                            self.drive_gain),
@@ -346,7 +344,6 @@ class AlphaPeakError(Term):
     reports = "alpha_peak_hz"
 
     def evaluate(self, feats):
-        from ..analysis import spectra
         psd = _region_mean(feats.psd(self.variable, self.window_s), self.regions)
         f = _per_member(spectra.peak_frequency(psd, tuple(self.band)).values, feats.n_batch)
         return np.abs(f - self.target_hz), f
@@ -368,7 +365,6 @@ class GammaPower(Term):
     reports = "gamma_power"
 
     def evaluate(self, feats):
-        from ..analysis import spectra
         psd = feats.psd(self.variable, self.window_s)
         g = spectra.band_power(psd, {"g": tuple(self.band)}).isel(band=0, drop=True)
         g = _per_member(_region_mean(g, self.regions).values, feats.n_batch)
@@ -381,19 +377,16 @@ class GammaPower(Term):
 
 
 def _biomarker_alpha_peak(feats, variable=None, regions=None, band=(6.0, 14.0), window_s=2.0):
-    from ..analysis import spectra
     psd = _region_mean(feats.psd(variable, window_s), regions)
     return spectra.peak_frequency(psd, tuple(band)).values
 
 
 def _biomarker_aperiodic(feats, variable=None, regions=None, window_s=2.0, freq_range=(2.0, 40.0)):
-    from ..analysis import spectra
     psd = _region_mean(feats.psd(variable, window_s), regions)
     return spectra.aperiodic_exponent(psd, tuple(freq_range)).values
 
 
 def _biomarker_gamma_relative(feats, variable=None, regions=None, window_s=2.0, band=(30.0, 50.0)):
-    from ..analysis import spectra
     psd = feats.psd(variable, window_s)
     fmax = float(psd["frequency"].max())
     g = spectra.band_power(psd, {"g": tuple(band)}, relative=True,
@@ -403,7 +396,6 @@ def _biomarker_gamma_relative(feats, variable=None, regions=None, window_s=2.0, 
 
 def _biomarker_fcd_variance(feats, variable=None, regions=None, window_s=60.0, step_s=2.16,
                             tr_s=0.72, skip_s=10.0):
-    from ..analysis.connectivity import fcd, upper_triangle
     b = feats.bold(variable, tr_s, skip_s)
     f = fcd(b, window_s=window_s, step_s=step_s)
     return np.nanvar(upper_triangle(f), axis=-1)

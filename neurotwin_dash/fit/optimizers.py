@@ -42,8 +42,12 @@ from typing import Any, Mapping
 
 import numpy as np
 import xarray as xr
+from scipy.optimize import differential_evolution
+from scipy.stats import qmc
+from tqdm.auto import tqdm
 
 from .. import catalog
+from ..cluster import get_client
 from ..simulate import SimulationPlan, all_params, plan, run_plan
 
 __all__ = ["FitError", "FreeParam", "FitProblem", "FitResult", "evaluate_population", "fit",
@@ -501,7 +505,6 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
         raise FitError(f"popsize must be ≥ 2, got {popsize}")
     t0 = time.perf_counter()
     if client != "sync":
-        from ..cluster import get_client
         client = get_client(client)
         if n_chunks is None:
             n_chunks = max(1, sum(client.nthreads().values()))
@@ -514,7 +517,7 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
     bar = _bar(generations + (1 if method == "de" else 0), progress)
     try:
         if method == "cmaes":
-            import cma
+            import cma  # ~3 s to import; only CMA-ES fits need it
             rng = np.random.default_rng(seed)
             opts = {"bounds": [0.0, 1.0], "popsize": int(popsize), "seed": np.nan, "verbose": -9,
                     "randn": lambda *shape: rng.standard_normal(shape), "maxiter": int(generations),
@@ -525,14 +528,12 @@ def fit(problem: FitProblem, method: str = "cmaes", generations: int = 10, popsi
                 es.tell(list(X), ev(X).tolist())
                 bar.update(1)
         else:
-            from scipy.optimize import differential_evolution
 
             def func(x):  # scipy's vectorized convention: x is (n_dim, S)
                 out = ev(np.asarray(x).T)
                 bar.update(1)
                 return out
 
-            from scipy.stats import qmc
             # an explicit Latin-hypercube start fixes the population size to exactly `popsize`
             init = qmc.LatinHypercube(d, seed=seed).random(max(5, int(popsize)))
             if u0 is not None:
@@ -576,5 +577,4 @@ class _NoBar:
 def _bar(total, enabled):
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
     return tqdm(total=total, unit="gen", desc="fit")

@@ -48,8 +48,15 @@ import numpy as np
 import xarray as xr
 from scipy.optimize import minimize
 
+from .. import catalog
+from ..analysis.connectivity import fcd, fcd_ks_distance
+from ..connectome import Connectome
+from ..io.files import OutputExistsError, write_new
+from ..models import wilson_cowan as wc
+from ..simulate import simulate
+from ..twin import Twin
 from .hcp import HCP_REGIME
-from .objectives import FCCorrelation, Objective
+from .objectives import FCCorrelation, Features, Objective
 from .optimizers import FitProblem, FreeParam, FitError, fit
 
 __all__ = ["PersonalError", "MIN_HALF_FRAMES", "OPERATING_POINT", "available_subjects", "load_subject",
@@ -79,7 +86,6 @@ class PersonalError(ValueError):
 
 def available_subjects() -> list[str]:
     """Catalog names of the per-subject entries (e.g. ``"hcp:101309"``, ``"gw:NAP_001"``)."""
-    from .. import catalog
     return catalog.names("subject")
 
 
@@ -92,7 +98,6 @@ def load_subject(subject: str) -> xr.Dataset:
     PersonalError
         ``subject`` is not a catalog subject (the message lists the available ones).
     """
-    from .. import catalog
     names = available_subjects()
     if subject not in names:
         raise PersonalError(f"subject {subject!r} unknown; available subjects: {', '.join(names)}")
@@ -101,7 +106,6 @@ def load_subject(subject: str) -> xr.Dataset:
 
 def subject_connectome(ds: xr.Dataset):
     """The subject's own :class:`~neurotwin_dash.connectome.Connectome` (weights, lengths, centres)."""
-    from ..connectome import Connectome
     return Connectome.from_arrays(ds["weights"].values, ds["tract_lengths"].values, ds["centres"].values,
                                   [str(s) for s in ds["region"].values], axes=ds.attrs.get("axes", "RAS"),
                                   recentre=True, name=ds.attrs["name"], source=ds.attrs["source"])
@@ -179,7 +183,6 @@ def split_subject(subject: str, frames: int | None = None) -> SplitHalf:
 
 
 def _fcd(bold_rf: np.ndarray, tr_s: float) -> xr.DataArray:
-    from ..analysis.connectivity import fcd
     da = xr.DataArray(np.asarray(bold_rf).T, dims=("time", "region"),
                       coords={"time": np.arange(bold_rf.shape[1]) * tr_s})
     # 60-s windows (at least 20 frames) moved by 3 frames
@@ -201,7 +204,6 @@ def heldout_scores(fc_model, half: SplitHalf, bold_model=None) -> dict:
     out = {"r": _r(fc_model, fc_test),
            "mean_fc_error": float(np.nanmean(_triu(fc_model)) - np.mean(_triu(fc_test)))}
     if bold_model is not None:
-        from ..analysis.connectivity import fcd_ks_distance
         out["fcd_ks"] = fcd_ks_distance(_fcd(bold_model, half.tr_s), _fcd(half.test, half.tr_s))
     return out
 
@@ -354,7 +356,6 @@ def baselines(weights, half: SplitHalf, others_fc=None, **fits) -> dict[str, dic
 
 def _wc_point(x_star: float):
     """Input v*, S(v*) and S'(v*) of the default Wilson–Cowan sigmoid at fixed point ``x_star``."""
-    from ..models import wilson_cowan as wc
     a, mu = wc.PARAMS["a_e"].default, wc.PARAMS["mu_e"].default
     if not 0 < x_star < 0.5:
         raise PersonalError(f"operating point must be in (0, 0.5) (S = x/(1 − x) < 1), got {x_star}")
@@ -392,7 +393,6 @@ def linearized_fc(w_spectral, coupling: float, x_ext, noise_sd, max_iter: int = 
     ``J⁻¹ diag(noise_sd²) J⁻ᵀ`` (the zero-frequency covariance BOLD sees). NaN when the fixed
     point is unstable or not found.
     """
-    from ..models import wilson_cowan as wc
     a, mu = wc.PARAMS["a_e"].default, wc.PARAMS["mu_e"].default
     w = np.asarray(w_spectral, dtype=float)
     xe = np.asarray(x_ext, dtype=float)
@@ -523,7 +523,6 @@ def _personal_problem(conn, lin: LinearFit, half: SplitHalf, st: PersonalSetting
 
 def _sim_bold(result, tr_s, skip_s):
     """(batch, region, frame) BOLD of a twin run, as the fit objective computes it."""
-    from .objectives import Features
     b = Features(result).bold("exc", tr_s=tr_s, skip_s=skip_s)
     return np.asarray(b.transpose("batch", "region", "time").values)
 
@@ -551,8 +550,6 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
         bool), ``robustness`` (coupling factor → held-out r), ``linear`` (LinearFit),
         ``fc_twin``, ``half``, ``seconds``.
     """
-    from ..simulate import simulate
-    from ..twin import Twin
     st = settings or PersonalSettings()
     t0 = time.perf_counter()
     ds = load_subject(subject)
@@ -657,7 +654,6 @@ def _json_text(obj) -> str:
 
 
 def _check_free(folder: Path, overwrite: bool):
-    from ..io.files import OutputExistsError
     if overwrite:
         return
     taken = [n for n in OUTPUT_FILES if (folder / n).exists()]
@@ -672,7 +668,6 @@ def write_personal(out: dict, folder, overwrite: bool = False) -> dict[str, Path
     CMA-ES evaluation), ``fc.nc`` (twin FC, first- and second-half FC), ``scores.json`` and
     ``report.png``. Every file is written to a temporary name and renamed; existing files are
     only replaced with ``overwrite``."""
-    from ..io.files import write_new
     folder = Path(folder)
     _check_free(folder, overwrite)
     half = out["half"]
@@ -697,7 +692,7 @@ def write_personal(out: dict, folder, overwrite: bool = False) -> dict[str, Path
 
 def report_figure(out: dict):
     """Figure: held-out FC, twin FC, their scatter, twin vs baselines, robustness, parameters."""
-    import matplotlib
+    import matplotlib  # ~1 s to import; only the figures need it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     half, sc = out["half"], out["scores"]
@@ -729,7 +724,7 @@ def report_figure(out: dict):
 
 def identifiability_figure(matrix: xr.DataArray):
     """Heat map of :func:`identifiability` with each row's best match marked."""
-    import matplotlib
+    import matplotlib  # ~1 s to import; only the figures need it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     m = matrix.values
@@ -753,7 +748,6 @@ def personalize_all(subjects, out_root, settings: PersonalSettings | None = None
     """:func:`personalize` + :func:`write_personal` for each subject into ``out_root/<subject>``
     (``:`` replaced by ``_``), then the identifiability matrix (``identifiability.nc``, ``.png``)
     and ``summary.json`` over all of them."""
-    from ..io.files import write_new
     out_root = Path(out_root)
     for s in subjects:
         load_subject(s)                    # unknown subjects fail before any work

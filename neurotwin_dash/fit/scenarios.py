@@ -54,8 +54,16 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from .. import catalog
+from ..analysis import pac, spectra
+from ..cluster import get_client
+from ..simulate import Drive, simulate
+from ..stimulation.coupling import STIM_PARAMS, tes_drives
 from ..stimulation.effects import (OUTCOMES, arm_effects, format_effect, mean_ci, paired_effect,
-                                   stimulation_outcomes)
+                                   simulate_arms, stimulation_outcomes)
+from ..stimulation.efield import electrode_fields, montage_field
+from ..stimulation.optimize import candidate_montages
+from ..stimulation.waveforms import TACS
 
 __all__ = ["AD_PATH", "DENSE_C7", "DEFAULT_TARGETS", "STAGES", "COLLAPSE_FRACTION", "PEAK_HALF_WIDTH_HZ",
            "ScenarioConfig", "ad_progression", "summarise_progression", "classify_stages", "stage_points",
@@ -96,8 +104,6 @@ class ScenarioConfig(dict):
                  transient_s: float = 2.0, dt_ms: float = 0.1, sample_rate_hz: float = 500.0,
                  seeds: Sequence[int] = (0, 1, 2, 3, 4), gamma_band=(30.0, 50.0), frequency_hz: float = 40.0,
                  lambda_mV_per_V_m: float | None = None):
-        from .. import catalog
-        from ..stimulation.coupling import STIM_PARAMS
         conn = catalog.load(connectome)
         regions = [str(r) for r in regions]
         for r in regions:
@@ -118,7 +124,6 @@ class ScenarioConfig(dict):
 
 
 def _c7_map(cfg, value: float) -> np.ndarray:
-    from .. import catalog
     conn = catalog.load(cfg["connectome"])
     c7 = np.full(conn.n_regions, cfg["c7_path"][0])
     c7[[conn.index(r) for r in cfg["regions"]]] = value
@@ -133,7 +138,6 @@ def _sim_kwargs(cfg) -> dict:
 # --- the disease path --------------------------------------------------------------------------
 
 def _measures(cfg, res: xr.Dataset) -> xr.Dataset:
-    from ..analysis import pac, spectra
     tgt = res.sel(region=cfg["regions"])
     psd2 = spectra.welch(tgt["v_p2"], window_s=2.0)
     psd1 = spectra.welch(tgt["v_p1"], window_s=2.0)
@@ -165,7 +169,6 @@ _UNITS = {"gamma_power": "mV²", "gamma_peak_hz": "Hz", "gamma_peak_band_power":
 
 def path_task(cfg, c7_values: Sequence[float], seed: int) -> xr.Dataset:
     """Dask task: every C7 value for one seed in one batched run (measures over the targets)."""
-    from ..simulate import simulate
     c7 = np.array([_c7_map(cfg, v) for v in c7_values])
     res = simulate("lanmm", cfg["connectome"], params={"C7": c7, "coupling": np.full(len(c7), cfg["coupling"])},
                    seed=seed, record=_RECORD, **_sim_kwargs(cfg))
@@ -280,9 +283,6 @@ def stage_points(summary: xr.Dataset) -> dict:
 def arms_task(cfg, stage_c7: float, spatial_mV: np.ndarray, seed: int) -> xr.Dataset:
     """Dask task: sham + every stimulated arm (rows of ``spatial_mV``, mV) for one seed, one
     batched run; the outcomes of :func:`~neurotwin_dash.stimulation.effects.stimulation_outcomes`."""
-    from ..simulate import Drive
-    from ..stimulation.effects import simulate_arms
-    from ..stimulation.waveforms import TACS
     wave = TACS(cfg["frequency_hz"])
     res = simulate_arms("lanmm", cfg["connectome"], Drive(np.asarray(spatial_mV, float), wave, "membrane", "mV"),
                         [seed], params={"C7": _c7_map(cfg, stage_c7), "coupling": cfg["coupling"]},
@@ -329,10 +329,6 @@ def tacs_search(config: ScenarioConfig | None = None, stage_c7: float = 300.0, m
     ``restoration`` (+ CI). Attrs ``best`` (largest lower CI bound of the gamma effect),
     ``best_montage``, ``best_dose``, ``best_verdict``.
     """
-    from ..stimulation.coupling import tes_drives
-    from ..stimulation.efield import electrode_fields, montage_field
-    from ..stimulation.optimize import candidate_montages
-    from ..stimulation.waveforms import TACS
     cfg = config or ScenarioConfig()
     fields = electrode_fields(cfg["connectome"])
     if montages is None:
@@ -399,7 +395,6 @@ def dose_response(config: ScenarioConfig | None = None, stages: Mapping[str, flo
     ``(stage, outcome)``: the smallest amplitude whose CI excludes 0 (NaN if none) and the
     normal field it needs at λ; ``field_needed_V_m`` per amplitude.
     """
-    from .. import catalog
     cfg = config or ScenarioConfig()
     stages = dict(stages or {"declining": AD_PATH["MCI"]})
     conn = catalog.load(cfg["connectome"])
@@ -474,7 +469,7 @@ def _errorbar(ax, x, mean, low, high, **kw):
 def plot_scenario(result: dict, path=None):
     """Path measures (mean ± 95 % CI, coloured by stage), the search and the dose-response
     (effects vs sham with 95 % CIs) in one figure."""
-    import matplotlib
+    import matplotlib  # ~1 s to import; only the figure needs it
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     summ, search, dose = result["summary"], result["search"], result["dose"]
@@ -548,7 +543,6 @@ def _map(client, func, arg_tuples):
     """Run ``func(*args)`` for each tuple: one Dask submission (or in-process with ``"sync"``)."""
     if client == "sync":
         return [func(*a) for a in arg_tuples]
-    from ..cluster import get_client
     client = get_client(client)
     cols = list(zip(*arg_tuples))
     futures = client.map(func, *cols, pure=False, retries=1)

@@ -36,14 +36,22 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import xarray as xr
 
+from .. import catalog
+from ..cluster import add_cluster_arguments, client_from_arguments
+from ..connectome import Connectome
+from ..io.files import read_yaml_mapping, write_dataset, write_text
+from ..io.schema import FitSpecSchema, check_keywords, validate
+from ..simulate import all_params, plan, run_plan
+from ..twin import Twin
 from . import objectives as obj_mod
-from ..io.files import write_dataset, write_text
+from .hcp import hcp_fc_problem, structural_baseline_r
 from .optimizers import FitError, FitProblem, FreeParam, fit
 
 __all__ = ["problem_from_spec", "run_fit_spec", "load_fit_spec", "add_fit_parser", "add_export_parser",
@@ -62,8 +70,6 @@ def load_fit_spec(path) -> dict:
 
     The spec is checked against :class:`~neurotwin_dash.io.schema.FitSpecSchema` (types, unknown
     keys refused, each error naming its field)."""
-    from ..io.files import read_yaml_mapping
-    from ..io.schema import FitSpecSchema, validate
     spec = read_yaml_mapping(path, "fit spec", FitError)
     validate(FitSpecSchema, spec, f"fit spec {path}", FitError)
     spec["_base"] = str(Path(path).parent)
@@ -83,7 +89,6 @@ def _target(value, base):
                 raise FitError(f"objective target {f}: no variable {var!r}; has {list(ds.data_vars)}")
             return ds[var]
         if "catalog" in value:
-            from .. import catalog
             ds = catalog.load(value["catalog"])
             return ds[value["variable"]] if "variable" in value else ds
         raise FitError(f"objective target {dict(value)}: give {{file, variable}} or {{catalog, variable}}")
@@ -91,7 +96,6 @@ def _target(value, base):
 
 
 def _objective(entries, model, base) -> obj_mod.Objective:
-    from ..io.schema import check_keywords
     if not entries:
         raise FitError("objective: give at least one term")
     terms = []
@@ -118,13 +122,11 @@ def _objective(entries, model, base) -> obj_mod.Objective:
 
 def problem_from_spec(spec: Mapping) -> FitProblem:
     """Build the :class:`FitProblem` a spec describes (``problem: hcp`` or ``custom``)."""
-    from ..io.schema import FitSpecSchema, validate
     validate(FitSpecSchema, {k: v for k, v in dict(spec).items() if k != "_base"}, "fit spec", FitError)
     spec = dict(spec)
     kind = spec.get("problem", "custom")
     base = spec.get("_base")
     if kind == "hcp":
-        from .hcp import hcp_fc_problem
         opts = dict(spec.get("hcp") or {})
         if "free" in spec:
             opts["free"] = [FreeParam(**f) for f in spec["free"]]
@@ -161,11 +163,9 @@ def run_fit_spec(spec: Mapping, out_dir, client=None, progress: bool = True, twi
                "computed_generations": res.computed_generations, "seconds": res.seconds,
                "method": res.method}
     if spec.get("problem") == "hcp":
-        from .hcp import structural_baseline_r
         summary["structural_baseline_r"] = structural_baseline_r((spec.get("hcp") or {}).get("subject"))
     write_text(out / "result.json", json.dumps(summary, indent=2, default=float), overwrite=True)
     if twin:
-        from ..twin import Twin
         Twin.from_fit(problem, res, name=spec.get("name", "fit")).save(out / "twin.nc", overwrite=True)
     return res, summary
 
@@ -177,7 +177,6 @@ def run_fit_spec(spec: Mapping, out_dir, client=None, progress: bool = True, twi
 
 def add_fit_parser(sub):
     """Declare ``neurotwin fit SPEC --out DIR [--scheduler ADDRESS]``."""
-    from ..cluster import add_cluster_arguments
     p = sub.add_parser("fit", help="fit model parameters to data (YAML spec) with DE or CMA-ES on Dask",
                        description="Run a fit spec (see neurotwin_dash.fit.specs) into a folder: "
                                    "checkpoint.json (re-running resumes), history.nc, result.json, twin.nc.")
@@ -188,7 +187,6 @@ def add_fit_parser(sub):
 
 
 def _fit_cli(args):
-    from ..cluster import client_from_arguments
     spec = load_fit_spec(args.spec)
     res, summary = run_fit_spec(spec, args.out, client=client_from_arguments(args),
                                 progress=not args.no_progress)
@@ -223,7 +221,6 @@ def add_export_parser(sub):
 
 
 def _export_cli(args):
-    from ..twin import Twin
     if args.fit:
         src = Path(args.fit) / "twin.nc"
         if not src.exists():
@@ -232,16 +229,14 @@ def _export_cli(args):
         if args.name:
             twin.name = args.name
     else:
-        from ..simulate import all_params, simulate
         params = all_params(args.model).parse_assignments(args.set)
         conn = args.connectome
         if conn.endswith(".nc") and Path(conn).exists():
-            from ..connectome import Connectome
             conn = Connectome.open(conn)
         conn = None if conn == "none" else conn
-        result = simulate(args.model, conn, duration_s=args.duration, dt_ms=args.dt, params=params,
-                          seed=args.seed, sample_rate_hz=args.sample_rate, transient_s=args.transient,
-                          normalisation=args.normalisation)
+        result = run_plan(plan(args.model, conn, duration_s=args.duration, dt_ms=args.dt, params=params,
+                               seed=args.seed, sample_rate_hz=args.sample_rate,
+                               transient_s=args.transient, normalisation=args.normalisation))
         twin = Twin.from_result(result, connectome=conn, name=args.name or "twin")
     path = twin.save(args.out, overwrite=args.overwrite)
     print(f"wrote {path}: {twin!r}")
@@ -249,8 +244,6 @@ def _export_cli(args):
 
 def simulate_twin_cli(args) -> int:
     """``neurotwin simulate --twin FILE --out OUT``: re-run a twin and check its output hash."""
-    import time
-    from ..twin import Twin
     twin = Twin.load(args.twin)
     t0 = time.perf_counter()
     ds = twin.simulate(progress=not getattr(args, "no_progress", False))

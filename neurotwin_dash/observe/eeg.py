@@ -30,7 +30,7 @@ import xarray as xr
 
 from .forward import HEADS, ForwardError, forward_model
 
-__all__ = ["DEFAULT_MOMENT_NAM_PER_MV", "average_reference_matrix", "cached_leadfield",
+__all__ = ["DEFAULT_MOMENT_NAM_PER_MV", "as_region_signal", "average_reference_matrix", "cached_leadfield",
            "pick_eeg_variable", "region_to_sensor", "simulated_raw", "simulated_eeg"]
 
 DEFAULT_MOMENT_NAM_PER_MV = 10.0
@@ -94,7 +94,9 @@ def pick_eeg_variable(result: xr.Dataset) -> str | list[str]:
     raise ValueError("result has no variable with dims (time, region) to project to EEG")
 
 
-def _as_region_signal(signal, variable=None) -> xr.DataArray:
+def as_region_signal(signal, variable=None) -> xr.DataArray:
+    """The region signal (…, time, region) of a simulation result: ``variable`` (a name or a list
+    of names, summed), by default :func:`pick_eeg_variable`; a DataArray is returned as is."""
     if isinstance(signal, xr.Dataset):
         var = variable or pick_eeg_variable(signal)
         names = [var] if isinstance(var, str) else list(var)
@@ -140,7 +142,7 @@ def region_to_sensor(signal, connectome="tvb76", montage="standard_1020", head="
     -------
     xarray.DataArray (…, time, sensor) in volts.
     """
-    da = _as_region_signal(signal, variable)
+    da = as_region_signal(signal, variable)
     if "time" not in da.dims or "region" not in da.dims:
         raise ValueError(f"signal dims {da.dims} must include 'time' and 'region'")
     if noise_uV < 0 or not np.isfinite(noise_uV):
@@ -238,7 +240,7 @@ def simulated_eeg(result, montage="standard_1020", connectome=None, batch=0, var
         if connectome == "none":
             raise ValueError("result has no connectome (single uncoupled node); EEG needs region centres — "
                              "pass connectome=")
-    da = _as_region_signal(result, variable)
+    da = as_region_signal(result, variable)
     if "batch" in da.dims:
         da = da.isel(batch=batch)
     x = region_to_sensor(da, connectome, montage, head, orientation, moment_nAm_per_mV,

@@ -39,7 +39,7 @@ from typing import Iterable
 import numpy as np
 import xarray as xr
 
-from .montage import DEFAULT_LAYOUT, Montage
+from .montage import DEFAULT_LAYOUT, Montage, MontageError, canonical_name
 
 __all__ = ["FieldError", "electrode_fields", "montage_field", "normal_field", "field_layout",
            "field_summary", "bipolar_over", "scalp_electrodes", "cortex_surface", "surface_fields",
@@ -157,12 +157,12 @@ def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere"
 
 def field_layout(electrodes: Iterable[str]) -> str:
     """Layout to compute fields in: the EEG layout when it holds every electrode, else 10-05."""
-    from .montage import _layout
-    by_upper, _ = _layout(EEG_LAYOUT)
-    names = list(electrodes)
-    if all(str(n).upper() in by_upper for n in names):
-        return EEG_LAYOUT
-    return DEFAULT_LAYOUT
+    try:
+        for name in electrodes:
+            canonical_name(name, EEG_LAYOUT)
+    except MontageError:
+        return DEFAULT_LAYOUT
+    return EEG_LAYOUT
 
 
 def _fields_for(montage: Montage, fields, connectome, head, orientation) -> xr.Dataset:
@@ -300,7 +300,7 @@ def cortex_surface(connectome="tvb76") -> xr.Dataset:
     import io
     import zipfile
     from .. import catalog
-    from ..connectome import _to_ras
+    from ..connectome import to_ras
     name = connectome if isinstance(connectome, str) else connectome.name
     if name not in _SURFACES:
         raise FieldError(f"no cortical surface for connectome {name!r}; available for: {list(_SURFACES)}")
@@ -313,7 +313,7 @@ def cortex_surface(connectome="tvb76") -> xr.Dataset:
         tri = np.loadtxt(io.BytesIO(z.read("triangles.txt")), dtype=int)
     rm = np.loadtxt(catalog.package_file("tvb-data", mapping), dtype=int)
     axes = entry.get("axes", "RAS")
-    v, nrm = _to_ras(v, axes), _to_ras(nrm, axes)
+    v, nrm = to_ras(v, axes), to_ras(nrm, axes)
     # the connectome's centres are the mean vertex of each region: check the frames agree
     means = np.array([v[rm == i].mean(axis=0) for i in range(con.n_regions)])
     if np.abs(means - con.centres).max() > 1.0:

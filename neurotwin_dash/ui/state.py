@@ -129,7 +129,6 @@ def shared_client():
 
 def dask_status() -> str:
     """One line on the server's Dask client, without starting one (Markdown)."""
-    import panel as pn
     address = os.environ.get("NEUROTWIN_DASK_SCHEDULER")
     client = pn.state.cache.get(_CLIENT_KEY)
     if client is None or getattr(client, "status", "closed") != "running":
