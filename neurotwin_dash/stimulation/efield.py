@@ -39,6 +39,7 @@ from typing import Iterable
 import numpy as np
 import xarray as xr
 
+from .. import catalog
 from .montage import DEFAULT_LAYOUT, Montage, MontageError, canonical_name
 
 __all__ = ["FieldError", "electrode_fields", "montage_field", "normal_field", "field_layout",
@@ -281,50 +282,18 @@ def bipolar_over(target: Iterable[str], fields: xr.Dataset, current_mA: float = 
 
 # --- cortical surface ---------------------------------------------------------------------
 
-#: tvb-data cortical surface and region mappings per connectome name
-_SURFACES = {"tvb76": ("surfaceData/cortex_16384.zip", "regionMapping/regionMapping_16k_76.txt")}
 #: surface vertices are kept at least this far inside the inner-skull sphere
 SURFACE_MARGIN_MM = 2.0
 
 
 def cortex_surface(connectome="tvb76") -> xr.Dataset:
-    """tvb-data's 16,384-vertex cortex with its region mapping, in the connectome's RAS mm.
-
-    Returns
-    -------
-    xarray.Dataset
-        ``vertices`` (vertex, axis) mm, ``normals`` (vertex, axis) as stored (mostly outward),
-        ``triangles`` (triangle, corner) vertex indices, ``region`` label per vertex
-        (``vertex_region``).
-    """
-    import io
-    import zipfile
-    from .. import catalog
-    from ..connectome import to_ras
+    """tvb-data's cortex of a connectome (:func:`neurotwin_dash.catalog.cortex_surface`); raises
+    :class:`FieldError` when the connectome has none."""
     name = connectome if isinstance(connectome, str) else connectome.name
-    if name not in _SURFACES:
-        raise FieldError(f"no cortical surface for connectome {name!r}; available for: {list(_SURFACES)}")
-    entry = catalog.describe(name)
-    con = catalog.load(name)
-    surf, mapping = _SURFACES[name]
-    with zipfile.ZipFile(catalog.package_file("tvb-data", surf)) as z:
-        v = np.loadtxt(io.BytesIO(z.read("vertices.txt")))
-        nrm = np.loadtxt(io.BytesIO(z.read("vertex_normals.txt")))
-        tri = np.loadtxt(io.BytesIO(z.read("triangles.txt")), dtype=int)
-    rm = np.loadtxt(catalog.package_file("tvb-data", mapping), dtype=int)
-    axes = entry.get("axes", "RAS")
-    v, nrm = to_ras(v, axes), to_ras(nrm, axes)
-    # the connectome's centres are the mean vertex of each region: check the frames agree
-    means = np.array([v[rm == i].mean(axis=0) for i in range(con.n_regions)])
-    if np.abs(means - con.centres).max() > 1.0:
-        raise FieldError(f"the cortex surface does not line up with {name!r}'s centres")
-    labels = np.asarray(con.labels)
-    return xr.Dataset(
-        {"vertices": (("vertex", "axis"), v, {"units": "mm", "frame": "RAS"}),
-         "normals": (("vertex", "axis"), nrm, {"frame": "RAS", "note": "as stored, mostly outward"}),
-         "triangles": (("triangle", "corner"), tri),
-         "vertex_region": (("vertex",), labels[rm])},
-        coords={"axis": ["x", "y", "z"]}, attrs={"connectome": name, "source": f"tvb-data:{surf}"})
+    try:
+        return catalog.cortex_surface(name)
+    except catalog.CatalogError as exc:
+        raise FieldError(str(exc)) from None
 
 
 def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = True,
@@ -347,7 +316,6 @@ def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = T
     key = ("surface", _connectome_key(connectome), str(layout), str(conductivity))
     if cache and key in _FIELD_CACHE:
         return _FIELD_CACHE[key]
-    from .. import catalog
     from ..observe import forward
     surf = cortex_surface(connectome)
     con = catalog.load(surf.attrs["connectome"])
