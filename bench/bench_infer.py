@@ -42,7 +42,7 @@ def main():
     try:
         from neurotwin_dash import infer
         # warm the workers (imports, numba cache) outside the timing
-        infer.simulate_training_data(jansen_rit_column(n_simulations=20, n_test=0), work / "warm", client=client)
+        infer.simulate_training_data(jansen_rit_column(n_simulations=20, n_test=20), work / "warm", client=client)
         for n in args.budgets:
             spec = jansen_rit_column(n_simulations=n, n_test=args.n_test)
             post = infer.train(spec, work / f"b{n}", client=client, threads=1)

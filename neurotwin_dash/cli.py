@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -136,6 +137,8 @@ def _infer_train(args):
     from . import infer
     from .cluster import client_from_arguments
     from .infer.usecases import preset
+    if Path(args.out).exists() and not args.overwrite:     # before any simulation
+        raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it")
     if args.spec:
         spec = infer.InferSpec.from_yaml(args.spec)
         if args.n_simulations:

@@ -94,6 +94,32 @@ def test_network_fc_summaries():
     assert (pcs[:, 0] >= pcs[:, 1]).all() and (pcs.sum(axis=1) < 1).all() and (pcs > 1 / 76).all()
 
 
+def test_bad_specs_are_refused_naming_the_field():
+    with pytest.raises(infer.InferError, match="n_test must be ≥ 20"):
+        jr_spec(n_test=5)
+    with pytest.raises(infer.InferError, match=r"both inferred and fixed"):
+        jr_spec(fixed={"A": 3.0})
+    with pytest.raises(infer.InferError, match="estimator.model 'flow' unknown"):
+        jr_spec(estimator={"model": "flow"})
+
+
+def test_cli_trains_and_saves_a_posterior_from_a_yaml_spec(tmp_path, capsys):
+    import yaml
+    from neurotwin_dash.cli import main
+    spec = jr_spec(n_simulations=60, n_test=20, duration_s=3.0, batch_size=40,
+                   estimator={"max_num_epochs": 5}).to_dict()
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    argv = ["infer-train", "--spec", str(tmp_path / "spec.yaml"), "--workdir", str(tmp_path / "w"),
+            "--out", str(tmp_path / "post"), "--scheduler", "sync", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "coverage 80 %" in out and "0.0% of the simulations diverged" in out
+    post = infer.load_posterior(tmp_path / "post")
+    assert post.info["n_train"] == 60 and post.calibration["n"] == 20
+    assert main(argv) == 2                       # the posterior exists: refused without --overwrite
+    assert "overwrite" in capsys.readouterr().err
+
+
 @register_simulator("test_infer:half_diverged")
 def simulate_half_diverged(**kwargs):
     """The real simulator with every member whose B is above 25 reported as diverged."""
@@ -107,7 +133,7 @@ def simulate_half_diverged(**kwargs):
 
 
 def test_diverged_simulations_are_excluded_and_counted(tmp_path):
-    spec = jr_spec(n_simulations=40, n_test=0, batch_size=20, duration_s=3.0)
+    spec = jr_spec(n_simulations=40, n_test=20, batch_size=20, duration_s=3.0)
     sweep = spec.sweep_spec("train")
     sweep.simulator = "test_infer:half_diverged"
     run_sweep(sweep, tmp_path / "train.zarr", client="sync", progress=False)

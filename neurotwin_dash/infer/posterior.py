@@ -112,7 +112,7 @@ class Posterior:
     info : dict
         Hashes, data counts (diverged and invalid fractions), timings, versions.
     calibration : dict
-        :func:`calibrate` on the held-out simulations (empty when ``n_test`` is 0).
+        :func:`calibrate` on the held-out simulations (``n_test`` ≥ 20 of them).
     """
 
     def __init__(self, spec: InferSpec, net, info: dict | None = None, calibration: dict | None = None):
@@ -284,7 +284,7 @@ class Posterior:
         """Markdown table of the held-out calibration (coverage, z-score, shrinkage, identifiability)."""
         c = self.calibration
         if not c:
-            return "no held-out calibration (n_test = 0)"
+            return "no held-out calibration recorded"
         head = ("| parameter | " + " | ".join(f"coverage {int(100 * lv)} %" for lv in c["levels"])
                 + " | mean z-score | mean shrinkage | closer than prior mean | identifiable |")
         rows = [head, "|" + "---|" * (len(c["levels"]) + 5)]

@@ -87,7 +87,9 @@ class InferSpec:
         self.estimator = {**ESTIMATOR_DEFAULTS, **dict(self.estimator)}
         if self.estimator["model"] not in _MODELS:
             raise InferError(f"estimator.model {self.estimator['model']!r} unknown; allowed: {', '.join(_MODELS)}")
-        for key, low in (("n_simulations", 20), ("n_test", 0), ("batch_size", 1)):
+        # calibration is always reported: at least 20 held-out simulations (a coverage of a
+        # handful of sims would be noise)
+        for key, low in (("n_simulations", 20), ("n_test", 20), ("batch_size", 1)):
             if int(getattr(self, key)) < low:
                 raise InferError(f"{key} must be ≥ {low}, got {getattr(self, key)}")
             setattr(self, key, int(getattr(self, key)))
@@ -118,7 +120,7 @@ class InferSpec:
         """
         if part not in ("train", "test"):
             raise InferError(f"part must be 'train' or 'test', got {part!r}")
-        n = self.n_simulations if part == "train" else max(self.n_test, 1)
+        n = self.n_simulations if part == "train" else self.n_test
         return SweepSpec(
             model=self.model, axes=self.prior.sweep_axes(), sampling="random", n_samples=n,
             sample_seed=self.seed if part == "train" else self.seed + 1_000_003,

@@ -45,8 +45,7 @@ def simulate_training_data(spec: InferSpec, workdir, client=None, progress: bool
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     out = {}
-    parts = ("train", "test") if spec.n_test > 0 else ("train",)
-    for part in parts:
+    for part in ("train", "test"):
         out[part] = run_sweep(spec.sweep_spec(part), workdir / f"{part}.zarr", client=client, progress=progress)
     return out
 
@@ -146,16 +145,18 @@ def train(spec: InferSpec | dict, workdir, client=None, threads: int | None = 1,
         "simulate_seconds": t_sim, "simulation_busy_seconds": data["sim_seconds"], "train_seconds": t_train,
     }
     post = Posterior(spec, net, info=info)
-    if spec.n_test > 0:
-        test = load_training_data(spec, Path(workdir) / "test.zarr")
-        t2 = time.perf_counter()
-        with torch_threads(threads):
-            post.calibration = calibrate(post, test["theta"], test["x"], n_samples=calibration_samples,
-                                         seed=spec.seed)
-        post.info.update(test_data_sha256=data_hash(test["theta"], test["x"], spec.feature_names),
-                         test_sweep_fingerprint=test["fingerprint"], n_test_used=int(test["theta"].shape[0]),
-                         test_diverged_fraction=test["diverged_fraction"],
-                         test_invalid_fraction=test["invalid_fraction"],
-                         calibration_seconds=time.perf_counter() - t2)
+    test = load_training_data(spec, Path(workdir) / "test.zarr")
+    if test["theta"].shape[0] < 10:
+        raise InferError(f"only {test['theta'].shape[0]} usable held-out simulations of {test['n_total']}: "
+                         "too few to calibrate; raise n_test or narrow the prior")
+    t2 = time.perf_counter()
+    with torch_threads(threads):
+        post.calibration = calibrate(post, test["theta"], test["x"], n_samples=calibration_samples,
+                                     seed=spec.seed)
+    post.info.update(test_data_sha256=data_hash(test["theta"], test["x"], spec.feature_names),
+                     test_sweep_fingerprint=test["fingerprint"], n_test_used=int(test["theta"].shape[0]),
+                     test_diverged_fraction=test["diverged_fraction"],
+                     test_invalid_fraction=test["invalid_fraction"],
+                     calibration_seconds=time.perf_counter() - t2)
     del runs
     return post

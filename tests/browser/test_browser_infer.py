@@ -10,14 +10,14 @@ pytest.importorskip("sbi")
 
 @pytest.fixture(scope="module")
 def posterior_dir(tmp_path_factory):
-    """A small posterior trained here (Jansen–Rit A, B, C; 300 simulations, no calibration set)."""
+    """A small posterior trained here (Jansen–Rit A, B, C; 300 simulations, 30 held out)."""
     from neurotwin_dash import infer
     work = tmp_path_factory.mktemp("infer-browser")
     spec = infer.InferSpec(model="jansen_rit", name="browser test",
                            params={"A": {"low": 2.5, "high": 5.0}, "B": {"low": 15.0, "high": 30.0},
                                    "C": {"low": 90.0, "high": 200.0}},
                            features={"psd_hz": [4, 8, 10, 12, 16, 25, 40], "alpha_peak": True},
-                           n_simulations=300, n_test=0, duration_s=6.0, batch_size=150,
+                           n_simulations=300, n_test=30, duration_s=6.0, batch_size=150,
                            estimator={"max_num_epochs": 40})
     infer.train(spec, work / "runs", client="sync").save(work / "posteriors" / "jr_browser")
     return work / "posteriors"
