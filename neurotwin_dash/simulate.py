@@ -813,7 +813,7 @@ def _initial_state(mod, initial, conn, seeds, n_batch, n_region):
                               f"({n_region}, {n_state}) or ({n_state},) (batch, region, state)")
     if not np.all(np.isfinite(x)):
         raise SimulationError("initial contains NaN or Inf")
-    return np.ascontiguousarray(x, dtype=float), "array"
+    return np.array(x, dtype=float, order="C"), "array"   # a copy: the plan freezes its arrays
 
 
 # --- execution -----------------------------------------------------------------------------

@@ -32,6 +32,10 @@ def test_plan_fills_every_default_from_the_single_parameter_resolver():
         p.method = "heun"
     with pytest.raises(ValueError, match="read-only"):
         p.values[0, 0, 0] = 1.0
+    start = np.full((1, 76, 6), 0.01)                 # the plan freezes a copy, not the caller's array
+    frozen = plan(**INPUTS, initial=start)
+    start[0, 0, 0] = 1.0
+    assert frozen.x0[0, 0, 0] == 0.01 and frozen.initial == "array"
 
 
 def test_plan_and_simulate_agree_and_the_result_records_the_plan():
