@@ -3,16 +3,44 @@
 Each sub-command is a ``_add_<name>(subparsers)`` function that declares its options and
 points ``func`` at the code that runs it; the library does the work, this module only
 parses arguments and prints.
+
+Conventions (as in git, pip, mne): ``--version``; ``-q``/``-v`` set the level of the
+``neurotwin_dash`` logger (warnings only / debug); exit status 0 on success, 1 when the work
+failed, 2 for a usage error (bad option or input, found before any cluster starts or any
+computing); every option's default is shown in ``--help``; progress bars only on a terminal.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import traceback
 from pathlib import Path
 
 from . import __version__
 
 __all__ = ["main", "build_parser"]
+
+log = logging.getLogger("neurotwin_dash")
+
+#: Exit status of a command whose work failed / of a usage error (argparse's own convention).
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Adds ``(default: X)`` to an option's help unless the help already names its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or not action.option_strings or not _has_default(action):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _has_default(action) -> bool:
+    # identity, not ==: 0 and 0.0 are defaults worth showing, False (a flag left off) is not
+    return not (action.default is None or action.default is False or action.default is argparse.SUPPRESS
+                or action.default == [])
 
 
 def _add_catalog(sub):
@@ -63,8 +91,10 @@ def _add_serve(sub):
     p.add_argument("--oauth-provider", default=None, metavar="NAME",
                    help="Panel OAuth provider (github, google, azure, okta, generic...); key and secret "
                         "from PANEL_OAUTH_KEY / PANEL_OAUTH_SECRET in the environment")
-    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
-                   help="submit simulations to this Dask scheduler (default: a local cluster)")
+    p.add_argument("--scheduler", dest="dask_scheduler", default=None, metavar="ADDRESS",
+                   help="submit simulations to this Dask scheduler (default: a local cluster per "
+                        "server process)")
+    p.add_argument("--dask-scheduler", dest="dask_scheduler", help=argparse.SUPPRESS)  # old name
     p.add_argument("--show", action="store_true", help="open a browser")
     p.add_argument("--dry-run", action="store_true", help="print the panel serve command and exit")
     p.set_defaults(func=_serve)
@@ -452,13 +482,20 @@ def _add_simulate(sub):
                    help="re-run a neurotwin file (`neurotwin export`/`neurotwin fit`); model, connectome, "
                         "parameters, drives and run options then come from the twin")
     _add_stimulation_options(p)
-    p.set_defaults(func=_simulate)
+    p.set_defaults(func=_simulate, simulate_parser=p)
 
 
 def _simulate(args):
     import time
     from pathlib import Path
     if getattr(args, "twin", None):
+        # everything that defines the run comes from the twin: refuse options it would ignore
+        parser = args.simulate_parser
+        ignored = sorted(f"--{k.replace('_', '-')}" for k, v in vars(args).items()
+                         if k not in _TWIN_OPTIONS and v != parser.get_default(k))
+        if ignored:
+            raise ValueError(f"--twin takes the model, connectome, parameters, drives and run options "
+                             f"from the twin; remove {', '.join(ignored)}")
         from .fit.specs import simulate_twin_cli
         return simulate_twin_cli(args)
     from .io.files import write_dataset
@@ -557,29 +594,101 @@ def _add_personalize(sub):
 
 COMMANDS.append(_add_personalize)
 
+#: ``simulate --twin`` options that do not change what is simulated.
+_TWIN_OPTIONS = {"twin", "out", "overwrite", "no_progress", "threads", "func", "command",
+                 "simulate_parser", "verbose", "quiet"}
+
+
+def _add_verbosity(parser, default) -> None:
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="count", default=default,
+                   help="more messages (debug details with -vv)")
+    g.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="only warnings and errors; no progress bar")
+
+
+def _subparsers(parser):
+    for action in parser._actions:      # argparse has no public walk over sub-commands
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield child
+                yield from _subparsers(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="neurotwin", description=__doc__.splitlines()[0],
+                                     formatter_class=_HelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_verbosity(parser, default=0)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
+    for child in _subparsers(parser):
+        child.formatter_class = _HelpFormatter
+        for action in child._actions:
+            if action.help is None and action.option_strings and _has_default(action):
+                action.help = "default: %(default)s"   # argparse prints no help line for None
+        # -q/-v also after the sub-command; SUPPRESS keeps a value given before it
+        _add_verbosity(child, default=argparse.SUPPRESS)
     return parser
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the current ``sys.stderr`` (not the one at set-up, which tests swap)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose
+                                           else "%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+
+
+def _check_output_folder(args) -> None:
+    """A usage error when ``--out`` lies in a folder that does not exist (before any work)."""
+    out = getattr(args, "out", None)
+    if isinstance(out, (str, Path)) and out:
+        folder = Path(out).expanduser().absolute().parent
+        if not folder.is_dir():
+            raise ValueError(f"--out {out}: folder {folder} does not exist")
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    if hasattr(args, "no_progress") and (args.quiet or not sys.stderr.isatty()):
+        args.no_progress = True              # progress bars only on a terminal
     try:
+        _check_output_folder(args)
         result = args.func(args)
     except (ValueError, LookupError, FileNotFoundError) as exc:
         # Input errors: one clear line, no traceback.
         print(f"neurotwin {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except OSError as exc:
         # A full disk, a read-only folder ...: the writers left any earlier output in place.
         print(f"neurotwin {args.command}: error: {exc.strerror or exc}"
               f"{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print(f"neurotwin {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:                 # the work failed: one line, the traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"neurotwin {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return int(result or 0)
 
 

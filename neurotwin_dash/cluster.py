@@ -14,9 +14,11 @@ can run them.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
-import sys
 import threading
+
+log = logging.getLogger(__name__)
 
 __all__ = ["get_client", "close_client", "default_n_workers", "add_cluster_arguments", "client_from_arguments"]
 
@@ -125,7 +127,7 @@ def _announce(client, quiet: bool) -> None:
     link = getattr(client, "dashboard_link", None)
     n = len(client.scheduler_info(n_workers=-1).get("workers", {})) if _alive(client) else 0
     where = _scheduler_address(client)
-    print(f"Dask: {n} workers at {where}; dashboard: {link or 'not served'}", file=sys.stderr)
+    log.info("Dask: %d workers at %s; dashboard: %s", n, where, link or "not served")
 
 
 def add_cluster_arguments(parser) -> None:

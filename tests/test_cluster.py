@@ -1,4 +1,5 @@
 """get_client: one LocalCluster per process, sized to the machine, or any scheduler/client."""
+import logging
 import os
 
 import pytest
@@ -7,20 +8,21 @@ from distributed import Client
 from neurotwin_dash import cluster
 
 
-def test_get_client_starts_one_local_cluster_of_worker_processes_and_prints_dashboard(capsys):
+def test_get_client_starts_one_local_cluster_of_worker_processes_and_logs_dashboard(caplog):
     cluster.close_client()
+    caplog.set_level(logging.INFO, logger="neurotwin_dash")
     client = cluster.get_client(n_workers=2)
-    err = capsys.readouterr().err
-    assert "dashboard: http://" in err
+    assert "dashboard: http://" in caplog.text
     pids = client.run(os.getpid)
     assert len(pids) == 2
     assert os.getpid() not in pids.values()          # processes, not threads
     assert len(set(pids.values())) == 2
     info = client.scheduler_info(n_workers=-1)["workers"]
     assert all(w["nthreads"] == 1 for w in info.values())
-    # one client per process: a second call returns the same object without printing again
+    # one client per process: a second call returns the same object without logging again
+    caplog.clear()
     assert cluster.get_client() is client
-    assert capsys.readouterr().err == ""
+    assert caplog.text == ""
 
 
 def test_get_client_accepts_scheduler_address_and_existing_client():

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import gc
 import itertools
+import logging
 import math
 import os
 import sys
@@ -194,13 +195,19 @@ def _log_gc_pauses():
         elif "t" in started:
             dt = time.perf_counter() - started.pop("t")
             if dt > 0.05:
-                print(f"[ui] gc gen {info['generation']} pause {dt:.3f} s collected {info['collected']}",
-                      file=sys.stderr, flush=True)
+                log.debug("gc gen %s pause %.3f s collected %s", info["generation"], dt, info["collected"])
 
     gc.callbacks.append(cb)
 
 
+log = logging.getLogger(__name__)
 if os.environ.get("NEUROTWIN_UI_DEBUG"):
+    # a served app has no command line to pass -v: the variable switches the debug messages on
+    log.setLevel(logging.DEBUG)
+    if not log.handlers:
+        _handler = logging.StreamHandler(sys.stderr)
+        _handler.setFormatter(logging.Formatter("[ui] %(message)s"))
+        log.addHandler(_handler)
     _log_gc_pauses()
 
 
@@ -310,9 +317,7 @@ class JobRunner(param.Parameterized):
                 self.result = result
                 self.n_done += 1
             self.busy = False
-        if os.environ.get("NEUROTWIN_UI_DEBUG"):
-            print(f"[ui] accept wall {time.perf_counter() - _w:.3f} s cpu {time.thread_time() - _c:.3f} s",
-                  file=sys.stderr, flush=True)
+        log.debug("accept wall %.3f s cpu %.3f s", time.perf_counter() - _w, time.thread_time() - _c)
         return True
 
     def _run_sync(self, token, fn, args):
@@ -405,9 +410,8 @@ class StagedResult(param.Parameterized):
                 _w, _c = time.perf_counter(), time.thread_time()
                 with _hold_document():
                     setattr(self, n, value)
-                if os.environ.get("NEUROTWIN_UI_DEBUG"):
-                    print(f"[ui] plot {n} wall {time.perf_counter() - _w:.3f} s cpu {time.thread_time() - _c:.3f} s",
-                          file=sys.stderr, flush=True)
+                log.debug("plot %s wall %.3f s cpu %.3f s", n, time.perf_counter() - _w,
+                          time.thread_time() - _c)
                 await asyncio.sleep(0)
 
         pn.state.execute(hand_over)
