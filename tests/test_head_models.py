@@ -216,6 +216,21 @@ def test_template_bem_f3_f4_field_strength(bem_cache):
     assert all("PFC" in r or "FEF" in r or "PMC" in r for r in strongest), strongest
 
 
+def test_montage_designer_computes_on_the_template_head(bem_cache):
+    from neurotwin_dash.ui.compute import montage_field_job
+    from neurotwin_dash.ui.montage import MontageState
+    state = MontageState(mode="sync")
+    state.auto_run = False                       # only the spec is needed here, not the simulations
+    state.param.update(head="template_bem", currents_mA={"F3": 1.0, "F4": -1.0})
+    spec = state.spec()
+    assert spec["head"] == "template_bem"
+    res = montage_field_job({**spec, "render_3d": True})
+    assert res.attrs["head"] == "template_bem" and "png_3d" not in res.attrs    # 3D view: sphere only
+    fields = efield.electrode_fields("tvb76", head="template_bem")
+    expected = efield.montage_field(Montage({"F3": 1.0, "F4": -1.0}), fields)["E_n"].values
+    np.testing.assert_allclose(res["E_n"].values, expected, rtol=1e-12)
+
+
 # --- bad input ----------------------------------------------------------------------------------
 
 def test_bad_heads_and_far_electrodes_are_refused_and_nothing_is_cached(tmp_path, monkeypatch):
@@ -235,3 +250,14 @@ def test_bad_heads_and_far_electrodes_are_refused_and_nothing_is_cached(tmp_path
     with pytest.raises(forward.ForwardError, match="conductivity"):
         forward.forward_model("tvb76", "standard_1020", conductivity=(0.33, 1.0))
     assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_cli_head_option_names_the_bad_head(tmp_path, capsys):
+    from neurotwin_dash.cli import main
+    out = tmp_path / "m.json"
+    assert main(["optimize-montage", "--target", "lPFCDL", "--head", "cylinder", "--out", str(out)]) == 2
+    assert "head 'cylinder' unknown; allowed: sphere, template_bem" in capsys.readouterr().err
+    assert main(["optimize-montage", "--target", "lPFCDL", "--head", str(tmp_path / "no-bem-sol.fif"),
+                 "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()

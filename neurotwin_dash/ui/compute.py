@@ -388,7 +388,8 @@ def _montage(spec: dict):
 def _layout_xy(connectome: str, layout: str, head: str = "sphere"):
     """All electrodes of a layout with their topomap positions (see :func:`sensor_layout_2d`)."""
     from ..observe import forward
-    fwd = forward.forward_model(connectome, layout, head=head)
+    # electrode positions do not depend on conductivities: use the fields' set (one BEM solve, not two)
+    fwd = forward.forward_model(connectome, layout, head=head, conductivity="tes")
     xy = sensor_layout_2d(fwd["sensor_position"].values, fwd.attrs.get("sphere_r0_m", [0.0, 0.0, 0.04]))
     return [str(s) for s in fwd["sensor"].values], xy
 
