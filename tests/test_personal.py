@@ -104,7 +104,7 @@ def test_quick_personalize_writes_a_twin_that_reloads_and_reproduces_its_run(tmp
     st = P.PersonalSettings.quick()
     others = {"hcp:102311": P.fc_matrix(catalog.load("hcp:102311")["bold"].values)}
     out = P.personalize("hcp:101309", st, others_fc=others)
-    paths = P.write_personal(out, tmp_path / "twin_dir")
+    paths = P.write_personal(out, tmp_path / "hcp_101309")
     assert sorted(p.name for p in paths.values()) == sorted(P.OUTPUT_FILES)
     meta = read_metadata(paths["twin.nc"])
     conn = P.subject_connectome(catalog.load("hcp:101309"))
@@ -122,4 +122,8 @@ def test_quick_personalize_writes_a_twin_that_reloads_and_reproduces_its_run(tmp
     summary = json.loads(paths["scores.json"].read_text())
     assert summary["heldout"]["r"] == pytest.approx(out["scores"]["r"])
     with pytest.raises(Exception, match="--overwrite"):
-        P.write_personal(out, tmp_path / "twin_dir")
+        P.write_personal(out, tmp_path / "hcp_101309")
+    # a loop over subjects resumes: a finished subject folder is read back, not fitted again
+    logs = []
+    again = P.personalize_all(["hcp:101309"], tmp_path, st, log=logs.append)
+    assert "read back" in logs[0] and again["subjects"]["hcp:101309"]["heldout"] == summary["heldout"]

@@ -33,7 +33,14 @@ linear model the twin is a neural mass network: it has an operating point, satur
 and receives stimulation drives like any other model of the package.
 
 Robustness: the twin's held-out r is reported at 0.95, 1 and 1.05 × its coupling (excitabilities
-kept), from one batched run with common random numbers.
+kept), from one batched run with common random numbers. Because the excitabilities stay put, a
+change of coupling moves every region's fixed point and so its gain; how much depends on the
+operating point. :func:`choose_operating_point` picks x* (0.15–0.30) whose *linearised* twin
+(:func:`linearized_fc`, exact fixed points and Jacobian) keeps the first-half r flattest over
+±5 % coupling — a flat region chosen on training data only, not an ensemble average.
+
+The twin's FC is estimated from one long run (4 × the half's duration by default): the FC of a
+finite run is itself noisy, and a run as short as the held-out half loses ≈ 0.02–0.05 of r.
 """
 from __future__ import annotations
 
@@ -743,24 +750,51 @@ def identifiability_figure(matrix: xr.DataArray):
     return fig
 
 
+def _done(folder: Path) -> bool:
+    return all((folder / n).exists() for n in OUTPUT_FILES)
+
+
 def personalize_all(subjects, out_root, settings: PersonalSettings | None = None, overwrite: bool = False,
                     client="sync", log=print) -> dict:
     """:func:`personalize` + :func:`write_personal` for each subject into ``out_root/<subject>``
     (``:`` replaced by ``_``), then the identifiability matrix (``identifiability.nc``, ``.png``)
-    and ``summary.json`` over all of them."""
+    and ``summary.json`` over all of them.
+
+    A subject whose folder already holds every output is not fitted again (unless
+    ``overwrite``): its ``scores.json`` and ``fc.nc`` are read back, so an interrupted loop
+    resumes where it stopped.
+    """
     out_root = Path(out_root)
     for s in subjects:
         load_subject(s)                    # unknown subjects fail before any work
-        _check_free(out_root / s.replace(":", "_"), overwrite)
+        folder = out_root / s.replace(":", "_")
+        if overwrite or not _done(folder):
+            _check_free(folder, overwrite)
+    # the aggregate files are replaced when an earlier call of this loop over a subset of these
+    # subjects wrote them (resuming), otherwise only with overwrite
+    previous = out_root / "summary.json"
+    if previous.exists() and not overwrite:
+        try:
+            again = set(json.loads(previous.read_text())["subjects"]) <= set(subjects)
+        except (ValueError, KeyError, TypeError):
+            again = False
+        if not again:
+            raise OutputExistsError(f"{previous} belongs to another run; choose another --out or pass --overwrite")
     others = {s: fc_matrix(load_subject(s)["bold"].values) for s in available_subjects()}
     fc_twin, fc_test, rows = {}, {}, {}
     for s in subjects:
         folder = out_root / s.replace(":", "_")
-        res = personalize(s, settings, others_fc=others, client=client,
-                          checkpoint=folder / "checkpoint.json")
-        write_personal(res, folder, overwrite)
-        fc_twin[s], fc_test[s] = res["fc_twin"], res["half"].fc_test
-        rows[s] = summary(res)
+        if _done(folder) and not overwrite:
+            rows[s] = json.loads((folder / "scores.json").read_text())
+            with xr.load_dataset(folder / "fc.nc", engine="h5netcdf") as fcs:
+                fc_twin[s], fc_test[s] = fcs["fc_twin"].values, fcs["fc_test"].values
+            log(f"{s}: read back from {folder}")
+        else:
+            res = personalize(s, settings, others_fc=others, client=client,
+                              checkpoint=folder / "checkpoint.json")
+            write_personal(res, folder, overwrite)
+            fc_twin[s], fc_test[s] = res["fc_twin"], res["half"].fc_test
+            rows[s] = summary(res)
         log(format_line(rows[s]))
     out = {"subjects": rows}
     if len(subjects) > 1:
@@ -769,13 +803,13 @@ def personalize_all(subjects, out_root, settings: PersonalSettings | None = None
         out.update(identifiability=mat.values.tolist(), own_rank=ranks,
                    identified=int(sum(r == 1 for r in ranks.values())))
         write_new(out_root / "identifiability.nc", lambda p: mat.to_dataset().to_netcdf(p, engine="h5netcdf"),
-                  overwrite)
+                  True)
         write_new(out_root / "identifiability.png", lambda p: identifiability_figure(mat).savefig(p, dpi=90),
-                  overwrite)
+                  True)
         log(f"identifiability: own subject best for {out['identified']}/{len(subjects)}; ranks {ranks}")
     rs = [r["heldout"]["r"] for r in rows.values()]
     out["mean_heldout_r"] = float(np.mean(rs))
-    write_new(out_root / "summary.json", lambda p: p.write_text(_json_text(out)), overwrite)
+    write_new(out_root / "summary.json", lambda p: p.write_text(_json_text(out)), True)
     return out
 
 
