@@ -18,6 +18,11 @@ subject and in all, evaluations per minute; figures ``bench/figures/personal_ide
 and ``bench/figures/personal_<first subject>.png``.
 
     python bench/bench_fit.py personal [--subjects hcp:101309 gw:NAP_001 ...] [--out DIR]
+
+``personal-linear``: the same split-half evaluation for all 12 subjects in minutes, with the twin
+replaced by its exact linearisation around its fixed point (``personal.linearized_fc``; no
+simulation): held-out r, baselines, ±5 % coupling, identifiability. It bounds what the simulated
+twin can reach and shows where the goals stand for subjects the simulated loop has not reached.
 """
 from __future__ import annotations
 
@@ -203,6 +208,47 @@ def personal(args):
     print(f"outputs in {out}")
 
 
+def personal_linear(args):
+    from neurotwin_dash.fit import personal as P
+    subs = args.subjects or P.available_subjects()
+    others = {s: P.fc_matrix(P.load_subject(s)["bold"].values) for s in P.available_subjects()}
+    fc_twin, fc_test, rows = {}, {}, {}
+    t0 = time.perf_counter()
+    for s in subs:
+        ds = P.load_subject(s)
+        w = ds["weights"].values
+        half = P.split_subject(s)
+        lin_g = P.fit_linear(w, half.fc_train, per_region=False)
+        lin = P.fit_linear(w, half.fc_train)
+        base = P.baselines(w, half, [v for k, v in others.items() if k != s], linear_global=lin_g,
+                           linear_regional=lin)
+        xs, _ = P.choose_operating_point(w, lin, half.fc_train)
+        p = P.twin_from_linear(w, lin, 1.0, xs)
+        ws = P.subject_connectome(ds).normalise("spectral").weights
+        rs = [P.heldout_scores(P.linearized_fc(ws, p["coupling"] * f, p["x_ext"], p["noise_sd"]), half)["r"]
+              for f in (0.95, 1.0, 1.05)]
+        fc_twin[s] = P.linearized_fc(ws, p["coupling"], p["x_ext"], p["noise_sd"])
+        fc_test[s] = half.fc_test
+        split = np.corrcoef(half.fc_train[np.triu_indices(94, 1)], half.fc_test[np.triu_indices(94, 1)])[0, 1]
+        rows[s] = dict(r=rs[1], drop=rs[1] - min(rs), x_star=xs, split_half=split,
+                       **{k: v["r"] for k, v in base.items()})
+        print(f"{s}: linearised twin r {rs[1]:.3f} (±5 % coupling: {rs[0]:.3f} / {rs[2]:.3f}, x* {xs}); "
+              f"first-vs-second-half FC r {split:.3f}; baselines "
+              + ", ".join(f"{k} {v['r']:.3f}" for k, v in base.items()), flush=True)
+    mat = P.identifiability(fc_twin, fc_test)
+    ranks = P.own_ranks(mat)
+    r = np.array([v["r"] for v in rows.values()])
+    print(f"{len(subs)} subjects, {time.perf_counter() - t0:.0f} s: linearised twin held-out r mean {r.mean():.3f} "
+          f"(hcp {np.mean([v['r'] for k, v in rows.items() if k.startswith('hcp')]):.3f}, "
+          f"gw {np.mean([v['r'] for k, v in rows.items() if k.startswith('gw')]):.3f}); "
+          f"max drop at ±5 % {max(v['drop'] for v in rows.values()):.3f}")
+    for k in ("log_sc", "strength", "regression", "linear_global", "linear_regional", "group_others"):
+        b = np.array([v[k] for v in rows.values()])
+        print(f"  {k:16s} mean {b.mean():.3f}; linearised twin better for {(r > b).sum()}/{len(subs)}")
+    print(f"identifiability (linearised twins): own subject best for {sum(v == 1 for v in ranks.values())}/"
+          f"{len(subs)}; ranks {ranks}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -220,9 +266,12 @@ def main():
     p.add_argument("--generations", type=int, default=2)
     p.add_argument("--popsize", type=int, default=4)
     p.add_argument("--overwrite", action="store_true")
+    q = sub.add_parser("personal-linear")
+    q.add_argument("--subjects", nargs="*", default=None)
     args = ap.parse_args()
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    {"hcp": hcp, "ad": ad, "personal": personal}[args.what](args)
+    {"hcp": hcp, "ad": ad, "personal": personal,
+     "personal-linear": personal_linear}[args.what.replace("_", "-")](args)
 
 
 if __name__ == "__main__":

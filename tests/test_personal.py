@@ -127,3 +127,16 @@ def test_quick_personalize_writes_a_twin_that_reloads_and_reproduces_its_run(tmp
     logs = []
     again = P.personalize_all(["hcp:101309"], tmp_path, st, log=logs.append)
     assert "read back" in logs[0] and again["subjects"]["hcp:101309"]["heldout"] == summary["heldout"]
+
+
+def test_identifiability_ranks_each_twin_among_all_held_out_subjects():
+    rng = np.random.default_rng(0)
+    base = {s: np.corrcoef(rng.standard_normal((12, 40))) for s in "abcd"}
+    held = {s: 0.9 * m + 0.1 * np.corrcoef(rng.standard_normal((12, 40))) for s, m in base.items()}
+    twins = {"a": base["a"], "b": base["c"]}                 # twin b looks like subject c
+    mat = P.identifiability(twins, held)
+    assert mat.shape == (2, 4) and list(mat["subject"].values) == list("abcd")
+    iu = np.triu_indices(12, 1)
+    assert float(mat.sel(twin="b", subject="d")) == pytest.approx(
+        np.corrcoef(base["c"][iu], held["d"][iu])[0, 1])
+    assert P.own_ranks(mat) == {"a": 1, "b": 2}

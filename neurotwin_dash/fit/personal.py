@@ -624,17 +624,23 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
 # --------------------------------------------------------------------------------------------
 
 def identifiability(fc_twins: dict, fc_heldout: dict) -> xr.DataArray:
-    """Matrix r(twin_s FC, held-out FC_t) (twin, subject) over the subjects both dicts share."""
-    subs = [s for s in fc_twins if s in fc_heldout]
-    m = np.array([[_r(fc_twins[a], fc_heldout[b]) for b in subs] for a in subs])
-    return xr.DataArray(m, dims=("twin", "subject"), coords={"twin": subs, "subject": subs},
+    """Matrix r(twin_s FC, held-out FC_t): one row per twin, one column per held-out subject
+    (all of ``fc_heldout``, so a twin is ranked among every subject even when only some twins
+    exist)."""
+    twins, subs = list(fc_twins), list(fc_heldout)
+    m = np.array([[_r(fc_twins[a], fc_heldout[b]) for b in subs] for a in twins])
+    return xr.DataArray(m, dims=("twin", "subject"), coords={"twin": twins, "subject": subs},
                         name="r", attrs={"description": "r(twin FC, held-out FC of subject)"})
 
 
 def own_ranks(matrix: xr.DataArray) -> dict[str, int]:
     """Rank (1 = best) of each twin's own subject among all subjects' held-out FCs."""
-    m = matrix.values
-    return {s: int(np.sum(m[i] > m[i, i])) + 1 for i, s in enumerate(matrix["twin"].values.tolist())}
+    subs = matrix["subject"].values.tolist()
+    out = {}
+    for i, s in enumerate(matrix["twin"].values.tolist()):
+        row = matrix.values[i]
+        out[s] = int(np.sum(row > row[subs.index(s)])) + 1
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -735,16 +741,16 @@ def identifiability_figure(matrix: xr.DataArray):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     m = matrix.values
-    subs = matrix["twin"].values.tolist()
-    fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
-    im = ax.imshow(m, cmap="viridis")
-    best = np.nanargmax(m, axis=1)
-    ax.plot(best, np.arange(len(subs)), "rx", label="best match")
+    twins, subs = matrix["twin"].values.tolist(), matrix["subject"].values.tolist()
+    fig, ax = plt.subplots(figsize=(8, 2 + 0.45 * len(twins)), constrained_layout=True)
+    im = ax.imshow(m, cmap="viridis", aspect="auto")
+    ax.plot(np.nanargmax(m, axis=1), np.arange(len(twins)), "rx", label="best match")
+    ax.plot([subs.index(t) for t in twins], np.arange(len(twins)), "wo", mfc="none", label="own subject")
     ax.set_xticks(range(len(subs)), subs, rotation=90)
-    ax.set_yticks(range(len(subs)), [f"twin {s}" for s in subs])
+    ax.set_yticks(range(len(twins)), [f"twin {s}" for s in twins])
     ranks = own_ranks(matrix)
     ax.set_title(f"r(twin FC, held-out FC): own subject best for "
-                 f"{sum(r == 1 for r in ranks.values())}/{len(subs)}")
+                 f"{sum(r == 1 for r in ranks.values())}/{len(twins)} (among {len(subs)} subjects)")
     fig.colorbar(im, ax=ax)
     ax.legend(loc="lower left", fontsize=8)
     return fig
@@ -757,8 +763,8 @@ def _done(folder: Path) -> bool:
 def personalize_all(subjects, out_root, settings: PersonalSettings | None = None, overwrite: bool = False,
                     client="sync", log=print) -> dict:
     """:func:`personalize` + :func:`write_personal` for each subject into ``out_root/<subject>``
-    (``:`` replaced by ``_``), then the identifiability matrix (``identifiability.nc``, ``.png``)
-    and ``summary.json`` over all of them.
+    (``:`` replaced by ``_``), then the identifiability matrix of these twins against the held-out
+    FC of every catalog subject (``identifiability.nc``, ``.png``) and ``summary.json``.
 
     A subject whose folder already holds every output is not fitted again (unless
     ``overwrite``): its ``scores.json`` and ``fc.nc`` are read back, so an interrupted loop
@@ -781,24 +787,25 @@ def personalize_all(subjects, out_root, settings: PersonalSettings | None = None
         if not again:
             raise OutputExistsError(f"{previous} belongs to another run; choose another --out or pass --overwrite")
     others = {s: fc_matrix(load_subject(s)["bold"].values) for s in available_subjects()}
-    fc_twin, fc_test, rows = {}, {}, {}
+    heldout = {s: split_subject(s).fc_test for s in available_subjects()}
+    fc_twin, rows = {}, {}
     for s in subjects:
         folder = out_root / s.replace(":", "_")
         if _done(folder) and not overwrite:
             rows[s] = json.loads((folder / "scores.json").read_text())
             with xr.load_dataset(folder / "fc.nc", engine="h5netcdf") as fcs:
-                fc_twin[s], fc_test[s] = fcs["fc_twin"].values, fcs["fc_test"].values
+                fc_twin[s] = fcs["fc_twin"].values
             log(f"{s}: read back from {folder}")
         else:
             res = personalize(s, settings, others_fc=others, client=client,
                               checkpoint=folder / "checkpoint.json")
             write_personal(res, folder, overwrite)
-            fc_twin[s], fc_test[s] = res["fc_twin"], res["half"].fc_test
+            fc_twin[s] = res["fc_twin"]
             rows[s] = summary(res)
         log(format_line(rows[s]))
     out = {"subjects": rows}
     if len(subjects) > 1:
-        mat = identifiability(fc_twin, fc_test)
+        mat = identifiability(fc_twin, heldout)
         ranks = own_ranks(mat)
         out.update(identifiability=mat.values.tolist(), own_rank=ranks,
                    identified=int(sum(r == 1 for r in ranks.values())))
@@ -806,7 +813,8 @@ def personalize_all(subjects, out_root, settings: PersonalSettings | None = None
                   True)
         write_new(out_root / "identifiability.png", lambda p: identifiability_figure(mat).savefig(p, dpi=90),
                   True)
-        log(f"identifiability: own subject best for {out['identified']}/{len(subjects)}; ranks {ranks}")
+        log(f"identifiability: own subject best for {out['identified']}/{len(subjects)} twins among "
+            f"{len(heldout)} subjects' held-out FC; ranks {ranks}")
     rs = [r["heldout"]["r"] for r in rows.values()]
     out["mean_heldout_r"] = float(np.mean(rs))
     write_new(out_root / "summary.json", lambda p: p.write_text(_json_text(out)), True)
