@@ -136,7 +136,9 @@ def _add_sweep(sub):
 def _sweep(args):
     from . import sweep
     from .cluster import client_from_arguments
-    res = sweep.run_sweep(args.spec, args.out, client=client_from_arguments(args), overwrite=args.overwrite,
+    spec = sweep.SweepSpec.from_yaml(args.spec)     # the spec and its samples are checked before
+    sweep.make_samples(spec)                         # a cluster starts
+    res = sweep.run_sweep(spec, args.out, client=client_from_arguments(args), overwrite=args.overwrite,
                           progress=not args.no_progress)
     ds = res.dataset
     n_div = int(ds["diverged"].sum()) if "diverged" in ds else 0

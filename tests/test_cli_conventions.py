@@ -58,6 +58,18 @@ def test_usage_errors_exit_2_before_any_work(tmp_path, capsys):
     assert exit_.value.code == 2
 
 
+def test_sweep_checks_its_spec_before_starting_a_cluster(tmp_path, monkeypatch, capsys):
+    from neurotwin_dash import cluster
+
+    def no_cluster(*a, **k):
+        raise AssertionError("a cluster was started before the inputs were checked")
+    monkeypatch.setattr(cluster, "get_client", no_cluster)
+    spec = dict(model="jansen_rit", connectome="none", duration_s=2.0, axes={"p": {"values": [999.0]}})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
+    assert cli.main(["sweep", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "s.zarr")]) == 2
+    assert "999" in capsys.readouterr().err
+
+
 def test_runtime_failures_exit_1(monkeypatch, capsys):
     def broken():
         raise RuntimeError("disk on fire")

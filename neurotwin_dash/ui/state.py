@@ -108,7 +108,7 @@ _CLIENT_KEY = "neurotwin_dash.dask_client"
 def shared_client():
     """The server process's Dask client, created once and kept in ``pn.state.cache``.
 
-    Connects to ``$NEUROTWIN_DASK_SCHEDULER`` when set (``neurotwin serve --dask-scheduler``),
+    Connects to ``$NEUROTWIN_DASK_SCHEDULER`` when set (``neurotwin serve --scheduler``),
     else :func:`neurotwin_dash.cluster.get_client` starts a local cluster of worker processes.
     Blocking: call it off the event loop.
     """
