@@ -1409,7 +1409,7 @@ BAYES = [
             ax[j].plot([p.low, p.high], [p.low, p.high], "k--", lw=1)
             ax[j].axhline(p.mean(), color="0.6", lw=1)
             ax[j].set(xlabel=f"true {p.name}", ylabel=f"posterior mean (80 % CI)",
-                      title=f"{p.name}: closer than prior mean in {closer[j]:.0%}\n"
+                      title=f"{p.name}: closer than prior mean in {closer[j]:.0%}\\n"
                             f"identifiable: {'yes' if cal[p.name]['identifiable'] else 'no'}")
         save(fig, "recovery")
         recovery = dict(zip(post.param_names, closer))
