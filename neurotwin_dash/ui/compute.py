@@ -445,7 +445,8 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
     shares its noise seed (common random numbers). Effects are paired differences with 95 % CIs
     (:func:`~neurotwin_dash.stimulation.effects.arm_effects`). ``spec`` adds ``model``,
     ``output``, ``band`` (name in :data:`BANDS`), ``params``, ``duration_s``, ``transient_s``,
-    ``seed``, ``n_seeds`` (default 5) and ``targets`` (region labels).
+    ``seed``, ``n_seeds`` (default 5), ``targets`` (region labels) and ``head`` (field model, as
+    for :func:`montage_field_job`).
 
     Returns
     -------
@@ -463,7 +464,8 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
     f_hz = float(spec.get("frequency_hz", 40.0))
     n_seeds = int(spec.get("n_seeds", 5))
     wave = waveforms.TACS(f_hz) if f_hz > 0 else waveforms.TDCS()
-    drives = coupling.tes_drives(m, wave, con, lambda_mV_per_V_m=spec.get("stim_lambda_mV_per_V_m"))
+    drives = coupling.tes_drives(m, wave, con, lambda_mV_per_V_m=spec.get("stim_lambda_mV_per_V_m"),
+                                 head=spec.get("head", "sphere"))     # the head model the field map shows
     params = {k: float(v) for k, v in dict(spec.get("params") or {}).items()}
     params.setdefault("coupling", 0.0)
     seed0 = int(spec.get("seed", 0))
