@@ -581,7 +581,7 @@ ALZHEIMER = [
         * The model's early stage is **hyperexcitable**: moderate PV → P2 loss raises gamma above
           healthy before it declines and collapses (< 1 % of healthy at `C7` = 140).
         * **Safe-dose 40 Hz tACS does not restore gamma** in this model: gamma-band power is
-          indistinguishable from sham at the ≈ 0.07 mV the best scalp montages deliver. Its
+          indistinguishable from sham at the < 0.1 mV the best scalp montages deliver. Its
           detectable effects are locking of P2 to the waveform and power at exactly 40 Hz.
         * Large drives (≈ 1 mV, ~5 V/m at λ = 0.2 — an order of magnitude beyond scalp tES)
           add 30–50 Hz power, but as a response at the stimulation frequency (the peak moves to
