@@ -62,6 +62,7 @@ from . import __version__, catalog
 from .connectome import NORMALISATIONS, Connectome
 from .guards import check_memory, dt_note
 from .models import get_model, initial_state
+from .models._batch_kernel import BatchBlocks
 from .models._kernel import (KernelArgs, compiled_integrate, drives_at, edge_offsets,
                              integrate_numpy, model_tag)
 from .params import ParamError, ParamSet, ParamSpec
@@ -72,6 +73,7 @@ __all__ = ["simulate", "plan", "run_plan", "SimulationPlan", "TimeGrid", "time_g
            "all_params", "METHODS", "SimulationError"]
 
 METHODS = ("euler", "heun")
+KERNELS = ("auto", "member", "batch")
 BACKENDS = ("numba", "numpy")
 INITIALS = ("random", "zeros")
 #: Second entropy word of the initial-state generator ``default_rng([seed_k, INITIAL_TAG])``.
@@ -161,7 +163,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
              drive: Drive | Sequence[Drive] | None = None, normalisation: str = "max",
              method: str = "euler", backend: str = "numba",
              progress: bool | Callable[[int, int], None] = False,
-             threads: int | None = None, initial=None) -> xr.Dataset:
+             threads: int | None = None, initial=None, kernel: str = "auto") -> xr.Dataset:
     """Simulate a neural mass model on a connectome, for one or many parameter sets.
 
     Parameters
@@ -209,6 +211,11 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         ``(batch, region, n_state)`` (or ``(region, n_state)``, ``(n_state,)``) gives it
         explicitly. Default (``None``): ``"random"`` on a connectome, ``"zeros"`` for one node
         (and for a registered model without ``INITIAL_RANGE``). Recorded in ``attrs["initial"]``.
+    kernel : {"auto", "member", "batch"}
+        Numba integrator: ``"member"`` advances one member at a time; ``"batch"`` advances
+        blocks of 8 members as SIMD lanes (:mod:`neurotwin_dash.models._batch_kernel`; needs one
+        ``speed_m_s`` for the batch), several times faster per run; ``"auto"`` uses it for
+        batches of 2 or more with shared delays. Results are the same (to rounding).
 
     Returns
     -------
@@ -235,7 +242,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     try:
         resolved = plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
                         transient_s, drive, normalisation, method, backend, initial)
-        return run_plan(resolved, progress=progress, threads=threads)
+        return run_plan(resolved, progress=progress, threads=threads, kernel=kernel)
     except MemoryError:
         raise SimulationError(f"not enough memory for this simulation (duration_s = {duration_s}, "
                               f"sample_rate_hz = {sample_rate_hz}): shorten it, lower the sample rate or "
@@ -243,12 +250,14 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
 
 
 def run_plan(plan: "SimulationPlan", progress: bool | Callable[[int, int], None] = False,
-             threads: int | None = None) -> xr.Dataset:
-    """Integrate a :class:`SimulationPlan` (see :func:`simulate` for ``progress``, ``threads``
-    and the returned dataset)."""
+             threads: int | None = None, kernel: str = "auto") -> xr.Dataset:
+    """Integrate a :class:`SimulationPlan` (see :func:`simulate` for ``progress``, ``threads``,
+    ``kernel`` and the returned dataset)."""
     if not isinstance(plan, SimulationPlan):
         raise SimulationError(f"run_plan needs a SimulationPlan (from simulate.plan), got "
                               f"{type(plan).__name__}")
+    if kernel not in KERNELS:
+        raise SimulationError(f"kernel {kernel!r} unknown; allowed: {', '.join(KERNELS)}")
     # guards (neurotwin_dash.guards): an output that cannot fit in memory is refused before any
     # compute; a step above the model's accuracy limit is flagged (warning + attribute)
     check_memory(plan.n_batch, plan.time.n_samples, plan.n_region, len(plan.record), SimulationError,
@@ -256,7 +265,7 @@ def run_plan(plan: "SimulationPlan", progress: bool | Callable[[int, int], None]
     coarse = dt_note(plan.module, plan.time.dt_ms)
     if coarse:
         warnings.warn(coarse, stacklevel=3)
-    ds = _to_dataset(plan, _execute(plan, progress, threads))
+    ds = _to_dataset(plan, _execute(plan, progress, threads, kernel))
     if coarse:
         ds.attrs["dt_warning"] = coarse
     return ds
@@ -818,7 +827,16 @@ def _initial_state(mod, initial, conn, seeds, n_batch, n_region):
 
 # --- execution -----------------------------------------------------------------------------
 
-def _execute(plan: SimulationPlan, progress, threads=None):
+def _use_batch_kernel(plan: SimulationPlan, kernel: str) -> bool:
+    """Whether the lanes kernel runs ``plan``: asked for, or ``auto`` with a batch of 2 or more;
+    either way only with the numba backend and delays shared by all members."""
+    shared = bool(np.all(plan.network.delays == plan.network.delays[:1]))
+    if kernel == "batch" and not shared:
+        raise SimulationError("kernel='batch' needs one speed_m_s for the whole batch (shared delays)")
+    return plan.backend == "numba" and shared and (kernel == "batch" or (kernel == "auto" and plan.n_batch > 1))
+
+
+def _execute(plan: SimulationPlan, progress, threads=None, kernel_choice="auto"):
     mod = plan.module
     grid, net = plan.time, plan.network
     nb, nr = plan.n_batch, plan.n_region
@@ -873,7 +891,12 @@ def _execute(plan: SimulationPlan, progress, threads=None):
 
     # batch members are split into contiguous blocks advanced by threads (the kernel releases
     # the GIL); the next chunk's noise is drawn meanwhile by one more thread
-    n_workers = 1 if plan.backend != "numba" else min(nb, threads or _default_threads())
+    lanes = None
+    if _use_batch_kernel(plan, kernel_choice):
+        lanes = BatchBlocks(tag, x, hist, model_p, coupling, drv_space, stream, n_noise, len(rec),
+                            len(mod.OUTPUTS))
+    n_units = nb if lanes is None else len(lanes.blocks)
+    n_workers = 1 if plan.backend != "numba" else min(n_units, threads or _default_threads())
     blocks = np.array_split(np.arange(nb), n_workers)
     blocks = [(int(blk[0]), int(blk[-1]) + 1) for blk in blocks if blk.size]
     pool = ThreadPoolExecutor(max_workers=1)
@@ -895,7 +918,9 @@ def _execute(plan: SimulationPlan, progress, threads=None):
                               drv_wave=wave, drv_target=drv_target, dt=grid.dt_s, n_steps=n,
                               decim=decim, rec=rec, n_out=n_out, out=buf, diverged=diverged,
                               bound=float(mod.STATE_BOUND))
-            if plan.backend == "numba":
+            if lanes is not None:
+                lanes.advance(args, heun, workers)
+            elif plan.backend == "numba":
                 kernel = compiled_integrate(tag, heun, args)
                 if workers is None:
                     kernel(tag, heun, 0, nb, args)

@@ -25,12 +25,12 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import literally, njit, typeof, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from . import MODELS
 
 __all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets", "sigmoid",
-           "drives_at", "KernelArgs"]
+           "drives_at", "KernelArgs", "exp"]
 
 
 class KernelArgs(NamedTuple):
@@ -137,13 +137,69 @@ def compiled_integrate(tag: str, heun: bool, args: KernelArgs):
     return ep
 
 
+@intrinsic
+def _bits_as_float(typingctx, n):
+    """The float64 whose bit pattern is the int64 ``n`` (a plain bit cast, which vectorises)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+    return sig, codegen
+
+
+# exp(x) = 2**n · exp(f), n = round(x / ln 2), f = x − n ln 2 in [−ln2/2, ln2/2] (ln 2 split in a
+# high part exact in 32 bits and a low part, Cody–Waite), exp(f) by its Taylor polynomial of
+# degree 12 (truncation error f**13/13! < 2e-17 relative)
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.693145751953125
+_LN2_LO = 1.42860682030941723212e-06
+_EXP_COEF = tuple(1.0 / math.factorial(k) for k in range(13))
+_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12 = _EXP_COEF
+
+
+# not inlined at numba's IR level (its conditional expressions trip numba's IR checks when
+# inlined there); LLVM inlines it into the loops anyway
+@njit(cache=True, error_model="numpy")
+def exp(x):
+    """``e**x`` in float64 from +, ×, a rounding and a bit cast, so that a loop over batch members
+    vectorises (numba's ``math.exp`` is a libm call per element: LLVM here has no vector math
+    library). Relative error ≤ 1e-15 against ``math.exp`` over the normal range (tested); 0 below
+    −745.2, ``inf`` above 709.78, NaN for NaN.
+    """
+    y = x if x > -745.2 else -745.2           # NaN compares false: it reaches the last line
+    y = y if y < 709.79 else 709.79
+    n = math.floor(y * _LOG2E + 0.5)
+    f = (y - n * _LN2_HI) - n * _LN2_LO
+    p = _C12
+    p = p * f + _C11
+    p = p * f + _C10
+    p = p * f + _C9
+    p = p * f + _C8
+    p = p * f + _C7
+    p = p * f + _C6
+    p = p * f + _C5
+    p = p * f + _C4
+    p = p * f + _C3
+    p = p * f + _C2
+    p = p * f + _C1
+    p = p * f + _C0
+    # 2**n as two factors, so that n down to −1075 (subnormal results) stays representable
+    k = np.int64(n)
+    h = k >> 1
+    p = p * _bits_as_float((h + 1023) << 52) * _bits_as_float((k - h + 1023) << 52)
+    p = p if x < 709.79 else math.inf
+    p = p if x > -745.2 else 0.0
+    return p if x == x else x
+
+
 @njit(cache=True, inline="always")
 def sigmoid(v, e0, r, v0):
     """The wave-to-pulse sigmoid of the Jansen–Rit family, ``2 e0 / (1 + exp(r (v0 − v)))`` (s⁻¹).
 
     Shared by the models' numba functions; it lives here because the model tag hashes this file
-    (a change to it recompiles every model)."""
-    return 2.0 * e0 / (1.0 + math.exp(r * (v0 - v)))
+    (a change to it recompiles every model). It uses :func:`exp`, which vectorises in the batch
+    kernel."""
+    return 2.0 * e0 / (1.0 + exp(r * (v0 - v)))
 
 
 def _model_function(tag, attr):
