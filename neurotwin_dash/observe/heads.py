@@ -294,12 +294,16 @@ def template_bem(sigmas=CONDUCTIVITIES[("bem", "eeg")], cache: bool = True, verb
     if cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix="-sol.fif")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="-sol.fif")
             os.close(fd)
+        except OSError:
+            return sol                                      # a read-only cache: use the solution unsaved
+        try:
             mne.write_bem_solution(tmp, sol, overwrite=True, verbose=False)
             os.replace(tmp, path)
-        except OSError:
-            pass                                            # a read-only cache: use the solution unsaved
+        finally:
+            if os.path.exists(tmp):                         # our temporary file, left by a failed write
+                os.unlink(tmp)
     return sol
 
 
