@@ -148,7 +148,8 @@ class SweepSpec:
         * ``{"montage": {"currents_mA": {...}, ...}}`` (``Montage.to_dict()``, or a path to a
           montage JSON): the montage's normal field E_n (V/m) from
           :mod:`neurotwin_dash.stimulation.efield`, scaled per sample by ``stim_dose`` (current
-          multiplier; each dose is checked against the stimulator limits);
+          multiplier; each dose is checked against the stimulator limits); ``"head"`` chooses
+          the head model of the field (``"sphere"`` default, ``"template_bem"`` or a BEM file);
         * ``{"pattern": "uniform"}``, ``{"pattern": {label: weight, ...}}`` or
           ``{"field_V_m": [per-region values]}``: scaled to a peak |value| of 1 and multiplied by
           ``stim_amplitude`` (V/m).
@@ -519,7 +520,8 @@ def _stim_pattern(spec: SweepSpec, conn) -> np.ndarray:
     if "montage" in st:
         if conn is None:
             raise SweepError("stimulation.montage needs a connectome with region centres")
-        return montage_field(_stim_montage(spec), connectome=conn)["E_n"].values.astype(float)
+        return montage_field(_stim_montage(spec), connectome=conn,
+                             head=st.get("head") or "sphere")["E_n"].values.astype(float)
     if "field_V_m" in st:
         pat = np.asarray(st["field_V_m"], dtype=float)
         if pat.shape != (n,):

@@ -55,6 +55,7 @@ class Stimulation(_Strict):
     pattern: str | dict[str, Number] | None = None
     field_V_m: list[Number] | None = None
     lambda_mV_per_V_m: Number | None = None
+    head: str | None = None
 
 
 class SweepSpecSchema(_Strict):
