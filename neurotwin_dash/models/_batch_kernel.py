@@ -397,7 +397,7 @@ class BatchBlocks:
     n_noise, n_rec, n_out : int
         Noise components of the model; recorded quantities; model outputs.
     lanes : int, optional
-        Members per block (default :data:`LANES`).
+        Members per block (default :data:`LANES`, or half of it for batches of up to that).
     """
 
     def __init__(self, tag, x, hist, params, coupling, drv_space, stream, n_noise, n_rec, n_out,
@@ -405,7 +405,9 @@ class BatchBlocks:
         self.tag = tag
         self.n_batch, n_region, _ = x.shape
         n_cvar = hist.shape[1]
-        nl = self.lanes = int(lanes or LANES)
+        # batches of up to 4 use blocks of 4 (one 256-bit vector): 8 lanes would compute padding
+        # (JR tvb76, batch of 4: 0.032 instead of 0.046 CPU s per run per simulated second)
+        nl = self.lanes = int(lanes or (LANES if self.n_batch > LANES // 2 else LANES // 2))
         n_block = -(-self.n_batch // nl)
         member = np.minimum(np.arange(n_block * nl), self.n_batch - 1).reshape(n_block, nl)
         self.members = [m[:max(0, min(nl, self.n_batch - k * nl))] for k, m in enumerate(member)]
