@@ -180,7 +180,7 @@ def personal(args):
     from neurotwin_dash.fit import personal as P
     subs = args.subjects or P.available_subjects()
     out = Path(args.out or tempfile.mkdtemp(prefix="neurotwin_personal_"))
-    st = P.PersonalSettings(generations=args.generations, popsize=args.popsize)
+    st = P.PersonalSettings(generations=args.generations, popsize=args.popsize, dt_ms=args.dt_ms)
     t0 = time.perf_counter()
     res = P.personalize_all(subs, out, st, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
@@ -265,6 +265,7 @@ def main():
     p.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")
     p.add_argument("--generations", type=int, default=2)
     p.add_argument("--popsize", type=int, default=4)
+    p.add_argument("--dt-ms", type=float, default=1.0, help="Euler step (the README run used 2)")
     p.add_argument("--overwrite", action="store_true")
     q = sub.add_parser("personal-linear")
     q.add_argument("--subjects", nargs="*", default=None)

@@ -490,8 +490,10 @@ class PersonalSettings:
     generations, popsize : int
         CMA-ES budget over coupling, noise level and speed.
     dt_ms : float
-        Euler step; 2 ms is 1/10 of ``tau_e`` (the zero-frequency response that sets BOLD FC is
-        the same for any stable step).
+        Euler step (the model's ``MAX_DT_MS``, 1 ms). With ``tau_e`` = 20 ms, 2 ms (1/10 of
+        ``tau_e``) gives the same zero-frequency response, which sets BOLD FC, at half the cost (the
+        README's 12-subject run used it), but ``simulate`` flags it for this model and the CLI
+        refuses to rerun such a twin.
     frames : int or None
         Use only the first ``frames`` BOLD frames (None: all).
     """
@@ -501,7 +503,7 @@ class PersonalSettings:
     generations: int = 2
     popsize: int = 4
     seed: int = 0
-    dt_ms: float = 2.0
+    dt_ms: float = 1.0
     frames: int | None = None
     noise_level: float = 0.01
     coupling_span: float = 0.1
