@@ -30,9 +30,10 @@ the per-member kernel otherwise.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
-from numba import literally, njit, types
+from numba import literally, njit, typeof, types
 from numba.core import cpu
 from numba.core.options import TargetOptions
 from numba.extending import overload
@@ -367,7 +368,6 @@ def _entry_point(args):
     """The machine-code entry point of :func:`advance_lanes` for these arguments (compiled once
     per model, method and array types, or loaded from numba's on-disk cache): calling the
     dispatcher with a plain ``str`` would retype the call every time."""
-    from numba import typeof
     names = advance_lanes.py_func.__code__.co_varnames[:len(args)]
     sig = tuple(types.literal(a) if n in _LITERAL_ARGS else typeof(a) for n, a in zip(names, args))
     ep = _ENTRY_POINTS.get(sig)
@@ -477,7 +477,6 @@ def packed_instruction_count(tag, heun=False):
     """Count the packed (``…pd`` on ``xmm/ymm/zmm``) floating-point instructions in the compiled
     kernel of ``tag`` (compiled first with :class:`BatchBlocks` types): evidence that the lane
     loops vectorised. Returns ``{"xmm": n, "ymm": n, "zmm": n, "scalar_sd": n}``."""
-    import re
     counts = {"xmm": 0, "ymm": 0, "zmm": 0, "scalar_sd": 0}
     for sig, asm in advance_lanes.inspect_asm().items():
         if sig[0] != types.literal(tag) or sig[1] != types.literal(bool(heun)):
