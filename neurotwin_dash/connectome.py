@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-__all__ = ["ConnectomeError", "Connectome", "NORMALISATIONS", "read_tvb_zip", "to_ras"]
+__all__ = ["ConnectomeError", "Connectome", "NORMALISATIONS", "read_tvb_zip", "to_ras", "hemisphere_runs"]
 
 NORMALISATIONS = ("none", "max", "rowsum", "spectral", "log")
 
@@ -77,6 +77,23 @@ def to_ras(xyz: np.ndarray, axes: str) -> np.ndarray:
         ras_axis, sign = _AXIS_LETTERS[letter]
         out[:, ras_axis] = sign * xyz[:, col]
     return out
+
+
+def hemisphere_runs(codes) -> list[tuple[int, int, str]]:
+    """Contiguous runs of regions in the same hemisphere: ``[(start, stop, name), ...]``.
+
+    ``codes`` are the per-region ``hemisphere`` values (``"L"``, ``"R"``, ``""``); names are
+    ``"left"``, ``"right"`` (other codes as given, ``""`` for none). Used to draw region × region
+    matrices with hemisphere separators.
+    """
+    codes = [str(c) for c in codes]
+    names = {"L": "left", "R": "right"}
+    runs, start = [], 0
+    for i in range(1, len(codes) + 1):
+        if i == len(codes) or codes[i] != codes[start]:
+            runs.append((start, i, names.get(codes[start], codes[start])))
+            start = i
+    return runs
 
 
 def _hemisphere(label: str, x_ras: float) -> str:

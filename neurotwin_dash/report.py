@@ -25,6 +25,7 @@ import xarray as xr
 
 from . import __version__
 from . import analysis as an
+from .connectome import hemisphere_runs
 from .twin import Twin, result_hash
 
 matplotlib.use("Agg")
@@ -48,21 +49,10 @@ def _region_signal(result: xr.Dataset) -> xr.DataArray:
     return result[var].isel(batch=0).transpose("time", "region").fillna(0.0)
 
 
-def _hemisphere_cuts(conn) -> list[tuple[int, int, str]]:
-    hemi = [str(h) for h in conn.ds["hemisphere"].values] if "hemisphere" in conn.ds else [""] * conn.n_regions
-    names = {"L": "left", "R": "right"}
-    groups, start = [], 0
-    for i in range(1, len(hemi) + 1):
-        if i == len(hemi) or hemi[i] != hemi[start]:
-            groups.append((start, i, names.get(hemi[start], hemi[start] or "")))
-            start = i
-    return groups
-
-
 def plot_region_matrix(ax, m, conn, title, cmap, vmin, vmax, label):
     """Draw a region × region matrix on ``ax``: hemisphere separators and names, a colour bar."""
     im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    groups = _hemisphere_cuts(conn)
+    groups = hemisphere_runs(conn.ds["hemisphere"].values) if "hemisphere" in conn.ds else [(0, conn.n_regions, "")]
     for start, _, _ in groups[1:]:
         ax.axhline(start - 0.5, color="black", lw=1.2)
         ax.axvline(start - 0.5, color="black", lw=1.2)
@@ -126,8 +116,7 @@ def report_figures(result: xr.Dataset, connectome=None) -> dict:
             w = np.asarray(conn.weights, dtype=float)
             w = 0.5 * (w + w.T)
             logw = np.log10(w / w.max() + 1e-3)
-            iu = np.triu_indices_from(plv, 1)
-            r = float(np.corrcoef(plv[iu], logw[iu])[0, 1])
+            r = an.fc_sc_correlation(plv, conn.weights)
             off = plv.copy()
             np.fill_diagonal(off, np.nan)
             fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))

@@ -338,11 +338,12 @@ def test_fc_selector_shows_each_measure_and_says_when_bold_needs_a_longer_run():
 
 
 def test_fc_sc_correlation_is_the_upper_triangle_r_with_log_sc():
+    from neurotwin_dash import analysis as an
     rng = np.random.default_rng(0)
     w = rng.random((10, 10))
     fc = np.log10(0.5 * (w + w.T) / w.max() + 1e-3)
-    assert compute.sc_fc_correlation(fc, w) == pytest.approx(1.0)
-    assert abs(compute.sc_fc_correlation(rng.random((10, 10)), w)) < 0.5
+    assert an.fc_sc_correlation(fc, w) == pytest.approx(1.0)
+    assert abs(an.fc_sc_correlation(rng.random((10, 10)), w)) < 0.5
 
 
 def test_explorer_default_regime_has_structure_shaped_alpha_fc():
@@ -365,7 +366,7 @@ def test_explorer_default_regime_has_structure_shaped_alpha_fc():
                    dt_ms=spec["dt_ms"], params=params, seed=list(range(n)) * 2, sample_rate_hz=250.0,
                    transient_s=spec["transient_s"], normalisation="none")
     x = sim["v_pyr"]
-    r = np.array([compute.sc_fc_correlation(an.plv(x.isel(batch=b), band="alpha").values, con.weights)
+    r = np.array([an.fc_sc_correlation(an.plv(x.isel(batch=b), band="alpha").values, con.weights)
                   for b in range(2 * n)])
     coupled, uncoupled = r[:n], r[n:]
     se = coupled.std(ddof=1) / np.sqrt(n)

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from .spectra import resolve_band, sampling_rate
 
 __all__ = ["node_dim", "fc_pearson", "bandpass", "analytic_signal", "plv", "aec", "coherence",
-           "fcd", "fcd_ks_distance", "upper_triangle", "fc_fit_score"]
+           "fcd", "fcd_ks_distance", "upper_triangle", "fc_fit_score", "fc_sc_correlation"]
 
 
 def node_dim(da: xr.DataArray) -> str:
@@ -294,3 +294,15 @@ def fc_fit_score(fc_sim: xr.DataArray, fc_emp: xr.DataArray) -> xr.DataArray | f
         return xr.DataArray(r, dims=lead, coords={k: v for k, v in sim.coords.items() if set(v.dims) <= set(lead)},
                             name="fc_fit", attrs={"units": "1", "method": "Pearson r of upper triangles"})
     return float(r)
+
+
+def fc_sc_correlation(fc, weights) -> float:
+    """Pearson r between an FC matrix and log10 of the symmetrised structural weights.
+
+    Upper triangles; weights are scaled to a maximum of 1 and floored at 1e-3 before the log, so
+    absent connections count as weak ones (the usual structure–function comparison).
+    """
+    w = np.asarray(weights, dtype=float)
+    w = 0.5 * (w + w.T)
+    w = w / w.max() if w.max() > 0 else w
+    return float(fc_fit_score(np.asarray(fc, dtype=float), np.log10(w + 1e-3)))

@@ -28,7 +28,7 @@ from ..twin import Twin
 
 __all__ = [
     "BANDS", "FC_MEASURES", "BOLD_FC_MIN_S", "explorer_spec", "explorer_plan", "build_connectome",
-    "explorer_job", "welch_psd", "band_power", "fc_fit", "sc_fc_correlation", "fc_measures",
+    "explorer_job", "welch_psd", "band_power", "fc_fit", "fc_measures",
     "sensor_layout_2d", "eeg_signals",
 ]
 
@@ -136,18 +136,6 @@ def band_power(freqs: np.ndarray, psd: np.ndarray, band) -> np.ndarray:
 def fc_fit(fc_sim: np.ndarray, fc_emp: np.ndarray) -> float:
     """Pearson r between the upper triangles of two FC matrices (:func:`analysis.fc_fit_score`)."""
     return float(an.fc_fit_score(np.asarray(fc_sim, dtype=float), np.asarray(fc_emp, dtype=float)))
-
-
-def sc_fc_correlation(fc: np.ndarray, weights: np.ndarray) -> float:
-    """Pearson r between an FC matrix and log10 of the symmetrised structural weights.
-
-    Upper triangles; weights are scaled to a maximum of 1 and floored at 1e-3 before the log,
-    so absent connections count as weak ones (the usual structure-function comparison).
-    """
-    w = np.asarray(weights, dtype=float)
-    w = 0.5 * (w + w.T)
-    w = w / w.max() if w.max() > 0 else w
-    return fc_fit(fc, np.log10(w + 1e-3))
 
 
 def fc_measures(x: xr.DataArray, bold: xr.DataArray | None = None) -> xr.DataArray:
@@ -346,7 +334,7 @@ def explorer_job(spec: dict) -> xr.Dataset:
         data["weights"] = (("region", "region2"), con.weights)
         data["hemisphere"] = (("region",), np.asarray(con.ds["hemisphere"].values).astype(str))
         if fc is not None:
-            sc_r = np.array([sc_fc_correlation(m, con.weights) if np.isfinite(m).any() else np.nan
+            sc_r = np.array([an.fc_sc_correlation(m, con.weights) if np.isfinite(m).any() else np.nan
                              for m in fc.values])
     if con is not None and spec.get("empirical_fc") and fc is not None:
         emp = _empirical_fc(spec["empirical_fc"], tuple(labels))

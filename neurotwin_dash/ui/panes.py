@@ -25,6 +25,8 @@ from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, FixedTicker
 from bokeh.palettes import Inferno256, RdBu11, Viridis256, interp_palette
 from bokeh.plotting import figure
 
+from ..connectome import hemisphere_runs
+
 __all__ = [
     "CLASSIC_1020", "nan_joined", "spectra_data", "brain_map_data", "topomap_data", "fc_data",
     "matrix_limits", "hemisphere_groups",
@@ -279,21 +281,11 @@ class TopomapPlot:
 # --- matrices ------------------------------------------------------------------------------
 
 def hemisphere_groups(res) -> list[tuple[int, int, str]]:
-    """Contiguous runs of regions in the same hemisphere: ``[(start, stop, name), ...]``.
-
-    Uses the result's ``hemisphere`` variable (``"L"``/``"R"``/``""``); one unnamed group without it.
-    """
-    n = res.sizes["region"]
+    """Hemisphere runs of a result's regions (:func:`neurotwin_dash.connectome.hemisphere_runs`);
+    one unnamed group when the result has no ``hemisphere`` variable."""
     if "hemisphere" not in res:
-        return [(0, n, "")]
-    hemi = [str(h) for h in res["hemisphere"].values]
-    names = {"L": "left", "R": "right"}
-    groups, start = [], 0
-    for i in range(1, n + 1):
-        if i == n or hemi[i] != hemi[start]:
-            groups.append((start, i, names.get(hemi[start], hemi[start] or "other")))
-            start = i
-    return groups
+        return [(0, res.sizes["region"], "")]
+    return [(a, b, name or "other") for a, b, name in hemisphere_runs(res["hemisphere"].values)]
 
 
 def matrix_limits(*matrices):
