@@ -113,7 +113,7 @@ class Twin:
     # --- construction -----------------------------------------------------------------------
     @classmethod
     def from_result(cls, result: xr.Dataset, connectome=None, drive=None, member: int = 0,
-                    montage=None, fit: dict | None = None, name: str = "twin") -> "Twin":
+                    montage=None, fit: dict | None = None, name: str = "twin", initial=None) -> "Twin":
         """Capture the run that produced ``result`` (one batch member).
 
         Parameters
@@ -130,6 +130,10 @@ class Twin:
             Electrode currents behind the drive (``Montage.to_dict()`` or the object).
         fit : dict, optional
             ``{"values": {...}, "scores": {...}, ...}`` from a fit.
+        initial : array, optional
+            The state array the run started from, when it was given explicitly
+            (``simulate(initial=array)``; ``(region, n_state)`` or ``(n_state,)``, the same for
+            every member): recorded in the twin so that it reruns from the same state.
         """
         attrs = result.attrs
         n_batch = result.sizes.get("batch", 1)
@@ -145,12 +149,15 @@ class Twin:
                       "seed": int(seed), "sample_rate_hz": float(attrs["sample_rate_hz"]),
                       "record": record, "transient_s": float(attrs["transient_s"]),
                       "normalisation": attrs["normalisation"], "method": attrs["method"]}
-        initial = attrs.get("initial")
-        if initial == "array":
-            raise TwinError("initial: the run started from a user-given state array, which a twin "
-                            "does not record; allowed: runs with initial='random' or 'zeros'")
-        if initial is not None:
-            simulation["initial"] = str(initial)
+        started = attrs.get("initial")
+        if started == "array":
+            if initial is None:
+                raise TwinError("initial: the run started from a user-given state array; pass it as "
+                                "from_result(..., initial=array) to record it (or run with initial='random' "
+                                "or 'zeros')")
+            simulation["initial"] = np.asarray(initial, dtype=float).tolist()
+        elif started is not None:
+            simulation["initial"] = str(started)
         conn = _resolve_connectome(connectome if connectome is not None else attrs["connectome"],
                                    attrs.get("connectome_hash", ""), attrs["normalisation"])
         drives = _materialise_drives(drive, member, n_batch, simulation, conn)
@@ -191,7 +198,8 @@ class Twin:
                               for k, v in self.params.items()},
                       **{k: self.simulation[k] for k in _SIM_KEYS})
         if "initial" in self.simulation:   # absent in twins written before initial states were random
-            kwargs["initial"] = self.simulation["initial"]
+            init = self.simulation["initial"]
+            kwargs["initial"] = np.asarray(init, dtype=float) if isinstance(init, list) else init
         if self.drives:
             kwargs["drive"] = [Drive(spatial=d["spatial"], waveform=d["waveform"], target=d["target"])
                                for d in self.drives]

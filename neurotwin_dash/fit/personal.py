@@ -361,84 +361,233 @@ def baselines(weights, half: SplitHalf, others_fc=None, **fits) -> dict[str, dic
 # the twin
 # --------------------------------------------------------------------------------------------
 
-def _wc_point(x_star: float):
-    """Input v*, S(v*) and S'(v*) of the default Wilson–Cowan sigmoid at fixed point ``x_star``."""
-    a, mu = wc.PARAMS["a_e"].default, wc.PARAMS["mu_e"].default
-    if not 0 < x_star < 0.5:
-        raise PersonalError(f"operating point must be in (0, 0.5) (S = x/(1 − x) < 1), got {x_star}")
-    s = x_star / (1 - x_star)
-    v = mu + math.log(s / (1 - s)) / a
-    return v, s, a * s * (1 - s)
+@dataclass(frozen=True)
+class NodeRegime:
+    """Local Wilson–Cowan node of the twin: fixed parameters, inhibitory operating point, x* grid.
+
+    Every region gets the same local parameters; per-region excitabilities ``x_ext`` put every
+    region at the same operating point (x*, y*), so one linear-response gain holds everywhere.
+
+    Attributes
+    ----------
+    name : str
+    params : dict
+        Fixed Wilson–Cowan parameters (``wilson_cowan.PARAMS`` names): time constants and the
+        local couplings ``c_ee``, ``c_ei``, ``c_ie``, ``c_ii``.
+    y_star : float
+        Inhibitory activity at the operating point (0–0.5); sets ``y_ext``.
+    x_grid : tuple of float
+        Excitatory operating points x* that :func:`choose_operating_point` tries.
+    """
+
+    name: str
+    params: dict
+    y_star: float
+    x_grid: tuple
+
+    def value(self, name: str) -> float:
+        """A local parameter: the regime's value or the model default."""
+        return float(self.params.get(name, wc.PARAMS[name].default))
 
 
-def coupling_for_gain(gain: float, x_star: float = OPERATING_POINT) -> float:
-    """Global coupling K of the twin whose linear-response gain at ``x_star`` is ``gain``."""
-    _, s, ds = _wc_point(x_star)
-    return gain * (1 + s) / ((1 - x_star) * ds)
+#: the first personal twin: excitatory rate network (the HCP fit regime, tau_e 20 ms, no local
+#: E–I loop): aperiodic, low-pass spectrum, no rhythm — kept as the baseline of the alpha twin
+EXCITATORY = NodeRegime("excitatory", dict(HCP_REGIME), 0.2,
+                        (0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3))
+
+#: the default twin: the local E–I loop on (tau_e = tau_i 8 ms, c_ee 10, c_ei = c_ie 8, c_ii 3) at
+#: (x*, y*) ≈ (0.3, 0.2), a stable focus whose noise-driven resonance lies in the alpha band
+#: (≈ 10 Hz in the network); zero-frequency response = the fitted SAR model (module notes)
+ALPHA = NodeRegime("alpha", {"tau_e": 8.0, "tau_i": 8.0, "c_ee": 10.0, "c_ei": 8.0, "c_ie": 8.0,
+                             "c_ii": 3.0}, 0.2, (0.25, 0.275, 0.3))
+
+#: node regimes by name (``PersonalSettings.regime``)
+REGIMES = {r.name: r for r in (EXCITATORY, ALPHA)}
 
 
-def excitability(w_spectral, coupling, x_star: float = OPERATING_POINT) -> np.ndarray:
-    """Per-region ``x_ext`` (…, region) putting every region at ``x_star`` for coupling(s) K."""
-    v, _, _ = _wc_point(x_star)
+def _regime(regime) -> NodeRegime:
+    if isinstance(regime, NodeRegime):
+        return regime
+    if regime not in REGIMES:
+        raise PersonalError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
+    return REGIMES[regime]
+
+
+def _sigmoid_point(activity: float, a: float, mu: float, field: str):
+    """Input v, S(v), S'(v) at which ``activity = (1 − activity) S(v)`` (a fixed point)."""
+    if not 0 < activity < 0.5:
+        raise PersonalError(f"{field} must be in (0, 0.5) (S = x/(1 − x) < 1), got {activity}")
+    s = activity / (1 - activity)
+    return mu + math.log(s / (1 - s)) / a, s, a * s * (1 - s)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Linearisation of one node at (x*, y*).
+
+    ``p = (1 − x*) S_e'`` is the slope of the excitatory rate with its input; ``leak`` is the
+    effective excitatory leak at zero frequency once the inhibitory population has followed,
+    ``α = 1 + S_e − p c_ee + p c_ie q c_ei / (1 + S_i + q c_ii)`` with ``q = (1 − y*) S_i'``
+    (in units of 1/tau_e). The network's zero-frequency response is then
+    ``α δx = p K W δx + ε``: the SAR model with gain ``g = p K / α``.
+    """
+
+    x_star: float
+    y_star: float
+    v_e: float
+    y_ext: float
+    p: float
+    leak: float
+
+
+def operating_point(x_star: float = OPERATING_POINT, regime=EXCITATORY) -> OperatingPoint:
+    """:class:`OperatingPoint` of ``regime`` at excitatory activity ``x_star``."""
+    rg = _regime(regime)
+    v_e, s_e, ds_e = _sigmoid_point(x_star, rg.value("a_e"), rg.value("mu_e"), "x_star")
+    v_i, s_i, ds_i = _sigmoid_point(rg.y_star, rg.value("a_i"), rg.value("mu_i"), "y_star")
+    y_ext = v_i - rg.value("c_ei") * x_star + rg.value("c_ii") * rg.y_star
+    p, q = (1 - x_star) * ds_e, (1 - rg.y_star) * ds_i
+    leak = 1 + s_e - p * rg.value("c_ee") + p * rg.value("c_ie") * q * rg.value("c_ei") / (
+        1 + s_i + q * rg.value("c_ii"))
+    if leak <= 0:
+        raise PersonalError(f"x_star {x_star}: the node is unstable at zero frequency (effective leak {leak:.3g} "
+                            f"≤ 0) in regime {rg.name!r}")
+    return OperatingPoint(float(x_star), rg.y_star, v_e, y_ext, p, leak)
+
+
+def coupling_for_gain(gain: float, x_star: float = OPERATING_POINT, regime=EXCITATORY) -> float:
+    """Global coupling K of the twin whose linear-response gain at ``x_star`` is ``gain``
+    (``K = g α / p``, :class:`OperatingPoint`)."""
+    op = operating_point(x_star, regime)
+    return gain * op.leak / op.p
+
+
+def excitability(w_spectral, coupling, x_star: float = OPERATING_POINT, regime=EXCITATORY) -> np.ndarray:
+    """Per-region ``x_ext`` (…, region) putting every region at (x*, y*) for coupling(s) K."""
+    rg = _regime(regime)
+    op = operating_point(x_star, rg)
     k = np.asarray(coupling, dtype=float)[..., None]
-    return v - k * x_star * np.asarray(w_spectral).sum(1)
+    local = op.v_e - rg.value("c_ee") * x_star + rg.value("c_ie") * rg.y_star
+    return local - k * x_star * np.asarray(w_spectral).sum(1)
+
+
+def regime_params(x_star: float = OPERATING_POINT, regime=EXCITATORY) -> dict:
+    """Fixed Wilson–Cowan parameters of the twin: the regime's plus ``y_ext`` for y*."""
+    rg = _regime(regime)
+    if rg.value("c_ie") == 0 and rg.value("c_ei") == 0:
+        return dict(rg.params)              # inhibitory population uncoupled: y_ext irrelevant
+    return {**rg.params, "y_ext": operating_point(x_star, rg).y_ext}
 
 
 def twin_from_linear(weights, lin: LinearFit, noise_level: float = 0.01,
-                     x_star: float = OPERATING_POINT) -> dict:
+                     x_star: float = OPERATING_POINT, regime=EXCITATORY) -> dict:
     """Wilson–Cowan parameters reproducing the linear fit (see the module notes)."""
-    k = coupling_for_gain(lin.gain, x_star)
-    return {"coupling": k, "x_ext": excitability(_spectral(weights), k, x_star),
-            "noise_sd": noise_level * np.sqrt(lin.noise_var)}
+    k = coupling_for_gain(lin.gain, x_star, regime)
+    return {"coupling": k, "x_ext": excitability(_spectral(weights), k, x_star, regime),
+            "noise_sd": noise_level * np.sqrt(lin.noise_var), **regime_params(x_star, regime)}
 
 
-def linearized_fc(w_spectral, coupling: float, x_ext, noise_sd, max_iter: int = 5000) -> np.ndarray:
+def _node_terms(w, coupling, z, x_ext, rg: NodeRegime, y_ext):
+    """Right-hand side F and Jacobian J (both in 1/s) of the noise-free network at state z = (x, y)."""
+    n = len(w)
+    x, y = z[:n], z[n:]
+    te, ti = rg.value("tau_e") * 1e-3, rg.value("tau_i") * 1e-3
+    cee, cei, cie, cii = (rg.value(k) for k in ("c_ee", "c_ei", "c_ie", "c_ii"))
+    ae, me, ai, mi = (rg.value(k) for k in ("a_e", "mu_e", "a_i", "mu_i"))
+    se = 1 / (1 + np.exp(-ae * (cee * x - cie * y + x_ext + coupling * w @ x - me)))
+    si = 1 / (1 + np.exp(-ai * (cei * x - cii * y + y_ext - mi)))
+    f = np.concatenate([(-x + (1 - x) * se) / te, (-y + (1 - y) * si) / ti])
+    pe, pi = (1 - x) * ae * se * (1 - se), (1 - y) * ai * si * (1 - si)
+    jac = np.zeros((2 * n, 2 * n))
+    jac[:n, :n] = (np.diag(-1 - se + pe * cee) + pe[:, None] * (coupling * w)) / te
+    jac[:n, n:] = np.diag(-pe * cie) / te
+    jac[n:, :n] = np.diag(pi * cei) / ti
+    jac[n:, n:] = np.diag(-1 - si - pi * cii) / ti
+    return f, jac
+
+
+def network_fixed_point(w_spectral, coupling: float, x_ext, x_star: float = OPERATING_POINT,
+                        regime=EXCITATORY, max_iter: int = 50):
+    """Fixed point (x, y) of the noise-free twin and its Jacobian (1/s), by Newton's method
+    from (x*, y*); ``None`` when it does not converge."""
+    rg = _regime(regime)
+    w = np.asarray(w_spectral, dtype=float)
+    n = len(w)
+    y_ext = operating_point(x_star, rg).y_ext
+    z = np.concatenate([np.full(n, float(x_star)), np.full(n, rg.y_star)])
+    xe = np.asarray(x_ext, dtype=float)
+    for _ in range(int(max_iter)):
+        f, jac = _node_terms(w, coupling, z, xe, rg, y_ext)
+        step = np.linalg.solve(jac, f)
+        z = np.clip(z - step, 1e-9, 1 - 1e-9)
+        if np.max(np.abs(step)) < 1e-13:
+            f, jac = _node_terms(w, coupling, z, xe, rg, y_ext)
+            return z[:n], z[n:], jac
+    return None
+
+
+def linearized_fc(w_spectral, coupling: float, x_ext, noise_sd, x_star: float = OPERATING_POINT,
+                  regime=EXCITATORY) -> np.ndarray:
     """BOLD-FC prediction of the twin's linearisation around its actual fixed point.
 
-    Solves ``x = (1 − x) S(x_ext + K W x)`` (damped iteration), then
-    ``J = −diag(1 + S) + diag((1 − x) S') K W`` and returns the correlation of
-    ``J⁻¹ diag(noise_sd²) J⁻ᵀ`` (the zero-frequency covariance BOLD sees). NaN when the fixed
-    point is unstable or not found.
+    Finds the fixed point (x, y) of the E–I network (:func:`network_fixed_point`; with the
+    excitatory regime the inhibitory population is uncoupled and this is the old one-population
+    network), then returns the correlation of the excitatory block of
+    ``J⁻¹ diag(noise², 0) J⁻ᵀ`` — the zero-frequency cross-spectrum BOLD sees. NaN when the
+    fixed point is unstable or not found.
     """
-    a, mu = wc.PARAMS["a_e"].default, wc.PARAMS["mu_e"].default
     w = np.asarray(w_spectral, dtype=float)
-    xe = np.asarray(x_ext, dtype=float)
-    x = np.full(len(w), 0.1)
-    for _ in range(int(max_iter)):
-        new = (1 - x) / (1 + np.exp(-a * (xe + coupling * w @ x - mu)))
-        done = np.max(np.abs(new - x)) < 1e-12
-        x = 0.5 * x + 0.5 * new
-        if done:
-            break
-    else:
+    n = len(w)
+    fp = network_fixed_point(w, coupling, x_ext, x_star, regime)
+    if fp is None or np.max(np.linalg.eigvals(fp[2]).real) >= 0:
         return np.full(w.shape, np.nan)
-    sv = 1 / (1 + np.exp(-a * (xe + coupling * w @ x - mu)))
-    jac = -np.diag(1 + sv) + ((1 - x) * a * sv * (1 - sv))[:, None] * (coupling * w)
-    if np.max(np.linalg.eigvals(jac).real) >= 0:
-        return np.full(w.shape, np.nan)
-    ji = np.linalg.inv(jac)
+    ji = np.linalg.inv(fp[2])[:n, :n]          # noise enters the excitatory equations only
     c = (ji * np.asarray(noise_sd, dtype=float) ** 2) @ ji.T
     sd = np.sqrt(np.diag(c))
     return c / np.outer(sd, sd)
 
 
+def linear_spectrum(w_spectral, coupling: float, x_ext, noise_sd, frequencies,
+                    x_star: float = OPERATING_POINT, regime=EXCITATORY) -> np.ndarray:
+    """Power spectrum (frequency, region) of the excitatory activity of the linearised twin,
+    ``[H(f) Q H(f)ᴴ]_ii`` with ``H(f) = (2πif − J)⁻¹`` (arbitrary units: noise in the
+    excitatory equations only)."""
+    w = np.asarray(w_spectral, dtype=float)
+    n = len(w)
+    fp = network_fixed_point(w, coupling, x_ext, x_star, regime)
+    if fp is None:
+        raise PersonalError("the twin has no fixed point near its operating point")
+    q = np.concatenate([np.asarray(noise_sd, dtype=float) ** 2 * np.ones(n), np.zeros(n)])
+    out = []
+    for f in np.asarray(frequencies, dtype=float):
+        h = np.linalg.inv(2j * np.pi * f * np.eye(2 * n) - fp[2])[:n]
+        out.append(np.einsum("ij,j,ij->i", h, q, h.conj()).real)
+    return np.array(out)
+
+
 def choose_operating_point(weights, lin: LinearFit, fc_train, span: float = 0.05,
-                           grid=(0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3)) -> tuple[float, dict]:
+                           grid=None, regime=EXCITATORY) -> tuple[float, dict]:
     """Operating point x* whose linearised twin keeps its first-half r flattest at ±``span`` coupling.
 
     At x* every region has the fitted gain, so r at the nominal coupling is the same for every x*;
     what x* changes is how far the fixed points (and so the gains) move when the coupling moves,
-    because the excitabilities stay put. Only the first half (``fc_train``) is used.
+    because the excitabilities stay put. Only the first half (``fc_train``) is used. ``grid``
+    defaults to the regime's ``x_grid``; an x* where the twin is unstable is skipped.
 
     Returns
     -------
     (x_star, {x_star: largest drop of first-half r at 1 ± span})
     """
+    rg = _regime(regime)
     ws = _spectral(weights)
     drops = {}
-    for xs in grid:
-        p = twin_from_linear(weights, lin, noise_level=1.0, x_star=xs)
-        rs = [_r(linearized_fc(ws, p["coupling"] * f, p["x_ext"], p["noise_sd"]), fc_train)
+    for xs in (rg.x_grid if grid is None else grid):
+        try:
+            p = twin_from_linear(weights, lin, noise_level=1.0, x_star=xs, regime=rg)
+        except PersonalError:
+            drops[float(xs)] = float("inf")
+            continue
+        rs = [_r(linearized_fc(ws, p["coupling"] * f, p["x_ext"], p["noise_sd"], xs, rg), fc_train)
               for f in (1 - span, 1.0, 1 + span)]
         drops[float(xs)] = float(rs[1] - min(rs)) if np.all(np.isfinite(rs)) else float("inf")
     best = min(drops, key=drops.get)
@@ -448,16 +597,18 @@ def choose_operating_point(weights, lin: LinearFit, fc_train, span: float = 0.05
 @dataclass
 class PersonalProblem(FitProblem):
     """A :class:`FitProblem` whose free ``coupling`` also sets the per-region excitabilities
-    (operating point ``x_star`` everywhere) and whose free ``noise_sd`` scales the per-region
-    noise pattern ``noise_pattern`` (√ of the fitted noise variances)."""
+    (operating point ``x_star`` of ``regime`` everywhere) and whose free ``noise_sd`` scales the
+    per-region noise pattern ``noise_pattern`` (√ of the fitted noise variances)."""
 
     noise_pattern: np.ndarray = None
     x_star: float = OPERATING_POINT
+    regime: str = EXCITATORY.name
 
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.connectome, str) or self.connectome is None:
             raise FitError("PersonalProblem needs the subject's Connectome object (field 'connectome')")
+        _regime(self.regime)
 
     def simulate_kwargs(self, unit) -> dict:
         """As :meth:`FitProblem.simulate_kwargs`, with ``coupling`` → per-region ``x_ext`` and the
@@ -466,13 +617,26 @@ class PersonalProblem(FitProblem):
         params = kwargs["params"]
         if "coupling" in params:
             ws = self.connectome.normalise("spectral").weights
-            params["x_ext"] = excitability(ws, params["coupling"], self.x_star)
+            params["x_ext"] = excitability(ws, params["coupling"], self.x_star, self.regime)
         if "noise_sd" in params and self.noise_pattern is not None:
             params["noise_sd"] = np.asarray(params["noise_sd"])[..., None] * np.asarray(self.noise_pattern)
+        start = self.initial_state()
+        if start is not None:
+            kwargs["initial"] = start
         return kwargs
 
+    def initial_state(self):
+        """Start of every run: (x*, y*) in every region when the local E–I loop is on (such a node
+        is bistable, a low-activity state besides the operating point, and a random low start
+        lands many regions in it); None (the default random start) for the excitatory network."""
+        rg = _regime(self.regime)
+        if rg.value("c_ie") == 0 and rg.value("c_ei") == 0:
+            return None
+        return np.array([self.x_star, rg.y_star], dtype=float)
+
     def fingerprint(self) -> str:
-        extra = json.dumps({"pattern": np.asarray(self.noise_pattern).tolist(), "x_star": self.x_star})
+        extra = json.dumps({"pattern": np.asarray(self.noise_pattern).tolist(), "x_star": self.x_star,
+                            "regime": self.regime})
         return hashlib.sha256((super().fingerprint() + extra).encode()).hexdigest()
 
 
@@ -496,6 +660,11 @@ class PersonalSettings:
         refuses to rerun such a twin.
     frames : int or None
         Use only the first ``frames`` BOLD frames (None: all).
+    regime : str
+        Local node (:data:`REGIMES`): ``"excitatory"`` (default: excitatory rate network,
+        aperiodic spectrum, the measured 12-subject fit) or ``"alpha"`` (the local E–I loop on:
+        an alpha resonance, same zero-frequency response, less robust to coupling changes — see
+        the README).
     """
 
     fit_duration_s: float | None = None
@@ -509,6 +678,7 @@ class PersonalSettings:
     coupling_span: float = 0.1
     robustness: float = 0.05
     skip_s: float = 20.0
+    regime: str = EXCITATORY.name
 
     @classmethod
     def quick(cls) -> "PersonalSettings":
@@ -517,17 +687,18 @@ class PersonalSettings:
 
 def _personal_problem(conn, lin: LinearFit, half: SplitHalf, st: PersonalSettings, duration_s: float,
                       x_star: float = OPERATING_POINT):
-    k0 = coupling_for_gain(lin.gain, x_star)
+    k0 = coupling_for_gain(lin.gain, x_star, st.regime)
     span = st.coupling_span
     free = [FreeParam("coupling", k0 * (1 - span), k0 * (1 + span)),
             FreeParam("noise_sd", st.noise_level / 3, st.noise_level * 3, log=True),
             FreeParam("speed_m_s", 2.0, 20.0)]
     obj = Objective([FCCorrelation(target=half.fc_train, signal="bold", variable="exc",
                                    skip_s=st.skip_s, tr_s=half.tr_s)])
-    return PersonalProblem(model="wilson_cowan", connectome=conn, free=free, fixed=dict(HCP_REGIME),
+    return PersonalProblem(model="wilson_cowan", connectome=conn, free=free, fixed=regime_params(x_star, st.regime),
                            objective=obj, duration_s=float(duration_s), dt_ms=st.dt_ms, seed=st.seed,
                            sample_rate_hz=100.0, transient_s=5.0, normalisation="spectral",
-                           record=["exc"], noise_pattern=np.sqrt(lin.noise_var), x_star=x_star)
+                           record=["exc"], noise_pattern=np.sqrt(lin.noise_var), x_star=x_star,
+                           regime=_regime(st.regime).name)
 
 
 def _sim_bold(result, tr_s, skip_s):
@@ -574,13 +745,13 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
     lin_g = fit_linear(w, fc1, per_region=False)
     lin = fit_linear(w, fc1, per_region=True)
     base = baselines(w, half, others, linear_global=lin_g, linear_regional=lin)
-    x_star, x_drops = choose_operating_point(w, lin, fc1, st.robustness)
+    x_star, x_drops = choose_operating_point(w, lin, fc1, st.robustness, regime=st.regime)
 
     half_s = half.frames * half.tr_s
     fit_dur = st.fit_duration_s or half_s
     final_dur = st.final_duration_s or 4 * half_s
     problem = _personal_problem(conn, lin, half, st, fit_dur + st.skip_s, x_star)
-    x0 = {"coupling": coupling_for_gain(lin.gain, x_star), "noise_sd": st.noise_level, "speed_m_s": 10.0}
+    x0 = {"coupling": coupling_for_gain(lin.gain, x_star, st.regime), "noise_sd": st.noise_level, "speed_m_s": 10.0}
     fres = fit(problem, method="cmaes", generations=st.generations, popsize=st.popsize, seed=st.seed,
                client=client, checkpoint=checkpoint, x0=x0, sigma0=0.25, progress=progress)
 
@@ -609,13 +780,14 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
         "values": {k: np.asarray(v).tolist() for k, v in fres.best.items()},
         "heldout": scores, "baselines": base, "beats": beats, "robustness": robustness,
         "linear": {"gain_global": lin_g.gain, "gain": lin.gain, "noise_var": lin.noise_var.tolist(),
-                   "r_train": lin.r_train, "operating_point": x_star,
+                   "r_train": lin.r_train, "operating_point": x_star, "regime": _regime(st.regime).name,
                    "operating_point_drops": {f"{k:g}": v for k, v in x_drops.items()}},
         "loss": fres.loss, "method": fres.method, "evaluations": fres.evaluations,
         "generations": fres.generations, "objective": problem.objective.spec(),
         "settings": asdict(st), "fit_duration_s": fit_dur, "final_duration_s": final_dur,
     }
-    twin = Twin.from_result(res, connectome=conn, member=1, fit=fit_meta, name=f"twin-{subject}")
+    twin = Twin.from_result(res, connectome=conn, member=1, fit=fit_meta, name=f"twin-{subject}",
+                            initial=kwargs.get("initial"))
     return {"twin": twin, "fit": fres, "problem": problem, "scores": scores, "baselines": base,
             "beats": beats, "robustness": robustness, "linear": lin, "linear_global": lin_g,
             "fc_twin": fcs[1], "half": half, "seconds": time.perf_counter() - t0}
