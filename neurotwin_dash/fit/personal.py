@@ -39,6 +39,13 @@ operating point. :func:`choose_operating_point` picks x* (0.15–0.30) whose *li
 (:func:`linearized_fc`, exact fixed points and Jacobian) keeps the first-half r flattest over
 ±5 % coupling — a flat region chosen on training data only, not an ensemble average.
 
+Local E–I loop (opt-in, ``regime="alpha"``): with the inhibitory population on, the same mapping
+holds with the zero-frequency effective leak α of :class:`OperatingPoint` (``K = g α / p``); the
+2n-dimensional fixed point and Jacobian (:func:`network_fixed_point`, :func:`linearized_fc`) reproduce
+the SAR FC exactly, and :func:`linear_spectrum` shows the node's damped resonance (theta–alpha). Its
+node is bistable, so its runs start at (x*, y*), and it is less robust to coupling changes than the
+excitatory network (docs/science.md §9a, README).
+
 The twin's FC is estimated from one long run (4 × the half's duration by default): the FC of a
 finite run is itself noisy, and a run as short as the held-out half loses ≈ 0.02–0.05 of r.
 """
@@ -1018,6 +1025,9 @@ def add_personalize_parser(sub):
     p.add_argument("--quick", action="store_true", help="short BOLD and few evaluations (smoke test)")
     p.add_argument("--generations", type=int, default=None, help="CMA-ES generations")
     p.add_argument("--popsize", type=int, default=None, help="CMA-ES candidates per generation")
+    p.add_argument("--regime", choices=sorted(REGIMES), default=EXCITATORY.name,
+                   help="local node: excitatory (default, aperiodic) or alpha (E-I loop with an alpha/theta "
+                        "resonance; less robust to coupling changes)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_personalize_cli)
 
@@ -1028,6 +1038,7 @@ def _personalize_cli(args):
         st.generations = args.generations
     if args.popsize is not None:
         st.popsize = args.popsize
+    st.regime = args.regime
     subs = available_subjects() if args.subject == ["all"] else args.subject
     if len(subs) == 1:
         load_subject(subs[0])
