@@ -63,14 +63,14 @@ from .connectome import NORMALISATIONS, Connectome
 from .guards import check_memory, dt_note
 from .models import get_model, initial_state
 from .models._batch_kernel import BatchBlocks
-from .models._kernel import (KernelArgs, compiled_integrate, drives_at, edge_offsets,
-                             integrate_numpy, model_tag)
+from .models._kernel import (NOISE_RNGS, KernelArgs, compiled_integrate, counter_noise, drives_at,
+                             edge_offsets, integrate_numpy, kernel_tag, model_tag)
 from .params import ParamError, ParamSet, ParamSpec
 from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
 
 __all__ = ["simulate", "plan", "run_plan", "SimulationPlan", "TimeGrid", "time_grid", "Network",
            "SampledDrives", "sample_drives", "Drive", "NETWORK_PARAMS", "network_params",
-           "all_params", "METHODS", "SimulationError"]
+           "all_params", "METHODS", "NOISE_RNGS", "SimulationError"]
 
 METHODS = ("euler", "heun")
 KERNELS = ("auto", "member", "batch")
@@ -163,7 +163,8 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
              drive: Drive | Sequence[Drive] | None = None, normalisation: str = "max",
              method: str = "euler", backend: str = "numba",
              progress: bool | Callable[[int, int], None] = False,
-             threads: int | None = None, initial=None, kernel: str = "auto") -> xr.Dataset:
+             threads: int | None = None, initial=None, kernel: str = "auto",
+             noise_rng: str = "numpy") -> xr.Dataset:
     """Simulate a neural mass model on a connectome, for one or many parameter sets.
 
     Parameters
@@ -216,6 +217,15 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         blocks of 8 members as SIMD lanes (:mod:`neurotwin_dash.models._batch_kernel`; needs one
         ``speed_m_s`` for the batch), several times faster per run; ``"auto"`` uses it for
         batches of 2 or more with shared delays. Results are the same (to rounding).
+    noise_rng : {"numpy", "counter"}
+        Noise generator. ``"numpy"`` (default): each member's ``numpy.random.default_rng(seed)``,
+        drawn outside the kernel (reproduces every earlier run bit for bit). ``"counter"``:
+        Philox4x32-10 keyed by the member's seed and counted by step, region and component,
+        drawn inside the kernel (no generator state, vectorised across batch members), with
+        the models' exponentials by the vectorisable polynomial (relative difference to libm
+        ≤ 1e-15): the fast path of sweeps and inference. Both kernels draw the same numbers
+        in either mode. Part of the plan and its fingerprint; recorded in
+        ``attrs["noise_rng"]``.
 
     Returns
     -------
@@ -241,7 +251,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     """
     try:
         resolved = plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
-                        transient_s, drive, normalisation, method, backend, initial)
+                        transient_s, drive, normalisation, method, backend, initial, noise_rng)
         return run_plan(resolved, progress=progress, threads=threads, kernel=kernel)
     except MemoryError:
         raise SimulationError(f"not enough memory for this simulation (duration_s = {duration_s}, "
@@ -463,6 +473,9 @@ class SimulationPlan:
     method : {"euler", "heun"}
     backend : {"numba", "numpy"}
         How it is computed, not what: not part of the fingerprint.
+    noise_rng : {"numpy", "counter"}
+        Noise generator (see :func:`simulate`); in the fingerprint when not ``"numpy"`` (so
+        that the fingerprints of earlier plans stay what they were).
     """
 
     model: str
@@ -481,6 +494,7 @@ class SimulationPlan:
     x0: np.ndarray
     method: str
     backend: str
+    noise_rng: str = "numpy"
 
     def __post_init__(self):
         for arr in (self.values, self.x0, *self.drives, self.network.indptr, self.network.indices,
@@ -530,6 +544,8 @@ class SimulationPlan:
             "seeds": list(self.seeds), "record": list(self.record), "method": self.method,
             "initial": self.initial,
         }
+        if self.noise_rng != "numpy":
+            head["noise_rng"] = self.noise_rng
         h = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
         for arr in (self.values, self.x0, *self.drives, self.network.indptr, self.network.indices,
                     self.network.weights, self.network.delays):
@@ -556,7 +572,8 @@ def plan(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms
          params: dict | None = None, seed=0, sample_rate_hz: float = 1000.0,
          record: Sequence[str] | None = None, transient_s: float = 0.0,
          drive: Drive | Sequence[Drive] | None = None, normalisation: str = "max",
-         method: str = "euler", backend: str = "numba", initial=None) -> SimulationPlan:
+         method: str = "euler", backend: str = "numba", initial=None,
+         noise_rng: str = "numpy") -> SimulationPlan:
     """Resolve and check a simulation without running it: the single resolver of a run.
 
     Takes the arguments of :func:`simulate` (without ``progress`` and ``threads``) and returns
@@ -570,6 +587,8 @@ def plan(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms
         raise SimulationError(f"method {method!r} unknown; allowed: {', '.join(METHODS)}")
     if backend not in BACKENDS:
         raise SimulationError(f"backend {backend!r} unknown; allowed: {', '.join(BACKENDS)}")
+    if noise_rng not in NOISE_RNGS:
+        raise SimulationError(f"noise_rng {noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
     grid = time_grid(duration_s, dt_ms, sample_rate_hz, transient_s)
 
     conn = _load_connectome(connectome, normalisation)
@@ -608,7 +627,7 @@ def plan(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms
         time=grid, seeds=tuple(seeds), record=tuple(record),
         drives=sample_drives(drives, labels, grid, n_batch),
         network=_network(conn, speed[:, 0], grid.dt_ms), initial=initial, x0=x0, method=method,
-        backend=backend)
+        backend=backend, noise_rng=noise_rng)
 
 
 def _drive_list(drive) -> list:
@@ -860,13 +879,16 @@ def _execute(plan: SimulationPlan, progress, threads=None, kernel_choice="auto")
     stream = np.array([uniq.index(s) for s in plan.seeds], dtype=np.int64)
     rngs = [np.random.default_rng(s) for s in uniq]
     noise_idx = np.array(mod.NOISE_STATES, dtype=np.int64)
-    per_step = max(1, len(uniq) * nr * n_noise)
+    counter = plan.noise_rng == "counter"
+    keys = np.array(plan.seeds, dtype=np.int64)
+    # the counter generator draws inside the kernel: nothing to draw ahead, chunks at their longest
+    per_step = 1 if counter and plan.backend == "numba" else max(1, len(uniq) * nr * n_noise)
     chunk = max(decim, min(_MAX_CHUNK_STEPS, _NOISE_BUDGET // per_step) // decim * decim)
     n_out = len(mod.OUTPUTS)
     rec = plan.record_index
     out = np.empty((len(rec), nb, grid.n_samples, nr))
     heun = plan.method == "heun"
-    tag = model_tag(mod.NAME)
+    tag = kernel_tag(mod.NAME, plan.noise_rng)
     offsets = edge_offsets(net.indices, net.delays, net.n_slot)
     if plan.backend == "numpy":
         W, D = net.dense_weights(), net.dense_delays()
@@ -883,7 +905,11 @@ def _execute(plan: SimulationPlan, progress, threads=None, kernel_choice="auto")
         bounds.append((t, end))
         t = end
 
-    def draw(n):
+    def draw(n, t):
+        if counter:
+            if plan.backend == "numba":
+                return np.zeros((1, 0, nr, n_noise))      # not read: the kernels draw
+            return np.stack([counter_noise(s, t, n, nr, n_noise) for s in uniq])
         noise = np.empty((len(uniq), n, nr, n_noise))
         for k, g in enumerate(rngs):
             g.standard_normal(out=noise[k].reshape(-1)) if n_noise else None
@@ -893,7 +919,7 @@ def _execute(plan: SimulationPlan, progress, threads=None, kernel_choice="auto")
     # the GIL); the next chunk's noise is drawn meanwhile by one more thread
     lanes = None
     if _use_batch_kernel(plan, kernel_choice):
-        lanes = BatchBlocks(tag, x, hist, model_p, coupling, drv_space, stream, n_noise, len(rec),
+        lanes = BatchBlocks(tag, x, hist, model_p, coupling, drv_space, stream, keys, n_noise, len(rec),
                             len(mod.OUTPUTS))
     n_units = nb if lanes is None else len(lanes.blocks)
     n_workers = 1 if plan.backend != "numba" else min(n_units, threads or _default_threads())
@@ -902,19 +928,19 @@ def _execute(plan: SimulationPlan, progress, threads=None, kernel_choice="auto")
     pool = ThreadPoolExecutor(max_workers=1)
     workers = ThreadPoolExecutor(max_workers=len(blocks)) if len(blocks) > 1 else None
     try:
-        pending = pool.submit(draw, bounds[0][1] - bounds[0][0])
+        pending = pool.submit(draw, bounds[0][1] - bounds[0][0], bounds[0][0])
         sample = 0
         for c, (t, end) in enumerate(bounds):
             n = end - t
             noise = pending.result()
             if c + 1 < len(bounds):
-                pending = pool.submit(draw, bounds[c + 1][1] - bounds[c + 1][0])
+                pending = pool.submit(draw, bounds[c + 1][1] - bounds[c + 1][0], bounds[c + 1][0])
             in_trans = t < n_trans
             wave = np.ascontiguousarray(drv_wave[:, t:end + 1])
             buf = no_rec if in_trans else np.empty((len(rec), nb, n // decim, nr))
             args = KernelArgs(x=x, hist=hist, t0=t, params=model_p, coupling=coupling,
                               indptr=indptr, weights=weights, offsets=offsets, noise=noise,
-                              stream=stream, noise_idx=noise_idx, drv_space=drv_space,
+                              stream=stream, keys=keys, noise_idx=noise_idx, drv_space=drv_space,
                               drv_wave=wave, drv_target=drv_target, dt=grid.dt_s, n_steps=n,
                               decim=decim, rec=rec, n_out=n_out, out=buf, diverged=diverged,
                               bound=float(mod.STATE_BOUND))
@@ -1002,6 +1028,7 @@ def _to_dataset(plan: SimulationPlan, result):
         "duration_s": plan.time.duration_s,
         "transient_s": plan.time.transient_s,
         "method": plan.method,
+        "noise_rng": plan.noise_rng,
         "initial": plan.initial,
         "backend": plan.backend,
         "connectome": "none" if conn is None else conn.name,

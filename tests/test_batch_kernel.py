@@ -7,7 +7,8 @@ import pytest
 
 from neurotwin_dash.models import MODELS, get_model
 from neurotwin_dash.models import _batch_kernel
-from neurotwin_dash.models._kernel import exp, model_tag
+from neurotwin_dash.models._kernel import (cos_sin_turn, counter_noise, exp, log_unit, model_tag,
+                                            philox4x32)
 from neurotwin_dash.simulate import Drive, SimulationError, simulate
 
 N_BATCH = 10  # two blocks of 8 lanes, the second padded
@@ -100,3 +101,83 @@ def test_chunked_batch_run_equals_one_call(monkeypatch):
     assert np.array_equal(whole.v_pyr.values, chunked.v_pyr.values)
     alone = simulate(**{**kw, "seed": 3, "params": {"coupling": 3.0, "speed_m_s": 2.0}, "kernel": "member"})
     np.testing.assert_allclose(whole.v_pyr.values[1], alone.v_pyr.values[0], rtol=0, atol=1e-9)
+
+
+# --- the counter generator (noise_rng="counter") -------------------------------------------
+
+def test_philox_matches_random123_known_answers():
+    # Random123's kat_vectors (Salmon et al. 2011): counter, key -> output
+    m = 0xFFFFFFFF
+    assert philox4x32(0, 0, 0, 0, 0, 0) == (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)
+    assert philox4x32(m, m, m, m, m, m) == (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)
+    assert philox4x32(0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344, 0xA4093822, 0x299F31D0) == \
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)
+
+
+def test_counter_normals_are_standard_normal_and_keyed_by_seed_and_step():
+    z = counter_noise(11, 0, 20_000, 76, 1).ravel()                  # 1.52 M numbers
+    n = z.size
+    assert abs(z.mean()) < 4 / math.sqrt(n)
+    assert abs(z.var() - 1.0) < 4 * math.sqrt(2 / n)
+    assert abs((z ** 4).mean() - 3.0) < 4 * math.sqrt(96 / n)
+    # the same counters give the same numbers; another seed or step gives independent ones
+    np.testing.assert_array_equal(counter_noise(11, 500, 10, 76, 1), counter_noise(11, 0, 510, 76, 1)[500:])
+    other = counter_noise(12, 0, 20_000, 76, 1).ravel()
+    assert abs(np.corrcoef(z, other)[0, 1]) < 4 / math.sqrt(n)
+    assert abs(np.corrcoef(z[:-76], z[76:])[0, 1]) < 4 / math.sqrt(n)
+
+
+def test_vectorisable_log_and_cos_sin_are_accurate():
+    from numba import njit
+
+    @njit
+    def both(u):
+        out = np.empty((u.size, 3))
+        for k in range(u.size):
+            out[k, 0] = log_unit(u[k])
+            out[k, 1], out[k, 2] = cos_sin_turn(u[k])
+        return out
+
+    u = np.concatenate([np.random.default_rng(2).random(200_000), [2.0 ** -54, 0.5, 1.0 - 2.0 ** -53]])
+    got = both(u)
+    assert np.max(np.abs(got[:, 0] - np.log(u)) / np.maximum(np.abs(np.log(u)), 1e-300)) <= 2e-15
+    assert np.max(np.abs(got[:, 1] - np.cos(2 * np.pi * u))) <= 2e-15
+    assert np.max(np.abs(got[:, 2] - np.sin(2 * np.pi * u))) <= 2e-15
+
+
+# every model once, Euler and Heun both covered (each case compiles two kernels)
+@pytest.mark.parametrize("model,method", [("jansen_rit", "euler"), ("wendling", "heun"), ("lanmm", "heun"),
+                                          ("wilson_cowan", "euler"), ("lopes_da_silva", "heun")])
+def test_counter_noise_batch_kernel_equals_member_kernel_bit_for_bit(model, method):
+    mod = get_model(model)
+    rng = np.random.default_rng(3)
+    drive = [Drive(rng.uniform(0.0, 1.0, (N_BATCH, 76)), lambda t: np.cos(2 * np.pi * 10 * t), "membrane")]
+    record = list(mod.OUTPUTS) + [mod.STATES[mod.NOISE_STATES[0]]]
+    kw = dict(model=model, connectome="tvb76", duration_s=0.05, method=method, drive=drive, record=record,
+              params={"coupling": np.linspace(0.0, 4.0, N_BATCH)}, seed=list(range(N_BATCH)), noise_rng="counter")
+    fast, ref = _both(**kw)
+    assert fast.attrs["noise_rng"] == ref.attrs["noise_rng"] == "counter"
+    assert not ref.diverged.any()
+    for name in record:
+        # the same operations in the same order and the same exp in both kernels: equal bits
+        np.testing.assert_array_equal(fast[name].values, ref[name].values, err_msg=f"{model}.{name}")
+    # the NumPy reference integrator fed the same increments (np.exp instead of the polynomial)
+    slow = simulate(backend="numpy", **kw)
+    for name in record:
+        scale = float(np.abs(ref[name]).max())
+        np.testing.assert_allclose(slow[name].values, ref[name].values, rtol=0, atol=1e-9 * scale)
+
+
+def test_counter_noise_is_recorded_in_the_plan_and_member_k_equals_its_run_alone():
+    from neurotwin_dash.simulate import plan
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.1)
+    p_numpy, p_counter = plan(**kw), plan(noise_rng="counter", **kw)
+    assert p_numpy.noise_rng == "numpy" and p_counter.noise_rng == "counter"
+    assert p_numpy.fingerprint() != p_counter.fingerprint()
+    with pytest.raises(SimulationError, match="noise_rng"):
+        plan(noise_rng="philox", **kw)
+    batch = simulate(params={"coupling": [1.0, 2.0, 3.0]}, seed=[5, 6, 7], noise_rng="counter", **kw)
+    alone = simulate(params={"coupling": 2.0}, seed=6, noise_rng="counter", **kw)
+    np.testing.assert_array_equal(batch.v_pyr.values[1], alone.v_pyr.values[0])
+    # a different generator, the same statistics: not the NumPy run's numbers
+    assert not np.allclose(batch.v_pyr.values[1], simulate(params={"coupling": 2.0}, seed=6, **kw).v_pyr.values[0])

@@ -34,17 +34,21 @@ import math
 import re
 
 import numpy as np
+from llvmlite import ir
 from numba import literally, njit, typeof, types
-from numba.core import cpu
+from numba.core import cgutils, cpu
 from numba.core.options import TargetOptions
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 from . import MODELS
+from ._kernel import counter_mode, counter_normals, model_function
 
 __all__ = ["LANES", "BatchBlocks", "advance_lanes", "packed_instruction_count"]
 
 #: Members per block: one 512-bit vector of float64.
 LANES = 8
+#: Vector width in bits the kernel asks LLVM for (see :func:`_vector_width`).
+VECTOR_BITS = 512
 
 # numba has no public decorator option for LLVM's ``noalias`` on array arguments (its parfor
 # lowering sets the flag internally); this maps a ``_noalias`` option onto that flag. Only the
@@ -119,7 +123,7 @@ def _ov_model_call(tag, fname, args):
     """``model.<fname>(*args)`` for the model of ``tag``."""
     if not isinstance(tag, types.StringLiteral) or not isinstance(fname, types.StringLiteral):
         return None
-    f = getattr(_model(tag), fname.literal_value)
+    f = model_function(tag.literal_value, fname.literal_value)
     unpacked = ", ".join(f"args[{k}]" for k in range(len(args)))
 
     ns = {"f": f}
@@ -138,10 +142,124 @@ def _ov_pick(values, r):
     return _generated("impl", ("values", "r"), body + ["return v"])
 
 
+@intrinsic
+def _vector_width(typingctx, bits):
+    """Ask LLVM to vectorise the calling function with ``bits``-bit vectors (a literal).
+
+    LLVM's tuning for this family of CPUs prefers 256-bit vectors even where AVX-512 exists
+    (``prefer-256-bit``), which halves the lanes per instruction of the kernel's loops; numba has
+    no option for the per-function override, so this adds LLVM's own function attributes
+    (``prefer-vector-width``, ``min-legal-vector-width``) to the function being compiled. Without
+    AVX-512 the attributes change nothing."""
+    if not isinstance(bits, types.IntegerLiteral):
+        return None
+    sig = types.none(bits)
+
+    def codegen(context, builder, signature, args):
+        attrs = builder.function.attributes
+        # llvmlite's attribute set accepts only enum attributes; these are string attributes
+        set.add(attrs, f'"prefer-vector-width"="{bits.literal_value}"')
+        set.add(attrs, f'"min-legal-vector-width"="{bits.literal_value}"')
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@intrinsic
+def _edge_sums(typingctx, H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, width, out):
+    """``out[c, q:q + width] = (a0 + a1) + (a2 + a3)`` where ``a0..a3`` are the per-member
+    kernel's four partial sums of ``weights[e] · H[row(e), c, q:q + width]`` over the edges
+    ``e0 <= e < e1`` (edge ``e`` into ``a(e − e0) mod 4``, the last ``(e1 − e0) mod 4`` into
+    ``a0``), ``row(e) = ebase[e] + (elag[e] + slot) mod n_slot``: per edge one vector load, one
+    multiply and one add on ``width`` lanes (``width`` a literal), as LLVM IR. Written out
+    because the same loop in numba code kept its accumulators in memory (a store and reload per
+    edge) and computed the row addresses with multiplies by run-time strides."""
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    W = width.literal_value
+    sig = types.void(H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, width, out)
+
+    def codegen(context, builder, signature, args):
+        Ha = context.make_array(signature.args[0])(context, builder, args[0])
+        eb = context.make_array(signature.args[1])(context, builder, args[1])
+        el = context.make_array(signature.args[2])(context, builder, args[2])
+        wa = context.make_array(signature.args[3])(context, builder, args[3])
+        oa = context.make_array(signature.args[11])(context, builder, args[11])
+        e0v, e1v, slotv, nslotv, cv, qv = args[4:10]
+        i64, i32, dbl = ir.IntType(64), ir.IntType(32), ir.DoubleType()
+        vt = ir.VectorType(dbl, W)
+        _, n_cvar, nl = cgutils.unpack_tuple(builder, Ha.shape, 3)
+        zero = ir.Constant(vt, [0.0] * W)
+        four = ir.Constant(i64, 4)
+        one = ir.Constant(i64, 1)
+        bmask = ir.Constant(ir.VectorType(i32, W), [0] * W)
+
+        def load_row(e):
+            k = builder.add(builder.load(builder.gep(el.data, [e], inbounds=True)), slotv)
+            k = builder.select(builder.icmp_signed(">=", k, nslotv), builder.sub(k, nslotv), k)
+            row = builder.add(builder.load(builder.gep(eb.data, [e], inbounds=True)), k)
+            off = builder.add(builder.mul(builder.add(builder.mul(row, n_cvar), cv), nl), qv)
+            ptr = builder.bitcast(builder.gep(Ha.data, [off], inbounds=True), vt.as_pointer())
+            return builder.load(ptr, align=8)
+
+        def weight(e):
+            w = builder.load(builder.gep(wa.data, [e], inbounds=True))
+            v = builder.insert_element(ir.Constant(vt, ir.Undefined), w, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), bmask)
+
+        fn = builder.function
+        entry = builder.block
+        mcond = fn.append_basic_block("es.main.cond")
+        mbody = fn.append_basic_block("es.main.body")
+        tcond = fn.append_basic_block("es.tail.cond")
+        tbody = fn.append_basic_block("es.tail.body")
+        done = fn.append_basic_block("es.done")
+        builder.branch(mcond)
+
+        builder.position_at_end(mcond)
+        e = builder.phi(i64)
+        acc = [builder.phi(vt) for _ in range(4)]
+        e.add_incoming(e0v, entry)
+        for a in acc:
+            a.add_incoming(zero, entry)
+        builder.cbranch(builder.icmp_signed("<=", builder.add(e, four), e1v), mbody, tcond)
+
+        builder.position_at_end(mbody)
+        new = []
+        for k in range(4):
+            ek = builder.add(e, ir.Constant(i64, k))
+            new.append(builder.fadd(acc[k], builder.fmul(weight(ek), load_row(ek))))
+        e.add_incoming(builder.add(e, four), mbody)
+        for a, n in zip(acc, new):
+            a.add_incoming(n, mbody)
+        builder.branch(mcond)
+
+        builder.position_at_end(tcond)
+        et = builder.phi(i64)
+        t0 = builder.phi(vt)
+        et.add_incoming(e, mcond)
+        t0.add_incoming(acc[0], mcond)
+        builder.cbranch(builder.icmp_signed("<", et, e1v), tbody, done)
+
+        builder.position_at_end(tbody)
+        t1 = builder.fadd(t0, builder.fmul(weight(et), load_row(et)))
+        et.add_incoming(builder.add(et, one), tbody)
+        t0.add_incoming(t1, tbody)
+        builder.branch(tcond)
+
+        builder.position_at_end(done)
+        s = builder.fadd(builder.fadd(t0, acc[1]), builder.fadd(acc[2], acc[3]))
+        _, onl = cgutils.unpack_tuple(builder, oa.shape, 2)
+        optr = builder.gep(oa.data, [builder.add(builder.mul(cv, onl), qv)], inbounds=True)
+        builder.store(s, builder.bitcast(optr, vt.as_pointer()), align=8)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+
 @njit(cache=True, nogil=True, error_model="numpy", _noalias=True)
-def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise, stream, drv_space,
+def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise, stream, keys, drv_space,
                   drv_wave, drv_target, dt, n_steps, decim, rec, n_out, out, dead, bound, G, CIN, U,
-                  ACC, SUM, BAD, OBS, XN, RN):
+                  ACC, SUM, BAD, OBS, XN, RN, Z):
     """Advance one block of ``LANES`` members by ``n_steps`` steps (in place).
 
     Parameters
@@ -164,6 +282,9 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
         Per edge ``source · slots`` and ``slots − delay_steps`` (shared by the lanes: one set of
         delays); the edge reads row ``ebase + (elag + t) % slots``.
     noise : (stream, n_steps, region, n_noise); stream : (LANES,) int64
+        NumPy increments and the stream each lane reads (not read with the counter generator).
+    keys : (LANES,) int64
+        Each lane's seed, the key of the counter generator (``tag`` ending in ``:counter``).
     drv_space : (drive, region, LANES); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
     dt, n_steps, decim, rec, n_out, bound
         As in :func:`~neurotwin_dash.models._kernel.integrate`.
@@ -172,14 +293,17 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
         Members already diverged (their samples are NaN); set for those that diverge now.
     G, CIN, U, ACC, SUM, BAD, OBS
         Scratch: (region, n_noise, LANES), (1, cvar, LANES), (4, region, LANES),
-        (n_rec, region, LANES), (4, LANES), (LANES,), (1, n_out, LANES) float64.
+        (n_rec, region, LANES), (cvar, LANES), (LANES,), (1, n_out, LANES) float64.
     RN : (1, cvar, LANES)
         Scratch: the new rates.
     XN : (1, state, LANES)
         Scratch: the new state of a region.
+    Z : (2 · ⌈region · n_noise / 2⌉, LANES)
+        Scratch: a step's increments from the counter generator, (region, noise) flattened.
     """
     literally(tag)
     literally(heun)
+    _vector_width(VECTOR_BITS)
     n_region = X.shape[0]
     n_state = X.shape[1]
     # a run-time lane count: LLVM's loop vectoriser then keeps each lane loop a loop (with a
@@ -191,6 +315,8 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
     n_drive = drv_target.shape[0]
     n_rec = rec.shape[0]
     record = out.shape[0] > 0
+    counter = counter_mode(tag)
+    n_pair = Z.shape[0] // 2
     sqdt = math.sqrt(dt)
     for i in range(n_region):
         for l in range(nl):
@@ -213,6 +339,14 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
     for s in range(n_steps):
         slot = (t0 + s) % n_slot
         nslot = (t0 + s + 1) % n_slot
+        if counter:
+            # the step's increments for every lane at once (the per-member kernel draws the
+            # same numbers one member at a time)
+            for j in range(n_pair):
+                for l in range(nl):
+                    z0, z1 = counter_normals(keys[l], t0 + s, j)
+                    Z[2 * j, l] = z0
+                    Z[2 * j + 1, l] = z1
         if n_drive > 0:
             for i in range(n_region):
                 for l in range(nl):
@@ -230,36 +364,16 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
             e0 = indptr[i]
             e1 = indptr[i + 1]
             for c in range(n_cvar):
-                # the per-member kernel's four partial sums, per lane: the same rounding
+                # the per-member kernel's four partial sums, a vector of lanes at a time (one
+                # vector load and multiply-add per edge, see _edge_sums): the same rounding
+                if nl % 8 == 0:
+                    for q in range(0, nl, 8):
+                        _edge_sums(H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, 8, SUM)
+                else:
+                    for q in range(0, nl, 4):
+                        _edge_sums(H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, 4, SUM)
                 for l in range(nl):
-                    SUM[0, l] = 0.0
-                    SUM[1, l] = 0.0
-                    SUM[2, l] = 0.0
-                    SUM[3, l] = 0.0
-                e = e0
-                while e + 4 <= e1:
-                    o0 = _ring(ebase[e], elag[e] + slot, n_slot)
-                    o1 = _ring(ebase[e + 1], elag[e + 1] + slot, n_slot)
-                    o2 = _ring(ebase[e + 2], elag[e + 2] + slot, n_slot)
-                    o3 = _ring(ebase[e + 3], elag[e + 3] + slot, n_slot)
-                    w0 = weights[e]
-                    w1 = weights[e + 1]
-                    w2 = weights[e + 2]
-                    w3 = weights[e + 3]
-                    for l in range(nl):
-                        SUM[0, l] += w0 * H[o0, c, l]
-                        SUM[1, l] += w1 * H[o1, c, l]
-                        SUM[2, l] += w2 * H[o2, c, l]
-                        SUM[3, l] += w3 * H[o3, c, l]
-                    e += 4
-                while e < e1:
-                    o0 = _ring(ebase[e], elag[e] + slot, n_slot)
-                    w0 = weights[e]
-                    for l in range(nl):
-                        SUM[0, l] += w0 * H[o0, c, l]
-                    e += 1
-                for l in range(nl):
-                    CIN[0, c, l] = K[i, l] * ((SUM[0, l] + SUM[1, l]) + (SUM[2, l] + SUM[3, l]))
+                    CIN[0, c, l] = K[i, l] * SUM[c, l]
             here = i * n_slot
             # the step of every lane: one loop without inner loops or branches, which LLVM
             # vectorises (each tuple element becomes one vector)
@@ -270,7 +384,7 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
                 cin = _lane_tuple(tag, CIN, 0, l, "CVARS")
                 um1 = U[2, i, l]
                 kick = _scaled(_lane_tuple(tag, G, i, l, "NOISE_STATES"),
-                               _noise_tuple(tag, noise, stream[l], s, i))
+                               _noise_tuple(tag, noise, Z, stream[l], s, i, l))
                 f = _model_call(tag, "dfun", (x, p, rs, cin, U[0, i, l], U[1, i, l]))
                 if heun:
                     xt = _advance(tag, x, f, f, dt, False, kick)
@@ -330,23 +444,22 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
                     H[:, :, l] = 0.0
 
 
-@njit(cache=True, inline="always")
-def _ring(base, k, n):
-    """``base + k % n`` for ``0 <= k < 2 n``."""
-    return base + (k - n if k >= n else k)
-
-
-def _noise_tuple(tag, noise, st, s, i):  # pragma: no cover
+def _noise_tuple(tag, noise, Z, st, s, i, l):  # pragma: no cover
     raise NotImplementedError
 
 
 @overload(_noise_tuple, inline="always")
-def _ov_noise_tuple(tag, noise, st, s, i):
-    """``(noise[st, s, i, m] for m in NOISE_STATES)`` as a tuple."""
+def _ov_noise_tuple(tag, noise, Z, st, s, i, l):
+    """The increments of region ``i`` (one per ``NOISE_STATES``) as a tuple: ``noise[st, s, i,
+    m]`` from NumPy's streams, or ``Z[i · n_noise + m, l]`` from the counter generator."""
     if not isinstance(tag, types.StringLiteral):
         return None
-    items = "".join(f"noise[st, s, i, {m}], " for m in range(len(_model(tag).NOISE_STATES)))
-    return _generated("impl", ("tag", "noise", "st", "s", "i"), [f"return ({items})"])
+    n = len(_model(tag).NOISE_STATES)
+    if "counter" in tag.literal_value.split(":")[2:]:
+        items = "".join(f"Z[i * {n} + {m}, l], " for m in range(n))
+    else:
+        items = "".join(f"noise[st, s, i, {m}], " for m in range(n))
+    return _generated("impl", ("tag", "noise", "Z", "st", "s", "i", "l"), [f"return ({items})"])
 
 
 def _scaled(a, b):  # pragma: no cover
@@ -395,13 +508,15 @@ class BatchBlocks:
     drv_space : (drive, batch, region)
     stream : (batch,) int64
         Noise stream read by each member.
+    keys : (batch,) int64
+        Each member's seed (the counter generator's key).
     n_noise, n_rec, n_out : int
         Noise components of the model; recorded quantities; model outputs.
     lanes : int, optional
         Members per block (default :data:`LANES`, or half of it for batches of up to that).
     """
 
-    def __init__(self, tag, x, hist, params, coupling, drv_space, stream, n_noise, n_rec, n_out,
+    def __init__(self, tag, x, hist, params, coupling, drv_space, stream, keys, n_noise, n_rec, n_out,
                  lanes=None):
         self.tag = tag
         self.n_batch, n_region, _ = x.shape
@@ -422,16 +537,18 @@ class BatchBlocks:
                 K=np.ascontiguousarray(coupling[m].T),
                 DS=np.ascontiguousarray(drv_space[:, m, :].transpose(0, 2, 1)),
                 stream=np.ascontiguousarray(stream[m]),
+                keys=np.ascontiguousarray(keys[m], dtype=np.int64),
                 dead=np.zeros(nl, dtype=bool),
                 G=np.zeros((n_region, n_noise, nl)),
                 CIN=np.zeros((1, n_cvar, nl)),
                 U=np.zeros((4, n_region, nl)),
                 ACC=np.zeros((n_rec, n_region, nl)),
-                SUM=np.zeros((4, nl)),
+                SUM=np.zeros((n_cvar, nl)),
                 BAD=np.zeros(nl),
                 OBS=np.zeros((1, n_out, nl)),
                 XN=np.zeros((1, x.shape[2], nl)),
                 RN=np.zeros((1, n_cvar, nl)),
+                Z=np.zeros((2 * ((n_region * n_noise + 1) // 2), nl)),
             ))
 
     def advance(self, args, heun, workers=None):
@@ -457,9 +574,9 @@ class BatchBlocks:
         def run(k):
             b = self.blocks[k]
             a = (self.tag, bool(heun), b["X"], b["H"], t0, b["P"], b["K"], indptr, weights, ebase, elag,
-                 noise, b["stream"], b["DS"], drv_wave, drv_target, dt, n_steps, decim, rec, n_out,
+                 noise, b["stream"], b["keys"], b["DS"], drv_wave, drv_target, dt, n_steps, decim, rec, n_out,
                  bufs[k], b["dead"], bound, b["G"], b["CIN"], b["U"], b["ACC"], b["SUM"], b["BAD"],
-                 b["OBS"], b["XN"], b["RN"])
+                 b["OBS"], b["XN"], b["RN"], b["Z"])
             _entry_point(a)(*a)
 
         if workers is None or len(self.blocks) == 1:

@@ -21,16 +21,24 @@ import inspect
 import math
 from functools import lru_cache
 from pathlib import Path
+from types import FunctionType, ModuleType
 from typing import NamedTuple
 
 import numpy as np
 from numba import literally, njit, typeof, types
+from numba.core.dispatcher import Dispatcher
 from numba.extending import intrinsic, overload
 
 from . import MODELS
 
 __all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets", "sigmoid",
-           "drives_at", "KernelArgs", "exp"]
+           "drives_at", "KernelArgs", "exp", "kernel_tag", "model_function", "NOISE_RNGS", "philox4x32",
+           "counter_normals", "counter_noise", "log_unit", "cos_sin_turn", "counter_mode"]
+
+#: Noise generators: ``"numpy"`` (``numpy.random.default_rng(seed)``, drawn outside the kernel;
+#: the default) and ``"counter"`` (Philox4x32-10 inside the kernel, see :func:`counter_normals`;
+#: the models' exponentials then use the vectorisable :func:`exp`).
+NOISE_RNGS = ("numpy", "counter")
 
 
 class KernelArgs(NamedTuple):
@@ -57,8 +65,11 @@ class KernelArgs(NamedTuple):
         Per edge ``source * 2 * slots + slots − delay_steps``: the flat history index of the
         edge's delayed rate is ``offset + t % slots`` (see :func:`edge_offsets`).
     noise : (stream, n_steps, region, n_noise) float64
-        Standard normal increments; member ``b`` reads stream ``stream[b]``.
+        Standard normal increments; member ``b`` reads stream ``stream[b]`` (not read when
+        the kernel's tag selects the counter generator).
     stream : (batch,) int64
+    keys : (batch,) int64
+        Each member's seed: the key of the counter generator (``noise_rng="counter"``).
     noise_idx : (n_noise,) int64
         State index receiving each noise component.
     drv_space : (drive, batch, region); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
@@ -89,6 +100,7 @@ class KernelArgs(NamedTuple):
     offsets: np.ndarray
     noise: np.ndarray
     stream: np.ndarray
+    keys: np.ndarray
     noise_idx: np.ndarray
     drv_space: np.ndarray
     drv_wave: np.ndarray
@@ -112,6 +124,76 @@ def model_tag(name: str) -> str:
     for path in (Path(__file__), Path(inspect.getfile(MODELS[name]))):
         h.update(path.read_bytes())
     return f"{name}:{h.hexdigest()[:12]}"
+
+
+def kernel_tag(name: str, noise_rng: str = "numpy") -> str:
+    """The kernels' compile-time key: :func:`model_tag`, plus ``":counter"`` for the counter
+    noise generator (in-kernel Philox noise and the vectorisable :func:`exp` in the models'
+    equations, see :func:`model_function`)."""
+    if noise_rng not in NOISE_RNGS:
+        raise ValueError(f"noise_rng {noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
+    return model_tag(name) + ("" if noise_rng == "numpy" else ":" + noise_rng)
+
+
+def _tag_modes(tag: str) -> tuple:
+    return tuple(tag.split(":")[2:])
+
+
+#: ``math`` with the vectorisable :func:`exp`: what the models' numba functions see in the
+#: counter mode (numba resolves ``math.<name>`` through the module object a function's globals
+#: hold, so a function compiled with this module in place of ``math`` calls :func:`exp`)
+_VECTOR_MATH = ModuleType("neurotwin_dash.models._vector_math")
+_VECTOR_MATH.__dict__.update({k: v for k, v in vars(math).items() if not k.startswith("__")})
+
+_RELINKED: dict = {}
+
+
+def _relinked(disp):
+    """A copy of the numba function ``disp`` whose globals see :data:`_VECTOR_MATH` instead of
+    ``math`` and relinked copies of the numba functions it calls (its equations unchanged)."""
+    done = _RELINKED.get(disp)
+    if done is not None:
+        return done
+    py = disp.py_func
+    glob = dict(py.__globals__)
+    for name in py.__code__.co_names:
+        value = glob.get(name)
+        if value is math:
+            glob[name] = _VECTOR_MATH
+        elif isinstance(value, Dispatcher) and value is not exp:
+            glob[name] = _relinked(value)
+    clone = FunctionType(py.__code__, glob, py.__name__, py.__defaults__, py.__closure__)
+    clone.__qualname__ = py.__qualname__
+    # never from numba's cache: the cache is keyed by the source file and name, shared with
+    # the original (the kernels that inline the copy are cached under their own tags)
+    opts = {k: v for k, v in disp.targetoptions.items() if k not in ("cache", "nopython")}
+    _RELINKED[disp] = done = njit(**opts)(clone)
+    return done
+
+
+def model_function(tag: str, attr: str):
+    """The numba function ``attr`` (``dfun``, ``cvar``, ``observe``, ``noise_gain``) of the model
+    of kernel tag ``tag``: the model's own, or in the counter mode its relinked copy, whose
+    ``math.exp`` (also inside :func:`sigmoid`) is the vectorisable :func:`exp` (relative
+    difference to libm ≤ 1e-15, tested)."""
+    f = getattr(MODELS[tag.split(":")[0]], attr)
+    return _relinked(f) if "counter" in _tag_modes(tag) else f
+
+
+def counter_mode(tag):  # pragma: no cover - replaced by the overload
+    """In numba code: whether the kernel tag ``tag`` (a string literal) selects the counter
+    generator, as a compile-time constant."""
+    raise NotImplementedError
+
+
+@overload(counter_mode, inline="always")
+def _ov_counter_mode(tag):
+    """Whether ``tag`` selects the counter generator: a constant, so LLVM drops the other branch."""
+    if not isinstance(tag, types.StringLiteral):
+        return None
+    if "counter" in _tag_modes(tag.literal_value):
+        return lambda tag: True
+    return lambda tag: False
 
 
 def edge_offsets(indices, delays, n_slot):
@@ -158,8 +240,8 @@ _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9, _C10, _C11, _C12 = _EXP_COEF
 
 
 # not inlined at numba's IR level (its conditional expressions trip numba's IR checks when
-# inlined there); LLVM inlines it into the loops anyway
-@njit(cache=True, error_model="numpy")
+# inlined there); LLVM inlines it (forceinline: LLVM's alwaysinline)
+@njit(cache=True, error_model="numpy", forceinline=True)
 def exp(x):
     """``e**x`` in float64 from +, ×, a rounding and a bit cast, so that a loop over batch members
     can vectorise (numba's ``math.exp`` is a libm call per element: LLVM here has no vector math
@@ -186,6 +268,161 @@ def exp(x):
     return p if x == x else x
 
 
+_VECTOR_MATH.exp = exp
+
+
+@intrinsic
+def _float_as_bits(typingctx, x):
+    """The int64 whose bit pattern is the float64 ``x`` (a plain bit cast, which vectorises)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+    return sig, codegen
+
+
+# --- counter-based noise (``noise_rng="counter"``) ------------------------------------------
+# Philox4x32-10 (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3", SC'11): a
+# bijection of a 128-bit counter under a 64-bit key, so the normal increment of (member seed,
+# step, region, component) is a pure function of those numbers. Both kernels call the same
+# function (the batch kernel for a vector of lanes at once), so they draw the same numbers, and
+# no generator state has to be kept, drawn ahead or passed around. 32-bit words are held in
+# int64 (products of two words wrap modulo 2**64; masks restore the high and low words), which
+# LLVM turns into packed 32x32->64-bit multiplies.
+_PHILOX_M0 = 0xD2511F53
+_PHILOX_M1 = 0xCD9E8D57
+_PHILOX_W0 = 0x9E3779B9
+_PHILOX_W1 = 0xBB67AE85
+_MASK32 = 0xFFFFFFFF
+#: fourth counter word of the noise increments: a domain tag, so that other uses of the same
+#: generator (with another tag) never meet these counters
+NOISE_DOMAIN = 0x6E6F6973
+
+
+@njit(cache=True, error_model="numpy", forceinline=True)
+def _philox_round(c0, c1, c2, c3, k0, k1):
+    p0 = _PHILOX_M0 * c0
+    p1 = _PHILOX_M1 * c2
+    return (((p1 >> 32) & _MASK32) ^ c1 ^ k0, p1 & _MASK32,
+            ((p0 >> 32) & _MASK32) ^ c3 ^ k1, p0 & _MASK32)
+
+
+@njit(cache=True, error_model="numpy", forceinline=True)
+def _philox_bump(k0, k1):
+    return (k0 + _PHILOX_W0) & _MASK32, (k1 + _PHILOX_W1) & _MASK32
+
+
+@njit(cache=True, error_model="numpy", forceinline=True)
+def philox4x32(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 of the counter ``(c0, c1, c2, c3)`` under the key ``(k0, k1)``: four 32-bit
+    words (each argument and result an int in [0, 2**32)). Checked against Random123's
+    known-answer vectors (tests). The ten rounds are written out, so that a loop over lanes
+    around a call has no inner loop and vectorises."""
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    c0, c1, c2, c3 = _philox_round(c0, c1, c2, c3, k0, k1)
+    k0, k1 = _philox_bump(k0, k1)
+    return _philox_round(c0, c1, c2, c3, k0, k1)
+
+
+_LN2 = 0.6931471805599453
+_SQRT2 = 1.4142135623730951
+# 2 atanh(s) = log((1 + s) / (1 - s)) = 2 (s + s**3/3 + ... ): with |s| <= 3 - 2 sqrt(2) the
+# terms up to s**21 leave < 1e-17 relative
+_LOG_COEF = tuple(2.0 / (2 * k + 1) for k in range(11))
+_L0, _L1, _L2, _L3, _L4, _L5, _L6, _L7, _L8, _L9, _L10 = _LOG_COEF
+# sin and cos on [-pi/4, pi/4] by their Taylor polynomials (truncation < 5e-17)
+_S1, _S3, _S5, _S7, _S9, _S11, _S13, _S15 = ((-1) ** k / math.factorial(2 * k + 1) for k in range(8))
+_K0, _K2, _K4, _K6, _K8, _K10, _K12, _K14, _K16 = ((-1) ** k / math.factorial(2 * k) for k in range(9))
+
+
+@njit(cache=True, error_model="numpy", forceinline=True)
+def log_unit(u):
+    """Natural log of ``u`` in (0, 1] (normal numbers) from +, ×, ÷ and bit casts: vectorises.
+    Relative error ≤ 1e-15 against ``math.log`` (tested)."""
+    bits = _float_as_bits(u)
+    e = (bits >> 52) - 1023
+    m = _bits_as_float((bits & 0xFFFFFFFFFFFFF) | 0x3FF0000000000000)   # u = m 2**e, m in [1, 2)
+    big = m > _SQRT2
+    m = 0.5 * m if big else m                                             # m in [0.71, 1.42)
+    e = e + 1 if big else e
+    s = (m - 1.0) / (m + 1.0)
+    z = s * s
+    q = _L0 + z * (_L1 + z * (_L2 + z * (_L3 + z * (_L4 + z * (_L5 + z * (_L6 + z * (
+        _L7 + z * (_L8 + z * (_L9 + z * _L10)))))))))
+    return e * _LN2 + s * q
+
+
+@njit(cache=True, error_model="numpy", forceinline=True)
+def cos_sin_turn(u):
+    """``(cos 2πu, sin 2πu)`` for ``u`` in [0, 1): the quarter turn nearest to ``4u`` by selects,
+    the rest by Taylor polynomials on [−π/4, π/4]. Absolute error ≤ 1e-15 (tested)."""
+    t = 4.0 * u
+    q = math.floor(t + 0.5)
+    f = (t - q) * (0.5 * math.pi)      # t - q is exact
+    f2 = f * f
+    s = f * (_S1 + f2 * (_S3 + f2 * (_S5 + f2 * (_S7 + f2 * (_S9 + f2 * (_S11 + f2 * (_S13 + f2 * _S15)))))))
+    c = _K0 + f2 * (_K2 + f2 * (_K4 + f2 * (_K6 + f2 * (_K8 + f2 * (_K10 + f2 * (_K12 + f2 * (
+        _K14 + f2 * _K16)))))))
+    # quarter turn k: (cos, sin) = (c, s), (−s, c), (−c, −s), (s, −c); one select each and sign
+    # flips on the bits (nested selects keep LLVM from vectorising the loop around)
+    k = np.int64(q)
+    odd = (k & 1) == 1
+    a = s if odd else c
+    b = c if odd else s
+    cs = _bits_as_float(_float_as_bits(a) ^ ((((k + 1) >> 1) & 1) << 63))
+    sn = _bits_as_float(_float_as_bits(b) ^ (((k >> 1) & 1) << 63))
+    return cs, sn
+
+
+@njit(cache=True, error_model="numpy", forceinline=True)
+def counter_normals(seed, t, j):
+    """Two independent standard normal numbers for member ``seed`` (an int in [0, 2**63)), step
+    ``t`` and pair ``j``: Philox4x32-10 of the counter ``(t, t >> 32, j, NOISE_DOMAIN)`` under
+    the key ``(seed mod 2**32, seed >> 32)`` gives two 53-bit uniforms, Box–Muller turns them
+    into normals. Pair ``j`` of a step feeds the increments ``2j`` and ``2j + 1`` of the
+    (region, noise component) array flattened in C order."""
+    w0, w1, w2, w3 = philox4x32(t & _MASK32, (t >> 32) & _MASK32, j & _MASK32, NOISE_DOMAIN,
+                                seed & _MASK32, (seed >> 32) & _MASK32)
+    u1 = (((w0 << 21) | (w1 >> 11)) + 0.5) * 1.1102230246251565e-16   # (0, 1): 2**-53
+    u2 = ((w2 << 21) | (w3 >> 11)) * 1.1102230246251565e-16           # [0, 1)
+    r = math.sqrt(-2.0 * log_unit(u1))
+    c, s = cos_sin_turn(u2)
+    return r * c, r * s
+
+
+def counter_noise(seed: int, t0: int, n_steps: int, n_region: int, n_noise: int) -> np.ndarray:
+    """The increments the kernels draw with ``noise_rng="counter"`` for one member, steps
+    ``t0 .. t0 + n_steps − 1``, as (n_steps, region, n_noise) (for tests and checks)."""
+    n = n_region * n_noise
+    out = np.empty((n_steps, n + (n % 2)))
+    _fill_counter_noise(out, seed, t0)
+    return out[:, :n].reshape(n_steps, n_region, n_noise)
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_counter_noise(out, seed, t0):
+    for s in range(out.shape[0]):
+        for j in range(out.shape[1] // 2):
+            z0, z1 = counter_normals(seed, t0 + s, j)
+            out[s, 2 * j] = z0
+            out[s, 2 * j + 1] = z1
+
+
 @njit(cache=True, inline="always")
 def sigmoid(v, e0, r, v0):
     """The wave-to-pulse sigmoid of the Jansen–Rit family, ``2 e0 / (1 + exp(r (v0 − v)))`` (s⁻¹).
@@ -199,7 +436,7 @@ def sigmoid(v, e0, r, v0):
 
 
 def _model_function(tag, attr):
-    return getattr(MODELS[tag.literal_value.split(":")[0]], attr)
+    return model_function(tag.literal_value, attr)
 
 
 def _dfun(tag, x, p, rates, c_in, u_mem, u_rate):  # pragma: no cover - replaced by the overload
@@ -294,6 +531,8 @@ def _advance_member(tag, heun, b, args):
     drv_space, drv_wave, drv_target = args.drv_space, args.drv_wave, args.drv_target
     dt, n_steps, decim, rec, n_out = args.dt, args.n_steps, args.decim, args.rec, args.n_out
     out, diverged, bound = args.out, args.diverged, args.bound
+    counter = counter_mode(tag)
+    key = args.keys[b]
     n_batch, n_region, n_state = x.shape
     n_cvar = hist.shape[1]
     n_slot = hist.shape[3] // 2
@@ -316,6 +555,9 @@ def _advance_member(tag, heun, b, args):
     eoff = offsets[b]
     hflat = hist[b].reshape(n_cvar, n_flat)
     nz = noise[stream[b]]
+    # counter generator: this step's increments, (region, noise) flattened, drawn in pairs
+    n_pair = (n_region * n_noise + 1) // 2
+    zs = np.zeros(2 * n_pair)
     gains = np.empty((n_region, n_noise))
     for i in range(n_region):
         m = 0
@@ -341,6 +583,11 @@ def _advance_member(tag, heun, b, args):
     for s in range(n_steps):
         slot = (t0 + s) % n_slot          # holds the rates of this step's state
         nslot = (t0 + s + 1) % n_slot     # receives the rates of the next state
+        if counter:
+            for j in range(n_pair):
+                z0, z1 = counter_normals(key, t0 + s, j)
+                zs[2 * j] = z0
+                zs[2 * j + 1] = z1
         if n_drive > 0:
             for i in range(n_region):
                 um[i] = um1[i]
@@ -389,7 +636,7 @@ def _advance_member(tag, heun, b, args):
                 # held over the step, drives of step s + 1)
                 _step(xt, xi, f, f, dt, False)
                 for m in range(n_noise):
-                    xt[noise_idx[m]] += gains[i, m] * nz[s, i, m]
+                    xt[noise_idx[m]] += gains[i, m] * (zs[i * n_noise + m] if counter else nz[s, i, m])
                 j = 0
                 for v in _cvar(tag, xt, pb[i], um1[i]):
                     rs[j] = v
@@ -398,7 +645,7 @@ def _advance_member(tag, heun, b, args):
             else:
                 _step(xi, xi, f, f, dt, False)
             for m in range(n_noise):
-                xi[noise_idx[m]] += gains[i, m] * nz[s, i, m]
+                xi[noise_idx[m]] += gains[i, m] * (zs[i * n_noise + m] if counter else nz[s, i, m])
             # rates of the new state; the slot they overwrite is one no edge reads this step
             c = 0
             for v in _cvar(tag, xi, pb[i], um1[i]):
