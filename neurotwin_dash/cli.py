@@ -12,12 +12,36 @@ computing); every option's default is shown in ``--help``; progress bars only on
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 
-from . import __version__
+import xarray as xr
+
+from . import __version__, catalog, infer, sweep
+from .analysis.biomarkers import analyse_file
+from .cluster import add_cluster_arguments, client_from_arguments
+from .connectome import Connectome
+from .fit.personal import add_personalize_parser
+from .fit.specs import add_export_parser, add_fit_parser, simulate_twin_cli
+from .guards import dt_note
+from .infer.usecases import preset
+from .io import derivatives as D
+from .io.derivatives import validate_derivatives
+from .io.eeg_in import import_eeg
+from .io.files import check_input, write_dataset
+from .io.fmri_in import find_bids_bold, import_fmri
+from .models import get_model, model_names
+from .simulate import all_params, plan, run_plan
+from .stimulation.coupling import STIM_PARAMS, tes_drives
+from .stimulation.efield import bipolar_over, electrode_fields, field_summary, montage_field
+from .stimulation.montage import Montage, user_limits
+from .stimulation.optimize import Target, optimize_montage
+from .stimulation.waveforms import parse_waveform
+from .ui import serve
 
 __all__ = ["main", "build_parser"]
 
@@ -53,12 +77,10 @@ def _add_catalog(sub):
 
 
 def _catalog_list(args):
-    from . import catalog
     print(catalog.table())
 
 
 def _catalog_show(args):
-    from . import catalog
     entry = catalog.describe(args.name)
     for key, value in entry.items():
         print(f"{key}: {value}")
@@ -101,7 +123,6 @@ def _add_serve(sub):
 
 
 def _serve(args):
-    from .ui import serve
     if args.cookie_secret is not None:
         raise ValueError("--cookie-secret on the command line is visible to every user of this machine "
                          "(ps); set PANEL_COOKIE_SECRET or use --cookie-secret-file FILE (chmod 600)")
@@ -121,7 +142,6 @@ def _serve(args):
 
 
 def _add_sweep(sub):
-    from .cluster import add_cluster_arguments
     p = sub.add_parser("sweep", help="run a parameter sweep (YAML spec) on Dask into a zarr store",
                        description="Run a sweep spec on Dask into a zarr store; re-running the same "
                                    "spec into the same store computes only the missing batches.")
@@ -134,8 +154,6 @@ def _add_sweep(sub):
 
 
 def _sweep(args):
-    from . import sweep
-    from .cluster import client_from_arguments
     spec = sweep.SweepSpec.from_yaml(args.spec)     # the spec and its samples are checked before
     sweep.make_samples(spec)                         # a cluster starts
     res = sweep.run_sweep(spec, args.out, client=client_from_arguments(args), overwrite=args.overwrite,
@@ -149,7 +167,6 @@ def _sweep(args):
 
 
 def _add_infer_train(sub):
-    from .cluster import add_cluster_arguments
     p = sub.add_parser("infer-train", help="train an amortised posterior (simulation-based inference)",
                        description="Simulate from the prior on Dask (resumable sweeps in --workdir), train a "
                                    "neural posterior estimator (sbi), calibrate it on held-out simulations and "
@@ -166,9 +183,6 @@ def _add_infer_train(sub):
 
 
 def _infer_train(args):
-    from . import infer
-    from .cluster import client_from_arguments
-    from .infer.usecases import preset
     if Path(args.out).exists() and not args.overwrite:     # before any simulation
         raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it")
     if args.spec:
@@ -209,9 +223,6 @@ def _add_optimize_montage(sub):
 
 
 def _optimize_montage(args):
-    from .stimulation.efield import bipolar_over, electrode_fields, field_summary, montage_field
-    from .stimulation.montage import user_limits
-    from .stimulation.optimize import Target, optimize_montage
     limits = user_limits(max_current_mA=args.max_current, max_total_mA=args.max_total,
                     max_electrodes=args.max_electrodes)
     fields = electrode_fields(args.connectome, args.layout, head=args.head)
@@ -261,8 +272,6 @@ def _stimulation_drives(args, connectome):
         if getattr(args, "waveform", None) is not None:
             raise ValueError("--waveform needs --montage (the electrode currents it scales)")
         return None
-    from .stimulation.coupling import tes_drives
-    from .stimulation.montage import Montage
     if connectome is None or (isinstance(connectome, str) and connectome.lower() == "none"):
         raise ValueError("--montage needs a connectome with region centres (not 'none')")
     return tes_drives(Montage.load(args.montage), args.waveform or "tdcs:ramp=0", connectome=connectome,
@@ -273,10 +282,6 @@ def _record_stimulation(ds, args):
     """Provenance of ``simulate --montage``: montage JSON, waveform and λ in the dataset attrs."""
     if getattr(args, "montage", None) is None:
         return
-    import json
-    from .stimulation.coupling import STIM_PARAMS
-    from .stimulation.montage import Montage
-    from .stimulation.waveforms import parse_waveform
     ds.attrs["stim_montage"] = json.dumps(Montage.load(args.montage).to_dict())
     ds.attrs["stim_waveform"] = parse_waveform(args.waveform or "tdcs:ramp=0").describe()
     ds.attrs["stim_lambda_mV_per_V_m"] = float(
@@ -316,7 +321,6 @@ def _add_import_eeg(sub):
 
 
 def _import_eeg(args):
-    from .io.eeg_in import import_eeg
     channels = args.channels
     if channels and "," in channels:
         channels = [c.strip() for c in channels.split(",") if c.strip()]
@@ -356,15 +360,12 @@ def _add_import_fmri(sub):
 
 
 def _import_fmri(args):
-    from pathlib import Path
 
-    from .io.fmri_in import find_bids_bold, import_fmri
     bold = Path(args.bold)
     if bold.is_dir():
         bold = find_bids_bold(bold, subject=args.subject, task=args.task, session=args.session, run=args.run)
     conn = args.connectome
     if conn and Path(conn).suffix == ".nc":
-        from .connectome import Connectome
         conn = Connectome.open(conn)
     ds = import_fmri(bold, args.atlas, out=args.out, labels=args.atlas_labels, tr_s=args.tr,
                      connectome=conn, by=args.match, max_distance_mm=args.max_distance_mm,
@@ -382,7 +383,6 @@ def _add_validate_derivatives(sub):
 
 
 def _validate_derivatives(args):
-    from .io.derivatives import validate_derivatives
     rep = validate_derivatives(args.root)
     print(rep)
     return 0 if rep.valid else 1
@@ -405,9 +405,6 @@ def _add_export_bids(sub):
 
 
 def _export_bids(args):
-    import xarray as xr
-
-    from .io import derivatives as D
     D.init_derivatives(args.root, raw_root=args.raw_root)
     ds = xr.load_dataset(args.path)
     if args.kind == "simulation":
@@ -443,7 +440,6 @@ def _add_analyse(sub):
 
 
 def _analyse(args):
-    from .analysis.biomarkers import analyse_file
     if args.pac_surrogates < 0:
         raise ValueError(f"--pac-surrogates must be ≥ 0, got {args.pac_surrogates}")
     ds = analyse_file(args.run, args.out, variable=args.variable, aperiodic=not args.no_aperiodic,
@@ -456,7 +452,6 @@ COMMANDS.append(_add_analyse)
 
 
 def _add_simulate(sub):
-    from .models import model_names
     p = sub.add_parser("simulate", help="simulate a neural mass model on a connectome into netCDF",
                        description="Simulate a neural mass model on a connectome (or one node) and "
                                    "write an xarray dataset (batch, time, region) to netCDF/zarr.")
@@ -488,8 +483,6 @@ def _add_simulate(sub):
 
 
 def _simulate(args):
-    import time
-    from pathlib import Path
     if getattr(args, "twin", None):
         # everything that defines the run comes from the twin: refuse options it would ignore
         parser = args.simulate_parser
@@ -498,14 +491,9 @@ def _simulate(args):
         if ignored:
             raise ValueError(f"--twin takes the model, connectome, parameters, drives and run options "
                              f"from the twin; remove {', '.join(ignored)}")
-        from .fit.specs import simulate_twin_cli
         return simulate_twin_cli(args)
-    from .io.files import write_dataset
-    from .simulate import all_params, plan, run_plan
     if Path(args.out).exists() and not args.overwrite:   # before minutes of simulation, not after
         raise ValueError(f"--out {args.out} exists already; choose another name or pass --overwrite")
-    from .guards import dt_note
-    from .models import get_model
     coarse = dt_note(get_model(args.model), args.dt)
     if coarse:                                   # the library only flags it; a command refuses
         raise ValueError(coarse.replace("dt_ms =", "--dt", 1).replace("use dt_ms", "use --dt"))
@@ -528,7 +516,6 @@ def _simulate(args):
     conn = args.connectome
     path = Path(conn)
     if conn.lower() != "none" and path.suffix in (".zip", ".nc") and path.exists():
-        from .connectome import Connectome
         conn = Connectome.open(path) if path.suffix == ".nc" else Connectome.from_files(path)
     record = None if args.record is None else [r.strip() for r in args.record.split(",") if r.strip()]
     # every input is resolved and checked (the plan) before the run starts
@@ -550,12 +537,10 @@ COMMANDS.append(_add_simulate)
 
 
 def _add_fit(sub):
-    from .fit.specs import add_fit_parser
     add_fit_parser(sub)
 
 
 def _add_export(sub):
-    from .fit.specs import add_export_parser
     add_export_parser(sub)
 
 
@@ -575,9 +560,7 @@ def _add_report(sub):
 
 
 def _report(args):
-    from pathlib import Path
-    from .io.files import check_input
-    from .report import write_report
+    from .report import write_report  # heavy: matplotlib (~0.3 s), only for this command
     check_input(args.twin, "--twin")
     out = Path(args.out)
     if out.exists() and not args.overwrite:      # checked before minutes of simulation
@@ -590,7 +573,6 @@ COMMANDS.append(_add_report)
 
 
 def _add_personalize(sub):
-    from .fit.personal import add_personalize_parser
     add_personalize_parser(sub)
 
 

@@ -74,7 +74,7 @@ def get_client(address=None, n_workers: int | None = None, threads_per_worker: i
     -------
     distributed.Client
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # heavy: distributed (~0.7 s); the CLI imports this module at start
 
     with _lock:
         if isinstance(address, Client):

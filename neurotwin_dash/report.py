@@ -25,7 +25,11 @@ import xarray as xr
 
 from . import __version__
 from . import analysis as an
+from .catalog import load as load_catalog
 from .connectome import hemisphere_runs
+from .io.files import write_text
+from .observe.eeg import pick_eeg_variable, simulated_eeg
+from .simulate import all_params
 from .twin import Twin, result_hash
 
 matplotlib.use("Agg")
@@ -43,7 +47,6 @@ MONTAGE = "standard_1020"
 
 
 def _region_signal(result: xr.Dataset) -> xr.DataArray:
-    from .observe.eeg import pick_eeg_variable
     var = pick_eeg_variable(result)
     var = var[0] if isinstance(var, list) else var
     return result[var].isel(batch=0).transpose("time", "region").fillna(0.0)
@@ -71,7 +74,6 @@ def report_figures(result: xr.Dataset, connectome=None) -> dict:
     ``spectra`` and ``band_powers`` always; with a connectome also ``fc`` (alpha PLV next to
     log10 SC, with r between them), ``topomap`` (EEG alpha power, MNE) and ``eeg_traces``.
     """
-    from .catalog import load as load_catalog
     figs = {}
     x = _region_signal(result)
     unit = x.attrs.get("units", "mV")
@@ -131,7 +133,6 @@ def report_figures(result: xr.Dataset, connectome=None) -> dict:
 
 
 def _eeg_figures(result, conn) -> dict:
-    from .observe.eeg import simulated_eeg
     raw = simulated_eeg(result, montage=MONTAGE, connectome=conn)
     return {"topomap": topomap_figure(raw), "eeg_traces": eeg_traces_figure(raw)}
 
@@ -213,7 +214,6 @@ def _table(rows, header) -> str:
 
 
 def _param_rows(twin: Twin) -> list:
-    from .simulate import all_params
     specs = all_params(twin.model)
     rows = []
     for name in specs.names:
@@ -275,6 +275,5 @@ def report_html(twin: Twin, result: xr.Dataset | None = None, title: str | None 
 
 def write_report(twin_path, out, overwrite: bool = False, title: str | None = None):
     """Write the report of the twin file ``twin_path`` to ``out`` (HTML; atomic, no silent replace)."""
-    from .io.files import write_text
     html_text = report_html(Twin.load(twin_path), title=title)
     return write_text(out, html_text, overwrite=overwrite)

@@ -17,9 +17,12 @@ Diverged batch members (all-NaN) give NaN metrics.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
 
+from ..io.files import OutputExistsError, write_dataset
 from ..observe.bold import bold_from_result
 from ..observe.eeg import as_region_signal, region_to_sensor
 from ..units import CONVENTIONS, DIMENSIONLESS
@@ -139,9 +142,7 @@ def analyse_file(path, out=None, variable=None, aperiodic: bool = True, pac_surr
 
     ``out`` is written through a temporary file and an atomic rename and an existing ``out`` is
     replaced only with ``overwrite`` (:func:`neurotwin_dash.io.files.write_dataset`)."""
-    from pathlib import Path
 
-    from ..io.files import OutputExistsError, write_dataset
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"simulation file {p} does not exist")

@@ -169,7 +169,7 @@ def aec(da: xr.DataArray, band="alpha", orthogonalise: bool = False, edge_s: flo
 
 
 def _coh_np(x, fs, lo, hi, seg):
-    from mne_connectivity import spectral_connectivity_epochs
+    from mne_connectivity import spectral_connectivity_epochs  # heavy: mne-connectivity (~1.5 s), only for coherence
     n_t, n = x.shape
     n_ep = n_t // seg
     ep = x[: n_ep * seg].reshape(n_ep, seg, n).transpose(0, 2, 1)

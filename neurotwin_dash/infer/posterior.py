@@ -27,7 +27,9 @@ from typing import Mapping
 
 import numpy as np
 import xarray as xr
+from scipy import stats
 
+from .. import __version__
 from ..analysis import band_power, welch
 from ..analysis.biomarkers import region_signal
 from ..simulate import simulate
@@ -50,7 +52,7 @@ _JSON, _WEIGHTS = "posterior.json", "weights.safetensors"
 @contextlib.contextmanager
 def torch_threads(n: int | None):
     """Run torch with ``n`` intra-op threads inside the block (restored afterwards)."""
-    import torch
+    import torch  # optional heavy: torch (extra "infer", ~3 s)
     old = torch.get_num_threads()
     if n:
         torch.set_num_threads(int(n))
@@ -63,7 +65,7 @@ def torch_threads(n: int | None):
 @contextlib.contextmanager
 def _seeded(seed):
     """Seed torch's global generator inside the block without changing it for the caller."""
-    import torch
+    import torch  # optional heavy: torch (extra "infer", ~3 s)
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(int(seed))
@@ -72,7 +74,7 @@ def _seeded(seed):
 
 def build_estimator(estimator: Mapping, n_params: int, n_features: int):
     """An untrained flow of the given architecture (its z-score buffers are set by the state dict)."""
-    import torch
+    import torch  # optional heavy: torch (extra "infer", ~3 s)
     from sbi.neural_nets import posterior_nn
     build = posterior_nn(model=estimator["model"], hidden_features=int(estimator["hidden_features"]),
                          num_transforms=int(estimator["num_transforms"]))
@@ -116,7 +118,7 @@ class Posterior:
     """
 
     def __init__(self, spec: InferSpec, net, info: dict | None = None, calibration: dict | None = None):
-        from sbi.inference.posteriors import DirectPosterior
+        from sbi.inference.posteriors import DirectPosterior  # optional heavy: sbi (extra "infer", ~6 s)
         self.spec = spec
         self.prior = spec.prior
         self.feature_names = spec.feature_names
@@ -180,7 +182,7 @@ class Posterior:
     # --- posterior ---
     def sample_z(self, observed, n: int = 1000, seed=0) -> np.ndarray:
         """Draws in the prior's uniform coordinates: (n, n_params), or (n, n_obs, n_params)."""
-        import torch
+        import torch  # optional heavy: torch (extra "infer", ~3 s)
         x = torch.as_tensor(self.check_observation(observed), dtype=torch.float32)
         with torch.no_grad(), _seeded(seed):
             if x.shape[0] == 1:
@@ -206,7 +208,7 @@ class Posterior:
 
     def log_prob(self, theta, observed) -> np.ndarray:
         """Log posterior density of θ (rows) given one observation, in the uniform coordinates."""
-        import torch
+        import torch  # optional heavy: torch (extra "infer", ~3 s)
         x = torch.as_tensor(self.check_observation(observed)[0], dtype=torch.float32)
         z = torch.as_tensor(self.prior.to_z(theta), dtype=torch.float32)
         with torch.no_grad():
@@ -215,7 +217,7 @@ class Posterior:
     def map(self, observed, seed=0, num_iter: int = 300, num_init_samples: int = 200) -> dict:
         """Maximum a posteriori estimate ``{name: value}`` (gradient ascent from the best of
         ``num_init_samples`` posterior draws; deterministic for a seed)."""
-        import torch
+        import torch  # optional heavy: torch (extra "infer", ~3 s)
         x = torch.as_tensor(self.check_observation(observed)[0], dtype=torch.float32)
         with _seeded(seed):
             self._posterior.set_default_x(x)
@@ -297,8 +299,7 @@ class Posterior:
     # --- files ---
     def to_json(self) -> dict:
         import sbi
-        import torch
-        from .. import __version__
+        import torch  # optional heavy: torch (extra "infer", ~3 s)
         return {"format": FORMAT, "spec": self.spec.to_dict(), "spec_sha256": self.spec.fingerprint(),
                 "architecture": {"estimator": self.spec.estimator, "n_params": len(self.param_names),
                                  "n_features": len(self.feature_names), "library": "sbi posterior_nn"},
@@ -312,7 +313,7 @@ class Posterior:
         Written into a temporary directory beside ``path`` and renamed into place; an existing
         ``path`` is refused unless ``overwrite`` (and then only if it is a posterior directory).
         """
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # optional heavy: imports torch (extra "infer")
         path = Path(path)
         if path.exists():
             if not overwrite:
@@ -342,7 +343,7 @@ class Posterior:
     @classmethod
     def load(cls, path) -> "Posterior":
         """Read a posterior directory written by :meth:`save` (no code is executed)."""
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # optional heavy: imports torch (extra "infer")
         path = Path(path)
         if not (path / _JSON).is_file() or not (path / _WEIGHTS).is_file():
             raise InferError(f"{path} is not a posterior directory (needs {_JSON} and {_WEIGHTS})")
@@ -389,7 +390,6 @@ def calibrate(posterior: Posterior, theta, x, n_samples: int = 500, levels=LEVEL
     * ``identifiable``: mean shrinkage ≥ :data:`IDENTIFIABLE_SHRINKAGE` (posterior sd at most half
       the prior sd on average).
     """
-    from scipy import stats
     theta = np.atleast_2d(np.asarray(theta, dtype=float))
     z_true = posterior.prior.to_z(theta)
     zs = posterior.sample_z(x, n_samples, seed)              # (n_samples, n_obs, n_params)

@@ -156,7 +156,7 @@ class Prior:
 
     def torch_prior(self):
         """The prior as sbi's ``BoxUniform`` in z coordinates."""
-        import torch
+        import torch  # optional heavy: torch and sbi (extra "infer", ~6 s)
         from sbi.utils import BoxUniform
         lo, hi = self.z_bounds()
         return BoxUniform(torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32))

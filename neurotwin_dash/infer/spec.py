@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..io.files import read_yaml_mapping
 from ..sweep import SweepSpec
 from .features import SWEEP_METRIC, check_features, feature_names
 from .priors import Prior
@@ -149,7 +150,6 @@ class InferSpec:
 
     @classmethod
     def from_yaml(cls, path) -> "InferSpec":
-        from ..io.files import read_yaml_mapping
         return cls.from_dict(read_yaml_mapping(path, "inference spec", InferError))
 
     def fingerprint(self) -> str:

@@ -35,7 +35,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import importlib.metadata as md
 import json
+import logging
 import os
 import platform
 import re
@@ -45,9 +47,13 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import bidsschematools.rules as bsr
+import bidsschematools.schema as bss
+import mne
 import numpy as np
 import xarray as xr
 
+from .. import __version__
 from .files import DataImportError, OutputExistsError, write_new
 
 __all__ = ["PIPELINE", "BIDS_VERSION", "BIDSIGNORE_PATTERNS", "DerivativeError", "ValidationReport",
@@ -71,7 +77,6 @@ class DerivativeError(DataImportError):
 
 
 def _version() -> str:
-    from .. import __version__
     return str(__version__)
 
 
@@ -110,7 +115,7 @@ def init_derivatives(root, raw_root=None, name: str = "neurotwin-dash outputs") 
         The raw BIDS dataset the outputs derive from; recorded in ``SourceDatasets`` and as
         the ``raw`` entry of ``DatasetLinks`` (so sidecars can cite ``bids:raw:<path>``).
     """
-    from mne_bids import make_dataset_description
+    from mne_bids import make_dataset_description  # mne-bids (~0.2 s): only when writing BIDS
 
     root = Path(root).expanduser()
     root.mkdir(parents=True, exist_ok=True)
@@ -175,7 +180,7 @@ def _describe(root: Path, desc: str, text: str) -> None:
 def derivative_path(root, subject, suffix: str, extension: str, datatype: str = "eeg", task=None,
                     session=None, run=None, desc=None) -> Path:
     """The BIDS path of one output (through :class:`mne_bids.BIDSPath`)."""
-    from mne_bids import BIDSPath
+    from mne_bids import BIDSPath  # mne-bids (~0.2 s): only when writing BIDS
 
     if subject is None:
         raise DerivativeError("subject is required for a derivative file (BIDS entity 'sub')")
@@ -226,7 +231,6 @@ def _sources(root: Path, sources) -> list[str]:
 
 
 def _provenance(extra: dict | None = None) -> dict:
-    import importlib.metadata as md
     versions = {}
     for pkg in ("numpy", "xarray", "mne", "mne-bids", "nilearn", "numba"):
         try:
@@ -342,7 +346,6 @@ def write_simulated_eeg(root, raw, subject, desc, task="rest", session=None, run
     Produces ``_eeg.vhdr/.vmrk/.eeg``, ``_eeg.json`` (the schema's required EEG fields plus
     parameters and provenance) and ``_channels.tsv``.
     """
-    import mne
 
     root = init_derivatives(root)
     vhdr = derivative_path(root, subject, "eeg", ".vhdr", "eeg", task, session, run, desc)
@@ -403,7 +406,6 @@ def read_derivative(path):
     if p.suffix == ".json":
         return json.loads(p.read_text())
     if p.suffix == ".vhdr":
-        import mne
         return mne.io.read_raw_brainvision(p, preload=True, verbose=False)
     raise DerivativeError(f"{p}: unknown derivative type (allowed .nc, .json, .vhdr)")
 
@@ -432,9 +434,6 @@ class ValidationReport:
 
 
 def _schema():
-    import logging
-    import bidsschematools.rules as bsr
-    import bidsschematools.schema as bss
     logging.getLogger("bidsschematools").setLevel(logging.WARNING)
     schema = bss.load_schema()
     regexes = []
@@ -489,7 +488,7 @@ def validate_derivatives(root, raise_on_error: bool = False) -> ValidationReport
         ``report.valid`` is True when no check failed; ``raise_on_error`` raises
         :class:`DerivativeError` with the report instead.
     """
-    from mne_bids import BIDSPath, get_entities_from_fname
+    from mne_bids import BIDSPath, get_entities_from_fname  # mne-bids (~0.2 s): only when validating BIDS
 
     root = Path(root)
     schema, regexes = _schema()

@@ -32,10 +32,15 @@ import json
 import warnings
 from pathlib import Path
 
+import mne
 import numpy as np
 import xarray as xr
 
+from ..analysis import connectivity as conn
 from ..analysis import spectra
+from ..analysis.biomarkers import spectral_metrics
+from ..observe import forward
+from ..observe.forward import resolve_montage
 from .files import DataImportError, check_input, one_bids_match, write_new
 
 __all__ = ["FORMATS", "FC_METHODS", "read_eeg", "require_channels", "eeg_targets", "source_targets",
@@ -83,7 +88,6 @@ def read_eeg(path, subject=None, task=None, session=None, run=None, preload: boo
         Missing/empty file, unknown format, a reader error, a BIDS query that matches no run
         (or several), or a recording with no EEG channel. The message names the file.
     """
-    import mne
 
     p = check_input(path, "EEG recording")
     if p.is_dir():
@@ -100,7 +104,7 @@ def read_eeg(path, subject=None, task=None, session=None, run=None, preload: boo
         where = str(p)
         raw = None
         if root is not None and p.name.startswith("sub-") and ending in (".edf", ".bdf", ".vhdr", ".set"):
-            from mne_bids import get_bids_path_from_fname
+            from mne_bids import get_bids_path_from_fname  # mne-bids (~0.2 s): only for BIDS inputs
             try:
                 bp = get_bids_path_from_fname(p)
                 bp.update(root=root)
@@ -131,7 +135,7 @@ def read_eeg(path, subject=None, task=None, session=None, run=None, preload: boo
 
 
 def _read_bids_path(bp, where):
-    from mne_bids import read_raw_bids
+    from mne_bids import read_raw_bids  # mne-bids (~0.2 s): only for BIDS inputs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
@@ -141,7 +145,7 @@ def _read_bids_path(bp, where):
 
 
 def _read_bids(root: Path, subject, task, session, run):
-    from mne_bids import BIDSPath
+    from mne_bids import BIDSPath  # mne-bids (~0.2 s): only for BIDS inputs
     bp = BIDSPath(root=root, subject=subject, task=task, session=session, run=run, datatype="eeg",
                   suffix="eeg")
     hits = [h for h in bp.match() if h.extension in (".edf", ".bdf", ".vhdr", ".set")]
@@ -175,7 +179,6 @@ def require_channels(raw, channels, where: str | None = None):
 
 def _fc(data: xr.DataArray, band, method: str) -> xr.DataArray:
     """Band-limited FC (sensor × sensor2) via the analysis library."""
-    from ..analysis import connectivity as conn
     lo, hi = spectra.resolve_band(band)
     if method == "aec":
         return conn.aec(data, band=(lo, hi))
@@ -187,7 +190,6 @@ def _fc(data: xr.DataArray, band, method: str) -> xr.DataArray:
 def _targets(x: xr.DataArray, dim: str, window_s, fmax, aperiodic, fc_bands, fc_method) -> xr.Dataset:
     """The target set for signals ``x`` (time, dim): the analysis library's spectral metrics
     (the same function that summarises simulations) plus band-limited FC."""
-    from ..analysis.biomarkers import spectral_metrics
 
     fs = spectra.sampling_rate(x)
     ds = spectral_metrics(x.transpose("time", dim), window_s=window_s, fmax=fmax, aperiodic=aperiodic)
@@ -236,7 +238,6 @@ def eeg_targets(raw, channels=None, window_s: float = 2.0, fmax: float = 80.0,
         ``fc_band``, ``sensor2``; attrs ``source``, ``sample_rate_hz``, ``duration_s``,
         ``reference``, ``kind = "eeg_targets"``.
     """
-    import mne
 
     where = raw.info.get("description") or "EEG recording"
     raw = raw.copy()
@@ -296,9 +297,7 @@ def source_targets(raw, connectome="tvb76", snr: float = 3.0, head: str = "spher
         ``resolution`` (region, region2): the resolution matrix ``K L`` (rows near one-hot
         mean a region is recoverable).
     """
-    import mne
 
-    from ..observe import forward
 
     where = raw.info.get("description") or "EEG recording"
     raw = raw.copy()
@@ -356,7 +355,6 @@ def import_eeg(path, out=None, channels=None, subject=None, task=None, session=N
 
 
 def _montage_channels(name: str) -> list[str]:
-    from ..observe.forward import resolve_montage
     try:
         montage, _ = resolve_montage(name)
     except (ValueError, KeyError, LookupError) as exc:

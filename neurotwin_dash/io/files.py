@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
+import yaml
+
 __all__ = ["DataImportError", "OutputExistsError", "check_input", "one_bids_match", "write_new",
            "write_bytes", "write_text", "write_dataset", "is_zarr_store", "save_uploads", "read_yaml_mapping"]
 
@@ -54,7 +56,6 @@ def read_yaml_mapping(path, what: str, error: type[Exception] = DataImportError)
 
     A missing file raises :class:`FileNotFoundError`; any other top level raises ``error``,
     both naming ``what`` and the path."""
-    import yaml
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} {path} does not exist")

@@ -27,7 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
 
+from .. import catalog
+from ..analysis.connectivity import fc_pearson
+from ..connectome import Connectome
 from .files import DataImportError, check_input, one_bids_match, write_new
 
 __all__ = ["COORD_ATLASES", "TR_RANGE_S", "Atlas", "read_bold", "load_atlas", "parcellate",
@@ -107,7 +112,7 @@ def read_bold(path, tr_s: float | None = None, min_volumes: int = 10):
         Missing/empty/unreadable file, not 4D, too few volumes, no TR anywhere, a TR outside
         :data:`TR_RANGE_S`, or sources that disagree (the message names both).
     """
-    import nibabel as nib
+    import nibabel as nib  # nibabel (~0.1 s): only when an image is read
 
     p = check_input(path, "BOLD image")
     try:
@@ -146,7 +151,7 @@ def find_bids_bold(root, subject: str, task: str, session=None, run=None, space=
 
     Uses :class:`mne_bids.BIDSPath` so the entity rules are BIDS's own.
     """
-    from mne_bids import BIDSPath
+    from mne_bids import BIDSPath  # mne-bids (~0.2 s): only for BIDS inputs
 
     root = check_input(root, "BIDS root")
     bp = BIDSPath(root=root, subject=subject, session=session, task=task, run=run, space=space,
@@ -233,7 +238,7 @@ def load_atlas(atlas, labels=None, radius_mm: float = 5.0) -> Atlas:
         return atlas
     key = str(atlas)
     if key in COORD_ATLASES:
-        import nilearn.datasets as nds
+        import nilearn.datasets as nds  # heavy: nilearn.datasets (~2 s), only for coordinate atlases
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bunch = getattr(nds, f"fetch_coords_{key}")()  # packaged CSV/TXT, no download
@@ -246,7 +251,7 @@ def load_atlas(atlas, labels=None, radius_mm: float = 5.0) -> Atlas:
             names = [f"{r}_{net}_{i}" for i, (r, net) in enumerate(zip(bunch.regions, bunch.networks))]
         names = _unique(names)
         return Atlas(name=key, labels=names, centres_mm=xyz, radius_mm=float(radius_mm))
-    import nibabel as nib
+    import nibabel as nib  # nibabel (~0.1 s): only when an image is read
 
     p = check_input(atlas, "atlas image")
     try:
@@ -319,7 +324,7 @@ def parcellate(bold, atlas, labels=None, tr_s: float | None = None, standardize:
         ``n_voxels`` (region); ``time`` in s; attrs ``tr_s``, ``source``, ``atlas``,
         ``dropped_regions`` (regions with no voxel inside the image, JSON list).
     """
-    from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
+    from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker  # heavy: nilearn (~1 s), only when parcellating
 
     if isinstance(bold, (str, Path)):
         img, tr = read_bold(bold, tr_s)
@@ -384,7 +389,6 @@ def pearson_fc(ts: xr.DataArray, where: str = "") -> xr.DataArray:
 
     Regions with zero variance have no defined correlation: they raise, naming them.
     """
-    from ..analysis.connectivity import fc_pearson
     x = ts.transpose("time", "region").values
     sd = x.std(axis=0)
     flat = [str(r) for r, s in zip(ts["region"].values, sd) if not s > 0]
@@ -427,10 +431,8 @@ def map_to_connectome(atlas_labels, atlas_centres_mm, connectome, by: str = "lab
         Over the connectome's ``region``: ``atlas_region`` (label), ``atlas_index`` (int) and
         ``distance_mm``.
     """
-    from ..connectome import Connectome
 
     if not isinstance(connectome, Connectome):
-        from .. import catalog
         connectome = catalog.load(connectome)
     a_lab = [str(s) for s in atlas_labels]
     a_xyz = np.asarray(atlas_centres_mm, dtype=float)
@@ -448,8 +450,6 @@ def map_to_connectome(atlas_labels, atlas_centres_mm, connectome, by: str = "lab
                 "Rename the labels or map by='centroid'")
         idx = np.array([index[_norm_label(s)] for s in c_lab])
     elif by == "centroid":
-        from scipy.optimize import linear_sum_assignment
-        from scipy.spatial.distance import cdist
 
         if not np.any(c_xyz):
             raise DataImportError(f"connectome {connectome.name!r} has no centres (all zero); "

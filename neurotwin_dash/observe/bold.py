@@ -48,6 +48,9 @@ import numpy as np
 import xarray as xr
 from numba import njit
 
+from ..params import ParamError
+from .eeg import pick_eeg_variable
+
 __all__ = ["CONSTANTS", "FLOW_FLOOR", "resolve_constants", "balloon_windkessel", "balloon_windkessel_reference",
            "bold_from_result", "impulse_response"]
 
@@ -67,7 +70,6 @@ _ORDER = ("kappa", "gamma", "tau", "alpha", "rho", "V0", "k1", "k2", "k3")
 
 def resolve_constants(constants="classic") -> dict[str, float]:
     """Constant set by name, or a dict of overrides (key ``base`` names the set, default classic)."""
-    from ..params import ParamError
     if isinstance(constants, str):
         if constants not in CONSTANTS:
             raise ParamError(f"BOLD constants {constants!r} unknown; allowed: {', '.join(CONSTANTS)}")
@@ -283,7 +285,6 @@ def balloon_windkessel(drive, tr_s: float = 0.72, dt_ms: float | None = None, co
         first input time. attrs: constants, dt_ms, tr_s, flow_floor_fraction (share of region-time
         with the inflow held at :data:`FLOW_FLOOR`; > 0 also warns).
     """
-    from ..params import ParamError
     if not isinstance(drive, xr.DataArray) or "time" not in drive.dims or "region" not in drive.dims:
         raise ValueError("drive must be an xarray.DataArray with dims (…, time, region)")
     c = resolve_constants(constants)
@@ -373,7 +374,6 @@ def bold_from_result(result: xr.Dataset, variable=None, tr_s: float = 0.72, dt_m
     leave the model's range at ``drive_gain = 1``: the inflow is then held at :data:`FLOW_FLOOR`,
     with a ``RuntimeWarning`` (see the module notes); a gain ~0.1 keeps such drives linear.
     """
-    from .eeg import pick_eeg_variable
     if variable is None:
         variable = "rate_out" if "rate_out" in result else pick_eeg_variable(result)
     names = [variable] if isinstance(variable, str) else list(variable)

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import mne
 import numpy as np
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
-from .forward import HEADS, ForwardError, forward_model
+from .forward import HEADS, ForwardError, forward_model, montage_info
 
 __all__ = ["DEFAULT_MOMENT_NAM_PER_MV", "as_region_signal", "average_reference_matrix", "cached_leadfield",
            "pick_eeg_variable", "region_to_sensor", "simulated_raw", "simulated_eeg"]
@@ -167,7 +169,6 @@ def region_to_sensor(signal, connectome="tvb76", montage="standard_1020", head="
     da = da.transpose(..., "time", "region")
     v = da.data
     v = v - v.mean(axis=-2, keepdims=True)
-    from threadpoolctl import threadpool_limits
     with threadpool_limits(limits=1, user_api="blas"):     # see analysis.connectivity._corr_np
         x = v @ Lq.T
     if noise_uV > 0:
@@ -192,8 +193,6 @@ def simulated_raw(sensor_signal: xr.DataArray, montage="standard_1020", batch=0)
 
     ``batch`` selects one member when a ``batch`` dim is present.
     """
-    import mne
-    from .forward import montage_info
     da = sensor_signal
     if "batch" in da.dims:
         da = da.isel(batch=batch)

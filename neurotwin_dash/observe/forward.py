@@ -65,9 +65,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+import mne
 import numpy as np
 import xarray as xr
 
+from .. import catalog
+from ..catalog import cortex_surface
+from ..connectome import Connectome
 from . import heads
 from .heads import HEADS, ForwardError
 
@@ -102,8 +106,6 @@ def resolve_montage(montage):
         ...), any MNE built-in montage name, a ``DigMontage``, an ``Info`` with a montage, or a
         list of 10-05 channel names (positions taken from ``colin27_1005``).
     """
-    import mne
-    from .. import catalog
 
     if isinstance(montage, mne.channels.DigMontage):
         return montage, "custom"
@@ -140,7 +142,6 @@ def montage_info(montage, sfreq: float = 1000.0):
 
     Channels are in the montage's order; positions are in MNE's head frame.
     """
-    import mne
     m, _ = resolve_montage(montage)
     info = mne.create_info(list(m.ch_names), float(sfreq), "eeg")
     info.set_montage(m, on_missing="raise", verbose=False)
@@ -148,7 +149,6 @@ def montage_info(montage, sfreq: float = 1000.0):
 
 
 def _subset_montage(channels, base_name):
-    import mne
     base = mne.channels.make_standard_montage(base_name)
     pos = base.get_positions()
     lookup = {c.lower(): c for c in pos["ch_pos"]}
@@ -166,7 +166,6 @@ def _subset_montage(channels, base_name):
 
 @lru_cache(maxsize=1)
 def _fsaverage_mri_head_t() -> np.ndarray:
-    import mne
     path = Path(mne.__file__).parent / "data" / "fsaverage" / "fsaverage-fiducials.fif"
     pts, _ = mne.io.read_fiducials(path, verbose=False)
     r = {int(p["ident"]): np.asarray(p["r"], float) for p in pts}
@@ -189,7 +188,6 @@ def mni_to_head(points_mm, vectors: bool = False) -> np.ndarray:
 
 
 def _sphere_for(info, n_channels: int, sigmas=heads.CONDUCTIVITIES[("sphere", "eeg")]):
-    import mne
     if n_channels >= MIN_SPHERE_FIT_CHANNELS:
         fit_info, fitted_to = info, "montage"
     else:
@@ -280,7 +278,6 @@ def _setup_head(head, info, n_channels, conductivity="eeg"):
     ``sigmas``, ``key`` (what identifies the conductor in cache keys), ``centre`` (head-frame m:
     sphere centre or inner-skull centroid), ``inner`` ((rr, tris) of a BEM's inner skull, MRI m).
     """
-    import mne
     kind = heads.head_kind(head)
     info = info.copy()
     names = list(info.ch_names)
@@ -326,7 +323,6 @@ def _setup_head(head, info, n_channels, conductivity="eeg"):
 
 def _free_gain(info, bem, trans, rr_src, verbose) -> np.ndarray:
     """Gain (n_sensor, n_source, 3) of dipoles at rr_src (frame given by ``trans``)."""
-    import mne
     n = rr_src.shape[0]
     nn = np.tile([0.0, 0.0, 1.0], (n, 1))
     src = mne.setup_volume_source_space(pos=dict(rr=rr_src, nn=nn), mindist=0.0, exclude=0.0,
@@ -344,8 +340,6 @@ def _free_gain(info, bem, trans, rr_src, verbose) -> np.ndarray:
 
 
 def _resolve_connectome(connectome):
-    from .. import catalog
-    from ..connectome import Connectome
     if isinstance(connectome, Connectome):
         return connectome
     if isinstance(connectome, str):
@@ -369,7 +363,6 @@ def _hash(*parts) -> str:
 
 def _cortex_surface_mm(con):
     """The connectome's own cortex vertices (RAS mm) when tvb-data has them, else None."""
-    from ..catalog import cortex_surface
     try:
         return cortex_surface(con.name).vertices.values if con.name else None
     except (LookupError, OSError):
@@ -409,7 +402,6 @@ def forward_model(connectome="tvb76", montage="standard_1020", head="sphere", or
         attrs: head, conductivities, sphere r0/radii, orientation_source, n_moved, montage,
         connectome hash.
     """
-    import mne
     con = _resolve_connectome(connectome)
     m, mname = resolve_montage(montage)
     info0 = montage_info(m)

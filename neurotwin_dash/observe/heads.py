@@ -22,6 +22,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import mne
 import numpy as np
 
 __all__ = [
@@ -71,7 +72,6 @@ HeadError = ForwardError
 
 def head_kind(head) -> str:
     """``"sphere"``, ``"bem"`` (template or a file) for a head argument; raises on an unknown one."""
-    import mne
     if isinstance(head, mne.bem.ConductorModel):
         return "sphere" if head["is_sphere"] else "bem"
     if isinstance(head, Path) or (isinstance(head, str) and head not in HEADS):
@@ -178,13 +178,11 @@ def closest_point_on_mesh(points, rr, tris):
 # --- frames ------------------------------------------------------------------------------
 
 def _mne_fsaverage_dir() -> Path:
-    import mne
     return Path(mne.__file__).parent / "data" / "fsaverage"
 
 
 @lru_cache(maxsize=1)
 def _head_mri_t() -> np.ndarray:
-    import mne
     return np.asarray(mne.read_trans(_mne_fsaverage_dir() / "fsaverage-trans.fif")["trans"], float)
 
 
@@ -220,7 +218,6 @@ def template_surfaces(n_triangles: int = TEMPLATE_N_TRIANGLES) -> dict:
     scalp, at most :data:`MAX_SKULL_THICKNESS_MM` thick (kept :data:`MIN_LAYER_GAP_MM` from both). Returns ``{name: (rr, tris)}`` for
     ``outer_skin``, ``outer_skull``, ``inner_skull`` plus ``gap_mm`` (inner skull → scalp).
     """
-    import mne
     d = _mne_fsaverage_dir()
     head = mne.read_bem_surfaces(d / "fsaverage-head.fif", verbose=False)[0]
     inner = mne.read_bem_surfaces(d / "fsaverage-inner_skull-bem.fif", verbose=False)[0]
@@ -268,7 +265,6 @@ def template_bem(sigmas=CONDUCTIVITIES[("bem", "eeg")], cache: bool = True, verb
     -------
     mne.bem.ConductorModel
     """
-    import mne
     sigmas = tuple(float(s) for s in sigmas)
     key = hashlib.sha256(repr((_BEM_VERSION, mne.__version__, TEMPLATE_N_TRIANGLES, OUTER_SKULL_FRACTION, MAX_SKULL_THICKNESS_MM,
                                MIN_LAYER_GAP_MM, sigmas,
@@ -319,7 +315,7 @@ def template_cortex() -> dict:
         ``rr`` (n, 3) metres, ``nn`` (n, 3) outward unit normals (area-weighted from the
         triangles), ``hemi`` (n,) ``"L"``/``"R"``.
     """
-    import nibabel as nib
+    import nibabel as nib  # heavy: nibabel + nilearn.datasets (~2 s), only for the template cortex
     from nilearn import datasets
     fs = datasets.fetch_surf_fsaverage("fsaverage5")
     rrs, nns, hemis = [], [], []
@@ -355,7 +351,6 @@ def _solid_angle_sum(points, rr, tris):
 
 @lru_cache(maxsize=1)
 def _inner_skull_full():
-    import mne
     s = mne.read_bem_surfaces(_mne_fsaverage_dir() / "fsaverage-inner_skull-bem.fif", verbose=False)[0]
     return s["rr"], s["tris"]
 

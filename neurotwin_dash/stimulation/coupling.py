@@ -25,6 +25,8 @@ import numpy as np
 import xarray as xr
 
 from ..params import ParamSet, ParamSpec
+from ..simulate import Drive
+from .efield import montage_field
 from .montage import Montage, MontageError
 from .waveforms import Waveform, parse_waveform
 
@@ -87,8 +89,6 @@ def tes_drives(stimulus, waveform=None, connectome="tvb76", lambda_mV_per_V_m=No
     list of neurotwin_dash.simulate.Drive
         ``target="membrane"``, ``spatial`` a DataArray (region) or (batch, region) in mV.
     """
-    from ..simulate import Drive
-    from .efield import montage_field
 
     spec = STIM_PARAMS["stim_lambda_mV_per_V_m"]
     lam = spec.check(spec.default if lambda_mV_per_V_m is None else lambda_mV_per_V_m,

@@ -26,6 +26,7 @@ target regions:
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
@@ -34,6 +35,8 @@ from scipy import signal, stats
 
 from ..analysis import spectra
 from ..analysis.connectivity import analytic_signal
+from ..models import get_model
+from ..simulate import Drive, simulate
 
 __all__ = ["SHAM_VERDICT", "CONFIDENCE", "OUTCOMES", "mean_ci", "paired_effect", "verdicts",
            "format_effect", "entrainment_plv", "power_at_frequency", "stimulation_outcomes",
@@ -277,7 +280,6 @@ def simulate_arms(model, connectome, drives, seeds: Sequence[int], params=None, 
     The simulation, members arm-major (``batch = arm · n_seeds + k``), with batch coordinates
     ``arm`` (0 = sham) and ``seed``.
     """
-    from ..simulate import Drive, simulate
     drives = [drives] if isinstance(drives, Drive) else list(drives)
     if not drives:
         raise ValueError("drives: give at least one Drive")
@@ -367,10 +369,7 @@ def stimulation_effect(model, connectome, drives, n_seeds: int = 5, seed: int = 
     Dataset over ``(arm, outcome)``: ``effect``, ``ci_low``, ``ci_high``, ``verdict`` …, and
     ``per_seed``; attrs ``n_seeds``, ``frequency_hz``, ``variable``, ``elapsed_s``.
     """
-    import time
 
-    from ..models import get_model
-    from ..simulate import Drive
     t0 = time.perf_counter()
     if int(n_seeds) != n_seeds or n_seeds < 2:
         raise ValueError(f"n_seeds must be an integer ≥ 2 (a CI needs pairs), got {n_seeds!r}")

@@ -34,12 +34,16 @@ the dipole moment of EEG sources, so ``n = −orientation``.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable
 
 import numpy as np
 import xarray as xr
 
 from .. import catalog
+from ..connectome import Connectome
+from ..observe import forward
+from ..observe.forward import forward_model
 from .montage import DEFAULT_LAYOUT, Montage, MontageError, canonical_name
 
 __all__ = ["FieldError", "electrode_fields", "montage_field", "normal_field", "field_layout",
@@ -69,7 +73,6 @@ class FieldError(ValueError):
 
 
 def _connectome_key(connectome):
-    from ..connectome import Connectome
     if isinstance(connectome, Connectome):
         return connectome.content_hash()
     return str(connectome)
@@ -117,7 +120,6 @@ def electrode_fields(connectome="tvb76", layout: str = EEG_LAYOUT, head="sphere"
            tuple(sorted((k, str(v)) for k, v in forward_options.items())))
     if cache and key in _FIELD_CACHE and not _is_file_head(head):
         return _FIELD_CACHE[key]
-    from ..observe.forward import forward_model
     fwd = forward_model(connectome, layout, head=head, orientation=orientation, cache=cache,
                         conductivity=conductivity, **forward_options)
     G = fwd["gain_vector"].values                                   # (sensor, region, 3) V/(A·m)
@@ -316,7 +318,6 @@ def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = T
     key = ("surface", _connectome_key(connectome), str(layout), str(conductivity))
     if cache and key in _FIELD_CACHE:
         return _FIELD_CACHE[key]
-    from ..observe import forward
     surf = cortex_surface(connectome)
     con = catalog.load(surf.attrs["connectome"])
     fwd = forward.forward_model(con, layout, cache=cache, conductivity=conductivity)
@@ -338,7 +339,6 @@ def surface_fields(connectome="tvb76", layout: str = EEG_LAYOUT, cache: bool = T
     dist = np.linalg.norm(d, axis=1)
     out = dist > limit
     rr[out] = r0 + d[out] * (limit / dist[out])[:, None]
-    import hashlib
     digest = hashlib.sha256(np.ascontiguousarray(rr).tobytes() + str(layout).encode()
                             + str(fwd.attrs["sphere_radii_m"]).encode()
                             + str(fwd.attrs["conductivity_S_m"]).encode()

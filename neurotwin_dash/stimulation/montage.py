@@ -29,6 +29,9 @@ from typing import Mapping
 import numpy as np
 import xarray as xr
 
+from .. import catalog
+from ..io.files import write_text
+
 __all__ = ["MontageError", "Limits", "Montage", "layout_positions", "DEFAULT_LAYOUT", "SAFETY_LIMITS",
            "user_limits"]
 
@@ -101,7 +104,6 @@ def user_limits(**limits) -> Limits:
 
 @lru_cache(maxsize=8)
 def _layout(layout: str) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    from .. import catalog
     entry = catalog.describe(layout)
     if entry["kind"] != "montage":
         raise MontageError(f"layout {layout!r} is a {entry['kind']}, not an electrode montage; "
@@ -317,7 +319,6 @@ class Montage:
         """Write the montage as JSON (``extra`` keys such as ``metrics`` are stored alongside).
 
         Temporary file + atomic rename; an existing file is replaced only with ``overwrite``."""
-        from ..io.files import write_text
         return write_text(path, json.dumps({**self.to_dict(), **extra}, indent=2) + "\n", overwrite=overwrite)
 
     @classmethod

@@ -31,9 +31,15 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import xarray as xr
+from scipy.signal import welch
 
-from .efield import electrode_fields, field_summary, montage_field, scalp_electrodes
+from ..models import get_model
+from ..simulate import Drive
+from .coupling import STIM_PARAMS
+from .effects import paired_effect, simulate_arms
+from .efield import bipolar_over, electrode_fields, field_summary, montage_field, scalp_electrodes
 from .montage import Limits, Montage
+from .waveforms import parse_waveform
 
 __all__ = ["OptimizationError", "Target", "OptimizationResult", "optimize_montage",
            "solve_currents", "choose_by_outcome", "band_power", "candidate_montages"]
@@ -122,7 +128,7 @@ def solve_currents(An, t, w, limits: Limits, Av=None, vector_weight: float = 0.0
     Av : (region, 3, electrode), optional — vector fields for the off-target magnitude term
     off : (region,) bool — regions the vector term applies to
     """
-    import cvxpy as cp
+    import cvxpy as cp  # heavy: cvxpy (~0.6 s), only for the convex optimiser
     n = An.shape[1]
     I = cp.Variable(n)
     sw = np.sqrt(w)
@@ -236,7 +242,6 @@ def optimize_montage(target: Target | Sequence[str] | str, fields: xr.Dataset | 
 
 def band_power(result: xr.Dataset, variable: str, regions: Sequence[str], band=(38.0, 42.0)) -> np.ndarray:
     """Mean Welch power in ``band`` (Hz) over ``regions``, one value per batch member."""
-    from scipy.signal import welch
     if variable not in result:
         raise OptimizationError(f"variable {variable!r} not in the simulation result; has {list(result.data_vars)}")
     x = result[variable].sel(region=list(regions)).transpose("batch", "time", "region").values
@@ -253,7 +258,6 @@ def candidate_montages(target: Sequence[str], fields: xr.Dataset, limits: Limits
                        weights: Sequence[float] = (10.0, 100.0, 1000.0)) -> dict[str, Montage]:
     """A small candidate set: the bipolar montage over the target and QP montages at several
     target/off-target weight ratios (more focal ↔ stronger)."""
-    from .efield import bipolar_over
     limits = limits or Limits()
     out = {"bipolar": bipolar_over(target, fields, current_mA=min(2.0, limits.max_current_mA))}
     for wt in weights:
@@ -305,11 +309,6 @@ def choose_by_outcome(candidates: Mapping[str, Montage], waveform, target_region
         ("indistinguishable from sham" when the CI contains 0) and the candidates' mean target
         ``target_En`` (V/m); attrs ``best``, ``ranked_by``, ``n_seeds``.
     """
-    from ..models import get_model
-    from ..simulate import Drive
-    from .coupling import STIM_PARAMS
-    from .effects import paired_effect, simulate_arms
-    from .waveforms import parse_waveform
 
     if not candidates:
         raise OptimizationError("candidates: give at least one montage")

@@ -34,6 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from scipy.spatial import cKDTree
+
+from .. import catalog
+from ..connectome import Connectome
 
 __all__ = ["MeshError", "FieldMesh", "read_mesh", "write_mesh", "sample_field", "sample_regions",
            "SIMNIBS_TISSUES"]
@@ -83,7 +87,7 @@ _MESHIO_LOCK = threading.Lock()
 
 
 def _read_meshio(path: Path):
-    import meshio
+    import meshio  # heavy: meshio (~0.8 s), only for SimNIBS meshes
     from meshio.gmsh import _gmsh22
 
     def split_by_block(cells, raw):
@@ -184,7 +188,7 @@ def write_mesh(path, nodes_mm, tetra, tetra_tag, element_data=None, node_data=No
     ``element_data`` maps names to arrays over tetrahedra (triangles get zeros, or give a
     ``{"tetra": ..., "triangle": ...}`` dict); ``node_data`` maps names to per-node arrays.
     """
-    import meshio
+    import meshio  # heavy: meshio (~0.8 s), only for SimNIBS meshes
     nodes = np.asarray(nodes_mm, float)
     tetra = np.asarray(tetra, int)
     cells, phys = [], []
@@ -258,7 +262,6 @@ def sample_field(mesh: FieldMesh, points_mm, field: str = "E", tissues=(2,), met
     values : (n, ...) array
     distance_mm : (n,) distance to the nearest tissue element centroid (0 inside for linear)
     """
-    from scipy.spatial import cKDTree
 
     if method not in ("linear", "nearest", "mean"):
         raise MeshError(f"method {method!r} unknown; allowed: 'linear', 'nearest', 'mean'")
@@ -349,8 +352,6 @@ def sample_regions(mesh, connectome="tvb76", field: str = "E", tissues=(2,), met
     xarray.Dataset over ``region``: ``E`` (region, axis), ``E_n`` (inward; > 0 depolarises) and
     ``E_mag`` for vector fields, else ``value``; ``distance_mm`` to the nearest tissue element.
     """
-    from .. import catalog
-    from ..connectome import Connectome
 
     if not isinstance(mesh, FieldMesh):
         mesh = read_mesh(mesh)
@@ -359,7 +360,7 @@ def sample_regions(mesh, connectome="tvb76", field: str = "E", tissues=(2,), met
     orient = con.orientations
     if m2m_dir is not None:
         try:
-            import simnibs
+            import simnibs  # optional: SimNIBS is not a dependency (pip cannot install it)
         except ImportError:
             raise MeshError("m2m_dir needs simnibs (simnibs.mni2subject_coords); it is not importable — "
                             "give an affine (MNI -> subject mm) instead") from None

@@ -23,6 +23,8 @@ from typing import Mapping
 import numpy as np
 import xarray as xr
 
+from .montage import DEFAULT_LAYOUT, Limits, Montage, MontageError, canonical_name
+
 __all__ = ["WaveformError", "Waveform", "TDCS", "TACS", "Sum", "Scaled", "Sampled",
            "parse_waveform", "phased_tacs", "simulation_times"]
 
@@ -344,7 +346,6 @@ def phased_tacs(amplitudes_mA: Mapping[str, float], phases_deg: Mapping[str, flo
     list of (Montage, TACS)
         Components with non-zero currents (one when all phases are equal or opposite).
     """
-    from .montage import DEFAULT_LAYOUT, Limits, Montage, MontageError, canonical_name
 
     layout = layout or DEFAULT_LAYOUT
     limits = limits or Limits()

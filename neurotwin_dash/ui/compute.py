@@ -21,10 +21,16 @@ import xarray as xr
 
 from .. import analysis as an
 from .. import catalog
-from ..observe import bold as bold_mod
 from ..io.files import write_dataset
+from ..observe import bold as bold_mod
+from ..observe import eeg as eeg_mod
+from ..observe import forward
 from ..simulate import Drive, SimulationPlan, plan, run_plan
+from ..stimulation import coupling, effects, efield, waveforms
+from ..stimulation.montage import Montage, user_limits
+from ..stimulation.optimize import Target, optimize_montage
 from ..twin import Twin
+from .field3d import render_surface_png
 
 __all__ = [
     "BANDS", "FC_MEASURES", "BOLD_FC_MIN_S", "explorer_spec", "explorer_plan", "build_connectome",
@@ -163,7 +169,6 @@ def fc_measures(x: xr.DataArray, bold: xr.DataArray | None = None) -> xr.DataArr
 
 @lru_cache(maxsize=8)
 def _empirical_fc(name: str, labels: tuple[str, ...]) -> np.ndarray:
-    from .. import catalog
     ds = catalog.load(name)
     fc = ds["fc_group"]
     emp_labels = [str(s) for s in fc["region"].values]
@@ -201,8 +206,6 @@ def eeg_signals(sim: xr.Dataset, connectome, montage: str, head: str = "sphere")
     sensor_positions : ndarray (sensor, 3), head-frame metres
     sphere_centre : ndarray (3,), head-frame metres
     """
-    from ..observe import eeg as eeg_mod
-    from ..observe import forward
     x = eeg_mod.region_to_sensor(sim.isel(batch=0), connectome, montage, head=head)
     x = (x.transpose("time", "sensor") * 1e6).assign_attrs(x.attrs, units="µV")
     fwd = forward.forward_model(connectome, montage, head=head)
@@ -366,7 +369,6 @@ def explorer_job(spec: dict) -> xr.Dataset:
 # --- montage designer ------------------------------------------------------------------------
 
 def _montage(spec: dict):
-    from ..stimulation.montage import Montage, user_limits
     lim = spec.get("limits") or {}      # a session's setting: capped at the safety limits
     return Montage(dict(spec["currents_mA"]), layout=spec.get("layout", "standard_1020"),
                    return_electrode=spec.get("return_electrode") or None, limits=user_limits(**lim))
@@ -375,7 +377,6 @@ def _montage(spec: dict):
 @lru_cache(maxsize=4)
 def _layout_xy(connectome: str, layout: str, head: str = "sphere"):
     """All electrodes of a layout with their topomap positions (see :func:`sensor_layout_2d`)."""
-    from ..observe import forward
     # electrode positions do not depend on conductivities: use the fields' set (one BEM solve, not two)
     fwd = forward.forward_model(connectome, layout, head=head, conductivity="tes")
     xy = sensor_layout_2d(fwd["sensor_position"].values, fwd.attrs.get("sphere_r0_m", [0.0, 0.0, 0.04]))
@@ -391,7 +392,6 @@ def montage_field_job(spec: dict) -> xr.Dataset:
     ``electrode_xy`` (electrode, xy) for the whole layout, ``current_mA`` (electrode; 0 when
     unused); attrs ``png_3d`` (bytes) and ``backend_3d`` when rendered.
     """
-    from ..stimulation import efield
     t0 = time.perf_counter()
     m = _montage(spec)
     con = catalog.load_connectome(spec["connectome"])
@@ -411,7 +411,6 @@ def montage_field_job(spec: dict) -> xr.Dataset:
                "head": str(head)},
     )
     if spec.get("render_3d") and head == "sphere":      # cortex-surface fields exist for the sphere head
-        from .field3d import render_surface_png
         try:
             sf = efield.montage_surface_field(m, connectome=spec["connectome"])
             surf = efield.cortex_surface(spec["connectome"])
@@ -445,7 +444,6 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
         ``stim``, ``sham`` over ``outcome`` (band power, PSD at the stimulation frequency and PLV
         to the waveform, in the targets); attrs ``n_seeds`` and the relative band-power change.
     """
-    from ..stimulation import coupling, effects, waveforms
     t0 = time.perf_counter()
     m = _montage(spec)
     con = catalog.load_connectome(spec["connectome"])
@@ -501,9 +499,6 @@ def optimize_job(spec: dict) -> dict:
 
     ``spec``: ``connectome``, ``layout``, ``targets`` (labels), ``target_En_V_m``, ``limits``, ``head``.
     """
-    from ..stimulation import efield
-    from ..stimulation.montage import user_limits
-    from ..stimulation.optimize import Target, optimize_montage
     con = catalog.load_connectome(spec["connectome"])
     fields = efield.electrode_fields(con, spec.get("layout", "standard_1020"), head=spec.get("head", "sphere"))
     res = optimize_montage(Target(list(spec["targets"]), en_V_m=float(spec.get("target_En_V_m", 0.5))),

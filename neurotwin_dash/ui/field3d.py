@@ -26,7 +26,7 @@ def _symmetric_limit(values) -> float:
 
 def _pyvista_png(vertices, triangles, values, title, size, clim) -> bytes:
     os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
-    import pyvista as pv
+    import pyvista as pv  # heavy: pyvista/VTK, only for the 3-D render
     faces = np.column_stack([np.full(len(triangles), 3), triangles]).ravel()
     mesh = pv.PolyData(np.asarray(vertices, dtype=float), faces)
     mesh["value"] = np.asarray(values, dtype=float)
@@ -44,7 +44,7 @@ def _pyvista_png(vertices, triangles, values, title, size, clim) -> bytes:
 
 
 def _matplotlib_png(vertices, triangles, values, title, size, clim) -> bytes:
-    import matplotlib
+    import matplotlib  # heavy: matplotlib (~0.3 s), the fallback renderer only
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.colors import Normalize

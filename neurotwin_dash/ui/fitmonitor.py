@@ -41,11 +41,14 @@ from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMappe
 from bokeh.palettes import Viridis256
 
 from .. import catalog
-from ..fit.optimizers import FitError, read_checkpoint
-from ..sweep import open_sweep
+from ..fit.objectives import healthy_objective
+from ..fit.optimizers import FitError, FitProblem, FreeParam, fit, read_checkpoint
+from ..guards import check_session_budget
+from ..simulate import all_params
+from ..sweep import METRICS, SweepSpec, open_sweep, run_sweep, sweep_status
 from . import panes
 from .compute import netcdf_bytes
-from .state import SINGLE_NODE, available_models
+from .state import SINGLE_NODE, available_models, serve_page, shared_client
 from .widgets import error_alert
 
 __all__ = ["MonitorState", "FitMonitor", "servable", "explorer_url"]
@@ -93,7 +96,6 @@ class MonitorState(param.Parameterized):
     data = param.Parameter(doc="Latest snapshot: dict of arrays for the plots")
 
     def __init__(self, client="dask", run_dir=None, **params):
-        from ..sweep import METRICS
         self.param.model.objects = available_models()
         self.param.connectome.objects = [SINGLE_NODE] + catalog.names("connectome")
         self.param.metric.objects = [m for m in METRICS if m not in ("band_power",)]
@@ -112,7 +114,6 @@ class MonitorState(param.Parameterized):
 
     # --- parameters ----------------------------------------------------------------------------
     def declared(self):
-        from ..simulate import all_params
         return all_params(self.model)
 
     def _refresh_params(self, *events):
@@ -165,7 +166,6 @@ class MonitorState(param.Parameterized):
 
     def budget_error(self) -> str:
         """'' when the run fits one session's budget (:mod:`neurotwin_dash.guards`), else why not."""
-        from ..guards import check_session_budget
         n = self.x_num * self.y_num if self.mode == "sweep" else \
             self.popsize * (self.generations + (1 if self.method == "de" else 0))
         return check_session_budget(n, self.duration_s + 0.5, self.n_regions())
@@ -191,7 +191,6 @@ class MonitorState(param.Parameterized):
         return None if self.connectome == SINGLE_NODE else self.connectome
 
     def sweep_spec(self):
-        from ..sweep import SweepSpec
         return SweepSpec(model=self.model, connectome=self.connectome_name, sampling="grid",
                          axes={self.x_param: {"low": self.x_low, "high": self.x_high, "num": self.x_num},
                                self.y_param: {"low": self.y_low, "high": self.y_high, "num": self.y_num}},
@@ -199,8 +198,6 @@ class MonitorState(param.Parameterized):
                          batch_size=self.batch_size, sample_rate_hz=250.0)
 
     def fit_problem(self):
-        from ..fit.objectives import healthy_objective
-        from ..fit.optimizers import FitProblem, FreeParam
         return FitProblem(model=self.model, connectome=self.connectome_name,
                           free=[FreeParam(self.x_param, self.x_low, self.x_high),
                                 FreeParam(self.y_param, self.y_low, self.y_high)],
@@ -267,7 +264,6 @@ class MonitorState(param.Parameterized):
 
     def _client(self):
         if self.client == "dask":
-            from .state import shared_client
             return shared_client()
         return self.client
 
@@ -286,11 +282,9 @@ class MonitorState(param.Parameterized):
             self._finished = rid
 
     def _run_sweep(self, stop, spec, store):
-        from ..sweep import run_sweep
         return run_sweep(spec, store, client=self._client(), progress=False, stop=stop)
 
     def _run_fit(self, stop, problem, checkpoint):
-        from ..fit.optimizers import fit
         return fit(problem, method=self.method, generations=self.generations, popsize=self.popsize,
                    client=self._client(), checkpoint=checkpoint, progress=False, stop=stop)
 
@@ -377,7 +371,6 @@ class MonitorState(param.Parameterized):
 
 
 def _sweep_snapshot(store, meta) -> dict | None:
-    from ..sweep import sweep_status
     try:
         status = sweep_status(store)
         ds = open_sweep(store, only_done=False).load()
@@ -607,7 +600,6 @@ def _set_alert(alert, text):
 
 def servable(client="dask"):
     """Build one session's monitor page (``panel serve apps/fit.py``)."""
-    from .state import serve_page
     pn.extension(notifications=False)
     monitor = FitMonitor(client=client)
     pn.state.add_periodic_callback(monitor.state.poll, period=700)

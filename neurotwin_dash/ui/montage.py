@@ -25,13 +25,16 @@ import numpy as np
 import panel as pn
 import param
 from bokeh.models import ColumnDataSource, HoverTool, LabelSet, LinearColorMapper, Range1d
-from bokeh.palettes import Inferno256
+from bokeh.palettes import Inferno256, RdBu11, interp_palette
 
 from .. import catalog
 from ..observe.heads import HEADS
+from ..stimulation.coupling import STIM_PARAMS
+from ..stimulation.effects import OUTCOMES, format_effect
+from ..stimulation.montage import Limits, Montage, MontageError, canonical_name
 from . import panes
-from .compute import BANDS, netcdf_bytes
-from .state import JobRunner, StagedResult, available_models, paramset_class, values_of
+from .compute import BANDS, montage_effect_job, montage_field_job, netcdf_bytes, optimize_job
+from .state import JobRunner, StagedResult, available_models, paramset_class, serve_page, values_of
 from .widgets import NumberBox, error_alert, paramset_widgets
 
 __all__ = ["MontageState", "MontageDesigner", "ElectrodePlot", "effect_summary", "servable"]
@@ -72,7 +75,6 @@ class MontageState(param.Parameterized):
     error = param.String(default="", doc="Why the current montage is not valid ('' when it is)")
 
     def __init__(self, mode: str = "dask", **params):
-        from ..stimulation.coupling import STIM_PARAMS
         self.param.connectome.objects = [n for n in catalog.names("connectome")]
         self.param.layout.objects = [n for n in catalog.names("montage")]
         self.param.model.objects = available_models()
@@ -94,19 +96,16 @@ class MontageState(param.Parameterized):
 
     # --- the montage -------------------------------------------------------------------------
     def limits(self):
-        from ..stimulation.montage import Limits
         return Limits(max_current_mA=self.max_current_mA, max_total_mA=self.max_total_mA,
                       max_electrodes=self.max_electrodes)
 
     def montage(self):
         """The current :class:`~neurotwin_dash.stimulation.montage.Montage` (raises when invalid)."""
-        from ..stimulation.montage import Montage
         return Montage(dict(self.currents_mA), layout=self.layout,
                        return_electrode=self.return_electrode or None, limits=self.limits())
 
     def validate(self) -> str:
         """Check the montage; sets and returns :attr:`error` ('' when valid)."""
-        from ..stimulation.montage import MontageError
         try:
             self.montage()
         except (MontageError, ValueError) as exc:
@@ -117,7 +116,6 @@ class MontageState(param.Parameterized):
 
     def canonical(self, name: str) -> str:
         """The layout's spelling of an electrode name; raises naming the layout when unknown."""
-        from ..stimulation.montage import canonical_name
         return canonical_name(name.strip(), self.layout)
 
     def set_current(self, electrode: str, current_mA: float) -> None:
@@ -148,12 +146,10 @@ class MontageState(param.Parameterized):
 
     # --- actions -----------------------------------------------------------------------------
     def run_field(self):
-        from .compute import montage_field_job
         if not self.validate():
             self.field_runner.submit(montage_field_job, self.spec())
 
     def run_effect(self):
-        from .compute import montage_effect_job
         if not self.validate():
             self.effect_runner.submit(montage_effect_job, self.spec())
 
@@ -162,7 +158,6 @@ class MontageState(param.Parameterized):
         self.run_effect()
 
     def optimize(self):
-        from .compute import optimize_job
         if not self.targets:
             self.error = "optimization: choose at least one target region"
             return
@@ -211,7 +206,6 @@ class ElectrodePlot:
     name = "electrodes"
 
     def __init__(self):
-        from bokeh.palettes import RdBu11, interp_palette
         fig = panes._base_figure(self.name, "Electrodes (waiting…)", "", "", frame_width=300, frame_height=300,
                                  x_range=Range1d(-1.3, 1.3), y_range=Range1d(-1.3, 1.3))
         fig.axis.visible = False
@@ -416,7 +410,6 @@ class MontageDesigner(pn.viewable.Viewer):
 
 def effect_summary(res) -> str:
     """The effect panel's text: every outcome as mean ± 95 % CI with its verdict and seed count."""
-    from ..stimulation.effects import OUTCOMES, format_effect
     n = int(res.attrs["n_seeds"])
     band = res.attrs["band"]
     where = res.attrs["targets"] or "all regions"
@@ -437,7 +430,6 @@ def effect_summary(res) -> str:
 
 
 def _loads(text: str) -> dict:
-    import json
     return json.loads(text)
 
 
@@ -468,7 +460,6 @@ class _EffectSpectra:
 
 def servable(mode: str = "dask"):
     """Build one session's montage designer page (``panel serve apps/montage.py``)."""
-    from .state import serve_page
     pn.extension(throttled=True, notifications=False)
     designer = MontageDesigner(mode=mode)
     return serve_page("neurotwin montage designer", designer, on_load=designer.state.run_all)

@@ -24,8 +24,12 @@ from bokeh.models import (ColorBar, ColumnDataSource, CustomJSHover, FixedTicker
                           LinearColorMapper, Range1d)
 from bokeh.palettes import Inferno256, RdBu11, Viridis256, interp_palette
 from bokeh.plotting import figure
+from scipy.interpolate import RBFInterpolator
 
 from ..connectome import hemisphere_runs
+from ..models import get_model
+from ..simulate import network_params
+from .compute import BOLD_FC_MIN_S, FC_MEASURES
 
 __all__ = [
     "CLASSIC_1020", "nan_joined", "spectra_data", "brain_map_data", "topomap_data", "fc_data",
@@ -225,7 +229,6 @@ def topomap_data(res, band: str, n: int = 64):
     """
     if not _has(res, "band_sensor", "sensor_xy"):
         return None
-    from scipy.interpolate import RBFInterpolator
     xy = res["sensor_xy"].values
     v = _log10(res["band_sensor"].sel(band=band).values)
     g = np.linspace(-1.15, 1.15, n)
@@ -318,7 +321,6 @@ def fc_data(res, measure: str = "plv_alpha"):
     """
     if not _has(res, "fc"):
         return None
-    from .compute import BOLD_FC_MIN_S, FC_MEASURES
     if measure not in FC_MEASURES:
         raise ValueError(f"FC measure {measure!r} unknown; allowed: {', '.join(FC_MEASURES)}")
     fc = np.array(res["fc"].sel(measure=measure).values, dtype=float)
@@ -516,8 +518,6 @@ def explorer_plots() -> dict:
 
 def changed_settings(res: xr.Dataset) -> dict:
     """Model/network parameters and connectome edits of a result that differ from the defaults."""
-    from ..models import get_model
-    from ..simulate import network_params
     spec = json.loads(res.attrs.get("spec", "{}"))
     if not spec:
         return {}
@@ -552,7 +552,6 @@ def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False
     changed = changed_settings(res)
     lines.append("Settings changed from the defaults: " + (", ".join(
         f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}" for k, v in changed.items()) or "none") + ".")
-    from .compute import FC_MEASURES
     if "fc_sc_r" in res and measure in FC_MEASURES:
         sc_r = float(res["fc_sc_r"].sel(measure=measure))
         fit = float(res["fc_fit"].sel(measure=measure))
