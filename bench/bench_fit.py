@@ -84,25 +84,26 @@ def hcp(args):
     print(f"best parameters with fresh noise seeds 1, 2: r = {r_fresh[0]:.3f}, {r_fresh[1]:.3f}; "
           f"mean simulated FC {float(a.mean()):.2f} (empirical {float(b.mean()):.2f})")
     FIG.mkdir(exist_ok=True)
-    fig, ax = plt.subplots(1, 4, figsize=(22, 5))
-    # the two FC matrices share one symmetric colour scale, so their strengths compare by eye
-    lim = float(max(np.abs(a).max(), np.abs(b).max()))
-    hcp = catalog.load("hcp80")
-    for axis, m, title in ((ax[0], emp, "HCP group FC (80 AAL2)"), (ax[1], fc, f"simulated BOLD FC, r = {r_check:.3f}")):
-        m = np.array(m, dtype=float)
-        np.fill_diagonal(m, np.nan)
-        plot_region_matrix(axis, m, hcp, title, "RdBu_r", -lim, lim, "FC (Pearson r)")
-    ax[2].plot(a, b, ".", ms=2, alpha=0.4)
-    ax[2].set_xlabel("simulated FC")
-    ax[2].set_ylabel("empirical FC")
-    ax[2].set_title("upper triangles")
-    ax[3].plot(gens, per_gen, "o-", label="fit (best per generation)")
-    ax[3].axhline(base, ls="--", c="k", label=f"log-weight baseline {base:.2f}")
-    ax[3].set_xlabel("generation")
-    ax[3].set_ylabel("r(FC)")
-    ax[3].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(FIG / "hcp_fc_fit.png", dpi=100)
+    with plt.rc_context({"font.size": 13, "axes.titlesize": 14, "legend.fontsize": 11}):  # readable on a slide
+        fig, ax = plt.subplots(1, 4, figsize=(24, 6))
+        # the two FC matrices share one symmetric colour scale, so their strengths compare by eye
+        lim = float(max(np.abs(a).max(), np.abs(b).max()))
+        hcp = catalog.load("hcp80")
+        for axis, m, title in ((ax[0], emp, "HCP group FC (80 AAL2)"), (ax[1], fc, f"simulated BOLD FC, r = {r_check:.3f}")):
+            m = np.array(m, dtype=float)
+            np.fill_diagonal(m, np.nan)
+            plot_region_matrix(axis, m, hcp, title, "RdBu_r", -lim, lim, "FC (Pearson r)")
+        ax[2].plot(a, b, ".", ms=2, alpha=0.4)
+        ax[2].set_xlabel("simulated FC (Pearson r)")
+        ax[2].set_ylabel("empirical FC (Pearson r)")
+        ax[2].set_title(f"region pairs (upper triangles), r = {r_check:.3f}")
+        ax[3].plot(gens, per_gen, "o-", label="fit (best per generation)")
+        ax[3].axhline(base, ls="--", c="k", label=f"log-weight baseline {base:.2f}")
+        ax[3].set_xlabel("generation")
+        ax[3].set_ylabel("r(FC)")
+        ax[3].legend()
+        fig.tight_layout()
+        fig.savefig(FIG / "hcp_fc_fit.png", dpi=100)
     summary = {"best_r": best, "recomputed_r": r_check, "fresh_seed_r": r_fresh, "baseline_r": base, "best": {k: float(v) for k, v in res.best.items()},
                "duration_s": args.duration, "generations": args.generations, "popsize": args.popsize,
                "evaluations": res.evaluations, "minutes": wall / 60, "per_generation": per_gen}
@@ -256,8 +257,8 @@ def main():
     h.add_argument("--generations", type=int, default=6)
     h.add_argument("--popsize", type=int, default=8)
     h.add_argument("--duration", type=float, default=1210.0)
-    h.add_argument("--checkpoint", default=os.path.join(tempfile.gettempdir(), "neurotwin_hcp_fit.pkl"),
-                   help="fit checkpoint (re-running resumes / replays it)")
+    h.add_argument("--checkpoint", default=os.path.join(tempfile.gettempdir(), "neurotwin_hcp_fit.json"),
+                   help="fit checkpoint, JSON (re-running resumes / replays it)")
     a = sub.add_parser("ad")
     a.add_argument("--duration", type=float, default=10.0, help="simulated seconds per run (incl. 2 s transient)")
     p = sub.add_parser("personal")

@@ -53,19 +53,36 @@ def _region_signal(result: xr.Dataset) -> xr.DataArray:
 
 
 def plot_region_matrix(ax, m, conn, title, cmap, vmin, vmax, label):
-    """Draw a region × region matrix on ``ax``: hemisphere separators and names, a colour bar."""
+    """Draw a region × region matrix on ``ax``: hemisphere separators and names, a colour bar.
+
+    A connectome whose hemispheres interleave (AAL orders regions L, R, L, R, ...) is drawn with
+    its regions grouped by hemisphere (stable: the order within a hemisphere is kept); the axis
+    labels say so. Returns the region order drawn (indices into ``conn``).
+    """
+    m = np.asarray(m)
+    order = np.arange(conn.n_regions)
+    grouped = ""
+    if "hemisphere" in conn.ds:
+        codes = np.asarray(conn.ds["hemisphere"].values).astype(str)
+        if len(hemisphere_runs(codes)) > 3:
+            order = np.argsort([{"L": 0, "R": 1}.get(c, 2) for c in codes], kind="stable")
+            m = m[np.ix_(order, order)]
+            grouped = ", grouped by hemisphere"
+        groups = hemisphere_runs(codes[order])
+    else:
+        groups = [(0, conn.n_regions, "")]
     im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    groups = hemisphere_runs(conn.ds["hemisphere"].values) if "hemisphere" in conn.ds else [(0, conn.n_regions, "")]
     for start, _, _ in groups[1:]:
         ax.axhline(start - 0.5, color="black", lw=1.2)
         ax.axvline(start - 0.5, color="black", lw=1.2)
     ticks = [0.5 * (a + b - 1) for a, b, _ in groups]
     ax.set_xticks(ticks, [g[2] for g in groups])
     ax.set_yticks(ticks, [g[2] for g in groups], rotation=90, va="center")
-    ax.set_xlabel("source region")
-    ax.set_ylabel("target region")
+    ax.set_xlabel(f"source region{grouped}")
+    ax.set_ylabel(f"target region{grouped}")
     ax.set_title(title)
     plt.colorbar(im, ax=ax, shrink=0.8, label=label)
+    return order
 
 
 def report_figures(result: xr.Dataset, connectome=None) -> dict:

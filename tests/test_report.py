@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import re
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
+from neurotwin_dash import catalog
 from neurotwin_dash.cli import main
+from neurotwin_dash.report import plot_region_matrix
 from neurotwin_dash.simulate import simulate
 from neurotwin_dash.twin import Twin
 
@@ -51,3 +55,22 @@ def test_single_node_report_has_spectra_and_band_powers_only(tmp_path):
     res = simulate("jansen_rit", None, duration_s=4.0, transient_s=0.5, seed=0, sample_rate_hz=250.0)
     page = report_html(Twin.from_result(res), result=res)
     assert page.count("<svg") == 2 and "reproduced bit for bit" in page
+
+
+def test_region_matrix_groups_interleaved_hemispheres():
+    # AAL orders regions L, R, L, R, ...: drawn as is, every region would be its own hemisphere
+    # run (a separator line and a tick label per region); grouped, there are two
+    conn = catalog.load("hcp80")
+    hemi = conn.ds["hemisphere"].values.astype(str)
+    assert (hemi[:4] == ["L", "R", "L", "R"]).all()
+    m = np.add.outer(np.arange(conn.n_regions), 1000 * np.arange(conn.n_regions)).astype(float)
+    fig, ax = plt.subplots()
+    order = plot_region_matrix(ax, m, conn, "t", "viridis", 0, m.max(), "x")
+    drawn = ax.images[0].get_array()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["left", "right"]
+    assert (hemi[order[:40]] == "L").all() and (hemi[order[40:]] == "R").all()
+    assert (np.diff(order[:40]) > 0).all()                       # order within a hemisphere kept
+    assert drawn[3, 5] == m[order[3], order[5]]
+    assert len(ax.lines) == 2                                    # one separator: a row and a column line
+    assert "grouped by hemisphere" in ax.get_xlabel()
+    plt.close(fig)
