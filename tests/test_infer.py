@@ -5,8 +5,10 @@ by the tests; torch runs on one thread.
 """
 from __future__ import annotations
 
+import io
 import json
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ pytest.importorskip("sbi")        # the optional "infer" extra (PyTorch CPU + sb
 import torch                      # noqa: E402
 
 from neurotwin_dash import infer                                   # noqa: E402
+from neurotwin_dash.infer import Posterior                         # noqa: E402
 from neurotwin_dash.cluster import get_client                      # noqa: E402
 from neurotwin_dash.params import ParamError                       # noqa: E402
 from neurotwin_dash.simulate import simulate                       # noqa: E402
@@ -248,3 +251,30 @@ def test_viewer_updates_the_posterior_from_feature_sliders_in_under_a_second(tra
     assert not np.array_equal(before["top"], v.marg_src[0][0].data["top"])
     assert v.truth is None and elapsed < 1.0, elapsed
     assert "posterior mean" in v.summary.object and "coverage 80 %" in v.calibration.object
+
+
+def test_viewer_downloads_the_draws_with_calibration_and_the_posterior_itself(trained, tmp_path):
+    from neurotwin_dash.ui.infer import InferViewer
+    post, _ = trained
+    v = InferViewer(post, dirs=[], predictive_draws=0, n_draws=500)
+    path = tmp_path / "samples.nc"
+    path.write_bytes(v._samples_file().getvalue())
+    ds = xr.load_dataset(path, engine="h5netcdf")
+    for k, p in enumerate(post.prior.params):                    # the draws on screen, units and truth
+        np.testing.assert_array_equal(ds[p.name].values, v.draws[:, k])
+        assert ds[p.name].attrs["units"] == (p.unit or "1") and ds[p.name].attrs["truth"] == v.truth[k]
+    assert list(ds["feature"].values) == post.feature_names
+    np.testing.assert_allclose(ds["observed"].values, [v.observed[f] for f in post.feature_names])
+    assert dict(zip(ds["feature"].values, ds["feature_units"].values))["alpha_peak_hz"] == "Hz"
+    cov = ds["calibration_coverage"].sel(param="A", level=0.8)
+    assert float(cov) == post.calibration["params"]["A"]["coverage"]["0.8"]
+    assert ds["calibration_sbc_rank_hist"].sum("rank_bin").values.tolist() == [post.calibration["n"]] * len(post.param_names)
+    assert v.downloads["samples"].filename.endswith("-samples.nc")
+
+    with zipfile.ZipFile(io.BytesIO(v._posterior_file().getvalue())) as z:   # posterior.json + safetensors
+        names = sorted(z.namelist())
+        assert [n.split("/")[1] for n in names] == ["posterior.json", "weights.safetensors"]
+        z.extractall(tmp_path / "unzipped")
+    back = Posterior.load(tmp_path / "unzipped" / names[0].split("/")[0])
+    x = {f: v.observed[f] for f in post.feature_names}
+    np.testing.assert_array_equal(back.sample(x, 50, seed=4), post.sample(x, 50, seed=4))

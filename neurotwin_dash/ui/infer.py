@@ -11,26 +11,36 @@ in a notebook):
   marked as the truth on the plots;
 * see the marginal posterior of every parameter (histogram over its prior range), the pairwise
   posteriors (draws), the posterior predictive spectrum (a few posterior draws simulated again,
-  with the observation's log-PSD features on top) and the posterior's calibration table.
+  with the observation's log-PSD features on top) and the posterior's calibration table;
+* download the current posterior draws with the observation and the calibration (netCDF,
+  :meth:`InferViewer.samples_dataset`) and the trained posterior itself (a zip of its directory:
+  ``posterior.json`` + ``weights.safetensors``, no pickle; unzip and :meth:`Posterior.load
+  <neurotwin_dash.infer.Posterior.load>` it).
 
 Sampling 1,000 draws takes a few milliseconds, so a feature change redraws the posterior at
 once; the predictive draws are short single-node simulations (tens of milliseconds).
 """
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import panel as pn
 import param
+import xarray as xr
 from bokeh.models import ColumnDataSource, Range1d, Span
 from bokeh.plotting import figure
 
 from ..infer import InferError, Posterior
 from ..infer.features import compute_features
+from .compute import netcdf_bytes
 from .state import serve_page
 from .widgets import error_alert
 
@@ -122,6 +132,13 @@ class InferViewer(pn.viewable.Viewer):
         self.random_button.on_click(lambda e: self.observe_prior_draw())
         self.grid = pn.GridBox(ncols=3, sizing_mode="stretch_width")
         self.predictive_pane = pn.Column()
+        self.downloads = {
+            "samples": pn.widgets.FileDownload(callback=self._samples_file, filename="posterior-samples.nc",
+                                               label="Download draws (netCDF)",
+                                               css_classes=["download-samples"], sizing_mode="stretch_width"),
+            "posterior": pn.widgets.FileDownload(callback=self._posterior_file, filename="posterior.zip",
+                                                 label="Download posterior (zip)",
+                                                 css_classes=["download-posterior"], sizing_mode="stretch_width")}
         self.truth: np.ndarray | None = None
         self.draws: np.ndarray | None = None
         self.last_update_s = float("nan")
@@ -300,6 +317,82 @@ class InferViewer(pn.viewable.Viewer):
                   else "the feature sliders")
         return head + f"\n\nObservation: {source}.\n\n" + "\n".join(rows)
 
+    # --- downloads -----------------------------------------------------------------------------------
+    def samples_dataset(self) -> xr.Dataset | None:
+        """The posterior on screen as a Dataset (None before the first update).
+
+        One variable per parameter (dim ``draw``, its unit; attr ``truth`` when the observation is
+        a simulation), ``observed`` (the observation's features, dim ``feature``; per-feature
+        units in the ``feature_units`` coordinate) and, when the posterior holds its held-out
+        calibration, ``calibration_coverage`` (param, level), ``calibration_shrinkage``,
+        ``calibration_z_score``, ``calibration_identifiable`` (param) and
+        ``calibration_sbc_rank_hist`` (param, rank_bin). Attrs name the posterior, its spec and
+        the draws' seed.
+        """
+        if self.draws is None:
+            return None
+        post = self.posterior
+        data = {}
+        for k, p in enumerate(post.prior.params):
+            attrs = {"units": p.unit or "1", "long_name": f"posterior draws of {p.label}"}
+            if self.truth is not None:
+                attrs["truth"] = float(self.truth[k])
+            data[p.name] = ("draw", self.draws[:, k], attrs)
+        feats = list(post.feature_names)
+        data["observed"] = ("feature", [float(self.observed[f]) for f in feats],
+                            {"units": "1", "long_name": "the observation's features (units: feature_units)"})
+        coords = {"draw": ("draw", np.arange(len(self.draws)), {"units": "1", "long_name": "posterior draw"}),
+                  "feature": feats,
+                  "feature_units": ("feature", ["Hz" if f.endswith("_hz") else "1" for f in feats])}
+        cal = post.calibration
+        if cal.get("params"):
+            names = [p.name for p in post.prior.params]
+            rows = [cal["params"][n] for n in names]
+            levels = [float(lv) for lv in cal["levels"]]
+            one = {"units": "1"}
+            data["calibration_coverage"] = (("param", "level"), [[r["coverage"][str(lv)] for lv in cal["levels"]]
+                                                                 for r in rows],
+                                            {**one, "long_name": "fraction of held-out truths inside the central "
+                                                                 "credible interval"})
+            data["calibration_shrinkage"] = ("param", [r["shrinkage_mean"] for r in rows],
+                                             {**one, "long_name": "mean 1 - var_post / var_prior"})
+            data["calibration_z_score"] = ("param", [r["z_score_mean"] for r in rows],
+                                           {**one, "long_name": "mean |posterior mean - truth| / posterior sd"})
+            data["calibration_identifiable"] = ("param", np.array([r["identifiable"] for r in rows], dtype=np.int8),
+                                                {**one, "long_name": "mean shrinkage >= 0.75 (1 = yes)"})
+            data["calibration_sbc_rank_hist"] = (("param", "rank_bin"), [r["sbc_rank_hist"] for r in rows],
+                                                 {**one, "long_name": "SBC rank histogram (counts)"})
+            coords.update(param=names, level=("level", levels, {"units": "1"}))
+        ds = xr.Dataset(data, coords=coords)
+        ds.attrs.update({"posterior": str(self.picker.value), "model": post.spec.model, "seed": self.seed,
+                         "observation": "simulation" if self.truth is not None else "feature sliders",
+                         "spec": json.dumps(post.spec.to_dict()),
+                         "calibration_held_out": int(cal.get("n", 0))})
+        return ds
+
+    def posterior_zip(self) -> bytes:
+        """The trained posterior as a zip of its directory (``<name>/posterior.json`` and
+        ``<name>/weights.safetensors``, written by :meth:`Posterior.save`)."""
+        name = _css(str(self.picker.value)) or "posterior"
+        with tempfile.TemporaryDirectory(prefix="neurotwin-export-") as tmp:
+            folder = self.posterior.save(Path(tmp) / name)
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+                for f in sorted(folder.iterdir()):
+                    z.write(f, f"{name}/{f.name}")
+        return buf.getvalue()
+
+    def _samples_file(self):
+        ds = self.samples_dataset()
+        self.downloads["samples"].filename = f"{_css(str(self.picker.value))}-samples.nc"
+        return io.BytesIO(netcdf_bytes(ds)) if ds is not None else None
+
+    def _posterior_file(self):
+        if not self.available:
+            return None
+        self.downloads["posterior"].filename = f"{_css(str(self.picker.value))}.zip"
+        return io.BytesIO(self.posterior_zip())
+
     def _show_error(self, text: str) -> None:
         self.error.object = text
         self.error.visible = bool(text)
@@ -315,6 +408,10 @@ class InferViewer(pn.viewable.Viewer):
             pn.Card(self.param_box, pn.Row(self.simulate_button, self.random_button),
                     title="Observation: a simulation", sizing_mode="stretch_width"),
             pn.Card(self.feature_box, title="Observation: features", sizing_mode="stretch_width"),
+            pn.Card(pn.pane.Markdown("The draws on screen with the observation and the held-out calibration; "
+                                     "the trained posterior (JSON + safetensors, no pickle).",
+                                     sizing_mode="stretch_width"),
+                    *self.downloads.values(), title="Downloads", sizing_mode="stretch_width"),
             sizing_mode="stretch_width")
 
     def main(self) -> pn.Column:

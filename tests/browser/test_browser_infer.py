@@ -49,3 +49,37 @@ def test_infer_page_renders_a_posterior_and_reacts_to_a_feature_slider(new_page,
     page.wait_for_timeout(400)
     page.screenshot(path=str(artifacts / "infer_after_slider.png"))
     assert log.errors == []
+
+
+def test_infer_page_downloads_the_draws_and_the_posterior(new_page, server, artifacts, tmp_path):
+    import zipfile
+
+    import xarray as xr
+
+    from neurotwin_dash.infer import Posterior
+    page, log = new_page(height=2200)
+    page.goto(server.url("/infer"))
+    page.locator(".infer-summary", has_text="Observation: a simulation").first.wait_for(timeout=90_000)
+    page.locator(".download-samples").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "infer_downloads.png"), full_page=True)
+    with page.expect_download(timeout=60_000) as info:
+        page.locator(".download-samples a, .download-samples button").first.click()
+    path = tmp_path / info.value.suggested_filename
+    info.value.save_as(path)
+    assert path.name == "jr_browser-samples.nc"
+    ds = xr.load_dataset(path, engine="h5netcdf")
+    assert {"A", "B", "C", "observed", "calibration_coverage"} <= set(ds.data_vars)
+    assert ds.sizes["draw"] == 1000 and ds["A"].attrs["units"] == "mV" and "truth" in ds["A"].attrs
+    lo, hi = 2.5, 5.0                                         # the draws lie in A's prior range
+    assert lo <= float(ds["A"].min()) and float(ds["A"].max()) <= hi
+    assert ds["calibration_sbc_rank_hist"].sum("rank_bin").values.tolist() == [30, 30, 30]
+
+    with page.expect_download(timeout=60_000) as info:
+        page.locator(".download-posterior a, .download-posterior button").first.click()
+    zpath = tmp_path / info.value.suggested_filename
+    info.value.save_as(zpath)
+    with zipfile.ZipFile(zpath) as z:
+        z.extractall(tmp_path / "unzipped")
+    post = Posterior.load(tmp_path / "unzipped" / "jr_browser")
+    assert post.param_names == ["A", "B", "C"]
+    assert log.errors == []
