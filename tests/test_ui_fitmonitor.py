@@ -129,3 +129,28 @@ def test_choosing_an_axis_parameter_resets_its_range_to_the_declared_bounds():
 def test_explorer_url_is_relative_and_encodes_the_single_node():
     url = explorer_url("jansen_rit", None, {"p": 120.0}, 2.0)
     assert url.startswith("explorer?") and "connectome=single+node" in url and "p=120" in url
+
+
+def test_personal_mode_runs_personalize_off_the_event_loop_and_shows_the_twin_beside_its_baselines(tmp_path):
+    s = MonitorState(client="sync", run_dir=tmp_path, mode="personal")
+    assert s.subject == "hcp:101309" and "gw:NAP_013" in s.param.subject.objects
+    s.param.update(subject="hcp:102311", quick=True, regime="excitatory")
+    mon = FitMonitor(state=s)
+    assert s.start()
+    assert s.running                                     # returns at once: the fit runs in a thread
+    s.wait()
+    assert s.error == "" and not s.running and s.done == s.total == 2
+    summary = s.data["summary"]
+    assert summary["subject"] == "hcp:102311" and set(summary["baselines"]) >= {
+        "log_sc", "strength", "regression", "linear_global", "linear_regional", "group_others"}
+    r = summary["heldout"]["r"]
+    assert -1 < r < 1 and f"twin held-out r {r:.3f}" in s.best_text
+    table = mon.personal_result.object
+    for name in summary["baselines"]:
+        assert f"| {name} | {summary['baselines'][name]['r']:.3f} |" in table
+    # the evaluations are decoded into the personal parameters (coupling, noise level)
+    assert np.asarray(mon.map.points.data["x"]).shape == (2,) and np.all(np.asarray(mon.map.points.data["y"]) > 0)
+    folder = tmp_path / "personal-hcp_102311-excitatory-quick"
+    assert (folder / "twin.nc").exists() and (folder / "scores.json").exists()
+    res = s.results()
+    assert res.sizes["evaluation"] == 2 and "personal" in res.attrs

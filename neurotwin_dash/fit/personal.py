@@ -715,7 +715,7 @@ def _sim_bold(result, tr_s, skip_s):
 
 
 def personalize(subject: str, settings: PersonalSettings | None = None, others_fc: dict | None = None,
-                client="sync", checkpoint=None, progress: bool = False) -> dict:
+                client="sync", checkpoint=None, progress: bool = False, stop=None, on_problem=None) -> dict:
     """Fit a personal twin of ``subject`` on its first BOLD half and score it on the second.
 
     Parameters
@@ -728,6 +728,12 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
         catalog subject's FC of its whole run).
     client : "sync", address or Client
         Where CMA-ES generations run (see :func:`~.optimizers.fit`).
+    stop : threading.Event, optional
+        Set it to end the CMA-ES after the generation in flight (see :func:`~.optimizers.fit`);
+        the result is then only ``{"stopped": True, "fit": ..., "problem": ...}`` (no scored run).
+    on_problem : callable, optional
+        Called with the :class:`PersonalProblem` before the fit starts (e.g. a monitor that
+        decodes checkpoint rows into parameter values).
 
     Returns
     -------
@@ -759,8 +765,12 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
     final_dur = st.final_duration_s or 4 * half_s
     problem = _personal_problem(conn, lin, half, st, fit_dur + st.skip_s, x_star)
     x0 = {"coupling": coupling_for_gain(lin.gain, x_star, st.regime), "noise_sd": st.noise_level, "speed_m_s": 10.0}
+    if on_problem is not None:
+        on_problem(problem)
     fres = fit(problem, method="cmaes", generations=st.generations, popsize=st.popsize, seed=st.seed,
-               client=client, checkpoint=checkpoint, x0=x0, sigma0=0.25, progress=progress)
+               client=client, checkpoint=checkpoint, x0=x0, sigma0=0.25, progress=progress, stop=stop)
+    if fres.stopped:
+        return {"stopped": True, "fit": fres, "problem": problem}
 
     # the scored run: the best parameters at 0.95, 1, 1.05 × coupling (excitabilities kept),
     # common random numbers; member 1 is the twin

@@ -16,6 +16,12 @@ settings (sweep-spec fingerprint; fit-problem fingerprint, method and population
 *Start* with the same settings resumes: finished batches (``batch_done``) and generations
 (checkpoint) are not recomputed.
 
+* **Personal twin**: :func:`neurotwin_dash.fit.personal.personalize` for one catalog subject
+  (its own connectome, fitted on the first half of its BOLD), with the same background thread,
+  checkpoint polling and *Stop*: the CMA-ES evaluations over coupling and noise level as they
+  arrive, then the held-out r of the twin beside every baseline on the same halves. The twin's
+  files (``twin.nc``, ``scores.json``, ``report.png``, …) are written into the run folder.
+
 Clicking a heatmap cell or an evaluation opens that simulation in the explorer (same server,
 ``explorer?model=…&<x>=…&<y>=…``). Runs execute in a background thread of the server process
 that only waits on Dask; a second thread per run reads the store/checkpoint (seconds when the
@@ -25,6 +31,7 @@ event loop and the session's document lock stay free for clicks (*Stop* acts at 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tempfile
 import threading
@@ -41,6 +48,7 @@ from bokeh.models import ColorBar, ColumnDataSource, HoverTool, LinearColorMappe
 from bokeh.palettes import Viridis256
 
 from .. import catalog
+from ..fit import personal
 from ..fit.objectives import healthy_objective
 from ..fit.optimizers import FitError, FitProblem, FreeParam, fit, read_checkpoint
 from ..guards import check_session_budget
@@ -67,7 +75,8 @@ def explorer_url(model: str, connectome: str | None, values: dict, duration_s: f
 class MonitorState(param.Parameterized):
     """Settings of one sweep/fit and what is known about it so far."""
 
-    mode = param.Selector(default="sweep", objects=["sweep", "fit"], doc="Grid sweep or optimizer fit")
+    mode = param.Selector(default="sweep", objects=["sweep", "fit", "personal"],
+                          doc="Grid sweep, optimizer fit, or a personal twin of one subject")
     model = param.Selector(default="jansen_rit", objects=["jansen_rit"], doc="Neural mass model")
     connectome = param.Selector(default=SINGLE_NODE, objects=[SINGLE_NODE], doc="Connectome (or one node)")
     x_param = param.Selector(default="p", objects=["p"], label="x parameter", doc="Parameter on the x axis")
@@ -86,6 +95,12 @@ class MonitorState(param.Parameterized):
     duration_s = param.Number(default=2.0, bounds=(0.5, 600.0), step=0.5, label="duration (s)",
                               doc="Simulated time per sample (after a 0.5 s transient)")
     batch_size = param.Integer(default=4, bounds=(1, 256), doc="Samples per Dask task")
+    subject = param.Selector(default=None, objects=[], doc="Catalog subject of the personal twin")
+    regime = param.Selector(default=personal.EXCITATORY.name, objects=sorted(personal.REGIMES),
+                            doc="Local node of the personal twin (excitatory: aperiodic; alpha: E–I loop)")
+    quick = param.Boolean(default=True, doc="Personal twin smoke run: first 240 BOLD frames, 1 generation "
+                                            "of 2 (about a minute); off: the whole run and the generations "
+                                            "and population above (minutes)")
     running = param.Boolean(default=False, doc="A run is in progress")
     stop_requested = param.Boolean(default=False, doc="Stop was asked for; the run is ending")
     stopped = param.Boolean(default=False, doc="The last run was stopped before it finished")
@@ -99,6 +114,10 @@ class MonitorState(param.Parameterized):
         self.param.model.objects = available_models()
         self.param.connectome.objects = [SINGLE_NODE] + catalog.names("connectome")
         self.param.metric.objects = [m for m in METRICS if m not in ("band_power",)]
+        subjects = personal.available_subjects()
+        self.param.subject.objects = subjects
+        self.param.subject.default = subjects[0]
+        params.setdefault("subject", subjects[0])
         super().__init__(**params)
         self.client = client
         # The session's scratch folder is made on the first Start (a page view writes nothing)
@@ -135,6 +154,8 @@ class MonitorState(param.Parameterized):
 
     def check(self) -> str:
         """Validate the axes against the declared bounds; returns an error message or ''."""
+        if self.mode == "personal":
+            return ""          # the personal twin's parameters and ranges come from its linear fit
         dec = self.declared()
         if self.x_param == self.y_param:
             return "choose two different parameters for x and y"
@@ -166,6 +187,8 @@ class MonitorState(param.Parameterized):
 
     def budget_error(self) -> str:
         """'' when the run fits one session's budget (:mod:`neurotwin_dash.guards`), else why not."""
+        if self.mode == "personal":
+            return ""          # bounded by its own settings (PersonalSettings), not by duration_s
         n = self.x_num * self.y_num if self.mode == "sweep" else \
             self.popsize * (self.generations + (1 if self.method == "de" else 0))
         return check_session_budget(n, self.duration_s + 0.5, self.n_regions())
@@ -204,6 +227,13 @@ class MonitorState(param.Parameterized):
                           objective=healthy_objective(self.model), duration_s=self.duration_s + 0.5,
                           transient_s=0.5)
 
+    def personal_settings(self):
+        """:class:`~neurotwin_dash.fit.personal.PersonalSettings` of the page's choices."""
+        st = personal.PersonalSettings.quick() if self.quick else \
+            personal.PersonalSettings(generations=self.generations, popsize=self.popsize)
+        st.regime = self.regime
+        return st
+
     # --- running ---------------------------------------------------------------------------------
     def start(self) -> bool:
         """Start a sweep or fit in a background thread; returns False (with :attr:`error`) if refused."""
@@ -226,6 +256,13 @@ class MonitorState(param.Parameterized):
             spec = self.sweep_spec()
             self.total = self.x_num * self.y_num
             job = (self._run_sweep, spec, self.run_dir / f"sweep-{spec.fingerprint()[:16]}.zarr")
+        elif self.mode == "personal":
+            st = self.personal_settings()
+            n_generations = st.generations
+            self.total = st.popsize * st.generations
+            folder = self.run_dir / (f"personal-{self.subject.replace(':', '_')}-{st.regime}"
+                                     f"{'-quick' if self.quick else f'-g{st.generations}p{st.popsize}'}")
+            job = (self._run_personal, st, folder / "checkpoint.json")
         else:
             problem = self.fit_problem()
             self.total = self.popsize * n_generations
@@ -236,6 +273,9 @@ class MonitorState(param.Parameterized):
                       "x": self.x_param, "y": self.y_param, "metric": self.metric, "goal": self.goal,
                       "duration_s": self.duration_s, "n_generations": n_generations,
                       "bounds": {"x": (self.x_low, self.x_high), "y": (self.y_low, self.y_high)}}
+        if self.mode == "personal":
+            self._meta.update(model="wilson_cowan", connectome=None, x="coupling", y="noise_sd",
+                              subject=self.subject, regime=self.regime, problem=None, summary=None)
         self._stop = threading.Event()
         self.param.update(stopped=False, stop_requested=False, running=True)
         self._thread = threading.Thread(target=self._guard, args=(rid, self._stop) + job, daemon=True,
@@ -288,6 +328,18 @@ class MonitorState(param.Parameterized):
         return fit(problem, method=self.method, generations=self.generations, popsize=self.popsize,
                    client=self._client(), checkpoint=checkpoint, progress=False, stop=stop)
 
+    def _run_personal(self, stop, settings, checkpoint):
+        """Fit the personal twin; write its files next to the checkpoint (replacing a previous
+        run of the same settings in this session's folder)."""
+        meta = self._meta
+        out = personal.personalize(meta["subject"], settings, client=self._client(), checkpoint=checkpoint,
+                                   stop=stop, on_problem=lambda problem: meta.update(problem=problem))
+        if out.get("stopped"):
+            return out["fit"]
+        personal.write_personal(out, checkpoint.parent, overwrite=True)
+        meta["summary"] = personal.summary(out)
+        return out["fit"]
+
     def results(self) -> xr.Dataset | None:
         """What the current/last run produced, as a Dataset (``None`` before anything is done).
 
@@ -300,12 +352,13 @@ class MonitorState(param.Parameterized):
         if snap["mode"] == "sweep":
             return open_sweep(self.store, only_done=True).load()
         meta = snap["meta"]
+        extra = {"personal": json.dumps(snap["summary"], default=str)} if snap.get("summary") else {}
         return xr.Dataset(
             {meta["x"]: ("evaluation", snap["x"]), meta["y"]: ("evaluation", snap["y"]),
              "loss": ("evaluation", snap["value"], {"units": "1", "long_name": "healthy-dynamics loss"}),
              "generation": ("evaluation", snap["generation"])},
-            attrs={"model": self.model, "connectome": self.connectome, "method": self.method,
-                   "best": snap["best_text"]})
+            attrs={"model": meta["model"], "connectome": meta["connectome"] or self.connectome,
+                   "method": self.method if meta["mode"] == "fit" else "cmaes", "best": snap["best_text"], **extra})
 
     def wait(self, timeout_s: float = 600.0) -> None:
         """Block until the background run ends (tests, notebooks), then take a last snapshot."""
@@ -322,6 +375,8 @@ class MonitorState(param.Parameterized):
         meta = self._meta
         if meta["mode"] == "sweep":
             return _sweep_snapshot(store, meta)
+        if meta["mode"] == "personal":
+            return _personal_snapshot(store, meta)
         return _fit_snapshot(store, meta)
 
     def apply(self, snap: dict | None, final: bool = True) -> None:
@@ -416,6 +471,50 @@ def _fit_snapshot(path, meta) -> dict | None:
             "generation": np.array([r["generation"] for r in rows])}
 
 
+def _personal_snapshot(path, meta) -> dict | None:
+    """Evaluations of a personal fit in (coupling, noise level) and, once scored, its summary."""
+    problem = meta.get("problem")
+    try:
+        state = read_checkpoint(path)
+    except (FileNotFoundError, FitError):
+        return None
+    rows = [r for r in state["rows"] if r["generation"] < meta["n_generations"]]
+    if not rows or problem is None:
+        return None
+    values = problem.decode(np.array([r["unit"] for r in rows]))
+    x = np.asarray(values["coupling"], dtype=float)
+    y = np.asarray(values["noise_sd"], dtype=float)
+    loss = np.array([r["loss"] for r in rows], dtype=float)
+    i = int(np.nanargmin(loss)) if np.isfinite(loss).any() else 0
+    summary = meta.get("summary")
+    if summary is not None:
+        text = personal_result_text(summary)
+    else:
+        text = f"fitting {meta['subject']}: best first-half loss {loss[i]:.4g} at coupling {x[i]:.4g}"
+    return {"mode": "personal", "x": x, "y": y, "value": loss, "done": len(rows), "meta": meta,
+            "best": {"coupling": float(x[i]), "noise_sd": float(y[i])}, "best_text": text,
+            "generation": np.array([r["generation"] for r in rows]), "summary": summary}
+
+
+def personal_result_text(summary: dict) -> str:
+    """One line: the twin's held-out r beside every baseline (same halves), as in the CLI."""
+    base = ", ".join(f"{k} {v['r']:.3f}" for k, v in summary["baselines"].items())
+    return (f"{summary['subject']}: twin held-out r {summary['heldout']['r']:.3f} | baselines: {base}")
+
+
+def personal_table(summary: dict | None) -> str:
+    """Markdown table of the twin's held-out scores beside the baselines (empty before a result)."""
+    if not summary:
+        return ""
+    h = summary["heldout"]
+    rows = [f"| **twin ({summary['settings'].get('regime', 'excitatory')})** | **{h['r']:.3f}** | "
+            f"{h['mean_fc_error']:+.3f} |"]
+    rows += [f"| {k} | {v['r']:.3f} | {v['mean_fc_error']:+.3f} |" for k, v in summary["baselines"].items()]
+    return (f"**{summary['subject']}** — held-out half (first half fitted); FCD KS {h.get('fcd_ks', float('nan')):.3f}, "
+            f"r drop at ±5 % coupling {h['robustness_drop']:.3f}\n\n| predictor | held-out r | mean-FC error |\n"
+            "|---|---|---|\n" + "\n".join(rows))
+
+
 class ResultPlot:
     """Heatmap (sweep) or evaluations (fit) over the two parameters; a click opens the explorer."""
 
@@ -444,8 +543,9 @@ class ResultPlot:
             return
         m = snap["meta"]
         x, y, v = snap["x"], snap["y"], snap["value"]
+        # a personal twin's per-region parameters do not fit in an explorer URL: no links
         urls = [explorer_url(m["model"], m["connectome"], {m["x"]: a, m["y"]: b}, m["duration_s"])
-                for a, b in zip(x, y)]
+                if snap["mode"] != "personal" else "" for a, b in zip(x, y)]
         self.figure.xaxis.axis_label = m["x"]
         self.figure.yaxis.axis_label = m["y"]
         # powers span decades: colour by log10 (the hover shows the value itself)
@@ -465,7 +565,9 @@ class ResultPlot:
         else:
             self.points.data = {"x": x, "y": y, "value": v, "colour": colour, "url": urls}
             self.cells.data = {"x": [], "y": [], "w": [], "h": [], "value": [], "colour": [], "url": []}
-            self.figure.title.text = "Fit evaluations coloured by loss (click: open in explorer)"
+            self.figure.title.text = ("Personal fit evaluations coloured by first-half loss (1 − r)"
+                                      if snap["mode"] == "personal" else
+                                      "Fit evaluations coloured by loss (click: open in explorer)")
         if snap.get("best"):
             self.best.data = {"x": [snap["best"][m["x"]]], "y": [snap["best"][m["y"]]]}
 
@@ -503,7 +605,7 @@ class LossPlot:
             best = np.minimum.accumulate(vals) if vals.size else vals
         self.all.data = {"x": idx, "y": vals}
         self.best.data = {"x": idx, "y": best}
-        self.figure.yaxis.axis_label = "loss" if snap["mode"] == "fit" else snap["meta"]["metric"]
+        self.figure.yaxis.axis_label = "loss" if snap["mode"] != "sweep" else snap["meta"]["metric"]
 
 
 class FitMonitor(pn.viewable.Viewer):
@@ -530,6 +632,7 @@ class FitMonitor(pn.viewable.Viewer):
         s.param.watch(lambda e: setattr(self.download, "disabled", not e.new), "done")
         self.progress = pn.indicators.Progress(value=0, max=1, width=300, css_classes=["run-progress"])
         self.status = pn.pane.Markdown("No run yet.", css_classes=["run-status"])
+        self.personal_result = pn.pane.Markdown("", css_classes=["personal-result"], sizing_mode="stretch_width")
         s.param.watch(self._status, ["done", "total", "running", "best_text", "stopped", "stop_requested"])
 
     def _results_file(self):
@@ -545,12 +648,16 @@ class FitMonitor(pn.viewable.Viewer):
     def _show(self, event):
         self.map.update(event.new)
         self.losses.update(event.new)
+        if event.new is not None and event.new["mode"] == "personal":
+            self.personal_result.object = personal_table(event.new.get("summary"))
 
     def _status(self, *events):
         s = self.state
         self.progress.max = max(s.total, 1)
         self.progress.value = min(s.done, max(s.total, 1))
         what = "samples" if s.mode == "sweep" else "evaluations"
+        if s.mode == "personal" and s.running and s.done >= s.total:
+            what += " (scoring the twin on the held-out half)"
         if s.running:
             state = "stopping" if s.stop_requested else "running"
         else:
@@ -583,10 +690,15 @@ class FitMonitor(pn.viewable.Viewer):
                     pn.pane.Markdown("Objective: healthy resting dynamics (alpha peak 8–12 Hz, "
                                      "aperiodic exponent 1–2, no saturation; LaNMM: gamma present)."),
                     title="Fit", sizing_mode="stretch_width"),
+            pn.Card(pn.widgets.Select.from_param(s.param.subject), pn.widgets.Select.from_param(s.param.regime),
+                    pn.widgets.Checkbox.from_param(s.param.quick),
+                    pn.pane.Markdown("Mode *personal*: the subject's own connectome, fitted on the first half "
+                                     "of its BOLD, scored on the second beside every baseline."),
+                    title="Personal twin", sizing_mode="stretch_width"),
             pn.Row(self.start_button, self.stop_button), self.error, self.download, sizing_mode="stretch_width")
 
     def main(self):
-        return pn.Column(pn.Row(self.progress, self.status), pn.FlexBox(
+        return pn.Column(pn.Row(self.progress, self.status), self.personal_result, pn.FlexBox(
             pn.pane.Bokeh(self.map.figure), pn.pane.Bokeh(self.losses.figure)), sizing_mode="stretch_width")
 
     def __panel__(self):
