@@ -11,6 +11,8 @@ from neurotwin_dash.models._kernel import (cos_sin_turn, counter_noise, exp, log
                                             philox4x32)
 from neurotwin_dash.simulate import Drive, SimulationError, simulate
 
+from kernel_agreement import assert_recorded_close
+
 N_BATCH = 10  # two blocks of 8 lanes, the second padded
 
 
@@ -32,11 +34,7 @@ def test_batch_kernel_equals_member_kernel(model, method):
     fast, ref = _both(**kw)
     assert not ref.diverged.any()
     np.testing.assert_array_equal(fast.diverged.values, ref.diverged.values)
-    for name in record:
-        scale = float(np.abs(ref[name]).max())
-        assert scale > 0
-        np.testing.assert_allclose(fast[name].values, ref[name].values, rtol=0, atol=1e-9 * scale,
-                                   err_msg=f"{model}.{name}")
+    assert_recorded_close(fast, ref, record, what=f"{model}.")
 
 
 def test_diverging_member_is_flagged_and_leaves_the_other_lanes_alone():
@@ -163,9 +161,7 @@ def test_counter_noise_batch_kernel_equals_member_kernel_bit_for_bit(model, meth
         np.testing.assert_array_equal(fast[name].values, ref[name].values, err_msg=f"{model}.{name}")
     # the NumPy reference integrator fed the same increments (np.exp instead of the polynomial)
     slow = simulate(backend="numpy", **kw)
-    for name in record:
-        scale = float(np.abs(ref[name]).max())
-        np.testing.assert_allclose(slow[name].values, ref[name].values, rtol=0, atol=1e-9 * scale)
+    assert_recorded_close(slow, ref, record, what=f"{model}.")
 
 
 def test_counter_noise_is_recorded_in_the_plan_and_member_k_equals_its_run_alone():

@@ -8,6 +8,8 @@ from neurotwin_dash.models import MODELS, get_model, initial_state
 from neurotwin_dash.params import ParamError
 from neurotwin_dash.simulate import Drive, SimulationError, all_params, simulate
 
+from kernel_agreement import assert_recorded_close
+
 
 @pytest.mark.parametrize("method", ["euler", "heun"])
 @pytest.mark.parametrize("model", list(MODELS))
@@ -23,11 +25,7 @@ def test_numba_kernel_matches_numpy_reference_with_the_same_noise(model, method)
     fast = simulate(**kw)
     ref = simulate(backend="numpy", **kw)
     assert not fast.diverged.any()
-    for name in record:
-        scale = float(np.abs(ref[name]).max())
-        assert scale > 0
-        np.testing.assert_allclose(fast[name].values, ref[name].values, rtol=0, atol=1e-9 * scale,
-                                   err_msg=f"{model}.{name}")
+    assert_recorded_close(fast, ref, record, what=f"{model}.")
 
 
 def test_same_seed_reproduces_and_other_seed_differs():
@@ -294,9 +292,7 @@ def test_numba_matches_numpy_reference_from_a_random_initial_state():
     fast = simulate(**kw)
     ref = simulate(backend="numpy", **kw)
     assert not np.array_equal(fast.v_pyr.values[:, 0, 0], fast.v_pyr.values[:, 0, 1])
-    for name in ("v_pyr", "y4"):
-        scale = float(np.abs(ref[name]).max())
-        np.testing.assert_allclose(fast[name].values, ref[name].values, rtol=0, atol=1e-9 * scale)
+    assert_recorded_close(fast, ref, ("v_pyr", "y4"))
 
 
 def test_bad_initial_state_is_rejected_naming_the_field():
