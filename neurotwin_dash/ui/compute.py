@@ -35,7 +35,7 @@ from .field3d import render_surface_png
 __all__ = [
     "BANDS", "FC_MEASURES", "BOLD_FC_MIN_S", "explorer_spec", "explorer_plan", "build_connectome",
     "explorer_job", "welch_psd", "band_power", "fc_fit", "fc_measures",
-    "sensor_layout_2d", "eeg_signals",
+    "sensor_layout_2d", "eeg_signals", "PREVIEW_S", "preview_spec", "job_superseded", "JobSuperseded",
 ]
 
 #: Frequency bands (Hz): the analysis library's, so dashboard numbers equal ``neurotwin analyse``.
@@ -57,6 +57,41 @@ FC_MEASURES = {
 #: shortest analysed duration (s) for which the explorer computes BOLD FC: ~80 samples at a
 #: TR of 0.72 s after the haemodynamic response has settled; shorter runs give no BOLD FC.
 BOLD_FC_MIN_S = 60.0
+
+
+#: simulated time (s, after the transient) of the explorer's quick preview under load
+PREVIEW_S = 1.0
+
+
+class JobSuperseded(RuntimeError):
+    """A dashboard job stopped early because its session asked for a newer one."""
+
+
+def job_superseded() -> bool:
+    """Whether the Dask task running this code has been cancelled (its session moved on).
+
+    Dask cannot interrupt a running task: a cancelled one keeps its worker busy to the end, and
+    its result is thrown away. Jobs call this between their stages and stop early instead. False
+    outside a Dask worker.
+    """
+    try:
+        from distributed import get_worker   # optional here: jobs also run in-process (notebooks)
+        worker = get_worker()
+    except (ImportError, ValueError):
+        return False
+    key = worker.get_current_task()
+    ts = worker.state.tasks.get(key) if key is not None else None
+    return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+
+def preview_spec(spec: dict, preview_s: float = PREVIEW_S) -> dict | None:
+    """A quick version of an explorer spec: the same model, parameters, connectome, seed and
+    transient, ``preview_s`` of analysed time instead of ``duration_s`` (``None`` when the run is
+    not much longer than that). The result's ``spec`` attribute records ``preview_of_s``, the
+    full run's duration, so the page can label it."""
+    if spec["duration_s"] < 2 * preview_s:
+        return None
+    return dict(spec, duration_s=float(preview_s), preview_of_s=float(spec["duration_s"]))
 
 
 def explorer_spec(model: str = "jansen_rit", connectome: str | None = "tvb76", params=None,
@@ -292,10 +327,14 @@ def explorer_job(spec: dict) -> xr.Dataset:
         ``diverged``, ``elapsed_s``, ``spec`` (JSON).
     """
     t0 = time.perf_counter()
+    if job_superseded():            # cancelled while it waited on the worker
+        raise JobSuperseded("superseded before it started")
     resolved = explorer_plan(spec)
     sim = run_plan(resolved)
     con = resolved.connectome
     t_sim = time.perf_counter() - t0
+    if job_superseded():            # its session moved on: skip the analysis
+        raise JobSuperseded("superseded after the simulation")
     out = _first_output(sim, spec.get("output"))
     x = sim[out].isel(batch=0).transpose("time", "region")
     diverged = bool(np.asarray(sim["diverged"]).any()) if "diverged" in sim else False
@@ -361,6 +400,7 @@ def explorer_job(spec: dict) -> xr.Dataset:
     res.attrs.update(
         model=spec["model"], connectome=spec.get("connectome") or "", output=out,
         diverged=int(diverged), sample_rate_hz=fs, simulate_s=t_sim,
+        preview_of_s=float(spec.get("preview_of_s", 0.0)),
         elapsed_s=time.perf_counter() - t0, spec=json.dumps(spec, default=str),
     )
     return res

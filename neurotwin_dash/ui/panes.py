@@ -35,7 +35,7 @@ __all__ = [
     "CLASSIC_1020", "nan_joined", "spectra_data", "brain_map_data", "topomap_data", "fc_data",
     "matrix_limits", "hemisphere_groups",
     "traces_data", "SpectraPlot", "BrainMapPlot", "TopomapPlot", "MatrixPlot", "TracesPlot",
-    "explorer_plots", "summary_markdown", "changed_settings",
+    "explorer_plots", "summary_markdown", "changed_settings", "preview_label",
 ]
 
 #: channels shown as traces when the montage has them (the classic 10-20 set)
@@ -133,7 +133,7 @@ class SpectraPlot:
             return f"{what} (needs a connectome and a montage)"
         unit = "regions" if self.kind == "region" else "channels"
         out = f" of {res.attrs.get('output', '')}" if self.kind == "region" else ""
-        return f"{what}{out} ({n} {unit})"
+        return f"{what}{out} ({n} {unit}){preview_label(res, ' — ')}"
 
     def update(self, res, highlight: str = ""):
         d = spectra_data(res, self.kind, highlight)
@@ -535,6 +535,14 @@ def changed_settings(res: xr.Dataset) -> dict:
     return out
 
 
+def preview_label(res, prefix: str = "") -> str:
+    """``"preview: 1 s"`` (after ``prefix``) for a preview result, ``""`` for a full run."""
+    if res is None or not float(res.attrs.get("preview_of_s", 0.0) or 0.0) > 0:
+        return ""
+    spec = json.loads(res.attrs.get("spec", "{}"))
+    return f"{prefix}preview: {float(spec.get('duration_s', 0.0)):g} s"
+
+
 def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False,
                      measure: str = "plv_alpha") -> str:
     """One paragraph describing the latest result (peak frequency, timings, changes, divergence)."""
@@ -544,7 +552,12 @@ def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False
     p = res["psd_region"].values
     sel = f >= 1.0
     peaks = f[sel][np.nanargmax(np.where(np.isfinite(p[:, sel]), p[:, sel], -np.inf), axis=1)]
-    lines = [
+    lines = []
+    if preview_label(res):
+        spec = json.loads(res.attrs.get("spec", "{}"))
+        lines.append(f"**{preview_label(res)}** — the server is busy: a short run of the same settings is "
+                     f"shown while the full {spec.get('preview_of_s', 0):g} s run is computed.")
+    lines += [
         f"**{res.attrs.get('model')}** on **{res.attrs.get('connectome') or 'one node'}** — "
         f"median spectral peak **{np.median(peaks):.2f} Hz**; simulated in "
         f"{res.attrs.get('simulate_s', float('nan')):.2f} s, job {res.attrs.get('elapsed_s', float('nan')):.2f} s.",

@@ -15,8 +15,10 @@ All of it works without a browser: ``ExplorerState(mode="sync")`` simulates in t
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gc
+import heapq
 import itertools
 import logging
 import math
@@ -28,6 +30,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dask
 import numpy as np
 import panel as pn
 import param
@@ -38,10 +41,11 @@ from ..models import get_model, installed_model_names
 from ..params import ParamSet
 from ..observe.heads import HEADS
 from ..simulate import NETWORK_PARAMS, network_params
-from .compute import BANDS, FC_MEASURES, explorer_job, explorer_spec
+from .compute import BANDS, FC_MEASURES, explorer_job, explorer_spec, preview_spec
 
 __all__ = ["paramset_class", "available_models", "shared_client", "JobRunner", "StagedResult", "ExplorerState",
-           "SOFT_BOUNDS", "SINGLE_NODE"]
+           "SOFT_BOUNDS", "SINGLE_NODE", "DASHBOARD_DASK_CONFIG", "ServerLoad", "SERVER_LOAD", "PREVIEW_PRIORITY", "PREVIEW_AFTER_S",
+           "PREVIEW_ENV"]
 
 #: Connectome choice meaning "one uncoupled node".
 SINGLE_NODE = "single node"
@@ -101,6 +105,11 @@ def available_models() -> list[str]:
 
 # --- the shared Dask client ------------------------------------------------------------------
 
+#: Dask settings of the dashboards' local cluster: a worker holds only the task it runs
+#: (no prefetched backlog), so a preview or a newer request submitted later can still overtake
+#: queued work by priority, and a cancelled request is dropped from the scheduler's queue.
+DASHBOARD_DASK_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
+
 _CLIENT_LOCK = threading.Lock()
 _CLIENT_KEY = "neurotwin_dash.dask_client"
 
@@ -116,7 +125,11 @@ def shared_client():
         client = pn.state.cache.get(_CLIENT_KEY)
         if client is None or getattr(client, "status", "closed") not in ("running", "connecting"):
             address = os.environ.get("NEUROTWIN_DASK_SCHEDULER") or None
-            client = get_client(address, quiet=True)
+            # distributed's config defaults must be loaded before the override: leaving the
+            # ``config.set`` block removes keys that did not exist when it was entered
+            import distributed  # noqa: F401  (heavy; only a served page needs it here)
+            with dask.config.set(DASHBOARD_DASK_CONFIG):
+                client = get_client(address, quiet=True)
             if address is None:
                 # Local workers share the server's cores: lower their priority so that the
                 # server (page loads, plot updates) always gets a core first.
@@ -256,19 +269,175 @@ def _cancel_later(future) -> None:
     _CANCEL_POOL.submit(cancel)
 
 
+#: Dask priority of preview jobs: above every full run, so that under load each session's
+#: preview is computed before the queued full runs (equal priorities run first come, first served).
+PREVIEW_PRIORITY = 10
+
+#: Show a preview first when the recent full runs took longer than this (s) from request to
+#: result (the explorer's responsiveness goal), or when the queue holds as many jobs as workers.
+PREVIEW_AFTER_S = 3.0
+
+#: ``$NEUROTWIN_PREVIEW``: ``auto`` (default; previews under load), ``always`` or ``never``.
+PREVIEW_ENV = "NEUROTWIN_PREVIEW"
+
+
+class _Request:
+    """One queued job of :class:`ServerLoad`: what to submit, and where its outcome goes."""
+
+    __slots__ = ("submit", "handle", "future", "cancelled")
+
+    def __init__(self, submit):
+        self.submit = submit
+        self.handle = concurrent.futures.Future()   # resolved with the job's result or error
+        self.future = None                          # the Dask future once dispatched
+        self.cancelled = False
+
+
+class ServerLoad:
+    """The server process's own fair queue in front of Dask, shared by every session.
+
+    At most as many jobs as the cluster has worker threads are in Dask at any time; the rest
+    wait here, previews first, then first come, first served. A session keeps at most one full
+    request (and its preview) here, since a new request cancels the older ones
+    (:meth:`cancel`: a queued one is dropped unseen, a dispatched one is cancelled in Dask and
+    stops at its next :func:`~neurotwin_dash.ui.compute.job_superseded` check). Dask's own
+    scheduling cannot give this order: it hands tasks to workers as they arrive and breaks
+    priority ties arbitrarily.
+
+    ``recent_wait_s`` is an exponentially weighted mean of the request-to-result time of full
+    (non-preview) jobs; with the queue depth it decides :meth:`wants_preview`.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._heap: list = []
+        self._seq = itertools.count()
+        self.running = 0
+        self.capacity = 1
+        self.recent_wait_s = 0.0
+        self.client_id = None
+
+    def set_capacity(self, n: int) -> None:
+        with self._lock:
+            self.capacity = max(1, int(n))
+        self._dispatch()
+
+    def put(self, submit, preview: bool = False) -> _Request:
+        """Queue ``submit`` (a callable that submits to Dask and returns the future)."""
+        req = _Request(submit)
+        with self._lock:
+            heapq.heappush(self._heap, (0 if preview else 1, next(self._seq), req))
+        self._dispatch()
+        return req
+
+    def cancel(self, req: _Request) -> None:
+        """Drop a queued request, or cancel it in Dask (off the calling thread)."""
+        with self._lock:
+            req.cancelled = True
+            fut = req.future
+        if fut is None:
+            req.handle.cancel()
+            self._dispatch()          # frees nothing, but prunes the queue's head
+        else:
+            _cancel_later(fut)
+
+    def pending(self) -> int:
+        """Requests waiting here or running in Dask."""
+        with self._lock:
+            return self.running + sum(1 for *_, r in self._heap if not r.cancelled)
+
+    def record_wait(self, seconds: float, weight: float = 0.3) -> None:
+        with self._lock:
+            self.recent_wait_s = (1 - weight) * self.recent_wait_s + weight * float(seconds)
+
+    def wants_preview(self) -> bool:
+        """Whether a new request should get a quick preview before its full run.
+
+        ``$NEUROTWIN_PREVIEW`` = ``always`` / ``never`` overrides the automatic rule: preview when
+        the jobs waiting or running fill the workers, or when recent full runs took longer than
+        :data:`PREVIEW_AFTER_S`.
+        """
+        how = os.environ.get(PREVIEW_ENV, "auto").strip().lower()
+        if how == "always":
+            return True
+        if how == "never":
+            return False
+        return self.pending() >= self.capacity or self.recent_wait_s > PREVIEW_AFTER_S
+
+    def _dispatch(self) -> None:
+        while True:
+            with self._lock:
+                while self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)
+                if not self._heap or self.running >= self.capacity:
+                    return
+                req = heapq.heappop(self._heap)[2]
+                self.running += 1
+            try:
+                fut = req.submit()
+            except Exception as exc:      # e.g. the scheduler went away: the session shows it
+                with self._lock:
+                    self.running -= 1
+                req.handle.set_exception(exc)
+                continue
+            with self._lock:
+                req.future = fut
+                cancelled = req.cancelled
+            if cancelled:
+                _cancel_later(fut)
+            fut.add_done_callback(lambda f, req=req: self._finished(req, f))
+
+    def _finished(self, req: _Request, fut) -> None:
+        # runs in Dask's callback thread, not on the server's event loop
+        with self._lock:
+            self.running -= 1
+        self._dispatch()
+        if req.handle.done():
+            return
+        try:
+            if fut.status == "cancelled":
+                req.handle.cancel()
+            else:
+                req.handle.set_result(fut.result())
+        except Exception as exc:
+            if not req.handle.done():
+                req.handle.set_exception(exc)
+
+
+#: the server process's load and queue (all sessions)
+SERVER_LOAD = ServerLoad()
+
+
+def _client_threads(client) -> int:
+    """Worker threads of a Dask client (blocking: call it off the event loop)."""
+    try:
+        return int(sum(client.nthreads().values()))
+    except Exception:  # a scheduler that does not answer: assume one
+        return 1
+
+
 class JobRunner(param.Parameterized):
     """Runs the latest submitted job of one session in the background.
 
-    ``mode="dask"`` submits to :func:`shared_client` and waits for the future in a thread
-    (``loop.run_in_executor(None, future.result)``) so the server's event loop keeps serving;
-    ``mode="thread"`` runs the job in a thread of this process; ``mode="sync"`` runs it in the
-    caller (tests, notebooks). Submitting again cancels the pending job; results of a job that
-    is no longer the latest are discarded.
+    ``mode="dask"`` queues the job in the server's fair queue (:data:`SERVER_LOAD`) in front of
+    :func:`shared_client` (or ``client``) and awaits it without holding a thread, so the
+    server's event loop keeps serving; ``mode="thread"`` runs the job in a thread of this
+    process; ``mode="sync"`` runs it in the caller (tests, notebooks).
+
+    The newest request wins: submitting again cancels the session's older requests (a queued
+    one is dropped unseen; a running one is cancelled and stops at its next check, see
+    :func:`neurotwin_dash.ui.compute.job_superseded`), and results of a job that is no longer
+    the latest are discarded. With ``preview_args`` (dask mode) and the server under load
+    (:meth:`ServerLoad.wants_preview`), a cheap version of the same job is queued too, ahead of
+    every session's full runs: its result is shown first (``is_preview`` True) and the full
+    run's replaces it.
     """
 
     mode = param.Selector(default="dask", objects=["dask", "thread", "sync"])
+    client = param.Parameter(default=None, doc="Dask client (default: the server's shared_client())")
     busy = param.Boolean(default=False, doc="a job is running")
     result = param.Parameter(default=None, doc="result of the latest finished job")
+    is_preview = param.Boolean(default=False, doc="result is the preview of a full run still to come")
     error = param.String(default="", doc="error message of the latest job ('' when it succeeded)")
     elapsed_s = param.Number(default=float("nan"), doc="wall time of the latest finished job")
     n_done = param.Integer(default=0, doc="jobs finished (results accepted)")
@@ -277,47 +446,59 @@ class JobRunner(param.Parameterized):
         super().__init__(**params)
         self._token = itertools.count(1)
         self._latest = 0
-        self._future = None
+        self._full_shown = 0          # token whose full result is on screen (previews come before)
+        self._requests: list = []
         self._lock = threading.Lock()
 
     @property
     def latest_token(self) -> int:
         return self._latest
 
-    def submit(self, fn, *args) -> int:
-        """Run ``fn(*args)`` (a function importable by Dask workers); returns the job token."""
+    def submit(self, fn, *args, preview_args=None) -> int:
+        """Run ``fn(*args)`` (a function importable by Dask workers); returns the job token.
+
+        ``preview_args``: arguments of a cheaper run of the same ``fn`` (e.g. a shorter
+        simulation of the same parameters), used in dask mode when the server is under load.
+        """
         with self._lock:
             token = self._latest = next(self._token)
-            old, self._future = self._future, None
-        _cancel_later(old)
+            old, self._requests = self._requests, []
+        for req in old:
+            SERVER_LOAD.cancel(req)
         self.busy = True
         if self.mode == "sync":
             self._run_sync(token, fn, args)
         else:
-            self._schedule(token, fn, args)
+            self._schedule(token, fn, args, preview_args)
         return token
 
     def cancel(self) -> None:
-        """Forget the pending job (its result will be dropped)."""
+        """Forget the pending jobs (their results will be dropped)."""
         with self._lock:
             self._latest = next(self._token)
-            old, self._future = self._future, None
-        _cancel_later(old)
+            old, self._requests = self._requests, []
+        for req in old:
+            SERVER_LOAD.cancel(req)
         self.busy = False
 
     # --- internals -------------------------------------------------------------------------
-    def _accept(self, token, result, error, t0):
-        if token != self._latest:
+    def _accept(self, token, result, error, t0, preview=False):
+        if token != self._latest or (preview and self._full_shown == token):
             return False
         _w, _c = time.perf_counter(), time.thread_time()
         with _hold_document(), param.parameterized.batch_call_watchers(self):
             self.elapsed_s = time.perf_counter() - t0
-            self.error = error
+            if not preview:
+                self._full_shown = token
+                self.error = error
             if not error:
+                self.is_preview = preview
                 self.result = result
                 self.n_done += 1
-            self.busy = False
-        log.debug("accept wall %.3f s cpu %.3f s", time.perf_counter() - _w, time.thread_time() - _c)
+            if not preview:
+                self.busy = False
+        log.debug("accept %s wall %.3f s cpu %.3f s", "preview" if preview else "full",
+                  time.perf_counter() - _w, time.thread_time() - _c)
         return True
 
     def _run_sync(self, token, fn, args):
@@ -329,10 +510,10 @@ class JobRunner(param.Parameterized):
         else:
             self._accept(token, res, "", t0)
 
-    def _schedule(self, token, fn, args):
+    def _schedule(self, token, fn, args, preview_args=None):
 
         async def job():
-            await self._run_async(token, fn, args)
+            await self._run_async(token, fn, args, preview_args)
 
         if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
             pn.state.execute(job)
@@ -346,34 +527,61 @@ class JobRunner(param.Parameterized):
             else:
                 threading.Thread(target=asyncio.run, args=(job(),), daemon=True).start()
 
-    async def _run_async(self, token, fn, args):
+    def _get_client(self):
+        client = self.client if self.client is not None else shared_client()
+        if SERVER_LOAD.client_id != id(client):
+            SERVER_LOAD.client_id = id(client)
+            SERVER_LOAD.set_capacity(_client_threads(client))
+        return client
+
+    async def _run_async(self, token, fn, args, preview_args=None):
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        try:
-            if self.mode == "dask":
-                client = await loop.run_in_executor(None, shared_client)
-                if token != self._latest:
-                    return
-                future = client.submit(fn, *args, pure=False)
-                with self._lock:
-                    stale = token != self._latest
-                    if not stale:
-                        self._future = future
-                if stale:
-                    _cancel_later(future)
-                    return
-                res = await loop.run_in_executor(None, future.result)
-            else:
+        if self.mode != "dask":
+            try:
                 res = await loop.run_in_executor(None, fn, *args)
-        except Exception as exc:
-            if token == self._latest:
+            except Exception as exc:
                 self._accept(token, None, _message(exc), t0)
+            else:
+                self._accept(token, res, "", t0)
             return
-        finally:
-            with self._lock:
-                if token == self._latest:
-                    self._future = None
-        self._accept(token, res, "", t0)
+        try:
+            client = await loop.run_in_executor(None, self._get_client)
+        except Exception as exc:
+            self._accept(token, None, _message(exc), t0)
+            return
+        stages = [(args, False)]
+        if preview_args is not None and SERVER_LOAD.wants_preview():
+            stages.insert(0, (preview_args, True))
+        with self._lock:
+            if token != self._latest:
+                return
+            # Dask priorities too, for schedulers shared with other clients
+            self._requests = reqs = [
+                SERVER_LOAD.put(lambda a=a, pv=pv: client.submit(fn, *a, pure=False,
+                                                                 priority=PREVIEW_PRIORITY if pv else 0),
+                                preview=pv)
+                for a, pv in stages]
+
+        async def wait(req, preview):
+            try:
+                res = await asyncio.wrap_future(req.handle)
+            except (Exception, asyncio.CancelledError) as exc:
+                # a preview's failure is not shown (the full run reports its own); a cancelled
+                # request belongs to a superseded token
+                if not preview and token == self._latest and not req.handle.cancelled():
+                    self._accept(token, None, _message(exc), t0)
+                return
+            log.debug("job %s/%d %s done after %.3f s", id(self) % 10000, token,
+                      "preview" if preview else "full", time.perf_counter() - t0)
+            if not preview:
+                SERVER_LOAD.record_wait(time.perf_counter() - t0)
+            self._accept(token, res, "", t0, preview=preview)
+
+        await asyncio.gather(*(wait(r, pv) for r, (_, pv) in zip(reqs, stages)))
+        with self._lock:
+            if token == self._latest:
+                self._requests = []
 
 
 class StagedResult(param.Parameterized):
@@ -562,8 +770,13 @@ class ExplorerState(param.Parameterized):
 
     # --- actions -----------------------------------------------------------------------------
     def run(self) -> int:
-        """Simulate the current inputs (in the background unless ``mode="sync"``)."""
-        return self.runner.submit(explorer_job, self.spec())
+        """Simulate the current inputs (in the background unless ``mode="sync"``).
+
+        Under load the runner first shows a preview: the same run, :data:`compute.PREVIEW_S` long.
+        """
+        spec = self.spec()
+        preview = preview_spec(spec)
+        return self.runner.submit(explorer_job, spec, preview_args=None if preview is None else (preview,))
 
     def add_edge(self, target: str, source: str, weight: float) -> None:
         """Set the weight between two regions (normalised units, symmetric); raises on bad input."""
