@@ -116,6 +116,9 @@ def ad(args):
     from neurotwin_dash.fit.scenarios import ScenarioConfig, alzheimer_scenario, describe_effect, plot_scenario
     from neurotwin_dash.ui.compute import montage_effect_job
     from neurotwin_dash.ui.montage import MontageState
+    if args.effect_only:
+        designer_effect(montage_effect_job, MontageState)
+        return
     client = get_client(quiet=True)
     cfg = ScenarioConfig(duration_s=args.duration, transient_s=2.0)          # 9 C7 values x 5 seeds
     t0 = time.perf_counter()
@@ -162,18 +165,26 @@ def ad(args):
     plot_scenario(r, FIG / "ad_scenario.png")
     print(f"figure: {FIG / 'ad_scenario.png'}")
 
-    # the montage designer's effect: 5 seeds x (sham, stimulated), 2 s each, tvb76, one batch
+    designer_effect(montage_effect_job, MontageState)
+
+
+def designer_effect(montage_effect_job, MontageState):
+    """The montage designer's effect: 5 seeds x (sham, stimulated), 2 s each, tvb76, one batch
+    (with the designer's noise generator, and with NumPy's for comparison)."""
     spec = MontageState(mode="sync").spec()
     spec["targets"] = ["lPFCDL"]
-    montage_effect_job(spec)                                  # warm (JIT cache, fields)
-    times = []
-    for _ in range(3):
-        t1 = time.perf_counter()
-        res = montage_effect_job(spec)
-        times.append(time.perf_counter() - t1)
-    print(f"montage designer effect, {res.attrs['n_seeds']} seeds x 2 arms, {spec['duration_s']:g} s "
-          f"(+{spec['transient_s']:g} s transient), tvb76, in-process: {min(times):.2f} s best of 3 "
-          f"({', '.join(f'{t:.2f}' for t in times)})")
+    for rng in ("counter", "numpy"):
+        spec["noise_rng"] = rng
+        montage_effect_job(spec)                                  # warm (JIT cache, fields)
+        times = []
+        for _ in range(3):
+            t1 = time.perf_counter()
+            res = montage_effect_job(spec)
+            times.append(time.perf_counter() - t1)
+        print(f"montage designer effect ({spec['model']}), {res.attrs['n_seeds']} seeds x 2 arms, "
+              f"{spec['duration_s']:g} s (+{spec['transient_s']:g} s transient), tvb76, noise_rng={rng}, "
+              f"in-process: {min(times):.2f} s best of 3 ({', '.join(f'{t:.2f}' for t in times)}); "
+              f"load average {os.getloadavg()[0]:.1f}")
 
 
 def personal(args):
@@ -261,6 +272,7 @@ def main():
                    help="fit checkpoint, JSON (re-running resumes / replays it)")
     a = sub.add_parser("ad")
     a.add_argument("--duration", type=float, default=10.0, help="simulated seconds per run (incl. 2 s transient)")
+    a.add_argument("--effect-only", action="store_true", help="only the montage designer's 5-seed effect")
     p = sub.add_parser("personal")
     p.add_argument("--subjects", nargs="*", default=None, help="catalog subjects (default: all 12)")
     p.add_argument("--out", default=None, help="output folder (default: a new temporary folder)")

@@ -65,7 +65,7 @@ from .cluster import get_client
 from .io.files import read_yaml_mapping
 from .io.schema import SweepSpecSchema, check_keywords, validate
 from .params import ParamSet, ParamSpec
-from .simulate import Drive, SimulationPlan, all_params, plan, simulate
+from .simulate import NOISE_RNGS, Drive, SimulationPlan, all_params, plan, simulate
 from .stimulation.efield import montage_field
 from .stimulation.montage import Montage
 from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
@@ -100,7 +100,7 @@ ZARR_FORMAT = 2
 STORE_MARKER = "neurotwin_sweep_store"
 
 _SIM_KEYS = ("model", "connectome", "duration_s", "dt_ms", "seed", "sample_rate_hz", "record",
-             "transient_s", "normalisation", "method")
+             "transient_s", "normalisation", "method", "noise_rng")
 
 
 class SweepError(ValueError):
@@ -160,6 +160,11 @@ class SweepSpec:
         ``False``: every sample uses ``seed`` (common random numbers: samples differ only by
         their parameters). ``True``: sample *i* uses ``seed + i`` (independent realisations).
         Either way a sample's numbers do not depend on the batch it falls in.
+    noise_rng : {"counter", "numpy"}
+        Noise generator of the simulations (``simulate(noise_rng=...)``). Default ``"counter"``:
+        drawn inside the batch kernel, several times faster per simulation; ``"numpy"`` is what
+        every sweep used before it existed (a store written then resumes only with
+        ``noise_rng: numpy`` in its spec).
     model, connectome, duration_s, dt_ms, seed, sample_rate_hz, record, transient_s, normalisation, method
         Passed to ``simulate``.
     """
@@ -185,12 +190,15 @@ class SweepSpec:
     normalisation: str = "max"
     method: str = "euler"
     simulator: str = "neurotwin_dash.simulate:simulate"
+    noise_rng: str = "counter"
 
     def __post_init__(self):
         if not isinstance(self.axes, Mapping) or not self.axes:
             raise SweepError("axes: give at least one swept parameter, e.g. {'coupling': {'values': [0, 1]}}")
         self.axes = {str(k): dict(v) if isinstance(v, Mapping) else {"values": list(v)}
                      for k, v in self.axes.items()}
+        if self.noise_rng not in NOISE_RNGS:
+            raise SweepError(f"noise_rng {self.noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
         if self.sampling not in SAMPLINGS:
             raise SweepError(f"sampling {self.sampling!r} unknown; allowed: {', '.join(SAMPLINGS)}")
         if self.sampling != "grid":
@@ -245,7 +253,10 @@ class SweepSpec:
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON: two specs with the same fingerprint make the same sweep."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        d = self.to_dict()
+        if d["noise_rng"] == "numpy":
+            del d["noise_rng"]      # the fingerprint of every spec written before the option
+        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -958,8 +969,11 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
                              "interrupted while being created: rerun with overwrite=True (--overwrite), "
                              "which replaces it if neurotwin sweep created it") from None
         if status["fingerprint"] != spec.fingerprint():
+            hint = ("" if spec.noise_rng == "numpy" else
+                    " (a store written before sweeps drew their noise with noise_rng='counter' "
+                    "resumes with noise_rng: numpy in the spec)")
             raise SweepError(f"store {store} was made by a different sweep spec; use another store "
-                             "or overwrite=True")
+                             f"or overwrite=True{hint}")
         done = set(status["done"])
         repaired = _damaged_batches(store, done, slices)
         done -= set(repaired)

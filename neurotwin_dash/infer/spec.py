@@ -50,6 +50,9 @@ class InferSpec:
         independent noise).
     duration_s, transient_s, dt_ms, sample_rate_hz, method, normalisation
         Passed to ``simulate``.
+    noise_rng : {"counter", "numpy"}
+        Noise generator of the simulations (see :class:`~neurotwin_dash.sweep.SweepSpec`);
+        ``"numpy"`` reproduces the simulations of a posterior trained before the option existed.
     seed : int
         Prior draws, noise seeds (sample *i* uses ``seed + i``) and the network initialisation.
     batch_size : int
@@ -77,6 +80,7 @@ class InferSpec:
     batch_size: int = 100
     estimator: dict = field(default_factory=dict)
     name: str = ""
+    noise_rng: str = "counter"
 
     def __post_init__(self):
         self.prior = Prior(self.model, self.params)
@@ -130,7 +134,7 @@ class InferSpec:
             connectome=self.connectome, duration_s=self.duration_s, dt_ms=self.dt_ms,
             seed=self.seed if part == "train" else self.seed + self.n_simulations,
             seed_per_sample=True, sample_rate_hz=self.sample_rate_hz, transient_s=self.transient_s,
-            normalisation=self.normalisation, method=self.method)
+            normalisation=self.normalisation, method=self.method, noise_rng=self.noise_rng)
 
     # --- (de)serialisation ---
     def to_dict(self) -> dict:
@@ -154,5 +158,8 @@ class InferSpec:
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON of the spec."""
-        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        d = self.to_dict()
+        if d["noise_rng"] == "numpy":
+            del d["noise_rng"]      # the fingerprint of every spec written before the option
+        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -83,6 +83,7 @@ class SweepSpecSchema(_Strict):
     normalisation: str = "max"
     method: Literal["euler", "heun"] = "euler"
     simulator: str = "neurotwin_dash.simulate:simulate"
+    noise_rng: Literal["counter", "numpy"] = "counter"
 
 
 class FreeParam(_Strict):

@@ -3,27 +3,38 @@
 The per-member kernel (:mod:`neurotwin_dash.models._kernel`) advances one member at a time, so
 each step of a member is scalar code and the SIMD units do one lane of work. Here a *block* of
 ``LANES`` members (one 512-bit register of float64) is advanced together: the state is
-``(region, state, lane)``, the delay history ``(cvar, region · 2 · slots, lane)``, so each
+``(region, state, lane)``, the delay history ``(region · slots, cvar, lane)``, so each
 delayed-edge read is one contiguous vector load and each model equation is evaluated for all
 lanes by one loop over lanes that LLVM vectorises. The model's equations are still its own
 scalar numba functions (``dfun``, ``cvar``, ``observe``, ``noise_gain``), called once per lane
 inside that loop; only the layout lives here.
 
 What makes the lane loops vectorise (checked on the generated assembly, see
-:func:`packed_instruction_count`):
+:func:`packed_instruction_count`, and on LLVM's vectoriser remarks):
 
 * the kernel's array arguments are declared ``noalias`` (each block owns its arrays), without
   which LLVM keeps the loops scalar (a store to one array may change another's loads);
-* the lane count is a compile-time constant, so each lane loop is a whole number of vectors;
-* ``error_model="numpy"`` (no division-by-zero branch). The sigmoid's exponential stays libm's
-  (a scalar call per lane): the vectorisable :func:`~neurotwin_dash.models._kernel.exp` gained
-  the batch kernel ~15 % but cost the single run ~25 % (measured, see ``sigmoid``).
+* the new state, rates and outputs of a lane are stored in rows a constant ``LANES`` apart
+  (:func:`_store_rows`): with a run-time row length LLVM wanted a run-time overlap check per
+  pair of rows and left LaNMM's 28-state loop scalar (LaNMM Euler: 0.079 -> 0.044 CPU s per
+  run per simulated second);
+* ``error_model="numpy"`` (no division-by-zero branch), branch-free selects;
+* 512-bit vectors (:func:`_vector_width`): LLVM's tuning for this CPU family prefers 256-bit;
+* the delayed-edge sums are explicit LLVM vector code (:func:`_edge_sums`: one vector load,
+  multiply and add per edge and lane block);
+* with ``noise_rng="counter"`` the increments come from Philox inside the kernel, a vector of
+  lanes at a time (:func:`~neurotwin_dash.models._kernel.counter_normals`), and the models'
+  ``math.exp`` is the polynomial :func:`~neurotwin_dash.models._kernel.exp` (their numba
+  functions relinked, see :func:`~neurotwin_dash.models._kernel.model_function`). With the
+  default NumPy noise the sigmoid keeps libm's exp (a scalar call per lane), so that both kernels
+  still give the numbers of every earlier run.
 
-Results equal the per-member kernel's: the same operations in the same order per member (the
-delayed input summed with the same four partial sums), the same NumPy noise (member ``b`` reads
-stream ``stream[b]``), the same drives, the same divergence rule (a member whose state leaves
-``±bound`` or turns NaN is flagged at the end of its sample, its samples from there on are NaN;
-its lane is then zeroed, so it keeps computing finite numbers without touching other lanes).
+Results equal the per-member kernel's bit for bit (tested): the same operations in the same
+order per member (the delayed input summed with the same four partial sums), the same noise
+(NumPy: member ``b`` reads stream ``stream[b]``; counter: the same Philox counters), the same
+drives, the same divergence rule (a member whose state leaves ``±bound`` or turns NaN is flagged
+at the end of its sample, its samples from there on are NaN; its lane is then zeroed, so it
+keeps computing finite numbers without touching other lanes).
 
 Members must share the conduction delays (one ``speed_m_s`` for the batch); ``simulate`` uses
 the per-member kernel otherwise.
@@ -112,6 +123,35 @@ def _ov_advance(tag, x, f, g, h, mean, kick):
         items.append(f"{step} + kick[{noisy[k]}]" if k in noisy else step)
     return _generated("impl", ("tag", "x", "f", "g", "h", "mean", "kick"),
                       [f"return ({', '.join(items)},)"])
+
+
+def _store_rows(a, l, values):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_store_rows, inline="always")
+def _ov_store_rows(a, l, values):
+    """``a[k · LANES + l] = values[k]`` for every element of the tuple ``values``: rows a constant
+    :data:`LANES` apart, so LLVM sees that the stores of one lane loop never overlap (with a run-
+    time row length it wanted a run-time overlap check per pair of rows, and above a few dozen
+    pairs, e.g. LaNMM's 28 states, left the loop scalar)."""
+    body = [f"a[{k * LANES} + l] = values[{k}]" for k in range(len(values))] or ["pass"]
+    return _generated("impl", ("a", "l", "values"), body)
+
+
+def _row_tuple(tag, a, l, n):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_row_tuple, inline="always")
+def _ov_row_tuple(tag, a, l, n):
+    """``(a[0 · LANES + l], …)``: one lane of an array written by :func:`_store_rows` (``n`` as
+    for :func:`_lane_tuple`)."""
+    if not isinstance(tag, types.StringLiteral) or not isinstance(n, types.StringLiteral):
+        return None
+    count = len(getattr(_model(tag), n.literal_value))
+    items = "".join(f"a[{k * LANES} + l], " for k in range(count))
+    return _generated("impl", ("tag", "a", "l", "n"), [f"return ({items})"])
 
 
 def _model_call(tag, fname, args):  # pragma: no cover
@@ -291,13 +331,13 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
     out : (n_rec, n_steps // decim, region, LANES) or (0, 0, 0, LANES) (no record)
     dead : (LANES,) bool
         Members already diverged (their samples are NaN); set for those that diverge now.
-    G, CIN, U, ACC, SUM, BAD, OBS
+    G, CIN, U, ACC, SUM, BAD
         Scratch: (region, n_noise, LANES), (1, cvar, LANES), (4, region, LANES),
-        (n_rec, region, LANES), (cvar, LANES), (LANES,), (1, n_out, LANES) float64.
-    RN : (1, cvar, LANES)
-        Scratch: the new rates.
-    XN : (1, state, LANES)
-        Scratch: the new state of a region.
+        (n_rec, region, LANES), (cvar, LANES), (LANES,) float64.
+    OBS, RN, XN : (n_out · LANES,), (cvar · LANES,), (state · LANES,)
+        Scratch: the outputs, the new rates and the new state of a region, one row of
+        :data:`LANES` per quantity (a constant row length, see :func:`_store_rows`; at most
+        ``LANES`` lanes used).
     Z : (2 · ⌈region · n_noise / 2⌉, LANES)
         Scratch: a step's increments from the counter generator, (region, noise) flattened.
     """
@@ -366,12 +406,8 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
             for c in range(n_cvar):
                 # the per-member kernel's four partial sums, a vector of lanes at a time (one
                 # vector load and multiply-add per edge, see _edge_sums): the same rounding
-                if nl % 8 == 0:
-                    for q in range(0, nl, 8):
-                        _edge_sums(H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, 8, SUM)
-                else:
-                    for q in range(0, nl, 4):
-                        _edge_sums(H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, 4, SUM)
+                for q in range(0, nl, LANES):
+                    _edge_sums(H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, LANES, SUM)
                 for l in range(nl):
                     CIN[0, c, l] = K[i, l] * SUM[c, l]
             here = i * n_slot
@@ -393,32 +429,32 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
                     xn = _advance(tag, x, f, g, dt, True, kick)
                 else:
                     xn = _advance(tag, x, f, f, dt, False, kick)
-                _store_lane(tag, XN, 0, l, xn)
-                _store_lane(tag, RN, 0, l, _model_call(tag, "cvar", (xn, p, um1)))
+                _store_rows(XN, l, xn)
+                _store_rows(RN, l, _model_call(tag, "cvar", (xn, p, um1)))
             # the new state and rates into X and the history, outside the loop above: stores into
             # arrays that loop also reads need run-time overlap checks, which LLVM gets wrong
             # here (the loop then runs its scalar version)
             for j in range(n_state):
                 for l in range(nl):
-                    X[i, j, l] = XN[0, j, l]
+                    X[i, j, l] = XN[j * LANES + l]
             for c in range(n_cvar):
                 for l in range(nl):
-                    H[here + nslot, c, l] = RN[0, c, l]
+                    H[here + nslot, c, l] = RN[c * LANES + l]
             if record:
                 if need_obs:
                     for l in range(nl):
-                        x = _lane_tuple(tag, XN, 0, l, "STATES")
+                        x = _row_tuple(tag, XN, l, "STATES")
                         p = _lane_tuple(tag, P, i, l, "PARAMS")
-                        rn = _lane_tuple(tag, RN, 0, l, "CVARS")
-                        _store_lane(tag, OBS, 0, l, _model_call(tag, "observe", (x, p, rn, U[2, i, l])))
+                        rn = _row_tuple(tag, RN, l, "CVARS")
+                        _store_rows(OBS, l, _model_call(tag, "observe", (x, p, rn, U[2, i, l])))
                 for q in range(n_rec):
                     r = rec[q]
                     if r < n_out:
                         for l in range(nl):
-                            ACC[q, i, l] += OBS[0, r, l]
+                            ACC[q, i, l] += OBS[r * LANES + l]
                     else:
                         for l in range(nl):
-                            ACC[q, i, l] += XN[0, r - n_out, l]
+                            ACC[q, i, l] += XN[(r - n_out) * LANES + l]
         if (s + 1) % decim == 0:
             for l in range(nl):
                 BAD[l] = 0.0
@@ -512,18 +548,16 @@ class BatchBlocks:
         Each member's seed (the counter generator's key).
     n_noise, n_rec, n_out : int
         Noise components of the model; recorded quantities; model outputs.
-    lanes : int, optional
-        Members per block (default :data:`LANES`, or half of it for batches of up to that).
     """
 
-    def __init__(self, tag, x, hist, params, coupling, drv_space, stream, keys, n_noise, n_rec, n_out,
-                 lanes=None):
+    def __init__(self, tag, x, hist, params, coupling, drv_space, stream, keys, n_noise, n_rec, n_out):
         self.tag = tag
         self.n_batch, n_region, _ = x.shape
         n_cvar = hist.shape[1]
-        # batches of up to 4 use blocks of 4 (one 256-bit vector): 8 lanes would compute padding
-        # (JR tvb76, batch of 4: 0.032 instead of 0.046 CPU s per run per simulated second)
-        nl = self.lanes = int(lanes or (LANES if self.n_batch > LANES // 2 else LANES // 2))
+        # always whole blocks of LANES, padded: a block of 4 lanes runs the lane loops (vectorised
+        # 8 wide) in their scalar remainder and costs more than a block of 8 (JR tvb76: 0.17
+        # against 0.13 CPU s per block per simulated second)
+        nl = LANES
         n_block = -(-self.n_batch // nl)
         member = np.minimum(np.arange(n_block * nl), self.n_batch - 1).reshape(n_block, nl)
         self.members = [m[:max(0, min(nl, self.n_batch - k * nl))] for k, m in enumerate(member)]
@@ -545,9 +579,9 @@ class BatchBlocks:
                 ACC=np.zeros((n_rec, n_region, nl)),
                 SUM=np.zeros((n_cvar, nl)),
                 BAD=np.zeros(nl),
-                OBS=np.zeros((1, n_out, nl)),
-                XN=np.zeros((1, x.shape[2], nl)),
-                RN=np.zeros((1, n_cvar, nl)),
+                OBS=np.zeros(n_out * LANES),
+                XN=np.zeros(x.shape[2] * LANES),
+                RN=np.zeros(n_cvar * LANES),
                 Z=np.zeros((2 * ((n_region * n_noise + 1) // 2), nl)),
             ))
 
@@ -568,8 +602,8 @@ class BatchBlocks:
         n_slot = self.blocks[0]["H"].shape[0] // n_region
         ebase = np.ascontiguousarray(args.offsets[0] // (2 * n_slot) * n_slot)
         elag = np.ascontiguousarray(args.offsets[0] % (2 * n_slot))
-        bufs = [np.empty((len(rec) if record else 0, n_samp, n_region if record else 0, self.lanes))
-                for _ in self.blocks]
+        bufs = [np.empty((len(rec) if record else 0, n_samp, n_region if record else 0, b["X"].shape[2]))
+                for b in self.blocks]
 
         def run(k):
             b = self.blocks[k]

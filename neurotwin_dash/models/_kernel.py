@@ -148,6 +148,7 @@ _VECTOR_MATH.__dict__.update({k: v for k, v in vars(math).items() if not k.start
 _RELINKED: dict = {}
 
 
+
 def _relinked(disp):
     """A copy of the numba function ``disp`` whose globals see :data:`_VECTOR_MATH` instead of
     ``math`` and relinked copies of the numba functions it calls (its equations unchanged)."""

@@ -258,7 +258,7 @@ def stimulation_outcomes(res: xr.Dataset, variable: str, regions: Sequence[str] 
 def simulate_arms(model, connectome, drives, seeds: Sequence[int], params=None, duration_s: float = 4.0,
                   transient_s: float = 1.0, dt_ms: float = 0.1, sample_rate_hz: float = 500.0,
                   record=None, method: str = "euler", normalisation: str = "max",
-                  threads: int | None = None) -> xr.Dataset:
+                  threads: int | None = None, noise_rng: str = "numpy") -> xr.Dataset:
     """Sham and stimulated arms × noise seeds in one batched :func:`~neurotwin_dash.simulate.simulate`.
 
     Parameters
@@ -274,6 +274,9 @@ def simulate_arms(model, connectome, drives, seeds: Sequence[int], params=None, 
     params : dict, optional
         Parameters as :func:`simulate` takes them, the same for every member (scalar or per
         region).
+    noise_rng : {"numpy", "counter"}
+        Noise generator (``simulate(noise_rng=...)``); a pair shares its seed, hence its noise,
+        with either.
 
     Returns
     -------
@@ -308,7 +311,7 @@ def simulate_arms(model, connectome, drives, seeds: Sequence[int], params=None, 
     res = simulate(model, connectome, duration_s=duration_s, dt_ms=dt_ms, params=dict(params or {}),
                    seed=member_seeds if len(member_seeds) > 1 else member_seeds[0],
                    sample_rate_hz=sample_rate_hz, transient_s=transient_s, record=record, drive=batched,
-                   method=method, normalisation=normalisation, threads=threads)
+                   method=method, normalisation=normalisation, threads=threads, noise_rng=noise_rng)
     res = res.assign_coords(arm=("batch", np.repeat(np.arange(n_arms), ns)),
                             seed=("batch", np.array(member_seeds)))
     res.attrs["arms"] = n_arms

@@ -472,8 +472,9 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
     shares its noise seed (common random numbers). Effects are paired differences with 95 % CIs
     (:func:`~neurotwin_dash.stimulation.effects.arm_effects`). ``spec`` adds ``model``,
     ``output``, ``band`` (name in :data:`BANDS`), ``params``, ``duration_s``, ``transient_s``,
-    ``seed``, ``n_seeds`` (default 5), ``targets`` (region labels) and ``head`` (field model, as
-    for :func:`montage_field_job`).
+    ``seed``, ``n_seeds`` (default 5), ``targets`` (region labels), ``head`` (field model, as
+    for :func:`montage_field_job`) and ``noise_rng`` (default ``"counter"``: the noise drawn in
+    the batch kernel, which keeps the panel responsive; recorded in the result's attrs).
 
     Returns
     -------
@@ -498,7 +499,7 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
     sim = effects.simulate_arms(spec["model"], con, drives, seed0 + np.arange(n_seeds), params,
                                 duration_s=spec["duration_s"] + spec["transient_s"], transient_s=spec["transient_s"],
                                 dt_ms=0.1, sample_rate_hz=500.0, record=[spec.get("output")] if spec.get("output")
-                                else None)
+                                else None, noise_rng=spec.get("noise_rng", "counter"))
     out = _first_output(sim, spec.get("output"))
     x = np.nan_to_num(np.asarray(sim[out].transpose("batch", "time", "region").values, dtype=float))
     band_name = spec.get("band", "low_gamma")
@@ -529,7 +530,7 @@ def montage_effect_job(spec: dict) -> xr.Dataset:
         attrs={"output": out, "band": band_name, "targets": ",".join(targets),
                "montage": json.dumps(m.currents_mA), "n_seeds": n_seeds, "seeds": f"{seed0}–{seed0 + n_seeds - 1}",
                "relative_change_targets": change, "diverged": int(np.asarray(sim["diverged"]).any()),
-               "frequency_hz": f_hz, "elapsed_s": time.perf_counter() - t0},
+               "frequency_hz": f_hz, "noise_rng": sim.attrs["noise_rng"], "elapsed_s": time.perf_counter() - t0},
     )
     return res
 
