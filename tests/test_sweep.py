@@ -155,7 +155,7 @@ def _serial_reference(spec):
         params = {k: float(s[k].values[i]) for k in s.data_vars}
         res = simulate(spec.model, spec.connectome, duration_s=spec.duration_s, dt_ms=spec.dt_ms,
                        params=params, seed=spec.seed, sample_rate_hz=spec.sample_rate_hz,
-                       transient_s=spec.transient_s)
+                       transient_s=spec.transient_s, noise_rng=spec.noise_rng)
         out.append(res["v_pyr"].isel(batch=0).std("time").values)
     return np.array(out)
 
