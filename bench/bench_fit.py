@@ -19,6 +19,11 @@ and ``bench/figures/personal_<first subject>.png``.
 
     python bench/bench_fit.py personal [--subjects hcp:101309 gw:NAP_001 ...] [--out DIR]
 
+``personal-alpha``: the alpha (E–I) twin's spectrum beside the excitatory twin's (same subject,
+same SAR fit; peak over the FOOOF aperiodic fit in 8–12 Hz, mean ± sd over regions × seeds) and
+tACS at its peak frequency (PLV to the drive vs sham, paired over seeds, 95 % CI); figure
+``bench/figures/personal_alpha_spectrum.png``, numbers ``bench/figures/personal_alpha.json``.
+
 ``personal-linear``: the same split-half evaluation for all 12 subjects in minutes, with the twin
 replaced by its exact linearisation around its fixed point (``personal.linearized_fc``; no
 simulation): held-out r, baselines, ±5 % coupling, identifiability. It bounds what the simulated
@@ -192,7 +197,8 @@ def personal(args):
     from neurotwin_dash.fit import personal as P
     subs = args.subjects or P.available_subjects()
     out = Path(args.out or tempfile.mkdtemp(prefix="neurotwin_personal_"))
-    st = P.PersonalSettings(generations=args.generations, popsize=args.popsize, dt_ms=args.dt_ms)
+    st = P.PersonalSettings(generations=args.generations, popsize=args.popsize, dt_ms=args.dt_ms,
+                            regime=args.regime)
     t0 = time.perf_counter()
     res = P.personalize_all(subs, out, st, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
@@ -234,12 +240,12 @@ def personal_linear(args):
         lin = P.fit_linear(w, half.fc_train)
         base = P.baselines(w, half, [v for k, v in others.items() if k != s], linear_global=lin_g,
                            linear_regional=lin)
-        xs, _ = P.choose_operating_point(w, lin, half.fc_train)
-        p = P.twin_from_linear(w, lin, 1.0, xs)
+        xs, _ = P.choose_operating_point(w, lin, half.fc_train, regime=args.regime)
+        p = P.twin_from_linear(w, lin, 1.0, xs, args.regime)
         ws = P.subject_connectome(ds).normalise("spectral").weights
-        rs = [P.heldout_scores(P.linearized_fc(ws, p["coupling"] * f, p["x_ext"], p["noise_sd"]), half)["r"]
-              for f in (0.95, 1.0, 1.05)]
-        fc_twin[s] = P.linearized_fc(ws, p["coupling"], p["x_ext"], p["noise_sd"])
+        rs = [P.heldout_scores(P.linearized_fc(ws, p["coupling"] * f, p["x_ext"], p["noise_sd"], xs, args.regime),
+                               half)["r"] for f in (0.95, 1.0, 1.05)]
+        fc_twin[s] = P.linearized_fc(ws, p["coupling"], p["x_ext"], p["noise_sd"], xs, args.regime)
         fc_test[s] = half.fc_test
         split = np.corrcoef(half.fc_train[np.triu_indices(94, 1)], half.fc_test[np.triu_indices(94, 1)])[0, 1]
         rows[s] = dict(r=rs[1], drop=rs[1] - min(rs), x_star=xs, split_half=split,
@@ -261,6 +267,89 @@ def personal_linear(args):
           f"{len(subs)}; ranks {ranks}")
 
 
+def personal_alpha(args):
+    """EEG-band dynamics of the personal twin: spectrum of the E–I (alpha) twin beside the
+    excitatory twin of the same subject and linear fit, and tACS entrainment (PLV vs sham)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from neurotwin_dash.analysis import spectra
+    from neurotwin_dash.simulate import Drive, simulate
+    from neurotwin_dash.fit import personal as P
+    from neurotwin_dash.stimulation.effects import format_effect, stimulation_effect
+    from neurotwin_dash.stimulation.waveforms import TACS
+    out = {"settings": {"seeds": args.seeds, "duration_s": args.duration, "speed_m_s": args.speed,
+                        "noise_level": 0.01, "dt_ms": 1.0, "welch_window_s": 4.0, "band_hz": [8, 12],
+                        "aperiodic": "FOOOF knee, 1-40 Hz", "tacs_amplitudes": args.amplitudes}}
+    fig, axes = plt.subplots(1, len(args.subjects), figsize=(6 * len(args.subjects), 4), squeeze=False)
+    for ax, s in zip(axes[0], args.subjects):
+        t0 = time.perf_counter()
+        ds = P.load_subject(s)
+        w = ds["weights"].values
+        half = P.split_subject(s)
+        lin = P.fit_linear(w, half.fc_train)
+        conn = P.subject_connectome(ds)
+        row = {}
+        for regime in ("alpha", "excitatory"):
+            xs, _ = P.choose_operating_point(w, lin, half.fc_train, regime=regime)
+            prm = dict(P.twin_from_linear(w, lin, 0.01, xs, regime), speed_m_s=args.speed)
+            start = np.array([xs, P.REGIMES[regime].y_star])
+            res = simulate("wilson_cowan", conn, params=prm, duration_s=args.duration + 5.0, dt_ms=1.0,
+                           sample_rate_hz=200.0, transient_s=5.0, normalisation="spectral", record=["exc"],
+                           seed=list(range(args.seeds)), initial=start)
+            psd = spectra.welch(res["exc"], window_s=4.0)
+            pk = spectra.peak_over_aperiodic(psd, band=(8.0, 12.0))
+            mean_psd = psd.mean(("region", "batch"))
+            f = mean_psd["frequency"].values
+            sel = (f >= 2) & (f <= 30)
+            f_mean = float(f[sel][np.argmax(mean_psd.values[sel])])
+            row[regime] = {"x_star": xs, "coupling": float(prm["coupling"]),
+                           "peak_hz": [float(pk.peak_frequency.mean()), float(pk.peak_frequency.std())],
+                           "ratio": [float(pk.ratio.mean()), float(pk.ratio.std())],
+                           "ratio_regions_over_1_5": float((pk.ratio > 1.5).mean()),
+                           "mean_psd_peak_hz_2_30": f_mean}
+            ax.semilogy(f, mean_psd.values, label=f"{regime} twin (x* {xs})")
+            print(f"{s} {regime}: x* {xs}, peak/aperiodic in 8-12 Hz {pk.ratio.mean().item():.2f} ± "
+                  f"{pk.ratio.std().item():.2f} at {pk.peak_frequency.mean().item():.1f} ± "
+                  f"{pk.peak_frequency.std().item():.1f} Hz (regions × {args.seeds} seeds); region-mean PSD "
+                  f"peak (2-30 Hz) {f_mean:.2f} Hz", flush=True)
+        f_drive = round(row["alpha"]["peak_hz"][0] * 2) / 2
+        for regime in ("alpha", "excitatory"):
+            xs = row[regime]["x_star"]
+            prm = dict(P.twin_from_linear(w, lin, 0.01, xs, regime), speed_m_s=args.speed)
+            drive = Drive(spatial=np.outer(args.amplitudes, np.ones(len(w))), waveform=TACS(frequency_hz=f_drive))
+            eff = stimulation_effect("wilson_cowan", conn, drive, n_seeds=args.seeds, variable="exc",
+                                     frequency_hz=f_drive, params=prm, duration_s=args.tacs_duration + 2.0,
+                                     transient_s=2.0, dt_ms=1.0, sample_rate_hz=200.0, band=(8.0, 12.0),
+                                     normalisation="spectral", initial=np.array([xs, P.REGIMES[regime].y_star]))
+            per = eff["per_seed"].sel(outcome="plv")
+            pow_f = eff["per_seed"].sel(outcome="power_at_f")
+            row[regime]["tacs"] = {"frequency_hz": f_drive, "plv_sham": [float(per.sel(condition=0).mean()),
+                                                                      float(per.sel(condition=0).std())],
+                                   "power_at_f_sham": float(pow_f.sel(condition=0).mean())}
+            for k, a in enumerate(args.amplitudes, start=1):
+                e = eff.sel(arm=k, outcome="plv")
+                # driven power at f above sham, per unit drive power: the twin's response gain at f
+                gain = float((pow_f.sel(condition=k) - pow_f.sel(condition=0)).mean()) / a ** 2
+                row[regime]["tacs"][f"amp_{a:g}"] = {
+                    "plv": [float(per.sel(condition=k).mean()), float(per.sel(condition=k).std())],
+                    "effect": float(e["effect"]), "ci": [float(e["ci_low"]), float(e["ci_high"])],
+                    "driven_power_per_drive_power": gain}
+                print(f"{s} {regime}: tACS {f_drive:g} Hz amplitude {a:g}: PLV {float(per.sel(condition=k).mean()):.3f} "
+                      f"vs sham {float(per.sel(condition=0).mean()):.3f}; paired effect "
+                      + format_effect(float(e["effect"]), float(e["ci_low"]), float(e["ci_high"]), args.seeds)
+                      + f"; driven power at f / drive power {gain:.3g}", flush=True)
+        row["seconds"] = time.perf_counter() - t0
+        out[s] = row
+        ax.set(xlabel="frequency (Hz)", ylabel="excitatory PSD (mean over regions, seeds)", xlim=(1, 40),
+               title=f"{s}: personal twins, same SAR fit")
+        ax.legend()
+    FIG.mkdir(exist_ok=True)
+    fig.savefig(FIG / "personal_alpha_spectrum.png", dpi=90)
+    (FIG / "personal_alpha.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out["settings"]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -280,12 +369,22 @@ def main():
     p.add_argument("--popsize", type=int, default=4)
     p.add_argument("--dt-ms", type=float, default=1.0, help="Euler step (the README run used 2)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")
     q = sub.add_parser("personal-linear")
     q.add_argument("--subjects", nargs="*", default=None)
+    q.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")
+    q2 = sub.add_parser("personal-alpha")
+    q2.add_argument("--subjects", nargs="*", default=["hcp:101309"])
+    q2.add_argument("--seeds", type=int, default=5)
+    q2.add_argument("--duration", type=float, default=60.0, help="simulated s per spectrum run")
+    q2.add_argument("--tacs-duration", type=float, default=20.0, help="simulated s per tACS arm")
+    q2.add_argument("--speed", type=float, default=10.0, help="conduction speed (m/s)")
+    q2.add_argument("--amplitudes", type=float, nargs="*", default=[0.0005, 0.002],
+                    help="tACS amplitudes (excitatory input units; noise level 0.01 per 1-ms sample)")
     args = ap.parse_args()
     logging.getLogger("distributed").setLevel(logging.WARNING)
     {"hcp": hcp, "ad": ad, "personal": personal,
-     "personal-linear": personal_linear}[args.what.replace("_", "-")](args)
+     "personal-linear": personal_linear, "personal-alpha": personal_alpha}[args.what.replace("_", "-")](args)
 
 
 if __name__ == "__main__":

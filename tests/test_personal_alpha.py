@@ -37,21 +37,27 @@ def test_zero_frequency_linearisation_of_the_network_is_the_fitted_sar_model(sub
 
 
 def test_alpha_twin_has_an_alpha_resonance_and_the_excitatory_twin_none(subject):
-    _, w, ws, lin = subject
-    f = np.arange(1.0, 40.01, 0.5)
-    mean = {}
+    ds, w, ws, lin = subject
+    delays = ds["tract_lengths"].values / 1000.0 / 10.0          # 10 m/s
+    f = np.arange(1.0, 40.01, 1.0)
+    mean, per_region = {}, {}
     for regime in ("alpha", "excitatory"):
-        p = P.twin_from_linear(w, lin, 0.01, 0.3, regime)
-        mean[regime] = P.linear_spectrum(ws, p["coupling"], p["x_ext"], p["noise_sd"], f, 0.3, regime).mean(1)
-    band = (f >= 6) & (f <= 12)
+        p = P.twin_from_linear(w, lin, 0.01, 0.25, regime)
+        s = P.linear_spectrum(ws, p["coupling"], p["x_ext"], p["noise_sd"], f, 0.25, regime, delays_s=delays)
+        mean[regime], per_region[regime] = s.mean(1), s
     a, e = mean["alpha"], mean["excitatory"]
-    # the largest power of the whole spectrum is a rhythm (theta–alpha: 7.5 Hz at this gain of 0.9)
-    assert 6 <= f[np.argmax(a)] <= 12
-    assert a[band].max() > 3 * a[0]
+    assert 8 <= f[np.argmax(a)] <= 12                  # the largest power of the whole spectrum is alpha
+    assert a[np.argmax(a)] > 1.5 * a[0]
     assert np.all(np.diff(e) < 0) and e[f == 10][0] < 0.5 * e[0]    # low-pass, no rhythm
-    psd = xr.DataArray(np.stack([a, e]), dims=("twin", "frequency"), coords={"frequency": f})
-    r = spectra.peak_over_aperiodic(psd, band=(6, 12))
-    assert r["ratio"].values[0] > 2.0 and r["ratio"].values[1] < 1.2
+    psd = xr.DataArray(np.stack([per_region["alpha"][:, ::8].T, per_region["excitatory"][:, ::8].T]),
+                       dims=("twin", "region", "frequency"), coords={"frequency": f})
+    r = spectra.peak_over_aperiodic(psd, band=(8, 12))
+    assert float(r["ratio"][0].mean()) > 1.8 and float(r["ratio"][1].mean()) < 1.1
+    assert 9 < float(r["peak_frequency"][0].mean()) < 12
+    # the rhythm needs the delays: without them the same node resonates in theta
+    p = P.twin_from_linear(w, lin, 0.01, 0.25, "alpha")
+    nodelay = P.linear_spectrum(ws, p["coupling"], p["x_ext"], p["noise_sd"], f, 0.25, "alpha").mean(1)
+    assert f[np.argmax(nodelay)] < 8
 
 
 def test_alpha_node_is_bistable_so_runs_start_at_the_operating_point(subject, tmp_path):

@@ -14,8 +14,9 @@ A neurotwin has to be about one person. This module builds, for one subject of t
    first half (:func:`fit_linear`, L-BFGS with the analytic gradient, 1 + n parameters); and the
    group-average FC of the *other* subjects.
 3. **The twin** (:func:`personalize`): a simulated Wilson–Cowan network on the subject's own
-   connectome (the excitatory rate network of :mod:`neurotwin_dash.fit.hcp`, ``tau_e`` 20 ms),
-   with personal parameters — global coupling, conduction speed, noise level, and per region an
+   connectome — by default with its local E–I loop on (:data:`ALPHA`: an alpha rhythm); the
+   excitatory rate network of :mod:`neurotwin_dash.fit.hcp` (:data:`EXCITATORY`, ``tau_e`` 20 ms,
+   aperiodic) is the alternative — with personal parameters — global coupling, conduction speed, noise level, and per region an
    excitability (external input ``x_ext``) and a noise amplitude (``noise_sd``).
 
 Why this twin can match the fitted linear model
@@ -39,12 +40,14 @@ operating point. :func:`choose_operating_point` picks x* (0.15–0.30) whose *li
 (:func:`linearized_fc`, exact fixed points and Jacobian) keeps the first-half r flattest over
 ±5 % coupling — a flat region chosen on training data only, not an ensemble average.
 
-Local E–I loop (opt-in, ``regime="alpha"``): with the inhibitory population on, the same mapping
-holds with the zero-frequency effective leak α of :class:`OperatingPoint` (``K = g α / p``); the
-2n-dimensional fixed point and Jacobian (:func:`network_fixed_point`, :func:`linearized_fc`) reproduce
-the SAR FC exactly, and :func:`linear_spectrum` shows the node's damped resonance (theta–alpha). Its
-node is bistable, so its runs start at (x*, y*), and it is less robust to coupling changes than the
-excitatory network (docs/science.md §9a, README).
+Local E–I loop (default, ``regime="alpha"``): with the inhibitory population on, the same mapping
+holds with the zero-frequency effective leak α of :class:`OperatingPoint` (``K = g α / p``, the
+sigmoid written for one population above being the case α = 1 + S); the 2n-dimensional fixed
+point and Jacobian (:func:`network_fixed_point`, :func:`linearized_fc`) reproduce the SAR FC
+exactly, while away from zero frequency the node is a damped oscillator: with the network's
+conduction delays its noise-driven resonance is an alpha rhythm (:func:`linear_spectrum` with
+``delays_s``; docs/science.md §9a). Its node is bistable (a low-activity state besides the operating
+point), so its runs start at (x*, y*) and the twin file records that state.
 
 The twin's FC is estimated from one long run (4 × the half's duration by default): the FC of a
 finite run is itself noisy, and a run as short as the held-out half loses ≈ 0.02–0.05 of r.
@@ -84,7 +87,7 @@ __all__ = ["PersonalError", "MIN_HALF_FRAMES", "OPERATING_POINT", "available_sub
 MIN_HALF_FRAMES = 100
 
 #: operating point x* (excitatory activity, 0–1) at which every region of the twin sits
-OPERATING_POINT = 0.2
+OPERATING_POINT = 0.225
 
 _LOG_EPS = 1e-4           # log(SC / max + 1e-4): SCIENCE reference behaviour for the log-SC baseline
 _LOG_D_BOUND = 4.0        # per-region noise variances within e^±4 of the mean (sd ratio ≤ 55)
@@ -402,11 +405,12 @@ class NodeRegime:
 EXCITATORY = NodeRegime("excitatory", dict(HCP_REGIME), 0.2,
                         (0.15, 0.175, 0.2, 0.225, 0.25, 0.275, 0.3))
 
-#: the default twin: the local E–I loop on (tau_e = tau_i 8 ms, c_ee 10, c_ei = c_ie 8, c_ii 3) at
-#: (x*, y*) ≈ (0.3, 0.2), a stable focus whose noise-driven resonance lies in the alpha band
-#: (≈ 10 Hz in the network); zero-frequency response = the fitted SAR model (module notes)
-ALPHA = NodeRegime("alpha", {"tau_e": 8.0, "tau_i": 8.0, "c_ee": 10.0, "c_ei": 8.0, "c_ie": 8.0,
-                             "c_ii": 3.0}, 0.2, (0.25, 0.275, 0.3))
+#: the opt-in twin with the local E–I loop on (tau_e = tau_i 16 ms, c_ee 10, c_ei = c_ie 8, c_ii 3) at
+#: y* = 0.2 and x* in 0.2–0.3: a damped E–I resonance which, with the network's conduction delays
+#: (5–20 m/s), puts an alpha peak (≈ 10 Hz) in every region; zero-frequency response = the fitted
+#: SAR model (module notes; docs/science.md §9a)
+ALPHA = NodeRegime("alpha", {"tau_e": 16.0, "tau_i": 16.0, "c_ee": 10.0, "c_ei": 8.0, "c_ie": 8.0,
+                             "c_ii": 3.0}, 0.2, (0.2, 0.225, 0.25, 0.275, 0.3))
 
 #: node regimes by name (``PersonalSettings.regime``)
 REGIMES = {r.name: r for r in (EXCITATORY, ALPHA)}
@@ -447,7 +451,7 @@ class OperatingPoint:
     leak: float
 
 
-def operating_point(x_star: float = OPERATING_POINT, regime=EXCITATORY) -> OperatingPoint:
+def operating_point(x_star: float = OPERATING_POINT, regime=ALPHA) -> OperatingPoint:
     """:class:`OperatingPoint` of ``regime`` at excitatory activity ``x_star``."""
     rg = _regime(regime)
     v_e, s_e, ds_e = _sigmoid_point(x_star, rg.value("a_e"), rg.value("mu_e"), "x_star")
@@ -462,14 +466,14 @@ def operating_point(x_star: float = OPERATING_POINT, regime=EXCITATORY) -> Opera
     return OperatingPoint(float(x_star), rg.y_star, v_e, y_ext, p, leak)
 
 
-def coupling_for_gain(gain: float, x_star: float = OPERATING_POINT, regime=EXCITATORY) -> float:
+def coupling_for_gain(gain: float, x_star: float = OPERATING_POINT, regime=ALPHA) -> float:
     """Global coupling K of the twin whose linear-response gain at ``x_star`` is ``gain``
     (``K = g α / p``, :class:`OperatingPoint`)."""
     op = operating_point(x_star, regime)
     return gain * op.leak / op.p
 
 
-def excitability(w_spectral, coupling, x_star: float = OPERATING_POINT, regime=EXCITATORY) -> np.ndarray:
+def excitability(w_spectral, coupling, x_star: float = OPERATING_POINT, regime=ALPHA) -> np.ndarray:
     """Per-region ``x_ext`` (…, region) putting every region at (x*, y*) for coupling(s) K."""
     rg = _regime(regime)
     op = operating_point(x_star, rg)
@@ -478,7 +482,7 @@ def excitability(w_spectral, coupling, x_star: float = OPERATING_POINT, regime=E
     return local - k * x_star * np.asarray(w_spectral).sum(1)
 
 
-def regime_params(x_star: float = OPERATING_POINT, regime=EXCITATORY) -> dict:
+def regime_params(x_star: float = OPERATING_POINT, regime=ALPHA) -> dict:
     """Fixed Wilson–Cowan parameters of the twin: the regime's plus ``y_ext`` for y*."""
     rg = _regime(regime)
     if rg.value("c_ie") == 0 and rg.value("c_ei") == 0:
@@ -487,7 +491,7 @@ def regime_params(x_star: float = OPERATING_POINT, regime=EXCITATORY) -> dict:
 
 
 def twin_from_linear(weights, lin: LinearFit, noise_level: float = 0.01,
-                     x_star: float = OPERATING_POINT, regime=EXCITATORY) -> dict:
+                     x_star: float = OPERATING_POINT, regime=ALPHA) -> dict:
     """Wilson–Cowan parameters reproducing the linear fit (see the module notes)."""
     k = coupling_for_gain(lin.gain, x_star, regime)
     return {"coupling": k, "x_ext": excitability(_spectral(weights), k, x_star, regime),
@@ -514,7 +518,7 @@ def _node_terms(w, coupling, z, x_ext, rg: NodeRegime, y_ext):
 
 
 def network_fixed_point(w_spectral, coupling: float, x_ext, x_star: float = OPERATING_POINT,
-                        regime=EXCITATORY, max_iter: int = 50):
+                        regime=ALPHA, max_iter: int = 50):
     """Fixed point (x, y) of the noise-free twin and its Jacobian (1/s), by Newton's method
     from (x*, y*); ``None`` when it does not converge."""
     rg = _regime(regime)
@@ -534,7 +538,7 @@ def network_fixed_point(w_spectral, coupling: float, x_ext, x_star: float = OPER
 
 
 def linearized_fc(w_spectral, coupling: float, x_ext, noise_sd, x_star: float = OPERATING_POINT,
-                  regime=EXCITATORY) -> np.ndarray:
+                  regime=ALPHA) -> np.ndarray:
     """BOLD-FC prediction of the twin's linearisation around its actual fixed point.
 
     Finds the fixed point (x, y) of the E–I network (:func:`network_fixed_point`; with the
@@ -555,25 +559,37 @@ def linearized_fc(w_spectral, coupling: float, x_ext, noise_sd, x_star: float = 
 
 
 def linear_spectrum(w_spectral, coupling: float, x_ext, noise_sd, frequencies,
-                    x_star: float = OPERATING_POINT, regime=EXCITATORY) -> np.ndarray:
+                    x_star: float = OPERATING_POINT, regime=ALPHA, delays_s=None) -> np.ndarray:
     """Power spectrum (frequency, region) of the excitatory activity of the linearised twin,
-    ``[H(f) Q H(f)ᴴ]_ii`` with ``H(f) = (2πif − J)⁻¹`` (arbitrary units: noise in the
-    excitatory equations only)."""
+    ``[H(f) Q H(f)ᴴ]_ii`` with ``H(f) = (2πif − J(f))⁻¹`` (arbitrary units: noise in the
+    excitatory equations only).
+
+    ``delays_s`` (region, region): conduction delays (tract length / speed, in s) of the network
+    input; ``J(f)`` then carries ``e^{−2πif τ_ij}`` on each coupling term (self-connections
+    undelayed). The rhythm of the E–I twin depends on them (docs/science.md §9a).
+    """
     w = np.asarray(w_spectral, dtype=float)
     n = len(w)
     fp = network_fixed_point(w, coupling, x_ext, x_star, regime)
     if fp is None:
         raise PersonalError("the twin has no fixed point near its operating point")
+    jac = fp[2].astype(complex)
+    local = np.diag(np.diag(fp[2][:n, :n]))
+    net = fp[2][:n, :n] - local
+    d = np.zeros((n, n)) if delays_s is None else np.asarray(delays_s, dtype=float)
+    if d.shape != (n, n):
+        raise PersonalError(f"delays_s must be ({n}, {n}), got {d.shape}")
     q = np.concatenate([np.asarray(noise_sd, dtype=float) ** 2 * np.ones(n), np.zeros(n)])
     out = []
     for f in np.asarray(frequencies, dtype=float):
-        h = np.linalg.inv(2j * np.pi * f * np.eye(2 * n) - fp[2])[:n]
+        jac[:n, :n] = local + net * np.exp(-2j * np.pi * f * d)
+        h = np.linalg.inv(2j * np.pi * f * np.eye(2 * n) - jac)[:n]
         out.append(np.einsum("ij,j,ij->i", h, q, h.conj()).real)
     return np.array(out)
 
 
 def choose_operating_point(weights, lin: LinearFit, fc_train, span: float = 0.05,
-                           grid=None, regime=EXCITATORY) -> tuple[float, dict]:
+                           grid=None, regime=ALPHA) -> tuple[float, dict]:
     """Operating point x* whose linearised twin keeps its first-half r flattest at ±``span`` coupling.
 
     At x* every region has the fitted gain, so r at the nominal coupling is the same for every x*;
@@ -609,7 +625,7 @@ class PersonalProblem(FitProblem):
 
     noise_pattern: np.ndarray = None
     x_star: float = OPERATING_POINT
-    regime: str = EXCITATORY.name
+    regime: str = ALPHA.name
 
     def __post_init__(self):
         super().__post_init__()
@@ -668,10 +684,9 @@ class PersonalSettings:
     frames : int or None
         Use only the first ``frames`` BOLD frames (None: all).
     regime : str
-        Local node (:data:`REGIMES`): ``"excitatory"`` (default: excitatory rate network,
-        aperiodic spectrum, the measured 12-subject fit) or ``"alpha"`` (the local E–I loop on:
-        an alpha resonance, same zero-frequency response, less robust to coupling changes — see
-        the README).
+        Local node (:data:`REGIMES`): ``"alpha"`` (default: the local E–I loop on, an alpha
+        resonance with the network's delays, same zero-frequency response) or ``"excitatory"``
+        (the first twin: excitatory rate network, aperiodic spectrum).
     """
 
     fit_duration_s: float | None = None
@@ -685,7 +700,7 @@ class PersonalSettings:
     coupling_span: float = 0.1
     robustness: float = 0.05
     skip_s: float = 20.0
-    regime: str = EXCITATORY.name
+    regime: str = ALPHA.name
 
     @classmethod
     def quick(cls) -> "PersonalSettings":
@@ -1035,9 +1050,9 @@ def add_personalize_parser(sub):
     p.add_argument("--quick", action="store_true", help="short BOLD and few evaluations (smoke test)")
     p.add_argument("--generations", type=int, default=None, help="CMA-ES generations")
     p.add_argument("--popsize", type=int, default=None, help="CMA-ES candidates per generation")
-    p.add_argument("--regime", choices=sorted(REGIMES), default=EXCITATORY.name,
-                   help="local node: excitatory (default, aperiodic) or alpha (E-I loop with an alpha/theta "
-                        "resonance; less robust to coupling changes)")
+    p.add_argument("--regime", choices=sorted(REGIMES), default=ALPHA.name,
+                   help="local node: alpha (default: E-I loop, alpha rhythm) or excitatory (the first twin: "
+                        "aperiodic spectrum)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_personalize_cli)
 

@@ -258,7 +258,7 @@ def stimulation_outcomes(res: xr.Dataset, variable: str, regions: Sequence[str] 
 def simulate_arms(model, connectome, drives, seeds: Sequence[int], params=None, duration_s: float = 4.0,
                   transient_s: float = 1.0, dt_ms: float = 0.1, sample_rate_hz: float = 500.0,
                   record=None, method: str = "euler", normalisation: str = "max",
-                  threads: int | None = None, noise_rng: str = "numpy") -> xr.Dataset:
+                  threads: int | None = None, noise_rng: str = "numpy", initial=None) -> xr.Dataset:
     """Sham and stimulated arms × noise seeds in one batched :func:`~neurotwin_dash.simulate.simulate`.
 
     Parameters
@@ -277,6 +277,8 @@ def simulate_arms(model, connectome, drives, seeds: Sequence[int], params=None, 
     noise_rng : {"numpy", "counter"}
         Noise generator (``simulate(noise_rng=...)``); a pair shares its seed, hence its noise,
         with either.
+    initial : optional
+        Initial state as :func:`simulate` takes it (e.g. a bistable twin's operating point).
 
     Returns
     -------
@@ -311,7 +313,8 @@ def simulate_arms(model, connectome, drives, seeds: Sequence[int], params=None, 
     res = simulate(model, connectome, duration_s=duration_s, dt_ms=dt_ms, params=dict(params or {}),
                    seed=member_seeds if len(member_seeds) > 1 else member_seeds[0],
                    sample_rate_hz=sample_rate_hz, transient_s=transient_s, record=record, drive=batched,
-                   method=method, normalisation=normalisation, threads=threads, noise_rng=noise_rng)
+                   method=method, normalisation=normalisation, threads=threads, noise_rng=noise_rng,
+                   initial=initial)
     res = res.assign_coords(arm=("batch", np.repeat(np.arange(n_arms), ns)),
                             seed=("batch", np.array(member_seeds)))
     res.attrs["arms"] = n_arms
@@ -350,7 +353,8 @@ def stimulation_effect(model, connectome, drives, n_seeds: int = 5, seed: int = 
                        variable: str | None = None, band=(30.0, 50.0), frequency_hz: float | None = None,
                        params=None, duration_s: float = 4.0, transient_s: float = 1.0, dt_ms: float = 0.1,
                        sample_rate_hz: float = 500.0, method: str = "euler", confidence: float = CONFIDENCE,
-                       ci_method: str = "t", threads: int | None = None) -> xr.Dataset:
+                       ci_method: str = "t", threads: int | None = None, normalisation: str = "max",
+                       initial=None) -> xr.Dataset:
     """Effect of a stimulation on band power, power at ``f`` and PLV, with 95 % CIs over seeds.
 
     Runs sham and the stimulated arm(s) with ``n_seeds`` common-random-number pairs
@@ -366,6 +370,8 @@ def stimulation_effect(model, connectome, drives, n_seeds: int = 5, seed: int = 
         Pairs (≥ 2; 5 or more recommended).
     variable : str, optional
         Recorded output measured; default the model's first observed output.
+    normalisation, initial : optional
+        Passed to :func:`simulate_arms` (connectome weight normalisation; initial state).
 
     Returns
     -------
@@ -380,7 +386,8 @@ def stimulation_effect(model, connectome, drives, n_seeds: int = 5, seed: int = 
     var = variable or get_model(model).OBSERVED[0]
     f = frequency_hz if frequency_hz is not None else getattr(drives[0].waveform, "frequency_hz", None)
     res = simulate_arms(model, connectome, drives, seed + np.arange(int(n_seeds)), params, duration_s,
-                        transient_s, dt_ms, sample_rate_hz, [var], method, threads=threads)
+                        transient_s, dt_ms, sample_rate_hz, [var], method, normalisation=normalisation,
+                        threads=threads, initial=initial)
     ref = _reference(drives[0], res["time"].values) if f else None
     out = stimulation_outcomes(res, var, regions, f, ref, band)
     out = out.assign_coords(arm=res["arm"], seed=res["seed"])

@@ -96,7 +96,7 @@ class MonitorState(param.Parameterized):
                               doc="Simulated time per sample (after a 0.5 s transient)")
     batch_size = param.Integer(default=4, bounds=(1, 256), doc="Samples per Dask task")
     subject = param.Selector(default=None, objects=[], doc="Catalog subject of the personal twin")
-    regime = param.Selector(default=personal.EXCITATORY.name, objects=sorted(personal.REGIMES),
+    regime = param.Selector(default=personal.ALPHA.name, objects=sorted(personal.REGIMES),
                             doc="Local node of the personal twin (excitatory: aperiodic; alpha: E–I loop)")
     quick = param.Boolean(default=True, doc="Personal twin smoke run: first 240 BOLD frames, 1 generation "
                                             "of 2 (about a minute); off: the whole run and the generations "
