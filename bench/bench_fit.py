@@ -217,12 +217,14 @@ def personal(args):
     drops = np.array([r["heldout"]["robustness_drop"] for r in rows.values()])
     print(f"robustness: r drop at ±5 % coupling mean {drops.mean():.3f}, max {drops.max():.3f}; "
           f"≤ 0.05 for {(drops <= 0.05).sum()}/{len(subs)}")
+    # figures of the excitatory twin (the README's first 12-subject run) keep their names
+    tag = "" if args.regime == "excitatory" else f"_{args.regime}"
+    FIG.mkdir(exist_ok=True)
     if "identified" in res:
         print(f"identifiability: own subject best for {res['identified']}/{len(subs)}; ranks {res['own_rank']}")
-        FIG.mkdir(exist_ok=True)
-        shutil.copyfile(out / "identifiability.png", FIG / "personal_identifiability.png")
+        shutil.copyfile(out / "identifiability.png", FIG / f"personal_identifiability{tag}.png")
     shutil.copyfile(out / subs[0].replace(":", "_") / "report.png",
-                    FIG / f"personal_{subs[0].replace(':', '_')}.png")
+                    FIG / f"personal_{subs[0].replace(':', '_')}{tag}.png")
     print(f"outputs in {out}")
 
 

@@ -84,3 +84,27 @@ def test_stop_keeps_the_finished_samples_and_start_resumes_the_rest(new_page, se
     assert "30 / 30 samples" in finished
     page.screenshot(path=str(artifacts / "fit_sweep_resumed.png"))
     assert log.errors == []
+
+
+def test_personal_twin_runs_and_shows_held_out_r_beside_the_baselines(new_page, server, artifacts):
+    page, log = new_page(height=1400)
+    page.goto(server.url("/fit"))
+    page.locator(".start-run button").first.wait_for()
+    page.get_by_role("button", name="personal", exact=True).click()
+    page.get_by_label("Subject", exact=True).select_option("hcp:102311")
+    # quick (the default): 240 BOLD frames, 1 CMA-ES generation of 2, then the scored run
+    page.locator(".start-run button").first.click()
+    page.locator(".run-status", has_text="finished").first.wait_for(timeout=420_000)
+    status = text_of(page.locator(".run-status", has_text="finished").first)
+    assert "2 / 2 evaluations" in status and "hcp:102311: twin held-out r" in status
+    table = page.locator(".personal-result").first
+    table.locator("table").first.wait_for()
+    text = text_of(table)
+    for name in ("twin (alpha)", "log_sc", "strength", "regression", "linear_global", "linear_regional",
+                 "group_others"):
+        assert name in text, text
+    r_twin = float(re.search(r"twin \(alpha\)\s*([-0-9.]+)", text).group(1))
+    assert -1 < r_twin < 1
+    assert figure_data(page, "monitor-map") is not None
+    page.screenshot(path=str(artifacts / "fit_personal_twin.png"))
+    assert log.errors == []
