@@ -507,9 +507,13 @@ def personal_table(summary: dict | None) -> str:
     if not summary:
         return ""
     h = summary["heldout"]
+
+    def err(v):                 # log SC and strength predict no correlation values: no offset
+        return "—" if not np.isfinite(v) else f"{v:+.3f}"
+
     rows = [f"| **twin ({summary['settings'].get('regime', 'excitatory')})** | **{h['r']:.3f}** | "
-            f"{h['mean_fc_error']:+.3f} |"]
-    rows += [f"| {k} | {v['r']:.3f} | {v['mean_fc_error']:+.3f} |" for k, v in summary["baselines"].items()]
+            f"{err(h['mean_fc_error'])} |"]
+    rows += [f"| {k} | {v['r']:.3f} | {err(v['mean_fc_error'])} |" for k, v in summary["baselines"].items()]
     return (f"**{summary['subject']}** — held-out half (first half fitted); FCD KS {h.get('fcd_ks', float('nan')):.3f}, "
             f"r drop at ±5 % coupling {h['robustness_drop']:.3f}\n\n| predictor | held-out r | mean-FC error |\n"
             "|---|---|---|\n" + "\n".join(rows))

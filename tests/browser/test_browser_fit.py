@@ -94,9 +94,10 @@ def test_personal_twin_runs_and_shows_held_out_r_beside_the_baselines(new_page, 
     page.get_by_label("Subject", exact=True).select_option("hcp:102311")
     # quick (the default): 240 BOLD frames, 1 CMA-ES generation of 2, then the scored run
     page.locator(".start-run button").first.click()
-    page.locator(".run-status", has_text="finished").first.wait_for(timeout=420_000)
-    status = text_of(page.locator(".run-status", has_text="finished").first)
-    assert "2 / 2 evaluations" in status and "hcp:102311: twin held-out r" in status
+    # the twin's held-out r appears in the status only when the run has been scored
+    page.locator(".run-status", has_text="twin held-out r").first.wait_for(timeout=420_000)
+    status = text_of(page.locator(".run-status", has_text="twin held-out r").first)
+    assert "finished" in status and "2 / 2 evaluations" in status and "hcp:102311: twin held-out r" in status
     table = page.locator(".personal-result").first
     table.locator("table").first.wait_for()
     text = text_of(table)
