@@ -25,7 +25,7 @@ import panel as pn
 
 from . import panes
 from .compute import explorer_export_job
-from .state import ExplorerState, JobRunner, StagedResult, serve_page, values_of
+from .state import ExplorerState, JobRunner, StagedResult, pause_gc_while_building, serve_page, values_of
 from .widgets import NumberBox, error_alert, paramset_widgets
 
 __all__ = ["Explorer", "servable", "parse_query", "share_query"]
@@ -294,6 +294,7 @@ def _edits_text(edges, lesions) -> str:
 def servable(mode: str = "dask"):
     """Build one session's explorer page and mark it servable (``panel serve apps/explorer.py``)."""
     pn.extension(throttled=True, notifications=False)
+    pause_gc_while_building()         # resumed once the page has loaded (serve_page)
     explorer = Explorer(mode=mode)
 
     def start():
