@@ -63,14 +63,14 @@ from .connectome import NORMALISATIONS, Connectome
 from .guards import check_memory, dt_note
 from .models import get_model, initial_state
 from .models._batch_kernel import BatchBlocks
-from .models._kernel import (NOISE_RNGS, KernelArgs, compiled_integrate, counter_noise, drives_at,
+from .models._kernel import (DTYPES, NOISE_RNGS, KernelArgs, compiled_integrate, counter_noise, drives_at,
                              edge_offsets, integrate_numpy, kernel_tag, model_tag)
 from .params import ParamError, ParamSet, ParamSpec
 from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
 
 __all__ = ["simulate", "plan", "run_plan", "SimulationPlan", "TimeGrid", "time_grid", "Network",
            "SampledDrives", "sample_drives", "Drive", "NETWORK_PARAMS", "network_params",
-           "all_params", "METHODS", "NOISE_RNGS", "SimulationError"]
+           "all_params", "METHODS", "NOISE_RNGS", "DTYPES", "SimulationError"]
 
 METHODS = ("euler", "heun")
 KERNELS = ("auto", "member", "batch")
@@ -164,7 +164,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
              method: str = "euler", backend: str = "numba",
              progress: bool | Callable[[int, int], None] = False,
              threads: int | None = None, initial=None, kernel: str = "auto",
-             noise_rng: str = "numpy") -> xr.Dataset:
+             noise_rng: str = "numpy", dtype: str = "float64") -> xr.Dataset:
     """Simulate a neural mass model on a connectome, for one or many parameter sets.
 
     Parameters
@@ -226,6 +226,12 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
         ≤ 1e-15): the fast path of sweeps and inference. Both kernels draw the same numbers
         in either mode. Part of the plan and its fingerprint; recorded in
         ``attrs["noise_rng"]``.
+    dtype : {"float64", "float32"}
+        Floating-point type of the integration. ``"float32"`` (batch kernel only: a batch with
+        one ``speed_m_s``, ``kernel`` not ``"member"``) runs 16 members per vector instead of 8,
+        for sweeps and inference; its results agree with float64 on the reference behaviours
+        (peak frequencies, band powers: ``tests/test_batch_kernel.py``), not number for number.
+        Never the default. Part of the plan and its fingerprint; ``attrs["dtype"]``.
 
     Returns
     -------
@@ -251,7 +257,7 @@ def simulate(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, d
     """
     try:
         resolved = plan(model, connectome, duration_s, dt_ms, params, seed, sample_rate_hz, record,
-                        transient_s, drive, normalisation, method, backend, initial, noise_rng)
+                        transient_s, drive, normalisation, method, backend, initial, noise_rng, dtype)
         return run_plan(resolved, progress=progress, threads=threads, kernel=kernel)
     except MemoryError:
         raise SimulationError(f"not enough memory for this simulation (duration_s = {duration_s}, "
@@ -476,6 +482,8 @@ class SimulationPlan:
     noise_rng : {"numpy", "counter"}
         Noise generator (see :func:`simulate`); in the fingerprint when not ``"numpy"`` (so
         that the fingerprints of earlier plans stay what they were).
+    dtype : {"float64", "float32"}
+        Floating-point type (see :func:`simulate`); in the fingerprint when not ``"float64"``.
     """
 
     model: str
@@ -495,6 +503,7 @@ class SimulationPlan:
     method: str
     backend: str
     noise_rng: str = "numpy"
+    dtype: str = "float64"
 
     def __post_init__(self):
         for arr in (self.values, self.x0, *self.drives, self.network.indptr, self.network.indices,
@@ -546,6 +555,8 @@ class SimulationPlan:
         }
         if self.noise_rng != "numpy":
             head["noise_rng"] = self.noise_rng
+        if self.dtype != "float64":
+            head["dtype"] = self.dtype
         h = hashlib.sha256(json.dumps(head, sort_keys=True).encode())
         for arr in (self.values, self.x0, *self.drives, self.network.indptr, self.network.indices,
                     self.network.weights, self.network.delays):
@@ -573,7 +584,7 @@ def plan(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms
          record: Sequence[str] | None = None, transient_s: float = 0.0,
          drive: Drive | Sequence[Drive] | None = None, normalisation: str = "max",
          method: str = "euler", backend: str = "numba", initial=None,
-         noise_rng: str = "numpy") -> SimulationPlan:
+         noise_rng: str = "numpy", dtype: str = "float64") -> SimulationPlan:
     """Resolve and check a simulation without running it: the single resolver of a run.
 
     Takes the arguments of :func:`simulate` (without ``progress`` and ``threads``) and returns
@@ -589,6 +600,10 @@ def plan(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms
         raise SimulationError(f"backend {backend!r} unknown; allowed: {', '.join(BACKENDS)}")
     if noise_rng not in NOISE_RNGS:
         raise SimulationError(f"noise_rng {noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
+    if dtype not in DTYPES:
+        raise SimulationError(f"dtype {dtype!r} unknown; allowed: {', '.join(DTYPES)}")
+    if dtype == "float32" and backend != "numba":
+        raise SimulationError("dtype='float32' needs backend='numba' (the batch kernel)")
     grid = time_grid(duration_s, dt_ms, sample_rate_hz, transient_s)
 
     conn = _load_connectome(connectome, normalisation)
@@ -627,7 +642,7 @@ def plan(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms
         time=grid, seeds=tuple(seeds), record=tuple(record),
         drives=sample_drives(drives, labels, grid, n_batch),
         network=_network(conn, speed[:, 0], grid.dt_ms), initial=initial, x0=x0, method=method,
-        backend=backend, noise_rng=noise_rng)
+        backend=backend, noise_rng=noise_rng, dtype=dtype)
 
 
 def _drive_list(drive) -> list:
@@ -852,6 +867,11 @@ def _use_batch_kernel(plan: SimulationPlan, kernel: str) -> bool:
     shared = bool(np.all(plan.network.delays == plan.network.delays[:1]))
     if kernel == "batch" and not shared:
         raise SimulationError("kernel='batch' needs one speed_m_s for the whole batch (shared delays)")
+    if plan.dtype == "float32":
+        if kernel == "member" or not shared:
+            raise SimulationError("dtype='float32' runs on the batch kernel only: one speed_m_s for the "
+                                  "whole batch and kernel 'auto' or 'batch'")
+        return True
     return plan.backend == "numba" and shared and (kernel == "batch" or (kernel == "auto" and plan.n_batch > 1))
 
 
@@ -888,7 +908,7 @@ def _execute(plan: SimulationPlan, progress, threads=None, kernel_choice="auto")
     rec = plan.record_index
     out = np.empty((len(rec), nb, grid.n_samples, nr))
     heun = plan.method == "heun"
-    tag = kernel_tag(mod.NAME, plan.noise_rng)
+    tag = kernel_tag(mod.NAME, plan.noise_rng, plan.dtype)
     offsets = edge_offsets(net.indices, net.delays, net.n_slot)
     if plan.backend == "numpy":
         W, D = net.dense_weights(), net.dense_delays()
@@ -920,7 +940,7 @@ def _execute(plan: SimulationPlan, progress, threads=None, kernel_choice="auto")
     lanes = None
     if _use_batch_kernel(plan, kernel_choice):
         lanes = BatchBlocks(tag, x, hist, model_p, coupling, drv_space, stream, keys, n_noise, len(rec),
-                            len(mod.OUTPUTS))
+                            len(mod.OUTPUTS), plan.dtype)
     n_units = nb if lanes is None else len(lanes.blocks)
     n_workers = 1 if plan.backend != "numba" else min(n_units, threads or _default_threads())
     blocks = np.array_split(np.arange(nb), n_workers)
@@ -1029,6 +1049,7 @@ def _to_dataset(plan: SimulationPlan, result):
         "transient_s": plan.time.transient_s,
         "method": plan.method,
         "noise_rng": plan.noise_rng,
+        "dtype": plan.dtype,
         "initial": plan.initial,
         "backend": plan.backend,
         "connectome": "none" if conn is None else conn.name,

@@ -42,6 +42,8 @@ __all__ = ["Twin", "TwinError", "read_metadata", "result_hash", "package_version
 FORMAT = "neurotwin-dash/twin@1"
 _SIM_KEYS = ("duration_s", "dt_ms", "seed", "sample_rate_hz", "record", "transient_s",
              "normalisation", "method")
+#: simulate() options recorded in a twin only when they differ from these defaults
+_NUMERICS = {"noise_rng": "numpy", "dtype": "float64"}
 _VERSIONED = ("numpy", "numba", "scipy", "xarray", "dask", "distributed", "zarr", "h5netcdf",
               "mne", "cma", "neurolib", "tvb-data")
 
@@ -149,6 +151,11 @@ class Twin:
                       "seed": int(seed), "sample_rate_hz": float(attrs["sample_rate_hz"]),
                       "record": record, "transient_s": float(attrs["transient_s"]),
                       "normalisation": attrs["normalisation"], "method": attrs["method"]}
+        # the noise generator and float type, recorded when not the defaults (so that a twin of a
+        # default run is the file it always was)
+        for key, default in _NUMERICS.items():
+            if attrs.get(key, default) != default:
+                simulation[key] = str(attrs[key])
         started = attrs.get("initial")
         if started == "array":
             if initial is None:
@@ -197,6 +204,7 @@ class Twin:
                       params={k: (np.asarray(v) if isinstance(v, np.ndarray) else v)
                               for k, v in self.params.items()},
                       **{k: self.simulation[k] for k in _SIM_KEYS})
+        kwargs.update({k: self.simulation[k] for k in _NUMERICS if k in self.simulation})
         if "initial" in self.simulation:   # absent in twins written before initial states were random
             init = self.simulation["initial"]
             kwargs["initial"] = np.asarray(init, dtype=float) if isinstance(init, list) else init

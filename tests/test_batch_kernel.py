@@ -7,7 +7,7 @@ import pytest
 
 from neurotwin_dash.models import MODELS, get_model
 from neurotwin_dash.models import _batch_kernel
-from neurotwin_dash.models._kernel import (cos_sin_turn, counter_noise, exp, log_unit, model_tag,
+from neurotwin_dash.models._kernel import (cos_sin_turn, counter_noise, exp, exp32, log_unit, model_tag,
                                             philox4x32)
 from neurotwin_dash.simulate import Drive, SimulationError, simulate
 
@@ -177,3 +177,64 @@ def test_counter_noise_is_recorded_in_the_plan_and_member_k_equals_its_run_alone
     np.testing.assert_array_equal(batch.v_pyr.values[1], alone.v_pyr.values[0])
     # a different generator, the same statistics: not the NumPy run's numbers
     assert not np.allclose(batch.v_pyr.values[1], simulate(params={"coupling": 2.0}, seed=6, **kw).v_pyr.values[0])
+
+
+# --- dtype="float32" (batch kernel only) ----------------------------------------------------
+
+def test_float32_exp_matches_float64_exp_to_3e_7():
+    from numba import njit
+
+    @njit
+    def many(a):
+        out = np.empty_like(a)
+        for k in range(a.size):
+            out[k] = exp32(a[k])
+        return out
+
+    x = np.linspace(-87.0, 88.0, 400_001).astype(np.float32)
+    got = many(x)
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got.astype(float) / np.exp(x.astype(float)) - 1.0)) <= 3e-7
+    edge = many(np.array([np.nan, np.inf, -np.inf, 100.0, -100.0, 0.0], dtype=np.float32))
+    assert np.isnan(edge[0]) and edge[1] == np.inf and edge[2] == 0.0 and edge[3] == np.inf
+    assert edge[4] == 0.0 and edge[5] == 1.0
+
+
+def _psd(da):
+    from neurotwin_dash.analysis.spectra import welch
+    return welch(da, window_s=2.0).mean(("batch", "region"))
+
+
+@pytest.mark.parametrize("model,method,bands,peaks", [
+    # Jansen–Rit's alpha rhythm; LaNMM's P1 alpha and P2 gamma (docs/science.md §3), Heun as the
+    # AD scenario runs it
+    ("jansen_rit", "euler", {"v_pyr": [(4, 8), (8, 13), (13, 30)]}, {"v_pyr": (8, 13)}),
+    ("lanmm", "heun", {"v_p1": [(8, 12), (30, 50)], "v_p2": [(8, 12), (30, 50)]},
+     {"v_p1": (8, 12), "v_p2": (30, 50)}),
+])
+def test_float32_batch_keeps_the_reference_behaviours_of_float64(model, method, bands, peaks):
+    kw = dict(model=model, connectome="tvb76", duration_s=4.0, transient_s=1.0, method=method,
+              params={"coupling": np.linspace(0.5, 2.0, 16)}, seed=list(range(16)), noise_rng="counter",
+              record=list(bands))
+    single, double = simulate(dtype="float32", **kw), simulate(**kw)
+    assert single.attrs["dtype"] == "float32" and double.attrs["dtype"] == "float64"
+    assert not single.diverged.any() and not double.diverged.any()
+    from neurotwin_dash.analysis.spectra import band_power, peak_frequency
+    for name in bands:
+        ps, pd = _psd(single[name]), _psd(double[name])
+        for lo, hi in bands[name]:
+            rs = float(band_power(ps, {"b": (lo, hi)}).squeeze())
+            rd = float(band_power(pd, {"b": (lo, hi)}).squeeze())
+            assert abs(rs / rd - 1.0) <= 0.02, (name, lo, hi, rs, rd)
+        fs, fd = (float(peak_frequency(p, peaks[name])) for p in (ps, pd))
+        assert abs(fs - fd) <= 0.1, (name, fs, fd)
+
+
+def test_float32_needs_the_batch_kernel():
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.01, dtype="float32")
+    with pytest.raises(SimulationError, match="float32"):
+        simulate(kernel="member", params={"coupling": [1.0, 2.0]}, **kw)
+    with pytest.raises(SimulationError, match="float32"):
+        simulate(params={"speed_m_s": [3.0, 5.0]}, **kw)
+    with pytest.raises(SimulationError, match="dtype"):
+        simulate(model="jansen_rit", connectome="tvb76", duration_s=0.01, dtype="float16")

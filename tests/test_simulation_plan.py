@@ -69,7 +69,8 @@ def test_every_path_gives_the_same_plan_for_the_same_inputs(tmp_path):
     cli = xr.load_dataset(out, engine="h5netcdf")
     assert cli.attrs["plan_sha256"] == api.fingerprint()
 
-    spec = sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, fixed={"p": 200.0}, **INPUTS)
+    # sweeps draw their noise with the counter generator by default: the same inputs name NumPy's
+    spec = sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, fixed={"p": 200.0}, noise_rng="numpy", **INPUTS)
     assert sweep.batch_plan(spec, {"coupling": np.array([1.5])}, [0]) == api
 
     problem = FitProblem(free=[FreeParam("coupling", 0.0, 3.0)], objective=None, fixed={"p": 200.0},
@@ -78,6 +79,8 @@ def test_every_path_gives_the_same_plan_for_the_same_inputs(tmp_path):
 
     twin = Twin.from_result(run_plan(api))
     assert twin.plan() == api
+    fast = plan(**INPUTS, params=VALUES, noise_rng="counter")
+    assert Twin.from_result(run_plan(fast)).plan() == fast       # a twin records the generator
 
     state = ExplorerState(mode="sync", auto_run=False, model="jansen_rit", connectome="tvb76",
                           duration_s=0.5, transient_s=0.1, seed=3, normalisation="max")
@@ -93,7 +96,7 @@ def test_sweep_over_connectome_scale_without_a_fixed_coupling_scales_the_models_
     p = sweep.batch_plan(spec, batch)
     np.testing.assert_array_equal(p.value("coupling")[:, 0], [2.0, 4.0])
     res = simulate(**sweep.build_simulate_kwargs(spec, batch))
-    plain = simulate(**INPUTS)                     # coupling left to the model's default
+    plain = simulate(**INPUTS, noise_rng=spec.noise_rng)   # coupling left to the model's default
     np.testing.assert_array_equal(res["v_pyr"].values[0], plain["v_pyr"].values[0])
     uncoupled = simulate(**INPUTS, params={"coupling": 0.0})
     assert np.abs(res["v_pyr"].values[0] - uncoupled["v_pyr"].values[0]).max() > 1e-3

@@ -58,6 +58,13 @@ __all__ = ["LANES", "BatchBlocks", "advance_lanes", "packed_instruction_count"]
 
 #: Members per block: one 512-bit vector of float64.
 LANES = 8
+
+
+def lanes_of(dtype) -> int:
+    """Members per block for a float type (numba or NumPy): one 512-bit vector (float64: 8,
+    float32: 16)."""
+    bits = dtype.bitwidth if hasattr(dtype, "bitwidth") else np.dtype(dtype).itemsize * 8
+    return 512 // bits
 #: Vector width in bits the kernel asks LLVM for (see :func:`_vector_width`).
 VECTOR_BITS = 512
 
@@ -74,7 +81,7 @@ def _model(tag):
 
 def _generated(name, args, body):
     """Compile the Python source of an overload implementation (``body`` indented lines)."""
-    ns = {}
+    ns = {"HALF32": np.float32(0.5)}
     exec(f"def {name}({', '.join(args)}):\n" + "".join(f"    {ln}\n" for ln in body), ns)
     return ns[name]
 
@@ -117,9 +124,11 @@ def _ov_advance(tag, x, f, g, h, mean, kick):
     if not isinstance(tag, types.StringLiteral) or not isinstance(mean, types.BooleanLiteral):
         return None
     noisy = {k: m for m, k in enumerate(_model(tag).NOISE_STATES)}
+    # the constant ½ in the state's type (a float64 literal would promote float32 arithmetic)
+    half = "HALF32" if "float32" in tag.literal_value.split(":")[2:] else "0.5"
     items = []
     for k in range(len(x)):
-        step = f"(x[{k}] + h * (0.5 * (f[{k}] + g[{k}])))" if mean.literal_value else f"(x[{k}] + h * f[{k}])"
+        step = f"(x[{k}] + h * ({half} * (f[{k}] + g[{k}])))" if mean.literal_value else f"(x[{k}] + h * f[{k}])"
         items.append(f"{step} + kick[{noisy[k]}]" if k in noisy else step)
     return _generated("impl", ("tag", "x", "f", "g", "h", "mean", "kick"),
                       [f"return ({', '.join(items)},)"])
@@ -131,11 +140,13 @@ def _store_rows(a, l, values):  # pragma: no cover
 
 @overload(_store_rows, inline="always")
 def _ov_store_rows(a, l, values):
-    """``a[k · LANES + l] = values[k]`` for every element of the tuple ``values``: rows a constant
-    :data:`LANES` apart, so LLVM sees that the stores of one lane loop never overlap (with a run-
-    time row length it wanted a run-time overlap check per pair of rows, and above a few dozen
-    pairs, e.g. LaNMM's 28 states, left the loop scalar)."""
-    body = [f"a[{k * LANES} + l] = values[{k}]" for k in range(len(values))] or ["pass"]
+    """``a[k · n + l] = values[k]`` for every element of the tuple ``values``, ``n`` the lanes of
+    a block of ``a``'s type (:func:`lanes_of`): rows a constant apart, so LLVM sees that the
+    stores of one lane loop never overlap (with a run-time row length it wanted a run-time
+    overlap check per pair of rows, and above a few dozen pairs, e.g. LaNMM's 28 states, left the
+    loop scalar)."""
+    n = lanes_of(a.dtype)
+    body = [f"a[{k * n} + l] = values[{k}]" for k in range(len(values))] or ["pass"]
     return _generated("impl", ("a", "l", "values"), body)
 
 
@@ -150,8 +161,20 @@ def _ov_row_tuple(tag, a, l, n):
     if not isinstance(tag, types.StringLiteral) or not isinstance(n, types.StringLiteral):
         return None
     count = len(getattr(_model(tag), n.literal_value))
-    items = "".join(f"a[{k * LANES} + l], " for k in range(count))
+    w = lanes_of(a.dtype)
+    items = "".join(f"a[{k * w} + l], " for k in range(count))
     return _generated("impl", ("tag", "a", "l", "n"), [f"return ({items})"])
+
+
+def _row_len(a):  # pragma: no cover
+    raise NotImplementedError
+
+
+@overload(_row_len, inline="always")
+def _ov_row_len(a):
+    """The lanes of a block of ``a``'s element type, a constant (see :func:`_store_rows`)."""
+    n = lanes_of(a.dtype)
+    return lambda a: n
 
 
 def _model_call(tag, fname, args):  # pragma: no cover
@@ -205,28 +228,29 @@ def _vector_width(typingctx, bits):
 
 
 @intrinsic
-def _edge_sums(typingctx, H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, width, out):
+def _edge_sums(typingctx, H, ebase, elag, weights, e0, e1, slot, n_slot, c, out):
     """``out[c, q:q + width] = (a0 + a1) + (a2 + a3)`` where ``a0..a3`` are the per-member
     kernel's four partial sums of ``weights[e] · H[row(e), c, q:q + width]`` over the edges
     ``e0 <= e < e1`` (edge ``e`` into ``a(e − e0) mod 4``, the last ``(e1 − e0) mod 4`` into
-    ``a0``), ``row(e) = ebase[e] + (elag[e] + slot) mod n_slot``: per edge one vector load, one
-    multiply and one add on ``width`` lanes (``width`` a literal), as LLVM IR. Written out
+    ``a0``), ``row(e) = ebase[e] + (elag[e] + slot) mod n_slot``, ``q = 0`` and ``width`` the
+    lanes of a block of ``H``'s type (:func:`lanes_of`; float32: the weight rounded to float32):
+    per edge one vector load, one multiply and one add on all lanes, as LLVM IR. Written out
     because the same loop in numba code kept its accumulators in memory (a store and reload per
     edge) and computed the row addresses with multiplies by run-time strides."""
-    if not isinstance(width, types.IntegerLiteral):
-        return None
-    W = width.literal_value
-    sig = types.void(H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, width, out)
+    W = lanes_of(H.dtype)
+    sig = types.void(H, ebase, elag, weights, e0, e1, slot, n_slot, c, out)
 
     def codegen(context, builder, signature, args):
         Ha = context.make_array(signature.args[0])(context, builder, args[0])
         eb = context.make_array(signature.args[1])(context, builder, args[1])
         el = context.make_array(signature.args[2])(context, builder, args[2])
         wa = context.make_array(signature.args[3])(context, builder, args[3])
-        oa = context.make_array(signature.args[11])(context, builder, args[11])
-        e0v, e1v, slotv, nslotv, cv, qv = args[4:10]
-        i64, i32, dbl = ir.IntType(64), ir.IntType(32), ir.DoubleType()
-        vt = ir.VectorType(dbl, W)
+        oa = context.make_array(signature.args[9])(context, builder, args[9])
+        e0v, e1v, slotv, nslotv, cv = args[4:9]
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        elt = context.get_value_type(signature.args[0].dtype)
+        single = signature.args[0].dtype == types.float32
+        vt = ir.VectorType(elt, W)
         _, n_cvar, nl = cgutils.unpack_tuple(builder, Ha.shape, 3)
         zero = ir.Constant(vt, [0.0] * W)
         four = ir.Constant(i64, 4)
@@ -237,12 +261,13 @@ def _edge_sums(typingctx, H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, w
             k = builder.add(builder.load(builder.gep(el.data, [e], inbounds=True)), slotv)
             k = builder.select(builder.icmp_signed(">=", k, nslotv), builder.sub(k, nslotv), k)
             row = builder.add(builder.load(builder.gep(eb.data, [e], inbounds=True)), k)
-            off = builder.add(builder.mul(builder.add(builder.mul(row, n_cvar), cv), nl), qv)
+            off = builder.mul(builder.add(builder.mul(row, n_cvar), cv), nl)
             ptr = builder.bitcast(builder.gep(Ha.data, [off], inbounds=True), vt.as_pointer())
             return builder.load(ptr, align=8)
 
         def weight(e):
             w = builder.load(builder.gep(wa.data, [e], inbounds=True))
+            w = builder.fptrunc(w, elt) if single else w
             v = builder.insert_element(ir.Constant(vt, ir.Undefined), w, ir.Constant(i32, 0))
             return builder.shuffle_vector(v, ir.Constant(vt, ir.Undefined), bmask)
 
@@ -289,7 +314,7 @@ def _edge_sums(typingctx, H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, w
         builder.position_at_end(done)
         s = builder.fadd(builder.fadd(t0, acc[1]), builder.fadd(acc[2], acc[3]))
         _, onl = cgutils.unpack_tuple(builder, oa.shape, 2)
-        optr = builder.gep(oa.data, [builder.add(builder.mul(cv, onl), qv)], inbounds=True)
+        optr = builder.gep(oa.data, [builder.mul(cv, onl)], inbounds=True)
         builder.store(s, builder.bitcast(optr, vt.as_pointer()), align=8)
         return context.get_dummy_value()
     return sig, codegen
@@ -406,8 +431,7 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
             for c in range(n_cvar):
                 # the per-member kernel's four partial sums, a vector of lanes at a time (one
                 # vector load and multiply-add per edge, see _edge_sums): the same rounding
-                for q in range(0, nl, LANES):
-                    _edge_sums(H, ebase, elag, weights, e0, e1, slot, n_slot, c, q, LANES, SUM)
+                _edge_sums(H, ebase, elag, weights, e0, e1, slot, n_slot, c, SUM)
                 for l in range(nl):
                     CIN[0, c, l] = K[i, l] * SUM[c, l]
             here = i * n_slot
@@ -436,10 +460,10 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
             # here (the loop then runs its scalar version)
             for j in range(n_state):
                 for l in range(nl):
-                    X[i, j, l] = XN[j * LANES + l]
+                    X[i, j, l] = XN[j * _row_len(XN) + l]
             for c in range(n_cvar):
                 for l in range(nl):
-                    H[here + nslot, c, l] = RN[c * LANES + l]
+                    H[here + nslot, c, l] = RN[c * _row_len(RN) + l]
             if record:
                 if need_obs:
                     for l in range(nl):
@@ -451,10 +475,10 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
                     r = rec[q]
                     if r < n_out:
                         for l in range(nl):
-                            ACC[q, i, l] += OBS[r * LANES + l]
+                            ACC[q, i, l] += OBS[r * _row_len(OBS) + l]
                     else:
                         for l in range(nl):
-                            ACC[q, i, l] += XN[(r - n_out) * LANES + l]
+                            ACC[q, i, l] += XN[(r - n_out) * _row_len(XN) + l]
         if (s + 1) % decim == 0:
             for l in range(nl):
                 BAD[l] = 0.0
@@ -548,41 +572,45 @@ class BatchBlocks:
         Each member's seed (the counter generator's key).
     n_noise, n_rec, n_out : int
         Noise components of the model; recorded quantities; model outputs.
+    dtype : {"float64", "float32"}
+        Type of the blocks' arrays and arithmetic (float32: 16 lanes per block).
     """
 
-    def __init__(self, tag, x, hist, params, coupling, drv_space, stream, keys, n_noise, n_rec, n_out):
+    def __init__(self, tag, x, hist, params, coupling, drv_space, stream, keys, n_noise, n_rec, n_out,
+                 dtype="float64"):
         self.tag = tag
+        self.dtype = ft = np.dtype(dtype)
         self.n_batch, n_region, _ = x.shape
         n_cvar = hist.shape[1]
-        # always whole blocks of LANES, padded: a block of 4 lanes runs the lane loops (vectorised
-        # 8 wide) in their scalar remainder and costs more than a block of 8 (JR tvb76: 0.17
-        # against 0.13 CPU s per block per simulated second)
-        nl = LANES
+        # always whole blocks of one 512-bit vector, padded: a block of half a vector runs the
+        # lane loops (vectorised a whole vector wide) in their scalar remainder and costs more
+        # than a whole block (JR tvb76, float64: 0.17 against 0.13 CPU s per block per simulated s)
+        nl = lanes_of(ft)
         n_block = -(-self.n_batch // nl)
         member = np.minimum(np.arange(n_block * nl), self.n_batch - 1).reshape(n_block, nl)
         self.members = [m[:max(0, min(nl, self.n_batch - k * nl))] for k, m in enumerate(member)]
         self.blocks = []
         for m in member:
             self.blocks.append(dict(
-                X=np.ascontiguousarray(x[m].transpose(1, 2, 0)),
+                X=np.ascontiguousarray(x[m].transpose(1, 2, 0), dtype=ft),
                 H=np.ascontiguousarray(hist[m][..., :hist.shape[3] // 2].transpose(2, 3, 1, 0)
-                                       .reshape(-1, n_cvar, nl)),
-                P=np.ascontiguousarray(params[m].transpose(1, 2, 0)),
-                K=np.ascontiguousarray(coupling[m].T),
-                DS=np.ascontiguousarray(drv_space[:, m, :].transpose(0, 2, 1)),
+                                       .reshape(-1, n_cvar, nl), dtype=ft),
+                P=np.ascontiguousarray(params[m].transpose(1, 2, 0), dtype=ft),
+                K=np.ascontiguousarray(coupling[m].T, dtype=ft),
+                DS=np.ascontiguousarray(drv_space[:, m, :].transpose(0, 2, 1), dtype=ft),
                 stream=np.ascontiguousarray(stream[m]),
                 keys=np.ascontiguousarray(keys[m], dtype=np.int64),
                 dead=np.zeros(nl, dtype=bool),
-                G=np.zeros((n_region, n_noise, nl)),
-                CIN=np.zeros((1, n_cvar, nl)),
-                U=np.zeros((4, n_region, nl)),
-                ACC=np.zeros((n_rec, n_region, nl)),
-                SUM=np.zeros((n_cvar, nl)),
-                BAD=np.zeros(nl),
-                OBS=np.zeros(n_out * LANES),
-                XN=np.zeros(x.shape[2] * LANES),
-                RN=np.zeros(n_cvar * LANES),
-                Z=np.zeros((2 * ((n_region * n_noise + 1) // 2), nl)),
+                G=np.zeros((n_region, n_noise, nl), ft),
+                CIN=np.zeros((1, n_cvar, nl), ft),
+                U=np.zeros((4, n_region, nl), ft),
+                ACC=np.zeros((n_rec, n_region, nl), ft),
+                SUM=np.zeros((n_cvar, nl), ft),
+                BAD=np.zeros(nl, ft),
+                OBS=np.zeros(n_out * nl, ft),
+                XN=np.zeros(x.shape[2] * nl, ft),
+                RN=np.zeros(n_cvar * nl, ft),
+                Z=np.zeros((2 * ((n_region * n_noise + 1) // 2), nl), ft),
             ))
 
     def advance(self, args, heun, workers=None):
@@ -602,8 +630,9 @@ class BatchBlocks:
         n_slot = self.blocks[0]["H"].shape[0] // n_region
         ebase = np.ascontiguousarray(args.offsets[0] // (2 * n_slot) * n_slot)
         elag = np.ascontiguousarray(args.offsets[0] % (2 * n_slot))
-        bufs = [np.empty((len(rec) if record else 0, n_samp, n_region if record else 0, b["X"].shape[2]))
-                for b in self.blocks]
+        bufs = [np.empty((len(rec) if record else 0, n_samp, n_region if record else 0, b["X"].shape[2]),
+                         self.dtype) for b in self.blocks]
+        dt = self.dtype.type(dt)
 
         def run(k):
             b = self.blocks[k]
