@@ -116,3 +116,20 @@ def test_preview_spec_is_the_same_run_shorter():
         {k: v for k, v in spec.items() if k != "duration_s"}
     assert compute.preview_spec(compute.explorer_spec(duration_s=1.5)) is None   # short runs: none
     assert not compute.job_superseded()                      # outside a worker
+
+
+def test_closed_sessions_are_reclaimed_in_batches():
+    import gc
+    from types import SimpleNamespace
+    from neurotwin_dash.ui.state import RECLAIM_AFTER_SESSIONS, release_session_objects
+    gc.freeze()
+    try:
+        counts = []
+        for i in range(RECLAIM_AFTER_SESSIONS):
+            release_session_objects(SimpleNamespace(id=f"s{i}"))
+            counts.append(gc.get_freeze_count())
+        # frozen until the batch is complete, then everything is handed back to the collector
+        assert all(c > 0 for c in counts[:-1]) and counts[-1] == 0
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
