@@ -1,6 +1,7 @@
 """Explorer state, jobs and panes exercised in plain Python (no browser, no server)."""
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -331,6 +332,15 @@ def test_fc_selector_shows_each_measure_and_says_when_bold_needs_a_longer_run():
     assert not np.allclose(seen["plv_alpha"][iu], seen["pearson"][iu])
     plot.update(res, "bold")
     assert "needs ≥ 60 s simulated" in plot.figure.title.text
+    # a preview (the server is busy: a 1-s run first) shows no r(FC, SC): a 1-s FC is mostly noise
+    pv = res.copy()
+    pv.attrs.update(preview_of_s=20.0, spec=json.dumps(dict(json.loads(res.attrs["spec"]), duration_s=1.0,
+                                                            preview_of_s=20.0)))
+    plot.update(pv, "plv_alpha")
+    assert "preview: 1 s, too short for FC" in plot.figure.title.text and "r(FC" not in plot.figure.title.text
+    summary = panes.summary_markdown(pv, measure="plv_alpha")
+    assert "preview: 1 s" in summary and "r(FC, log SC)" not in summary
+    plot.update(res, "bold")
     # hemisphere separators and group ticks on both axes, labels for the hover
     assert plot.labels.data["labels"][0] == str(res["region"].values[0])
     assert sorted(plot.figure.xaxis.major_label_overrides.values()) == ["left", "right"]

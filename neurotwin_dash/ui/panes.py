@@ -331,7 +331,10 @@ def fc_data(res, measure: str = "plv_alpha"):
         return np.full((n, n), np.nan), f"{label}: {why}", (0.0, 1.0, "sequential")
     parts = [f"{label} ({n} regions)"]
     sc_r = float(res["fc_sc_r"].sel(measure=measure)) if "fc_sc_r" in res else np.nan
-    if np.isfinite(sc_r):
+    if preview_label(res):
+        # an FC estimate from the preview's second of data is mostly sampling noise: no r is shown
+        parts.append(f"{preview_label(res)}, too short for FC")  # r(FC, SC) with the full run
+    elif np.isfinite(sc_r):
         parts.append(f"r(FC, log SC) = {sc_r:.2f}")
     lim = matrix_limits(fc)
     if "fc_empirical" in res:
@@ -568,7 +571,10 @@ def summary_markdown(res: xr.Dataset | None, error: str = "", busy: bool = False
     if "fc_sc_r" in res and measure in FC_MEASURES:
         sc_r = float(res["fc_sc_r"].sel(measure=measure))
         fit = float(res["fc_fit"].sel(measure=measure))
-        if np.isfinite(sc_r):
+        if preview_label(res):
+            lines.append(f"{FC_MEASURES[measure]}: FC and its r with SC are shown with the full run "
+                         f"(the preview is too short an estimate).")
+        elif np.isfinite(sc_r):
             lines.append(f"{FC_MEASURES[measure]}: r(FC, log SC) = **{sc_r:.2f}**"
                          + (f", fit to empirical FC r = **{fit:.3f}**." if np.isfinite(fit) else "."))
     if res.attrs.get("diverged"):
