@@ -240,14 +240,21 @@ def compiled_integrate(tag: str, heun: bool, args: KernelArgs):
     return ep
 
 
-@intrinsic
-def _bits_as_float(typingctx, n):
-    """The float64 whose bit pattern is the int64 ``n`` (a plain bit cast, which vectorises)."""
-    sig = types.float64(types.int64)
+def _bitcast(src, dst):
+    """A numba intrinsic reinterpreting the bits of a ``src`` value as a ``dst`` value of the same
+    width (a plain LLVM bit cast, which vectorises; NumPy's ``view`` for scalars)."""
+    @intrinsic
+    def cast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+        return dst(src), codegen
+    return cast
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-    return sig, codegen
+
+#: the float64 whose bit pattern is an int64, and back; the float32 whose bit pattern is an int32
+_bits_as_float = _bitcast(types.int64, types.float64)
+_float_as_bits = _bitcast(types.float64, types.int64)
+_bits_as_float32 = _bitcast(types.int32, types.float32)
 
 
 # exp(x) = 2**n · exp(f), n = round(x / ln 2), f = x − n ln 2 in [−ln2/2, ln2/2] (ln 2 split in a
@@ -292,16 +299,6 @@ def exp(x):
 _VECTOR_MATH.exp = exp
 
 
-@intrinsic
-def _bits_as_float32(typingctx, n):
-    """The float32 whose bit pattern is the int32 ``n``."""
-    sig = types.float32(types.int32)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-    return sig, codegen
-
-
 _F32 = np.float32
 _LOG2E32 = _F32(_LOG2E)
 _LN2_HI32 = _F32(0.693359375)          # exact in 9 bits; the low part corrects it
@@ -332,16 +329,6 @@ def exp32(x):
 
 
 _VECTOR_MATH32.exp = exp32
-
-
-@intrinsic
-def _float_as_bits(typingctx, x):
-    """The int64 whose bit pattern is the float64 ``x`` (a plain bit cast, which vectorises)."""
-    sig = types.int64(types.float64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-    return sig, codegen
 
 
 # --- counter-based noise (``noise_rng="counter"``) ------------------------------------------
