@@ -253,11 +253,20 @@ class SweepSpec:
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON: two specs with the same fingerprint make the same sweep."""
-        d = self.to_dict()
-        if d["noise_rng"] == "numpy":
-            del d["noise_rng"]      # the fingerprint of every spec written before the option
-        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return spec_fingerprint(self.to_dict())
+
+
+def spec_fingerprint(d: dict) -> str:
+    """SHA-256 of a spec's canonical JSON (sorted keys, no spaces).
+
+    ``noise_rng: "numpy"`` is left out, so every spec written before that option keeps its
+    fingerprint (and a resumed store still matches its spec).
+    """
+    d = dict(d)
+    if d.get("noise_rng") == "numpy":
+        del d["noise_rng"]
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _json_default(obj):

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..io.files import read_yaml_mapping
-from ..sweep import SweepSpec
+from ..sweep import SweepSpec, spec_fingerprint
 from .features import SWEEP_METRIC, check_features, feature_names
 from .priors import Prior
 
@@ -158,8 +157,4 @@ class InferSpec:
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON of the spec."""
-        d = self.to_dict()
-        if d["noise_rng"] == "numpy":
-            del d["noise_rng"]      # the fingerprint of every spec written before the option
-        text = json.dumps(d, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return spec_fingerprint(self.to_dict())
