@@ -6,9 +6,10 @@
   ``PARAMS``), network sliders (``simulate.NETWORK_PARAMS``: coupling, conduction speed);
 * connectome picker (catalog) and edits: normalisation, weight scale, lesions, edge edits;
 * duration, transient, seed, EEG montage, empirical FC;
-* plots: region spectra, simulated EEG spectra, band power per region on an axial brain map
-  (real region centres), EEG band-power topomap, FC (with the empirical FC and their fit when
-  loaded), EEG traces, the structural weights used.
+* plots, in four tabs (:data:`PLOT_TABS`; only the open one is sent to the browser): region
+  spectra, simulated EEG spectra; band power per region on an axial brain map (real region
+  centres), EEG band-power topomap; FC (with the empirical FC and their fit when loaded), the
+  structural weights used; EEG traces.
 
 Each change submits one job to the Dask client (see :class:`~neurotwin_dash.ui.state.JobRunner`):
 the page stays responsive, a spinner shows while it runs, and a newer change cancels an older run.
@@ -28,9 +29,11 @@ from .compute import explorer_export_job
 from .state import ExplorerState, JobRunner, StagedResult, pause_gc_while_building, serve_page, values_of
 from .widgets import NumberBox, error_alert, paramset_widgets
 
-__all__ = ["Explorer", "servable", "parse_query", "share_query"]
+__all__ = ["Explorer", "PLOT_TABS", "servable", "parse_query", "share_query"]
 
-_PLOTS = ("region_spectra", "sensor_spectra", "brain_map", "topomap", "fc_matrix", "eeg_traces", "weights")
+#: the explorer's plot tabs (title -> plot keys of :func:`panes.explorer_plots`), first one open
+PLOT_TABS = {"Spectra": ("region_spectra", "sensor_spectra"), "Maps": ("brain_map", "topomap"),
+             "Connectivity": ("fc_matrix", "weights"), "Traces": ("eeg_traces",)}
 
 
 def parse_query(args: dict) -> dict:
@@ -268,11 +271,13 @@ class Explorer(pn.viewable.Viewer):
     def main(self) -> pn.Column:
         p = {k: pn.pane.Bokeh(v.figure, css_classes=[f"plot-{k.replace('_', '-')}"]) for k, v in self.plots.items()}
         header = pn.Row(self.spinner, self.summary, sizing_mode="stretch_width")
-        return pn.Column(
-            header, self.error, self.query_error,
-            pn.FlexBox(p["region_spectra"], p["sensor_spectra"], p["brain_map"], p["topomap"],
-                       p["fc_matrix"], p["eeg_traces"], p["weights"]),
-            sizing_mode="stretch_width")
+        # Only the open tab is in the browser's document (dynamic tabs): a hidden plot costs the
+        # page load nothing and a new result neither travels to it nor is drawn; it is sent with
+        # the latest data when its tab is opened. With all seven plots on one page every result
+        # was drawn seven times in each browser, most of them below the fold (README "Serving").
+        tabs = pn.Tabs(*[(title, pn.FlexBox(*[p[k] for k in keys])) for title, keys in PLOT_TABS.items()],
+                       dynamic=True, css_classes=["plot-tabs"], sizing_mode="stretch_width")
+        return pn.Column(header, self.error, self.query_error, tabs, sizing_mode="stretch_width")
 
     def __panel__(self):
         return pn.Row(pn.Column(self.controls(), width=380), self.main(), sizing_mode="stretch_width")

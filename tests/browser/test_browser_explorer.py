@@ -147,7 +147,12 @@ def test_fc_selector_changes_the_matrix_and_downloads_reload(new_page, server, a
     import xarray as xr
     from neurotwin_dash.twin import Twin
     page, log = open_explorer(new_page, server)
+    # plots of hidden tabs are not in the browser's document until their tab is opened
+    assert figure_data(page, "fc-matrix") is None
+    page.locator(".plot-tabs .bk-tab", has_text="Connectivity").first.click()
+    page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('fc-matrix') !== null")
     before = figure_data(page, "fc-matrix")
+    assert np.isfinite(np.array(before[0][2][1][0], dtype=float)).sum() == 76 * 75   # the latest result's FC
     page.locator(".fc-measure select").first.select_option("pearson")
     after = wait_for_figure_change(page, "fc-matrix", before, timeout_s=20)
     assert after != before
