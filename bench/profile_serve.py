@@ -37,15 +37,22 @@ from bench_serve import ARM_JS, LOAD_JS, RESULT_JS  # noqa: E402
 from ui_browser import CHROMIUM, CHROMIUM_ARGS, serving  # noqa: E402
 
 
-def _cpu(procs) -> float:
-    total = 0.0
+def _cpu(procs) -> dict:
+    """CPU seconds (user + system) of each process, by pid."""
+    out = {}
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            out[p.pid] = t.user + t.system
         except psutil.Error:
             pass
-    return total
+    return out
+
+
+def _delta(before: dict, after: dict) -> float:
+    """CPU used between two :func:`_cpu` readings; a process that ended in between is left out
+    (its last CPU time is unknown), a new one counts from 0."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
 
 
 def _browsers(old_pids):
@@ -79,11 +86,10 @@ def main(argv=None) -> int:
             pg.wait_for_function("() => window.__load && window.__load.full !== null", polling=100, timeout=120_000)
             pg.wait_for_timeout(1000)
             s1 = srv.cpu_times()
-            brs = _browsers(old)
-            b1 = _cpu(brs)
+            b1 = _cpu(_browsers(old))
             if i > 0:        # the first load starts the Dask cluster and compiles: not counted
                 loads_srv.append((s1.user + s1.system) - (s0.user + s0.system))
-                loads_br.append(b1 - b0)
+                loads_br.append(_delta(b0, b1))
             if page is None:
                 page = pg
             else:
@@ -110,7 +116,7 @@ def main(argv=None) -> int:
             page.wait_for_timeout(1500)
             s1 = srv.cpu_times()
             upd_srv.append((s1.user + s1.system) - (s0.user + s0.system))
-            upd_br.append(_cpu(brs) - b0)
+            upd_br.append(_delta(b0, _cpu(_browsers(old))))
         m1 = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         n = args.changes
         print(f"per update ({n}): browser CPU {np.mean(upd_br):.3f} s (± {np.std(upd_br):.3f}), server CPU "

@@ -207,6 +207,23 @@ def test_plots_update_in_place_from_a_result(node_state):
     assert plots["eeg_traces"].figure.title.text.startswith("Region signals")
 
 
+def test_set_columns_sends_only_the_columns_that_changed():
+    from bokeh.document import Document
+    from bokeh.models import ColumnDataSource
+    src = ColumnDataSource({"x": np.arange(4.0), "y": np.array([1.0, np.nan, 3, 4]), "name": list("abcd")})
+    doc = Document()
+    doc.add_root(src)
+    events = []
+    doc.on_change(lambda e: events.append(e))
+    panes.set_columns(src, {"x": np.arange(4.0), "y": np.array([1.0, np.nan, 3, 4]), "name": list("abcd")})
+    assert events == []                                   # identical data (NaN included): nothing sent
+    panes.set_columns(src, {"x": np.arange(4.0), "y": np.array([1.0, 2, 3, 4]), "name": list("abcd")})
+    assert len(events) == 1 and events[0].cols == ["y"]   # the x values and names do not travel again
+    np.testing.assert_array_equal(src.data["y"], [1, 2, 3, 4])
+    panes.set_columns(src, {"x": np.arange(3.0), "y": np.ones(3), "name": list("abc")})   # new length
+    assert len(events) == 2 and src.data["x"].tolist() == [0, 1, 2] and list(src.data["name"]) == list("abc")
+
+
 def test_spectra_lines_are_one_nan_separated_glyph():
     x, y = panes.nan_joined(np.arange(3.0), np.array([[1.0, 2, 3], [4, 5, 6]]), offsets=[0, 10])
     np.testing.assert_array_equal(x, [0, 1, 2, np.nan, 0, 1, 2, np.nan])
@@ -409,3 +426,21 @@ def test_export_gives_the_run_its_twin_and_a_report_that_reload(tmp_path):
     assert (tmp_path / "report.html").read_text().count("<svg") == 5
     # the link reopens the same settings
     assert "coupling=3" in ex.link.value and "duration_s=2" in ex.link.value
+
+
+def test_a_tabs_plots_are_built_when_it_is_first_opened_and_show_the_latest_result():
+    from neurotwin_dash.ui.explorer import PLOT_TABS
+    ex = Explorer(mode="sync")
+    ex.state.update_params({"duration_s": 1.0, "transient_s": 0.2})    # one run (sync)
+    res = ex.state.runner.result
+    assert res is not None and set(ex.plots) == set(PLOT_TABS["Spectra"])   # hidden tabs: nothing built
+    assert [len(ex.tabs[i].objects) for i in range(len(PLOT_TABS))] == [2, 0, 0, 0]
+    np.testing.assert_allclose(ex.plots["region_spectra"].mean.data["y"],
+                               np.nanmean(np.log10(res["psd_region"].values), axis=0), rtol=1e-12)
+    ex.tabs.active = list(PLOT_TABS).index("Connectivity")
+    assert set(ex.plots) == set(PLOT_TABS["Spectra"]) | set(PLOT_TABS["Connectivity"])
+    fc = ex.plots["fc_matrix"]
+    assert fc.source.data["image"][0].shape == (76, 76) and "(76 regions)" in fc.figure.title.text
+    ex.tabs.active = 0
+    ex.tabs.active = list(PLOT_TABS).index("Connectivity")                # built once, kept
+    assert ex.plots["fc_matrix"] is fc and len(ex.tabs[2].objects) == 2

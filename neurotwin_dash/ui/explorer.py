@@ -99,25 +99,30 @@ class Explorer(pn.viewable.Viewer):
         self.query_error = error_alert()
         r.param.watch(self._show_error, "error")
 
-        # --- plots: DynamicMaps over the latest result update their data sources in place
+        # --- plots: one Bokeh figure per plot, updated in place; each gets a new result in its
+        # own event-loop tick (StagedResult) so other sessions and pings are served in between.
+        # A plot is built when its tab is first opened (_open_tab): a page load builds and
+        # sends only the first tab's.
         res = r.param.result
-        # one Bokeh figure per plot, updated in place; each gets a new result in its own
-        # event-loop tick (StagedResult) so other sessions and pings are served in between
-        self.plots = panes.explorer_plots()
-        self.staged = sh = StagedResult(r, "result", list(self.plots))
-        views = {"region_spectra": lambda v: self.plots["region_spectra"].update(v, s.region),
-                 "sensor_spectra": lambda v: self.plots["sensor_spectra"].update(v),
-                 "brain_map": lambda v: self.plots["brain_map"].update(v, s.map_band),
-                 "topomap": lambda v: self.plots["topomap"].update(v, s.band),
-                 "fc_matrix": lambda v: self.plots["fc_matrix"].update(v, s.fc_measure),
-                 "eeg_traces": lambda v: self.plots["eeg_traces"].update(v),
-                 "weights": lambda v: self.plots["weights"].update(v)}
-        for key, show in views.items():
-            sh.param.watch(lambda e, show=show: show(e.new), key)
-        s.param.watch(lambda e: views["region_spectra"](sh.region_spectra), "region")
-        s.param.watch(lambda e: views["brain_map"](sh.brain_map), "map_band")
-        s.param.watch(lambda e: views["topomap"](sh.topomap), "band")
-        s.param.watch(lambda e: views["fc_matrix"](sh.fc_matrix), "fc_measure")
+        self.plots: dict = {}
+        self.staged = sh = StagedResult(r, "result", list(panes.EXPLORER_PLOTS))
+        self._draw = {"region_spectra": lambda p, v: p.update(v, s.region),
+                      "sensor_spectra": lambda p, v: p.update(v),
+                      "brain_map": lambda p, v: p.update(v, s.map_band),
+                      "topomap": lambda p, v: p.update(v, s.band),
+                      "fc_matrix": lambda p, v: p.update(v, s.fc_measure),
+                      "eeg_traces": lambda p, v: p.update(v),
+                      "weights": lambda p, v: p.update(v)}
+        for key in self._draw:
+            sh.param.watch(lambda e, key=key: self._show(key), key)
+        s.param.watch(lambda e: self._show("region_spectra"), "region")
+        s.param.watch(lambda e: self._show("brain_map"), "map_band")
+        s.param.watch(lambda e: self._show("topomap"), "band")
+        s.param.watch(lambda e: self._show("fc_matrix"), "fc_measure")
+        self.tabs = pn.Tabs(*[(title, pn.FlexBox()) for title in PLOT_TABS], dynamic=True,
+                            css_classes=["plot-tabs"], sizing_mode="stretch_width")
+        self.tabs.param.watch(lambda e: self._open_tab(e.new), "active")
+        self._open_tab(0)
         self.summary = pn.pane.Markdown(pn.bind(panes.summary_markdown, res, r.param.error, r.param.busy, s.param.fc_measure),
                                         css_classes=["run-summary"], sizing_mode="stretch_width")
         self.spinner = pn.indicators.LoadingSpinner(value=r.param.busy, size=28,
@@ -161,6 +166,24 @@ class Explorer(pn.viewable.Viewer):
         s.param.watch(lambda e: self._update_link(), ["fc_measure", "band", "map_band", "region"])
 
     # --- callbacks -------------------------------------------------------------------------------
+    def _show(self, key: str) -> None:
+        """Draw the latest result in plot ``key`` if that plot has been built."""
+        plot = self.plots.get(key)
+        if plot is not None:
+            self._draw[key](plot, getattr(self.staged, key))
+
+    def _open_tab(self, index: int) -> None:
+        """Build the plots of tab ``index`` the first time it is opened, showing the latest result."""
+        box = self.tabs[index]
+        if box.objects:
+            return
+        keys = list(PLOT_TABS.values())[index]
+        self.plots.update(panes.explorer_plots(keys))
+        for key in keys:
+            self._show(key)
+        box.objects = [pn.pane.Bokeh(self.plots[k].figure, css_classes=[f"plot-{k.replace('_', '-')}"])
+                       for k in keys]
+
     def _on_export(self, *events):
         er = self.export_runner
         if er.busy:
@@ -269,15 +292,12 @@ class Explorer(pn.viewable.Viewer):
         return pn.Column(model_card, network_card, run_card, view_card, takeaway_card, sizing_mode="stretch_width")
 
     def main(self) -> pn.Column:
-        p = {k: pn.pane.Bokeh(v.figure, css_classes=[f"plot-{k.replace('_', '-')}"]) for k, v in self.plots.items()}
         header = pn.Row(self.spinner, self.summary, sizing_mode="stretch_width")
         # Only the open tab is in the browser's document (dynamic tabs): a hidden plot costs the
-        # page load nothing and a new result neither travels to it nor is drawn; it is sent with
-        # the latest data when its tab is opened. With all seven plots on one page every result
-        # was drawn seven times in each browser, most of them below the fold (README "Serving").
-        tabs = pn.Tabs(*[(title, pn.FlexBox(*[p[k] for k in keys])) for title, keys in PLOT_TABS.items()],
-                       dynamic=True, css_classes=["plot-tabs"], sizing_mode="stretch_width")
-        return pn.Column(header, self.error, self.query_error, tabs, sizing_mode="stretch_width")
+        # page load nothing and a new result neither travels to it nor is drawn; it is built and
+        # sent with the latest data when its tab is opened. With all seven plots on one page each
+        # result was drawn seven times in each browser, most of them below the fold (README "Serving").
+        return pn.Column(header, self.error, self.query_error, self.tabs, sizing_mode="stretch_width")
 
     def __panel__(self):
         return pn.Row(pn.Column(self.controls(), width=380), self.main(), sizing_mode="stretch_width")

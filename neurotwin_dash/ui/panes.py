@@ -34,8 +34,8 @@ from .compute import BOLD_FC_MIN_S, FC_MEASURES
 __all__ = [
     "CLASSIC_1020", "nan_joined", "spectra_data", "brain_map_data", "topomap_data", "fc_data",
     "matrix_limits", "hemisphere_groups",
-    "traces_data", "SpectraPlot", "BrainMapPlot", "TopomapPlot", "MatrixPlot", "TracesPlot",
-    "explorer_plots", "summary_markdown", "changed_settings", "preview_label",
+    "traces_data", "set_columns", "SpectraPlot", "BrainMapPlot", "TopomapPlot", "MatrixPlot", "TracesPlot",
+    "EXPLORER_PLOTS", "explorer_plots", "summary_markdown", "changed_settings", "preview_label",
 ]
 
 #: channels shown as traces when the montage has them (the classic 10-20 set)
@@ -69,6 +69,34 @@ def nan_joined(x, rows, offsets=None):
     xs = np.tile(np.append(np.asarray(x, dtype=float), np.nan), n)
     ys = np.column_stack([rows + off[:, None], np.full(n, np.nan)]).ravel()
     return xs, ys
+
+
+def set_columns(source: ColumnDataSource, data: dict) -> None:
+    """Replace the data of ``source`` by ``data``, sending only the columns that changed.
+
+    A new result of the same shape usually keeps its x values (frequencies, times, positions):
+    those are not sent to the browser again (half of a spectra update's bytes), and a source
+    whose data did not change at all sends nothing and is not redrawn.
+    """
+    old = source.data
+    if set(old) != set(data) or any(len(old[k]) != len(data[k]) for k in data):
+        source.data = data
+        return
+    changed = {k: v for k, v in data.items() if not _same(old[k], v)}
+    if changed:
+        source.data.update(changed)
+
+
+def _same(a, b) -> bool:
+    try:
+        a, b = np.asarray(a), np.asarray(b)
+    except ValueError:              # ragged lists: treat as changed
+        return False
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
 
 
 def _base_figure(name, title, x_label, y_label, width=_W, height=_H, **kw):
@@ -143,7 +171,8 @@ class SpectraPlot:
             self.figure.title.text = self._title(res)
             return
         a, m, h, label, n = d
-        self.all.data, self.mean.data, self.hi.data = a, m, h
+        for source, data in ((self.all, a), (self.mean, m), (self.hi, h)):
+            set_columns(source, data)
         unit = res[f"psd_{self.kind}"].attrs.get("units", "").replace("^2", "²")
         if unit:
             self.figure.yaxis.axis_label = f"log10 PSD ({unit})"
@@ -206,7 +235,7 @@ class BrainMapPlot:
                 else:
                     limits = _limits(data["power"])
             self.mapper.low, self.mapper.high = limits
-            self.source.data = data
+            set_columns(self.source, data)
         self.figure.title.text = title
 
     def update(self, res, band: str = "low_gamma"):
@@ -276,8 +305,8 @@ class TopomapPlot:
             return
         Z, sensors = d
         self.mapper.low, self.mapper.high = _limits(Z, (1, 99))
-        self.image.data = {"image": [Z], "x": [-1.15], "y": [-1.15], "dw": [2.3], "dh": [2.3]}
-        self.sensors.data = sensors
+        set_columns(self.image, {"image": [Z], "x": [-1.15], "y": [-1.15], "dw": [2.3], "dh": [2.3]})
+        set_columns(self.sensors, sensors)
         self.figure.title.text = f"Simulated EEG {band} power (log10 µV²)"
 
 
@@ -396,15 +425,15 @@ class MatrixPlot:
             self.separators.data = {"xs": [], "ys": []}
         else:
             n = matrix.shape[0]
-            self.source.data = {"image": [np.asarray(matrix, dtype=float)], "x": [-0.5], "y": [-0.5],
-                                "dw": [n], "dh": [n]}
+            set_columns(self.source, {"image": [np.asarray(matrix, dtype=float)], "x": [-0.5], "y": [-0.5],
+                                      "dw": [n], "dh": [n]})
             self.x_range.start, self.x_range.end = -0.5, n - 0.5
             self.y_range.start, self.y_range.end = n - 0.5, -0.5
-            self.labels.data = {"labels": list(labels) if labels is not None else [str(i) for i in range(n)]}
+            set_columns(self.labels, {"labels": list(labels) if labels is not None else [str(i) for i in range(n)]})
             groups = groups or [(0, n, "")]
             cuts = [g[0] - 0.5 for g in groups[1:]]
-            self.separators.data = {"xs": [[c, c] for c in cuts] + [[-0.5, n - 0.5] for c in cuts],
-                                    "ys": [[-0.5, n - 0.5] for c in cuts] + [[c, c] for c in cuts]}
+            set_columns(self.separators, {"xs": [[c, c] for c in cuts] + [[-0.5, n - 0.5] for c in cuts],
+                                          "ys": [[-0.5, n - 0.5] for c in cuts] + [[c, c] for c in cuts]})
             self.ticker.ticks = [0.5 * (g[0] + g[1] - 1) for g in groups]
             overrides = {0.5 * (g[0] + g[1] - 1): g[2] for g in groups}
             self.figure.xaxis.major_label_overrides = overrides
@@ -498,23 +527,31 @@ class TracesPlot:
             self.figure.title.text = "Traces (waiting…)"
             return
         line, ticks, title = d
-        self.source.data = line
+        set_columns(self.source, line)
         self.ticker.ticks = list(ticks)
         self.figure.yaxis.major_label_overrides = {k: v for k, v in ticks.items()}
         self.figure.title.text = title
 
 
-def explorer_plots() -> dict:
-    """The explorer's plots by key, in display order."""
-    return {
-        "region_spectra": SpectraPlot("region"),
-        "sensor_spectra": SpectraPlot("sensor"),
-        "brain_map": BrainMapPlot(),
-        "topomap": TopomapPlot(),
-        "fc_matrix": FCPlot(),
-        "eeg_traces": TracesPlot(),
-        "weights": WeightsPlot(),
-    }
+#: the explorer's plots: key -> class (or factory), in display order
+EXPLORER_PLOTS = {
+    "region_spectra": lambda: SpectraPlot("region"),
+    "sensor_spectra": lambda: SpectraPlot("sensor"),
+    "brain_map": BrainMapPlot,
+    "topomap": TopomapPlot,
+    "fc_matrix": FCPlot,
+    "eeg_traces": TracesPlot,
+    "weights": WeightsPlot,
+}
+
+
+def explorer_plots(keys=None) -> dict:
+    """The explorer's plots by key, in display order (only ``keys`` when given)."""
+    keys = list(EXPLORER_PLOTS) if keys is None else list(keys)
+    unknown = [k for k in keys if k not in EXPLORER_PLOTS]
+    if unknown:
+        raise ValueError(f"unknown explorer plot(s) {unknown}; allowed: {', '.join(EXPLORER_PLOTS)}")
+    return {k: EXPLORER_PLOTS[k]() for k in keys}
 
 
 # --- text ----------------------------------------------------------------------------------
