@@ -42,6 +42,22 @@ def test_sweep_runs_in_the_background_and_its_heatmap_links_to_the_explorer(tmp_
     assert mon.download.filename == "sweep-results.nc"
 
 
+def test_the_status_line_never_reads_finished_while_a_run_starts(tmp_path):
+    s = MonitorState(client="sync", run_dir=tmp_path)
+    s.param.update(x_param="p", x_low=60.0, x_high=320.0, x_num=2, y_param="C", y_low=100.0, y_high=200.0,
+                   y_num=2, duration_s=0.5, metric="alpha_power", batch_size=4)
+    mon = FitMonitor(state=s)
+    shown = []
+    mon.status.param.watch(lambda e: shown.append(e.new), "object")
+    for _ in range(2):                     # a first run, and a second one after a finished run
+        shown.clear()
+        assert s.start()
+        assert shown and all("finished" not in t for t in shown), shown
+        assert shown[-1].startswith("**running**: 0 / 4")
+        s.wait()
+        assert "**finished**: 4 / 4" in mon.status.object
+
+
 def test_stopped_sweep_keeps_its_partial_results_and_a_restart_computes_only_the_missing_batches(
         tmp_path, monkeypatch):
     real_run_batch = sweep.run_batch

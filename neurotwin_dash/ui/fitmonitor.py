@@ -247,6 +247,12 @@ class MonitorState(param.Parameterized):
         if msg:
             self.error = msg
             return False
+        # every setting of a new run reaches the watchers at once, with running=True: set one by
+        # one, the status line briefly read "finished: 0 / N" (new total, not yet running)
+        with param.parameterized.batch_call_watchers(self):
+            return self._start()
+
+    def _start(self) -> bool:
         self._run_id += 1
         rid = self._run_id
         self.error, self.done, self.best_text, self.data = "", 0, "", None
@@ -635,7 +641,9 @@ class FitMonitor(pn.viewable.Viewer):
                                                  css_classes=["download-results"], width=300)
         s.param.watch(lambda e: setattr(self.download, "disabled", not e.new), "done")
         self.progress = pn.indicators.Progress(value=0, max=1, width=300, css_classes=["run-progress"])
-        self.status = pn.pane.Markdown("No run yet.", css_classes=["run-status"])
+        # its own line under the progress bar, as wide as the main area: the personal-mode line
+        # (the twin's r and every baseline's) is long and overflowed to the right beside the bar
+        self.status = pn.pane.Markdown("No run yet.", css_classes=["run-status"], sizing_mode="stretch_width")
         self.personal_result = pn.pane.Markdown("", css_classes=["personal-result"], sizing_mode="stretch_width")
         s.param.watch(self._status, ["done", "total", "running", "best_text", "stopped", "stop_requested"])
 
@@ -702,7 +710,7 @@ class FitMonitor(pn.viewable.Viewer):
             pn.Row(self.start_button, self.stop_button), self.error, self.download, sizing_mode="stretch_width")
 
     def main(self):
-        return pn.Column(pn.Row(self.progress, self.status), self.personal_result, pn.FlexBox(
+        return pn.Column(self.progress, self.status, self.personal_result, pn.FlexBox(
             pn.pane.Bokeh(self.map.figure), pn.pane.Bokeh(self.losses.figure)), sizing_mode="stretch_width")
 
     def __panel__(self):
