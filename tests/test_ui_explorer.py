@@ -444,3 +444,14 @@ def test_a_tabs_plots_are_built_when_it_is_first_opened_and_show_the_latest_resu
     ex.tabs.active = 0
     ex.tabs.active = list(PLOT_TABS).index("Connectivity")                # built once, kept
     assert ex.plots["fc_matrix"] is fc and len(ex.tabs[2].objects) == 2
+
+
+def test_busy_indicator_spins_only_while_the_runner_is_busy():
+    from neurotwin_dash.ui.widgets import busy_indicator
+    r = JobRunner(mode="sync")
+    ind = busy_indicator(r.param.busy)
+    assert 'class="nt-idle"' in ind.object and (ind.width, ind.height) == (28, 28)   # fixed size
+    r.busy = True
+    assert 'class="nt-busy"' in ind.object
+    r.busy = False
+    assert 'class="nt-idle"' in ind.object

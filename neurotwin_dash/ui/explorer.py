@@ -27,7 +27,7 @@ import panel as pn
 from . import panes
 from .compute import explorer_export_job
 from .state import ExplorerState, JobRunner, StagedResult, pause_gc_while_building, serve_page, values_of
-from .widgets import NumberBox, error_alert, paramset_widgets
+from .widgets import NumberBox, busy_indicator, error_alert, paramset_widgets
 
 __all__ = ["Explorer", "PLOT_TABS", "servable", "parse_query", "share_query"]
 
@@ -125,8 +125,7 @@ class Explorer(pn.viewable.Viewer):
         self._open_tab(0)
         self.summary = pn.pane.Markdown(pn.bind(panes.summary_markdown, res, r.param.error, r.param.busy, s.param.fc_measure),
                                         css_classes=["run-summary"], sizing_mode="stretch_width")
-        self.spinner = pn.indicators.LoadingSpinner(value=r.param.busy, size=28,
-                                                    css_classes=["busy-indicator"])
+        self.spinner = busy_indicator(r.param.busy, size=28)
 
         # --- controls
         self.edge_weight = NumberBox("edge weight", 1.0, 0.0, 10.0, unit="normalised")

@@ -35,7 +35,7 @@ from ..stimulation.montage import Limits, Montage, MontageError, canonical_name
 from . import panes
 from .compute import BANDS, montage_effect_job, montage_field_job, netcdf_bytes, optimize_job
 from .state import JobRunner, StagedResult, available_models, paramset_class, serve_page, values_of
-from .widgets import NumberBox, error_alert, paramset_widgets
+from .widgets import NumberBox, busy_indicator, error_alert, paramset_widgets
 
 __all__ = ["MontageState", "MontageDesigner", "ElectrodePlot", "effect_summary", "servable"]
 
@@ -277,8 +277,8 @@ class MontageDesigner(pn.viewable.Viewer):
         self.field3d = pn.pane.PNG(None, width=460, height=420, css_classes=["field-3d"])
         self.field_text = pn.pane.Markdown("", css_classes=["field-summary"])
         self.effect_text = pn.pane.Markdown("", css_classes=["effect-summary"])
-        self.field_spinner = pn.indicators.LoadingSpinner(value=s.field_runner.param.busy, size=24)
-        self.effect_spinner = pn.indicators.LoadingSpinner(value=s.effect_runner.param.busy, size=24)
+        self.field_spinner = busy_indicator(s.field_runner.param.busy, size=24, css_classes=())
+        self.effect_spinner = busy_indicator(s.effect_runner.param.busy, size=24, css_classes=())
         # take away: the montage (JSON, re-loadable with Montage.load), its field and the effect (netCDF)
         self.downloads = {
             "montage.json": pn.widgets.FileDownload(callback=self._montage_file, filename="montage.json",

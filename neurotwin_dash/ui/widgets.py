@@ -6,13 +6,36 @@ import math
 import panel as pn
 import param
 
-__all__ = ["NumberBox", "paramset_widgets", "error_alert"]
+__all__ = ["NumberBox", "paramset_widgets", "error_alert", "busy_indicator"]
 
 
 def error_alert(text: str = "", **kw) -> pn.pane.Alert:
     """A red inline message (hidden while ``text`` is empty); tests find it by ``.inline-error``."""
     return pn.pane.Alert(text, alert_type="danger", visible=bool(text), css_classes=["inline-error"],
                          margin=(2, 10), **kw)
+
+
+_BUSY_CSS = """
+.nt-busy, .nt-idle { box-sizing: border-box; width: 100%; height: 100%; border-radius: 50%;
+                     border: 3px solid #e3e7eb; }
+.nt-busy { border-top-color: #1f4e79; animation: nt-spin 0.9s linear infinite; }
+@keyframes nt-spin { to { transform: rotate(360deg); } }
+"""
+
+
+def _busy_html(busy: bool) -> str:
+    return '<div class="nt-busy" title="simulating…"></div>' if busy else '<div class="nt-idle"></div>'
+
+
+def busy_indicator(busy, size: int = 28, css_classes=("busy-indicator",)) -> pn.pane.HTML:
+    """A spinning ring while ``busy`` (a boolean parameter, e.g. ``runner.param.busy``) is true.
+
+    A fixed-size HTML pane animated by CSS alone. Panel's ``LoadingSpinner`` toggles its CSS
+    classes instead, and each toggle made the browser lay out the page and every plot on it
+    again: ~0.08 CPU-s per result in each browser (two toggles per run; README "Serving").
+    """
+    return pn.pane.HTML(pn.bind(_busy_html, busy), width=size, height=size, margin=(8, 10),
+                        stylesheets=[_BUSY_CSS], css_classes=list(css_classes))
 
 
 class NumberBox(pn.viewable.Viewer):
