@@ -357,6 +357,12 @@ def test_fc_selector_shows_each_measure_and_says_when_bold_needs_a_longer_run():
     assert "preview: 1 s, too short for FC" in plot.figure.title.text and "r(FC" not in plot.figure.title.text
     summary = panes.summary_markdown(pv, measure="plv_alpha")
     assert "preview: 1 s" in summary and "r(FC, log SC)" not in summary
+    # a real preview computes no FC at all: the plot says why instead of showing noise
+    real_pv = compute.explorer_job(compute.preview_spec(json.loads(res.attrs["spec"])))
+    assert "fc" not in real_pv and "psd_region" in real_pv
+    plot.update(real_pv, "plv_alpha")
+    assert "preview: 1 s, too short for FC" in plot.figure.title.text
+    assert np.isnan(plot.source.data["image"][0]).all() and plot.source.data["image"][0].shape == z.shape
     plot.update(res, "bold")
     # hemisphere separators and group ticks on both axes, labels for the hover
     assert plot.labels.data["labels"][0] == str(res["region"].values[0])

@@ -319,7 +319,7 @@ def explorer_job(spec: dict) -> xr.Dataset:
         ``psd_region`` (region, frequency), ``band_region`` (band, region) by the analysis
         library (:func:`neurotwin_dash.analysis.welch`, :func:`~neurotwin_dash.analysis.band_power`);
         on a connectome ``fc`` (measure, region, region2) for every :data:`FC_MEASURES` (BOLD FC
-        NaN below :data:`BOLD_FC_MIN_S`), ``fc_sc_r`` and ``fc_fit`` (measure) — r with log10 SC
+        NaN below :data:`BOLD_FC_MIN_S`; no ``fc`` in a preview), ``fc_sc_r`` and ``fc_fit`` (measure) — r with log10 SC
         and with the empirical FC (NaN without one) — ``centres`` (region, axis) RAS mm,
         ``weights``, ``hemisphere``; with a montage also ``psd_sensor`` (sensor, frequency),
         ``band_sensor`` (band, sensor), ``eeg`` (time_eeg, sensor), ``sensor_xy`` (sensor, xy)
@@ -351,7 +351,10 @@ def explorer_job(spec: dict) -> xr.Dataset:
         # the haemodynamic response takes ~10 s to settle: drop it before the BOLD FC
         b = bold_mod.bold_from_result(sim.isel(batch=0)[[out]], variable=out, tr_s=0.72)
         bold = b.sel(time=b["time"] >= b["time"].values[0] + 10.0).transpose("time", "region")
-    fc = fc_measures(xa, bold) if xv.shape[1] > 1 else None
+    # a preview's second of data gives no usable FC (shown with the full run): not computed,
+    # which saves a third of a preview's work on the workers
+    preview = float(spec.get("preview_of_s", 0.0) or 0.0) > 0
+    fc = fc_measures(xa, bold) if xv.shape[1] > 1 and not preview else None
     # a few seconds of traces are enough to look at; keep at most ~250 Hz
     step = max(1, int(round(fs / 250.0)))
     n_keep = int(min(xv.shape[0], round(4.0 * fs)))

@@ -348,10 +348,14 @@ def fc_data(res, measure: str = "plv_alpha"):
     with an empirical FC, r(simulated, empirical); a measure that could not be computed (BOLD FC
     on a short run) gives an empty matrix and a title saying why.
     """
-    if not _has(res, "fc"):
-        return None
     if measure not in FC_MEASURES:
         raise ValueError(f"FC measure {measure!r} unknown; allowed: {', '.join(FC_MEASURES)}")
+    if not _has(res, "fc"):
+        if res is not None and preview_label(res) and res.sizes.get("region", 1) > 1:
+            n = res.sizes["region"]      # a preview computes no FC (see compute.explorer_job)
+            return (np.full((n, n), np.nan), f"{FC_MEASURES[measure]} ({n} regions); {preview_label(res)}, "
+                    "too short for FC", (0.0, 1.0, "sequential"))
+        return None
     fc = np.array(res["fc"].sel(measure=measure).values, dtype=float)
     n = fc.shape[0]
     label = FC_MEASURES[measure]
