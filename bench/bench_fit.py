@@ -28,6 +28,11 @@ tACS at its peak frequency (PLV to the drive vs sham, paired over seeds, 95 % CI
 replaced by its exact linearisation around its fixed point (``personal.linearized_fc``; no
 simulation): held-out r, baselines, ±5 % coupling, identifiability. It bounds what the simulated
 twin can reach and shows where the goals stand for subjects the simulated loop has not reached.
+
+``personal-ec``: the linear-model study of a personal effective connectivity (``personal.fit_effective``:
+one weight per SC edge, penalty chosen by inner cross-validation inside the first half) beside the
+one-gain + regional-noise SAR model and the first-half FC itself, all 12 subjects, held-out r and
+identifiability; ``bench/figures/personal_ec.png`` and ``.json``.
 """
 from __future__ import annotations
 
@@ -269,6 +274,74 @@ def personal_linear(args):
           f"{len(subs)}; ranks {ranks}")
 
 
+def personal_ec(args):
+    """Linear-model study: personal effective connectivity vs the one-gain + regional-noise SAR
+    model, all fitted on the first half only, scored on the second; identifiability of each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from neurotwin_dash.fit import personal as P
+    subs = args.subjects or P.available_subjects()
+    fcs = {"sar_regional": {}, "effective": {}, "first_half_fc": {}}
+    fc_test, rows = {}, {}
+    t_all = time.perf_counter()
+    for s in subs:
+        t0 = time.perf_counter()
+        w = P.load_subject(s)["weights"].values
+        half = P.split_subject(s)
+        lin = P.fit_linear(w, half.fc_train)
+        ec = P.fit_effective(w, half.train)
+        fcs["sar_regional"][s] = P.baseline_fcs(w, half, linear_regional=lin)["linear_regional"]
+        fcs["effective"][s] = P.effective_fc(w, ec)
+        fcs["first_half_fc"][s] = half.fc_train
+        fc_test[s] = half.fc_test
+        rows[s] = {k: P.heldout_scores(v[s], half)["r"] for k, v in fcs.items()}
+        rows[s].update(effective_train_r=ec.r_train, penalty=ec.penalty, cv=ec.cv, seconds=time.perf_counter() - t0)
+        print(f"{s}: held-out r SAR + regional noise {rows[s]['sar_regional']:.3f}, effective connectivity "
+              f"{rows[s]['effective']:.3f} (first half {ec.r_train:.3f}, penalty {ec.penalty:g} by inner CV "
+              f"{ {k: round(v, 3) for k, v in ec.cv.items()} }), first-half FC itself {rows[s]['first_half_fc']:.3f}; "
+              f"{rows[s]['seconds']:.0f} s", flush=True)
+    out = {"subjects": rows, "seconds": time.perf_counter() - t_all, "summary": {}}
+    mats = {}
+    for k, v in fcs.items():
+        m = P.identifiability(v, fc_test)
+        mats[k] = m
+        ranks = P.own_ranks(m)
+        r = np.array([rows[s][k] for s in subs])
+        out["summary"][k] = {"mean_r": float(r.mean()), "sd_r": float(r.std(ddof=1)) if len(r) > 1 else 0.0,
+                             "hcp": float(np.mean([rows[s][k] for s in subs if s.startswith("hcp")] or [np.nan])),
+                             "gw": float(np.mean([rows[s][k] for s in subs if s.startswith("gw")] or [np.nan])),
+                             "identified": int(sum(v == 1 for v in ranks.values())), "ranks": ranks}
+        print(f"{k:14s}: held-out r {r.mean():.3f} ± {out['summary'][k]['sd_r']:.3f} (hcp {out['summary'][k]['hcp']:.3f}, "
+              f"gw {out['summary'][k]['gw']:.3f}); own subject best for {out['summary'][k]['identified']}/{len(subs)}; "
+              f"ranks {list(ranks.values())}")
+    d = np.array([rows[s]["effective"] - rows[s]["sar_regional"] for s in subs])
+    if len(d) > 1:
+        boot = np.random.default_rng(0).choice(d, (10000, len(d))).mean(1)
+        out["summary"]["gain_ci95"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        print(f"effective − SAR: {d.mean():+.3f} (95 % bootstrap CI over subjects {out['summary']['gain_ci95'][0]:+.3f}"
+              f"…{out['summary']['gain_ci95'][1]:+.3f}), better for {(d > 0).sum()}/{len(d)}")
+    print(f"{len(subs)} subjects in {out['seconds'] / 60:.1f} min")
+    FIG.mkdir(exist_ok=True)
+    (FIG / "personal_ec.json").write_text(json.dumps(out, indent=1))
+    fig, ax = plt.subplots(1, 2, figsize=(14, 5.5), constrained_layout=True)
+    x = np.arange(len(subs))
+    for i, (k, lab) in enumerate([("sar_regional", "SAR + regional noise"), ("effective", "effective connectivity"),
+                                  ("first_half_fc", "first-half FC itself")]):
+        ax[0].bar(x + (i - 1) * 0.27, [rows[s][k] for s in subs], 0.27, label=lab)
+    ax[0].set_xticks(x, subs, rotation=60)
+    ax[0].set(ylim=(0.4, 1.0), ylabel="held-out r (2nd half)", title="linear models fitted on the 1st half")
+    ax[0].legend(fontsize=8)
+    m = mats["effective"]
+    ax[1].imshow(m.values, cmap="viridis")
+    ax[1].plot(np.nanargmax(m.values, 1), x, "rx")
+    ax[1].set_xticks(x, subs, rotation=90)
+    ax[1].set_yticks(x, subs)
+    ax[1].set_title(f"effective connectivity: r(model FC, held-out FC), own best "
+                    f"{out['summary']['effective']['identified']}/{len(subs)}")
+    fig.savefig(FIG / "personal_ec.png", dpi=90)
+
+
 def personal_alpha(args):
     """EEG-band dynamics of the personal twin: spectrum of the E–I (alpha) twin beside the
     excitatory twin of the same subject and linear fit, and tACS entrainment (PLV vs sham)."""
@@ -375,6 +448,8 @@ def main():
     q = sub.add_parser("personal-linear")
     q.add_argument("--subjects", nargs="*", default=None)
     q.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")
+    q3 = sub.add_parser("personal-ec")
+    q3.add_argument("--subjects", nargs="*", default=None)
     q2 = sub.add_parser("personal-alpha")
     q2.add_argument("--subjects", nargs="*", default=["hcp:101309"])
     q2.add_argument("--seeds", type=int, default=5)
@@ -386,7 +461,8 @@ def main():
     args = ap.parse_args()
     logging.getLogger("distributed").setLevel(logging.WARNING)
     {"hcp": hcp, "ad": ad, "personal": personal,
-     "personal-linear": personal_linear, "personal-alpha": personal_alpha}[args.what.replace("_", "-")](args)
+     "personal-linear": personal_linear, "personal-alpha": personal_alpha,
+     "personal-ec": personal_ec}[args.what.replace("_", "-")](args)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ from .optimizers import FitProblem, FreeParam, FitError, fit
 
 __all__ = ["PersonalError", "MIN_HALF_FRAMES", "OPERATING_POINT", "available_subjects", "load_subject",
            "subject_connectome", "SplitHalf", "split_halves", "split_subject", "fc_matrix",
-           "heldout_scores", "LinearFit", "linear_fc", "fit_linear", "baselines", "baseline_fcs",
+           "heldout_scores", "LinearFit", "linear_fc", "fit_linear", "EffectiveFit", "effective_fc",
+           "fit_effective", "EC_PENALTIES", "baselines", "baseline_fcs",
            "twin_from_linear", "PersonalProblem", "PersonalSettings", "personalize",
            "identifiability", "own_ranks"]
 
@@ -317,6 +318,147 @@ def fit_linear(weights, fc_train, per_region: bool = True, max_gain: float = 0.9
                    options={"maxiter": int(maxiter)})
     d = np.exp(res.x[1:])
     return LinearFit(float(res.x[0]), d / d.mean(), float(-res.fun), int(res.nit))
+
+
+#: L2 penalties (on the mean squared log-ratio of effective to structural weights) that
+#: :func:`fit_effective` tries by inner cross-validation within the first half
+EC_PENALTIES = (0.01, 0.1, 1.0)
+_EC_LOG_BOUND = 5.0       # effective weights within e^±5 of the gain-scaled structural weights
+_EC_MAX_RADIUS = 0.99     # spectral radius of the effective coupling (a stable linear network)
+
+
+@dataclass
+class EffectiveFit:
+    """Linear-response model with personal **effective connectivity** (symmetric, on the SC support):
+    ``Σ = (I − A)⁻¹ diag(noise_var) (I − A)⁻ᵀ`` with ``A = gain · W ⊙ exp(Δ)`` (``W`` the
+    spectrally normalised SC, ``Δ = Δᵀ`` one log-ratio per SC edge, pulled toward 0 by
+    ``penalty · mean(Δ²)``).
+
+    ``penalty`` was chosen by inner cross-validation inside the fitted data (``cv``: penalty →
+    mean r between its quarters, each fitted on one and scored on the other).
+    """
+
+    gain: float
+    noise_var: np.ndarray
+    log_ratio: np.ndarray
+    penalty: float
+    r_train: float
+    cv: dict
+    iterations: int = 0
+
+    def coupling(self, weights) -> np.ndarray:
+        """The effective coupling matrix ``A`` (region, region) on ``weights``' SC."""
+        return self.gain * _spectral(weights) * np.exp(self.log_ratio)
+
+    def linear(self, weights) -> tuple[np.ndarray, LinearFit]:
+        """The same model written as a one-gain SAR model on effective weights: (spectrally
+        normalised effective weights, :class:`LinearFit`), so every SAR → twin mapping applies."""
+        e = _spectral(weights) * np.exp(self.log_ratio)
+        rho = float(np.max(np.abs(np.linalg.eigvalsh(e))))
+        return e / rho, LinearFit(self.gain * rho, self.noise_var, self.r_train, self.iterations)
+
+
+def effective_fc(weights, fit: EffectiveFit) -> np.ndarray:
+    """FC (correlation) of :class:`EffectiveFit` on the subject's ``weights``."""
+    e, lin = fit.linear(weights)
+    return linear_fc(e, lin.gain, lin.noise_var)
+
+
+def _fc_r_grad(a, d, fc_target, iu):
+    """r(FC of Σ = (I − A)⁻¹ D (I − A)⁻ᵀ, target) and its gradient in A and in d."""
+    n = len(a)
+    b = np.linalg.inv(np.eye(n) - a)
+    s = (b * d) @ b.T
+    sd = np.sqrt(np.diag(s))
+    c = s / np.outer(sd, sd)
+    i, j = iu
+    u, f = c[i, j], fc_target[i, j]
+    uc, fc = u - u.mean(), f - f.mean()
+    nu, nf = np.linalg.norm(uc), np.linalg.norm(fc)
+    if not (nu > 0 and np.isfinite(nu)):           # flat model FC (zero gain): no direction to follow
+        return -1.0, np.zeros((n, n)), np.zeros(n)
+    r = uc @ fc / (nu * nf)
+    gu = (fc / nf - r * uc / nu) / nu
+    gm = np.zeros((n, n))
+    gm[i, j] = gu
+    gm = gm + gm.T
+    h = gm / (2 * np.outer(sd, sd))
+    np.fill_diagonal(h, -(gm * c).sum(1) / (2 * np.diag(s)))
+    # dΣ = B dA Σ + (B dA Σ)ᵀ  →  dr/dA = 2 Bᵀ H Σ ;  dΣ/dd_k = b_k b_kᵀ  →  dr/dd = diag(Bᵀ H B)
+    return float(r), 2 * b.T @ h @ s, ((h @ b) * b).sum(0)
+
+
+def _fit_effective_once(w, fc, penalty, start: LinearFit, maxiter):
+    n = len(w)
+    iu = np.triu_indices(n, 1)
+    edges = np.nonzero(np.triu(w > 0, 1))
+    m = len(edges[0])
+
+    def unpack(theta):
+        delta = np.zeros((n, n))
+        delta[edges] = theta[n + 1:]
+        return theta[0], np.exp(theta[1:n + 1]), delta + delta.T
+
+    def neg(theta):
+        g, d, delta = unpack(theta)
+        e = w * np.exp(delta)
+        a = g * e
+        if np.max(np.linalg.eigvalsh(a)) >= _EC_MAX_RADIUS:
+            return 10.0, np.zeros_like(theta)      # unstable: L-BFGS backtracks
+        r, ga, gd = _fc_r_grad(a, d, fc, iu)
+        ge = ga * a
+        x = theta[n + 1:]
+        return (-r + penalty * np.mean(x ** 2),
+                np.concatenate([[-(ga * e).sum()], -gd * d, -(ge + ge.T)[edges] + 2 * penalty * x / m]))
+
+    x0 = np.concatenate([[start.gain], np.log(start.noise_var), np.zeros(m)])
+    res = minimize(neg, x0, jac=True, method="L-BFGS-B", options={"maxiter": int(maxiter)},
+                   bounds=[(0.0, 0.98)] + [(-_LOG_D_BOUND, _LOG_D_BOUND)] * n + [(-_EC_LOG_BOUND, _EC_LOG_BOUND)] * m)
+    g, d, delta = unpack(res.x)
+    return g, d / d.mean(), delta, int(res.nit)
+
+
+def fit_effective(weights, bold_train, penalties=EC_PENALTIES, maxiter: int = 1000) -> EffectiveFit:
+    """Fit a personal effective connectivity (:class:`EffectiveFit`) to a (first-half) BOLD.
+
+    The symmetric log-ratios ``Δ`` on every SC edge, the gain and the ``n`` noise variances are
+    fitted (L-BFGS-B, analytic gradient, from the one-gain + regional-noise SAR fit) to maximise
+    r(model FC, FC of ``bold_train``) − ``penalty · mean(Δ²)``. The penalty is chosen among
+    ``penalties`` by inner cross-validation inside ``bold_train`` only: fit on its first quarter
+    of the run, score on its second, and the reverse; the best mean r wins, and the model is
+    refitted on all of ``bold_train`` (twice the data of each fold, so the chosen penalty errs on
+    the strong side). The MOU-EC / regression-DCM idea (docs/science.md §9a).
+
+    Parameters
+    ----------
+    weights : (n, n) array
+        The subject's structural weights (symmetric; the support of the effective weights).
+    bold_train : (n, frames) array
+        The data the model may see (the first half). At least 2 × 20 frames.
+    """
+    w = _spectral(weights)
+    b = np.asarray(bold_train, dtype=float)
+    if b.ndim != 2 or b.shape[0] != len(w) or b.shape[1] < 40:
+        raise PersonalError(f"bold_train must be ({len(w)}, ≥ 40 frames), got shape {b.shape}")
+    if not np.allclose(w, w.T):
+        raise PersonalError("weights must be symmetric for the symmetric effective connectivity")
+    pens = [float(p) for p in penalties]
+    if not pens or min(pens) < 0:
+        raise PersonalError(f"penalties must be a non-empty list of values ≥ 0, got {penalties}")
+    q = b.shape[1] // 2
+    quarters = [np.corrcoef(b[:, :q]), np.corrcoef(b[:, q:2 * q])]
+    starts = [fit_linear(weights, f) for f in quarters]
+    cv = {}
+    for pen in pens:
+        rs = []
+        for k in (0, 1):
+            g, d, delta, _ = _fit_effective_once(w, quarters[k], pen, starts[k], maxiter)
+            rs.append(_r(linear_fc(w * np.exp(delta), g, d), quarters[1 - k]))
+        cv[pen] = float(np.mean(rs))
+    pen = max(cv, key=cv.get)
+    fc = np.corrcoef(b)
+    g, d, delta, nit = _fit_effective_once(w, fc, pen, fit_linear(weights, fc), maxiter)
+    return EffectiveFit(float(g), d, delta, pen, _r(linear_fc(w * np.exp(delta), g, d), fc), cv, nit)
 
 
 # --------------------------------------------------------------------------------------------
