@@ -203,7 +203,7 @@ def personal(args):
     subs = args.subjects or P.available_subjects()
     out = Path(args.out or tempfile.mkdtemp(prefix="neurotwin_personal_"))
     st = P.PersonalSettings(generations=args.generations, popsize=args.popsize, dt_ms=args.dt_ms,
-                            regime=args.regime)
+                            regime=args.regime, coupling=args.coupling)
     t0 = time.perf_counter()
     res = P.personalize_all(subs, out, st, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
@@ -223,7 +223,8 @@ def personal(args):
     print(f"robustness: r drop at ±5 % coupling mean {drops.mean():.3f}, max {drops.max():.3f}; "
           f"≤ 0.05 for {(drops <= 0.05).sum()}/{len(subs)}")
     # figures of the excitatory twin (the README's first 12-subject run) keep their names
-    tag = "" if args.regime == "excitatory" else f"_{args.regime}"
+    tag = ("" if args.regime == "excitatory" else f"_{args.regime}") + (
+        "" if args.coupling == "structural" else f"_{args.coupling}")
     FIG.mkdir(exist_ok=True)
     if "identified" in res:
         print(f"identifiability: own subject best for {res['identified']}/{len(subs)}; ranks {res['own_rank']}")
@@ -445,6 +446,7 @@ def main():
     p.add_argument("--dt-ms", type=float, default=1.0, help="Euler step (the README run used 2)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")
+    p.add_argument("--coupling", default="structural", help="twin's weights: structural (default) or effective")
     q = sub.add_parser("personal-linear")
     q.add_argument("--subjects", nargs="*", default=None)
     q.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")

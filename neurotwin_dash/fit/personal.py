@@ -829,6 +829,14 @@ class PersonalSettings:
         Local node (:data:`REGIMES`): ``"alpha"`` (default: the local E–I loop on, an alpha
         resonance with the network's delays, same zero-frequency response) or ``"excitatory"``
         (the first twin: excitatory rate network, aperiodic spectrum).
+    coupling : str
+        The twin's network weights: ``"structural"`` (default: the subject's SC, one gain and
+        regional noise from :func:`fit_linear`) or ``"effective"`` (opt-in: a personal effective
+        connectivity on the SC support, :func:`fit_effective`, first half only; the twin's
+        connectome then carries the effective weights and the SC's tract lengths, and its
+        zero-frequency response is that model; adds the ``linear_effective`` baseline).
+    ec_maxiter : int
+        L-BFGS iterations of each :func:`fit_effective` fit (7 fits per subject).
     """
 
     fit_duration_s: float | None = None
@@ -843,6 +851,8 @@ class PersonalSettings:
     robustness: float = 0.05
     skip_s: float = 20.0
     regime: str = ALPHA.name
+    coupling: str = "structural"
+    ec_maxiter: int = 1000
 
     @classmethod
     def quick(cls) -> "PersonalSettings":
@@ -901,6 +911,8 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
         ``fc_twin``, ``half``, ``seconds``.
     """
     st = settings or PersonalSettings()
+    if st.coupling not in ("structural", "effective"):
+        raise PersonalError(f"coupling must be 'structural' or 'effective', got {st.coupling!r}")
     t0 = time.perf_counter()
     ds = load_subject(subject)
     bold = ds["bold"].values if st.frames is None else ds["bold"].values[:, :int(st.frames)]
@@ -915,7 +927,16 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
     lin_g = fit_linear(w, fc1, per_region=False)
     lin = fit_linear(w, fc1, per_region=True)
     base = baselines(w, half, others, linear_global=lin_g, linear_regional=lin)
-    x_star, x_drops = choose_operating_point(w, lin, fc1, st.robustness, regime=st.regime)
+    sc_hash, ec, w_twin = conn.content_hash(), None, w
+    if st.coupling == "effective":
+        ec = fit_effective(w, half.train, maxiter=st.ec_maxiter)
+        base["linear_effective"] = heldout_scores(effective_fc(w, ec), half)
+        # the effective model is a one-gain SAR model on its (spectrally normalised) weights
+        w_twin, lin = ec.linear(w)
+        conn = Connectome.from_arrays(w_twin, ds["tract_lengths"].values, conn.centres, conn.labels,
+                                      axes=ds.attrs.get("axes", "RAS"), name=f"{ds.attrs['name']} effective",
+                                      source=ds.attrs["source"])
+    x_star, x_drops = choose_operating_point(w_twin, lin, fc1, st.robustness, regime=st.regime)
 
     half_s = half.frames * half.tr_s
     fit_dur = st.fit_duration_s or half_s
@@ -948,7 +969,10 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
     scores["robustness_drop"] = float(scores["r"] - min(robustness.values()))
     beats = {k: bool(scores["r"] > v["r"]) for k, v in base.items()}
     fit_meta = {
-        "subject": subject, "connectome_hash": conn.content_hash(),
+        "subject": subject, "connectome_hash": conn.content_hash(), "sc_hash": sc_hash,
+        "coupling": st.coupling, "effective": None if ec is None else {
+            "penalty": ec.penalty, "cv": {f"{k:g}": v for k, v in ec.cv.items()}, "r_train": ec.r_train,
+            "gain": ec.gain, "iterations": ec.iterations},
         "data": {"source": ds.attrs["source"], "tr_s": half.tr_s, "tr_documented": bool(ds.attrs["tr_documented"]),
                  "frames_per_half": half.frames, "split": "first half fitted, second half held out"},
         "values": {k: np.asarray(v).tolist() for k, v in fres.best.items()},
@@ -1195,6 +1219,9 @@ def add_personalize_parser(sub):
     p.add_argument("--regime", choices=sorted(REGIMES), default=ALPHA.name,
                    help="local node: alpha (default: E-I loop, alpha rhythm) or excitatory (the first twin: "
                         "aperiodic spectrum)")
+    p.add_argument("--coupling", choices=["structural", "effective"], default="structural",
+                   help="twin's network weights: the subject's SC (default) or a personal effective connectivity "
+                        "fitted on the first half (opt-in)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_personalize_cli)
 
@@ -1206,6 +1233,7 @@ def _personalize_cli(args):
     if args.popsize is not None:
         st.popsize = args.popsize
     st.regime = args.regime
+    st.coupling = args.coupling
     subs = available_subjects() if args.subject == ["all"] else args.subject
     if len(subs) == 1:
         load_subject(subs[0])
