@@ -13,7 +13,9 @@ the full run on screen. It measures
   within ~a second), and each page records the time from its key event to new data (first) and
   to the full run's data (full) in its region-spectra plot;
 * **/liveness**: a thread pings ``GET /liveness`` every 50 ms during the whole run (the server's
-  event-loop responsiveness; a ping that times out after 5 s counts as 5 s).
+  event-loop responsiveness; a ping that times out after 5 s counts as 5 s);
+* **CPU per round** of changes (``/proc``): the browsers, the server process, its Dask workers —
+  where the machine's two cores went.
 
 The pages watch their plot with a 25-ms timer on the plot's title and first 200 values (an
 earlier version compared the whole data on every animation frame, which alone doubled the
@@ -34,6 +36,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
@@ -84,6 +87,42 @@ RESULT_JS = ("() => (window.__t0 !== null && window.__tF !== null) ? "
              "[window.__tf - window.__t0, window.__tF - window.__t0] : null")
 
 
+def cpu_by_pid(procs) -> dict:
+    """CPU seconds (user + system) of each process, by pid."""
+    out = {}
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
+def cpu_delta(before: dict, after: dict) -> float:
+    """CPU used between two :func:`cpu_by_pid` readings; a process that ended in between is left
+    out (its last CPU time is unknown), a new one counts from 0."""
+    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
+
+
+def browsers_since(old_pids):
+    """Chromium processes started after ``old_pids`` was taken (not other users' browsers)."""
+    return [q for q in psutil.process_iter(["name"])
+            if q.info["name"] and "chrom" in q.info["name"] and q.pid not in old_pids]
+
+
+def _cpu_groups(server, old_pids) -> dict:
+    """CPU seconds by group: the browsers, the server process (event loop and its threads), its
+    Dask worker processes (its descendants)."""
+    srv = psutil.Process(server.proc.pid)
+    try:
+        workers = srv.children(recursive=True)
+    except psutil.Error:
+        workers = []
+    return {"browsers": cpu_by_pid(browsers_since(old_pids)), "server": cpu_by_pid([srv]),
+            "Dask workers": cpu_by_pid(workers)}
+
+
 def _pinger(url: str, stop: threading.Event, out: list[float]) -> None:
     while not stop.is_set():
         t0 = time.perf_counter()
@@ -123,6 +162,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     with serving(["explorer"]) as server, sync_playwright() as p:
         exe = NICE_CHROMIUM if NICE_CHROMIUM.exists() else CHROMIUM
+        old_pids = {q.pid for q in psutil.process_iter()}
         browser = p.chromium.launch(executable_path=str(exe), args=CHROMIUM_ARGS)
         pinger = threading.Thread(target=_pinger, args=(server.url("/liveness"), stop, pings), daemon=True)
         pinger.start()
@@ -139,6 +179,7 @@ def main(argv=None) -> int:
                 first, full = page.evaluate("() => [window.__load.first, window.__load.full]")
                 load_first.append(first / 1000.0)
                 load_full.append(full / 1000.0)
+            cpu0 = _cpu_groups(server, old_pids)
             for r in range(args.rounds):
                 for page in pages:
                     page.evaluate(ARM_JS, "region-spectra")
@@ -161,6 +202,8 @@ def main(argv=None) -> int:
                     change_first.append(ms[0] / 1000.0)
                     change_full.append(ms[1] / 1000.0)
                 missed += len(pending)
+            cpu1 = _cpu_groups(server, old_pids)
+            round_cpu = {k: cpu_delta(cpu0[k], cpu1[k]) / max(args.rounds, 1) for k in cpu0}
         finally:
             stop.set()
             pinger.join()
@@ -174,6 +217,8 @@ def main(argv=None) -> int:
     print(_line("change, first new data ", change_first) + "  (preview or full; goal p50 ≤ 3 s)")
     print(_line("change, full result    ", change_full) + f"  ({missed} not shown within 180 s)")
     print(_line("/liveness              ", pings, "ms", 1.0, ".0f") + "  (goal p95 ≤ 200 ms)")
+    print("CPU seconds per round of changes (from /proc; a round ends when every page shows its full run): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in round_cpu.items()))
     return 0
 
 

@@ -33,32 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_serve import ARM_JS, LOAD_JS, RESULT_JS  # noqa: E402
+from bench_serve import ARM_JS, LOAD_JS, RESULT_JS, browsers_since, cpu_by_pid, cpu_delta  # noqa: E402
 from ui_browser import CHROMIUM, CHROMIUM_ARGS, serving  # noqa: E402
-
-
-def _cpu(procs) -> dict:
-    """CPU seconds (user + system) of each process, by pid."""
-    out = {}
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-        except psutil.Error:
-            pass
-    return out
-
-
-def _delta(before: dict, after: dict) -> float:
-    """CPU used between two :func:`_cpu` readings; a process that ended in between is left out
-    (its last CPU time is unknown), a new one counts from 0."""
-    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
-
-
-def _browsers(old_pids):
-    """Chromium processes started by this script (other helpers' browsers are not counted)."""
-    return [q for q in psutil.process_iter(["name"])
-            if q.info["name"] and "chrom" in q.info["name"] and q.pid not in old_pids]
 
 
 def main(argv=None) -> int:
@@ -80,16 +56,16 @@ def main(argv=None) -> int:
             ctx = browser.new_context(viewport={"width": 1200, "height": 900})
             pg = ctx.new_page()
             pg.add_init_script(LOAD_JS)
-            brs = _browsers(old)
-            s0, b0 = srv.cpu_times(), _cpu(brs)
+            brs = browsers_since(old)
+            s0, b0 = srv.cpu_times(), cpu_by_pid(brs)
             pg.goto(server.url("/explorer" + args.query), wait_until="commit")
             pg.wait_for_function("() => window.__load && window.__load.full !== null", polling=100, timeout=120_000)
             pg.wait_for_timeout(1000)
             s1 = srv.cpu_times()
-            b1 = _cpu(_browsers(old))
+            b1 = cpu_by_pid(browsers_since(old))
             if i > 0:        # the first load starts the Dask cluster and compiles: not counted
                 loads_srv.append((s1.user + s1.system) - (s0.user + s0.system))
-                loads_br.append(_delta(b0, b1))
+                loads_br.append(cpu_delta(b0, b1))
             if page is None:
                 page = pg
             else:
@@ -106,8 +82,8 @@ def main(argv=None) -> int:
         upd_srv, upd_br, lat = [], [], []
         for r in range(args.changes):
             page.evaluate(ARM_JS, "region-spectra")
-            brs = _browsers(old)
-            s0, b0 = srv.cpu_times(), _cpu(brs)
+            brs = browsers_since(old)
+            s0, b0 = srv.cpu_times(), cpu_by_pid(brs)
             h = page.locator(".param-p .noUi-handle").first
             h.focus()
             h.press("ArrowRight" if r % 2 == 0 else "ArrowLeft")
@@ -116,7 +92,7 @@ def main(argv=None) -> int:
             page.wait_for_timeout(1500)
             s1 = srv.cpu_times()
             upd_srv.append((s1.user + s1.system) - (s0.user + s0.system))
-            upd_br.append(_delta(b0, _cpu(_browsers(old))))
+            upd_br.append(cpu_delta(b0, cpu_by_pid(browsers_since(old))))
         m1 = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         n = args.changes
         print(f"per update ({n}): browser CPU {np.mean(upd_br):.3f} s (± {np.std(upd_br):.3f}), server CPU "
