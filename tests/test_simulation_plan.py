@@ -100,3 +100,20 @@ def test_sweep_over_connectome_scale_without_a_fixed_coupling_scales_the_models_
     np.testing.assert_array_equal(res["v_pyr"].values[0], plain["v_pyr"].values[0])
     uncoupled = simulate(**INPUTS, params={"coupling": 0.0})
     assert np.abs(res["v_pyr"].values[0] - uncoupled["v_pyr"].values[0]).max() > 1e-3
+
+
+def test_sweep_dtype_reaches_the_plan_and_float64_keeps_old_fingerprints():
+    """A sweep spec's dtype (issue 20: float32 allowed for sweeps) is the batch plan's; the
+    float64 default leaves the spec's fingerprint as it was before the option existed."""
+    spec64 = sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, **INPUTS)
+    spec32 = sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, dtype="float32", **INPUTS)
+    batch = {"coupling": np.array([1.5])}
+    assert sweep.batch_plan(spec64, batch).dtype == "float64"
+    assert sweep.batch_plan(spec32, batch).dtype == "float32"
+    assert "dtype" not in sweep.build_simulate_kwargs(spec64, batch)   # custom simulators need not know it
+    assert spec32.fingerprint() != spec64.fingerprint()
+    legacy = spec64.to_dict()
+    del legacy["dtype"]
+    assert sweep.SweepSpec.from_dict(legacy).fingerprint() == spec64.fingerprint()
+    with pytest.raises(sweep.SweepError, match="dtype"):
+        sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, dtype="float16", **INPUTS)

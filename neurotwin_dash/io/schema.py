@@ -84,6 +84,7 @@ class SweepSpecSchema(_Strict):
     method: Literal["euler", "heun"] = "euler"
     simulator: str = "neurotwin_dash.simulate:simulate"
     noise_rng: Literal["counter", "numpy"] = "counter"
+    dtype: Literal["float64", "float32"] = "float64"
 
 
 class FreeParam(_Strict):
