@@ -9,7 +9,7 @@ computed in the task (alpha peak frequency, alpha power) and the incremental zar
 sweep's own default noise generator (``noise_rng="counter"``, drawn in the batch kernel) unless
 ``--noise-rng numpy``.
 
-    python bench/bench_sweep.py            # 96 simulations per configuration, 8 per task
+    python bench/bench_sweep.py            # 96 simulations per configuration, one lane block per task
     python bench/bench_sweep.py --n 48 --batch-size 4 --noise-rng numpy
     python bench/bench_sweep.py --dtype both   # float64, then float32 (allowed for sweeps)
 """
@@ -65,7 +65,8 @@ def run(n_workers: int, n: int, batch_size: int, duration_s: float, noise_rng: s
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=96, help="simulations per configuration")
-    ap.add_argument("--batch-size", type=int, default=8, help="simulations per Dask task (8 = one lane block)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="simulations per Dask task (default: one lane block, 8 in float64, 16 in float32)")
     ap.add_argument("--noise-rng", default="counter", choices=("counter", "numpy"))
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32", "both"),
                     help="batch-kernel float type (issue 20 allows float32 for sweeps); 'both' runs each")
@@ -78,10 +79,12 @@ def main():
 
 
 def report(args, dtype: str) -> None:
+    # a float32 lane block holds 16 members: 8 per task would leave half of every vector empty
+    batch_size = args.batch_size or (16 if dtype == "float32" else 8)
     print(f"Jansen–Rit, tvb76 (76 regions), {args.duration:g} s per simulation, dt 0.1 ms, "
-          f"{args.n} simulations, {args.batch_size} per Dask task, noise_rng={args.noise_rng}, dtype={dtype}; "
+          f"{args.n} simulations, {batch_size} per Dask task, noise_rng={args.noise_rng}, dtype={dtype}; "
           f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-    rows = [run(w, args.n, args.batch_size, args.duration, args.noise_rng, dtype) for w in (1, 2)]
+    rows = [run(w, args.n, batch_size, args.duration, args.noise_rng, dtype) for w in (1, 2)]
     print("| workers | wall (s) | simulations / min | worker busy / wall | median peak (Hz) |")
     print("|---|---|---|---|---|")
     for r in rows:
