@@ -259,29 +259,10 @@ def linear_fc(w_spectral, gain: float, noise_var=None) -> np.ndarray:
 
 
 def _linear_r_grad(theta, w, fc_target, iu):
-    """r(model FC, target) and its gradient in (g, log d) — analytic (see the module notes)."""
+    """r(model FC, target) and its gradient in (g, log d): :func:`_fc_r_grad` at A = g·W."""
     g, d = theta[0], np.exp(theta[1:])
-    n = len(w)
-    a = np.linalg.inv(np.eye(n) - g * w)
-    s = (a * d) @ a.T
-    sd = np.sqrt(np.diag(s))
-    c = s / np.outer(sd, sd)
-    i, j = iu
-    u, f = c[i, j], fc_target[i, j]
-    uc, fc = u - u.mean(), f - f.mean()
-    nu, nf = np.linalg.norm(uc), np.linalg.norm(fc)
-    if not (nu > 0 and np.isfinite(nu)):
-        return -1.0, np.zeros_like(theta)
-    r = uc @ fc / (nu * nf)
-    gu = (fc / nf - r * uc / nu) / nu              # dr / d(upper-triangle FC)
-    gm = np.zeros((n, n))
-    gm[i, j] = gu
-    gm = gm + gm.T
-    h = gm / (2 * np.outer(sd, sd))                # dr = tr(H dΣ) with the diagonal from the normalisation
-    np.fill_diagonal(h, -(gm * c).sum(1) / (2 * np.diag(s)))
-    dd = d * np.einsum("ki,kl,li->i", a, h, a)      # diag(Aᵀ H A) · d   (dΣ/d log d_k = d_k a_k a_kᵀ)
-    dg = 2 * np.trace(h @ a @ w @ s)                 # dΣ/dg = A W Σ + (A W Σ)ᵀ
-    return float(r), np.concatenate([[dg], dd])
+    r, dr_da, dr_dd = _fc_r_grad(g * w, d, fc_target, iu)
+    return r, np.concatenate([[np.sum(dr_da * w)], d * dr_dd])
 
 
 def fit_linear(weights, fc_train, per_region: bool = True, max_gain: float = 0.98,
