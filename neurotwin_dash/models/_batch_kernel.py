@@ -228,42 +228,48 @@ def _vector_width(typingctx, bits):
 
 
 @intrinsic
-def _edge_sums(typingctx, H, ebase, elag, weights, e0, e1, slot, n_slot, c, out):
-    """``out[c, q:q + width] = (a0 + a1) + (a2 + a3)`` where ``a0..a3`` are the per-member
-    kernel's four partial sums of ``weights[e] · H[row(e), c, q:q + width]`` over the edges
-    ``e0 <= e < e1`` (edge ``e`` into ``a(e − e0) mod 4``, the last ``(e1 − e0) mod 4`` into
-    ``a0``), ``row(e) = ebase[e] + (elag[e] + slot) mod n_slot``, ``q = 0`` and ``width`` the
-    lanes of a block of ``H``'s type (:func:`lanes_of`; float32: the weight rounded to float32):
-    per edge one vector load, one multiply and one add on all lanes, as LLVM IR. Written out
-    because the same loop in numba code kept its accumulators in memory (a store and reload per
-    edge) and computed the row addresses with multiplies by run-time strides."""
+def _edge_sums(typingctx, tag, H, ebase, elag, weights, e0, e1, slot, n_slot, out):
+    """``out[c, q:q + width] = (a0 + a1) + (a2 + a3)`` for every transmitted rate ``c`` of the
+    model of ``tag``, where ``a0..a3`` are the per-member kernel's four partial sums of
+    ``weights[e] · H[row(e), c, q:q + width]`` over the edges ``e0 <= e < e1`` (edge ``e`` into
+    ``a(e − e0) mod 4``, the last ``(e1 − e0) mod 4`` into ``a0``), ``q = 0`` and ``width`` the
+    lanes of a block of ``H``'s type (:func:`lanes_of`; float32: the weight rounded to float32).
+    ``ebase``, ``elag``, ``slot`` and ``n_slot`` are in elements of ``H`` (row numbers times the
+    row length ``cvar · width``): the edge reads from element ``ebase[e] + (elag[e] + slot) mod
+    n_slot``. Per edge one address, and per rate one vector load, one multiply and one add on all
+    lanes, as LLVM IR: one pass over the edges for all rates (LaNMM has two), whose rows lie side
+    by side. Written out because the same loop in numba code kept its accumulators in memory (a
+    store and reload per edge) and computed the row addresses with multiplies by run-time
+    strides."""
+    if not isinstance(tag, types.StringLiteral):
+        return None
     W = lanes_of(H.dtype)
-    sig = types.void(H, ebase, elag, weights, e0, e1, slot, n_slot, c, out)
+    NC = len(_model(tag).CVARS)
+    sig = types.void(tag, H, ebase, elag, weights, e0, e1, slot, n_slot, out)
 
     def codegen(context, builder, signature, args):
-        Ha = context.make_array(signature.args[0])(context, builder, args[0])
-        eb = context.make_array(signature.args[1])(context, builder, args[1])
-        el = context.make_array(signature.args[2])(context, builder, args[2])
-        wa = context.make_array(signature.args[3])(context, builder, args[3])
+        Ha = context.make_array(signature.args[1])(context, builder, args[1])
+        eb = context.make_array(signature.args[2])(context, builder, args[2])
+        el = context.make_array(signature.args[3])(context, builder, args[3])
+        wa = context.make_array(signature.args[4])(context, builder, args[4])
         oa = context.make_array(signature.args[9])(context, builder, args[9])
-        e0v, e1v, slotv, nslotv, cv = args[4:9]
+        e0v, e1v, slotv, nslotv = args[5:9]
         i64, i32 = ir.IntType(64), ir.IntType(32)
-        elt = context.get_value_type(signature.args[0].dtype)
-        single = signature.args[0].dtype == types.float32
+        elt = context.get_value_type(signature.args[1].dtype)
+        single = signature.args[1].dtype == types.float32
         vt = ir.VectorType(elt, W)
-        _, n_cvar, nl = cgutils.unpack_tuple(builder, Ha.shape, 3)
         zero = ir.Constant(vt, [0.0] * W)
         four = ir.Constant(i64, 4)
         one = ir.Constant(i64, 1)
         bmask = ir.Constant(ir.VectorType(i32, W), [0] * W)
 
-        def load_row(e):
+        def load_rows(e):
             k = builder.add(builder.load(builder.gep(el.data, [e], inbounds=True)), slotv)
             k = builder.select(builder.icmp_signed(">=", k, nslotv), builder.sub(k, nslotv), k)
-            row = builder.add(builder.load(builder.gep(eb.data, [e], inbounds=True)), k)
-            off = builder.mul(builder.add(builder.mul(row, n_cvar), cv), nl)
-            ptr = builder.bitcast(builder.gep(Ha.data, [off], inbounds=True), vt.as_pointer())
-            return builder.load(ptr, align=8)
+            off = builder.add(builder.load(builder.gep(eb.data, [e], inbounds=True)), k)
+            return [builder.load(builder.bitcast(builder.gep(Ha.data, [builder.add(off, ir.Constant(i64, c * W))],
+                                                             inbounds=True), vt.as_pointer()), align=8)
+                    for c in range(NC)]
 
         def weight(e):
             w = builder.load(builder.gep(wa.data, [e], inbounds=True))
@@ -282,43 +288,50 @@ def _edge_sums(typingctx, H, ebase, elag, weights, e0, e1, slot, n_slot, c, out)
 
         builder.position_at_end(mcond)
         e = builder.phi(i64)
-        acc = [builder.phi(vt) for _ in range(4)]
+        acc = [[builder.phi(vt) for _ in range(4)] for _ in range(NC)]
         e.add_incoming(e0v, entry)
-        for a in acc:
-            a.add_incoming(zero, entry)
+        for row in acc:
+            for a in row:
+                a.add_incoming(zero, entry)
         builder.cbranch(builder.icmp_signed("<=", builder.add(e, four), e1v), mbody, tcond)
 
         builder.position_at_end(mbody)
-        new = []
+        new = [[None] * 4 for _ in range(NC)]
         for k in range(4):
             ek = builder.add(e, ir.Constant(i64, k))
-            new.append(builder.fadd(acc[k], builder.fmul(weight(ek), load_row(ek))))
+            w = weight(ek)
+            for c, v in enumerate(load_rows(ek)):
+                new[c][k] = builder.fadd(acc[c][k], builder.fmul(w, v))
         e.add_incoming(builder.add(e, four), mbody)
-        for a, n in zip(acc, new):
-            a.add_incoming(n, mbody)
+        for c in range(NC):
+            for a, n in zip(acc[c], new[c]):
+                a.add_incoming(n, mbody)
         builder.branch(mcond)
 
         builder.position_at_end(tcond)
         et = builder.phi(i64)
-        t0 = builder.phi(vt)
+        t0 = [builder.phi(vt) for _ in range(NC)]
         et.add_incoming(e, mcond)
-        t0.add_incoming(acc[0], mcond)
+        for c in range(NC):
+            t0[c].add_incoming(acc[c][0], mcond)
         builder.cbranch(builder.icmp_signed("<", et, e1v), tbody, done)
 
         builder.position_at_end(tbody)
-        t1 = builder.fadd(t0, builder.fmul(weight(et), load_row(et)))
+        w = weight(et)
+        t1 = [builder.fadd(t0[c], builder.fmul(w, v)) for c, v in enumerate(load_rows(et))]
         et.add_incoming(builder.add(et, one), tbody)
-        t0.add_incoming(t1, tbody)
+        for c in range(NC):
+            t0[c].add_incoming(t1[c], tbody)
         builder.branch(tcond)
 
         builder.position_at_end(done)
-        s = builder.fadd(builder.fadd(t0, acc[1]), builder.fadd(acc[2], acc[3]))
         _, onl = cgutils.unpack_tuple(builder, oa.shape, 2)
-        optr = builder.gep(oa.data, [builder.mul(cv, onl)], inbounds=True)
-        builder.store(s, builder.bitcast(optr, vt.as_pointer()), align=8)
+        for c in range(NC):
+            s = builder.fadd(builder.fadd(t0[c], acc[c][1]), builder.fadd(acc[c][2], acc[c][3]))
+            optr = builder.gep(oa.data, [builder.mul(ir.Constant(i64, c), onl)], inbounds=True)
+            builder.store(s, builder.bitcast(optr, vt.as_pointer()), align=8)
         return context.get_dummy_value()
     return sig, codegen
-
 
 
 @njit(cache=True, nogil=True, error_model="numpy", _noalias=True)
@@ -345,7 +358,8 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
     indptr, weights : CSR of the non-zero weights (row = target).
     ebase, elag : (nnz,) int64
         Per edge ``source · slots`` and ``slots − delay_steps`` (shared by the lanes: one set of
-        delays); the edge reads row ``ebase + (elag + t) % slots``.
+        delays), both times the row length ``cvar · LANES`` (in elements of ``H``); the edge
+        reads row ``(ebase + (elag + t) % slots · row length) / row length``.
     noise : (stream, n_steps, region, n_noise); stream : (LANES,) int64
         NumPy increments and the stream each lane reads (not read with the counter generator).
     keys : (LANES,) int64
@@ -376,6 +390,7 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
     nl = X.shape[2]
     n_cvar = H.shape[1]
     n_slot = H.shape[0] // n_region
+    hrow = n_cvar * nl   # elements of H per history row (ebase and elag count in elements)
     n_noise = G.shape[1]
     n_drive = drv_target.shape[0]
     n_rec = rec.shape[0]
@@ -426,12 +441,10 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
                     for l in range(nl):
                         U[row, i, l] += drv_space[d, i, l] * w
         for i in range(n_region):
-            e0 = indptr[i]
-            e1 = indptr[i + 1]
+            # the per-member kernel's four partial sums, a vector of lanes at a time (one
+            # vector load and multiply-add per edge and rate, see _edge_sums): the same rounding
+            _edge_sums(tag, H, ebase, elag, weights, indptr[i], indptr[i + 1], slot * hrow, n_slot * hrow, SUM)
             for c in range(n_cvar):
-                # the per-member kernel's four partial sums, a vector of lanes at a time (one
-                # vector load and multiply-add per edge, see _edge_sums): the same rounding
-                _edge_sums(H, ebase, elag, weights, e0, e1, slot, n_slot, c, SUM)
                 for l in range(nl):
                     CIN[0, c, l] = K[i, l] * SUM[c, l]
             here = i * n_slot
@@ -628,8 +641,9 @@ class BatchBlocks:
         n_region = self.blocks[0]["X"].shape[0]
         # the per-member kernel's offsets (source · 2 · slots + slots − delay) as ring indices
         n_slot = self.blocks[0]["H"].shape[0] // n_region
-        ebase = np.ascontiguousarray(args.offsets[0] // (2 * n_slot) * n_slot)
-        elag = np.ascontiguousarray(args.offsets[0] % (2 * n_slot))
+        row = self.blocks[0]["H"].shape[1] * self.blocks[0]["H"].shape[2]
+        ebase = np.ascontiguousarray(args.offsets[0] // (2 * n_slot) * n_slot * row)
+        elag = np.ascontiguousarray(args.offsets[0] % (2 * n_slot) * row)
         bufs = [np.empty((len(rec) if record else 0, n_samp, n_region if record else 0, b["X"].shape[2]),
                          self.dtype) for b in self.blocks]
         dt = self.dtype.type(dt)
