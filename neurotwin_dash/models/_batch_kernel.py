@@ -228,15 +228,14 @@ def _vector_width(typingctx, bits):
 
 
 @intrinsic
-def _edge_sums(typingctx, tag, H, ebase, elag, weights, e0, e1, slot, n_slot, out):
+def _edge_sums(typingctx, tag, H, eoff, weights, e0, e1, out):
     """``out[c, q:q + width] = (a0 + a1) + (a2 + a3)`` for every transmitted rate ``c`` of the
     model of ``tag``, where ``a0..a3`` are the per-member kernel's four partial sums of
-    ``weights[e] · H[row(e), c, q:q + width]`` over the edges ``e0 <= e < e1`` (edge ``e`` into
-    ``a(e − e0) mod 4``, the last ``(e1 − e0) mod 4`` into ``a0``), ``q = 0`` and ``width`` the
-    lanes of a block of ``H``'s type (:func:`lanes_of`; float32: the weight rounded to float32).
-    ``ebase``, ``elag``, ``slot`` and ``n_slot`` are in elements of ``H`` (row numbers times the
-    row length ``cvar · width``): the edge reads from element ``ebase[e] + (elag[e] + slot) mod
-    n_slot``. Per edge one address, and per rate one vector load, one multiply and one add on all
+    ``weights[e] · H.flat[eoff[e] + c · width + q]`` over the edges ``e0 <= e < e1`` (edge ``e``
+    into ``a(e − e0) mod 4``, the last ``(e1 − e0) mod 4`` into ``a0``), ``q = 0 … width − 1``,
+    ``width`` the lanes of a block of ``H``'s type (:func:`lanes_of`; float32: the weight rounded
+    to float32) and ``eoff[e]`` the element of ``H`` where this step's delayed row of edge ``e``
+    starts. Per edge one offset, and per rate one vector load, one multiply and one add on all
     lanes, as LLVM IR: one pass over the edges for all rates (LaNMM has two), whose rows lie side
     by side. Written out because the same loop in numba code kept its accumulators in memory (a
     store and reload per edge) and computed the row addresses with multiplies by run-time
@@ -245,15 +244,14 @@ def _edge_sums(typingctx, tag, H, ebase, elag, weights, e0, e1, slot, n_slot, ou
         return None
     W = lanes_of(H.dtype)
     NC = len(_model(tag).CVARS)
-    sig = types.void(tag, H, ebase, elag, weights, e0, e1, slot, n_slot, out)
+    sig = types.void(tag, H, eoff, weights, e0, e1, out)
 
     def codegen(context, builder, signature, args):
         Ha = context.make_array(signature.args[1])(context, builder, args[1])
-        eb = context.make_array(signature.args[2])(context, builder, args[2])
-        el = context.make_array(signature.args[3])(context, builder, args[3])
-        wa = context.make_array(signature.args[4])(context, builder, args[4])
-        oa = context.make_array(signature.args[9])(context, builder, args[9])
-        e0v, e1v, slotv, nslotv = args[5:9]
+        eo = context.make_array(signature.args[2])(context, builder, args[2])
+        wa = context.make_array(signature.args[3])(context, builder, args[3])
+        oa = context.make_array(signature.args[6])(context, builder, args[6])
+        e0v, e1v = args[4:6]
         i64, i32 = ir.IntType(64), ir.IntType(32)
         elt = context.get_value_type(signature.args[1].dtype)
         single = signature.args[1].dtype == types.float32
@@ -264,9 +262,7 @@ def _edge_sums(typingctx, tag, H, ebase, elag, weights, e0, e1, slot, n_slot, ou
         bmask = ir.Constant(ir.VectorType(i32, W), [0] * W)
 
         def load_rows(e):
-            k = builder.add(builder.load(builder.gep(el.data, [e], inbounds=True)), slotv)
-            k = builder.select(builder.icmp_signed(">=", k, nslotv), builder.sub(k, nslotv), k)
-            off = builder.add(builder.load(builder.gep(eb.data, [e], inbounds=True)), k)
+            off = builder.load(builder.gep(eo.data, [e], inbounds=True))
             return [builder.load(builder.bitcast(builder.gep(Ha.data, [builder.add(off, ir.Constant(i64, c * W))],
                                                              inbounds=True), vt.as_pointer()), align=8)
                     for c in range(NC)]
@@ -335,9 +331,9 @@ def _edge_sums(typingctx, tag, H, ebase, elag, weights, e0, e1, slot, n_slot, ou
 
 
 @njit(cache=True, nogil=True, error_model="numpy", _noalias=True)
-def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise, stream, keys, drv_space,
+def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise, stream, keys, drv_space,
                   drv_wave, drv_target, dt, n_steps, decim, rec, n_out, out, dead, bound, G, CIN, U,
-                  ACC, SUM, BAD, OBS, XN, RN, Z):
+                  ACC, SUM, BAD, OBS, XN, RN, Z, EOFF, RPOS):
     """Advance one block of ``LANES`` members by ``n_steps`` steps (in place).
 
     Parameters
@@ -347,19 +343,22 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
     heun : bool literal
         Stochastic Heun instead of Euler–Maruyama.
     X : (region, state, LANES)
-    H : (region · slots, cvar, LANES)
-        Delay history: a ring buffer of ``slots`` steps per region (row ``region · slots +
-        t % slots`` holds the rates of step ``t``), then the transmitted rate, then the lanes.
-        One copy (the per-member kernel keeps two to avoid the wrap-around test): the block's
-        buffer then fits in a core's L2 cache (tvb76 at 4 m/s: 1.7 MB for 8 float64 lanes).
+    H : (rows, cvar, LANES)
+        Delay history: one ring buffer per region, as long as that region's longest outgoing
+        delay needs (row ``ring[0, r] + t % ring[1, r]`` holds the rates of step ``t`` of region
+        ``r``), then the transmitted rate, then the lanes. One copy (the per-member kernel keeps
+        two of a ring as long as the longest delay of all): the block's buffer then sits in a
+        core's L2 cache (tvb76 at 4 m/s: 1.2 MB for 8 float64 lanes, 1.7 MB with one length).
     t0 : int
         Global index of the first step.
     P : (region, n_params, LANES); K : (region, LANES) coupling
     indptr, weights : CSR of the non-zero weights (row = target).
-    ebase, elag : (nnz,) int64
-        Per edge ``source · slots`` and ``slots − delay_steps`` (shared by the lanes: one set of
-        delays), both times the row length ``cvar · LANES`` (in elements of ``H``); the edge
-        reads row ``(ebase + (elag + t) % slots · row length) / row length``.
+    ring : (2, region) int64
+        Each region's first row in ``H`` and ring length (steps).
+    edge : (3, nnz) int64
+        Per edge (shared by the lanes: one set of delays) the first element of its source's
+        ring in ``H``, that ring's length in elements (steps × ``cvar · LANES``) and the delay in
+        steps.
     noise : (stream, n_steps, region, n_noise); stream : (LANES,) int64
         NumPy increments and the stream each lane reads (not read with the counter generator).
     keys : (LANES,) int64
@@ -379,6 +378,9 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
         ``LANES`` lanes used).
     Z : (2 · ⌈region · n_noise / 2⌉, LANES)
         Scratch: a step's increments from the counter generator, (region, noise) flattened.
+    EOFF : (nnz,) int64; RPOS : (region,) int64
+        Scratch: the element of ``H`` each edge reads this step, each region's ring slot of
+        this step (both advanced by one step at the end of a step: no division per edge).
     """
     literally(tag)
     literally(heun)
@@ -389,8 +391,8 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
     # compile-time count it unrolls it first, and numba leaves the SLP vectoriser off)
     nl = X.shape[2]
     n_cvar = H.shape[1]
-    n_slot = H.shape[0] // n_region
-    hrow = n_cvar * nl   # elements of H per history row (ebase and elag count in elements)
+    hrow = n_cvar * nl   # elements of H per history row
+    n_edge = EOFF.shape[0]
     n_noise = G.shape[1]
     n_drive = drv_target.shape[0]
     n_rec = rec.shape[0]
@@ -398,6 +400,10 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
     counter = counter_mode(tag)
     n_pair = Z.shape[0] // 2
     sqdt = math.sqrt(dt)
+    for e in range(n_edge):
+        EOFF[e] = edge[0, e] + (t0 - edge[2, e]) % (edge[1, e] // hrow) * hrow
+    for i in range(n_region):
+        RPOS[i] = t0 % ring[1, i]
     for i in range(n_region):
         for l in range(nl):
             gl = _model_call(tag, "noise_gain", (_lane_tuple(tag, P, i, l, "PARAMS"),))
@@ -417,8 +423,6 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
         if rec[q] < n_out:
             need_obs = True
     for s in range(n_steps):
-        slot = (t0 + s) % n_slot
-        nslot = (t0 + s + 1) % n_slot
         if counter:
             # the step's increments for every lane at once (the per-member kernel draws the
             # same numbers one member at a time)
@@ -443,17 +447,19 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
         for i in range(n_region):
             # the per-member kernel's four partial sums, a vector of lanes at a time (one
             # vector load and multiply-add per edge and rate, see _edge_sums): the same rounding
-            _edge_sums(tag, H, ebase, elag, weights, indptr[i], indptr[i + 1], slot * hrow, n_slot * hrow, SUM)
+            _edge_sums(tag, H, EOFF, weights, indptr[i], indptr[i + 1], SUM)
             for c in range(n_cvar):
                 for l in range(nl):
                     CIN[0, c, l] = K[i, l] * SUM[c, l]
-            here = i * n_slot
+            here = ring[0, i] + RPOS[i]          # this step's rates of region i
+            nxt = RPOS[i] + 1
+            there = ring[0, i] + (nxt if nxt < ring[1, i] else 0)   # the next step's
             # the step of every lane: one loop without inner loops or branches, which LLVM
             # vectorises (each tuple element becomes one vector)
             for l in range(nl):
                 x = _lane_tuple(tag, X, i, l, "STATES")
                 p = _lane_tuple(tag, P, i, l, "PARAMS")
-                rs = _lane_tuple(tag, H, here + slot, l, "CVARS")
+                rs = _lane_tuple(tag, H, here, l, "CVARS")
                 cin = _lane_tuple(tag, CIN, 0, l, "CVARS")
                 um1 = U[2, i, l]
                 kick = _scaled(_lane_tuple(tag, G, i, l, "NOISE_STATES"),
@@ -476,7 +482,7 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
                     X[i, j, l] = XN[j * _row_len(XN) + l]
             for c in range(n_cvar):
                 for l in range(nl):
-                    H[here + nslot, c, l] = RN[c * _row_len(RN) + l]
+                    H[there, c, l] = RN[c * _row_len(RN) + l]
             if record:
                 if need_obs:
                     for l in range(nl):
@@ -492,6 +498,13 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ebase, elag, noise
                     else:
                         for l in range(nl):
                             ACC[q, i, l] += XN[(r - n_out) * _row_len(XN) + l]
+        # one step on: every ring slot and edge offset moves by one row (wrapping round its ring)
+        for i in range(n_region):
+            nxt = RPOS[i] + 1
+            RPOS[i] = nxt if nxt < ring[1, i] else 0
+        for e in range(n_edge):
+            v = EOFF[e] + hrow
+            EOFF[e] = v - edge[1, e] if v >= edge[0, e] + edge[1, e] else v
         if (s + 1) % decim == 0:
             for l in range(nl):
                 BAD[l] = 0.0
@@ -576,7 +589,11 @@ class BatchBlocks:
     tag : str
         Model key (:func:`~neurotwin_dash.models._kernel.model_tag`).
     x : (batch, region, state); hist : (batch, cvar, region, 2 · slots)
-        Initial state and delay history in the per-member kernel's layout.
+        Initial state and delay history in the per-member kernel's layout, at step 0.
+    offsets : (nnz,) int64
+        The per-member kernel's edge offsets (:func:`~neurotwin_dash.models._kernel.edge_offsets`),
+        the same for every member: the sources and delays of the edges, from which each
+        region's ring is made as long as its longest outgoing delay needs.
     params : (batch, region, n_params); coupling : (batch, region)
     drv_space : (drive, batch, region)
     stream : (batch,) int64
@@ -590,7 +607,7 @@ class BatchBlocks:
     """
 
     def __init__(self, tag, x, hist, params, coupling, drv_space, stream, keys, n_noise, n_rec, n_out,
-                 dtype="float64"):
+                 offsets, dtype="float64"):
         self.tag = tag
         self.dtype = ft = np.dtype(dtype)
         self.n_batch, n_region, _ = x.shape
@@ -599,6 +616,22 @@ class BatchBlocks:
         # lane loops (vectorised a whole vector wide) in their scalar remainder and costs more
         # than a whole block (JR tvb76, float64: 0.17 against 0.13 CPU s per block per simulated s)
         nl = lanes_of(ft)
+        # one ring per region, as long as its longest outgoing delay + 2 (the kernel writes the
+        # next step's row while later regions of this step still read the oldest): tvb76 at
+        # 4 m/s holds 18,564 rows instead of 76 × 348 = 26,448
+        n_slot = hist.shape[3] // 2
+        self.offsets = np.array(offsets, dtype=np.int64)
+        src, delay = self.offsets // (2 * n_slot), n_slot - self.offsets % (2 * n_slot)
+        length = np.full(n_region, 2, dtype=np.int64)
+        np.maximum.at(length, src, delay + 2)
+        start = np.concatenate([[0], np.cumsum(length)[:-1]])
+        self.ring = np.ascontiguousarray(np.stack([start, length]))
+        self.src, self.delay = src, delay
+        # row start[r] + k of the ring holds the step t <= 0 with t % length[r] == k, which the
+        # per-member layout holds in slot t % n_slot
+        rr = np.repeat(np.arange(n_region), length)
+        kk = np.arange(length.sum()) - np.repeat(start, length)
+        gg = -((-kk) % np.repeat(length, length)) % n_slot
         n_block = -(-self.n_batch // nl)
         member = np.minimum(np.arange(n_block * nl), self.n_batch - 1).reshape(n_block, nl)
         self.members = [m[:max(0, min(nl, self.n_batch - k * nl))] for k, m in enumerate(member)]
@@ -606,8 +639,7 @@ class BatchBlocks:
         for m in member:
             self.blocks.append(dict(
                 X=np.ascontiguousarray(x[m].transpose(1, 2, 0), dtype=ft),
-                H=np.ascontiguousarray(hist[m][..., :hist.shape[3] // 2].transpose(2, 3, 1, 0)
-                                       .reshape(-1, n_cvar, nl), dtype=ft),
+                H=np.ascontiguousarray(hist[m][:, :, rr, gg].transpose(2, 1, 0), dtype=ft),
                 P=np.ascontiguousarray(params[m].transpose(1, 2, 0), dtype=ft),
                 K=np.ascontiguousarray(coupling[m].T, dtype=ft),
                 DS=np.ascontiguousarray(drv_space[:, m, :].transpose(0, 2, 1), dtype=ft),
@@ -624,6 +656,8 @@ class BatchBlocks:
                 XN=np.zeros(x.shape[2] * nl, ft),
                 RN=np.zeros(n_cvar * nl, ft),
                 Z=np.zeros((2 * ((n_region * n_noise + 1) // 2), nl), ft),
+                EOFF=np.zeros(len(self.offsets), np.int64),
+                RPOS=np.zeros(n_region, np.int64),
             ))
 
     def advance(self, args, heun, workers=None):
@@ -639,21 +673,22 @@ class BatchBlocks:
         record = out.shape[0] > 0
         n_samp = n_steps // decim if record else 0
         n_region = self.blocks[0]["X"].shape[0]
-        # the per-member kernel's offsets (source · 2 · slots + slots − delay) as ring indices
-        n_slot = self.blocks[0]["H"].shape[0] // n_region
+        if not np.array_equal(args.offsets[0], self.offsets):
+            raise ValueError("BatchBlocks: the edges' delays changed since the blocks were made")
+        # per edge: its source ring's first element, the ring's length in elements, the delay
         row = self.blocks[0]["H"].shape[1] * self.blocks[0]["H"].shape[2]
-        ebase = np.ascontiguousarray(args.offsets[0] // (2 * n_slot) * n_slot * row)
-        elag = np.ascontiguousarray(args.offsets[0] % (2 * n_slot) * row)
+        ring = self.ring
+        edge = np.ascontiguousarray(np.stack([ring[0, self.src] * row, ring[1, self.src] * row, self.delay]))
         bufs = [np.empty((len(rec) if record else 0, n_samp, n_region if record else 0, b["X"].shape[2]),
                          self.dtype) for b in self.blocks]
         dt = self.dtype.type(dt)
 
         def run(k):
             b = self.blocks[k]
-            a = (self.tag, bool(heun), b["X"], b["H"], t0, b["P"], b["K"], indptr, weights, ebase, elag,
+            a = (self.tag, bool(heun), b["X"], b["H"], t0, b["P"], b["K"], indptr, weights, ring, edge,
                  noise, b["stream"], b["keys"], b["DS"], drv_wave, drv_target, dt, n_steps, decim, rec, n_out,
                  bufs[k], b["dead"], bound, b["G"], b["CIN"], b["U"], b["ACC"], b["SUM"], b["BAD"],
-                 b["OBS"], b["XN"], b["RN"], b["Z"])
+                 b["OBS"], b["XN"], b["RN"], b["Z"], b["EOFF"], b["RPOS"])
             _entry_point(a)(*a)
 
         if workers is None or len(self.blocks) == 1:
