@@ -3,7 +3,7 @@
 The per-member kernel (:mod:`neurotwin_dash.models._kernel`) advances one member at a time, so
 each step of a member is scalar code and the SIMD units do one lane of work. Here a *block* of
 ``LANES`` members (one 512-bit register of float64) is advanced together: the state is
-``(region, state, lane)``, the delay history ``(region · slots, cvar, lane)``, so each
+``(region, state, lane)``, the delay history ``(ring row, cvar, lane)``, so each
 delayed-edge read is one contiguous vector load and each model equation is evaluated for all
 lanes by one loop over lanes that LLVM vectorises. The model's equations are still its own
 scalar numba functions (``dfun``, ``cvar``, ``observe``, ``noise_gain``), called once per lane
@@ -21,7 +21,10 @@ What makes the lane loops vectorise (checked on the generated assembly, see
 * ``error_model="numpy"`` (no division-by-zero branch), branch-free selects;
 * 512-bit vectors (:func:`_vector_width`): LLVM's tuning for this CPU family prefers 256-bit;
 * the delayed-edge sums are explicit LLVM vector code (:func:`_edge_sums`: one vector load,
-  multiply and add per edge and lane block);
+  multiply and add per edge, rate and lane block, one pass over the edges for all rates);
+* one history ring per region, as long as its own longest outgoing delay needs (a smaller
+  buffer per block: more of it stays in L2), each edge's read offset moved on by one row per
+  step;
 * with ``noise_rng="counter"`` the increments come from Philox inside the kernel, a vector of
   lanes at a time (:func:`~neurotwin_dash.models._kernel.counter_normals`), and the models'
   ``math.exp`` is the polynomial :func:`~neurotwin_dash.models._kernel.exp` (their numba
