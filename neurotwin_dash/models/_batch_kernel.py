@@ -629,7 +629,9 @@ class BatchBlocks:
         np.maximum.at(length, src, delay + 2)
         start = np.concatenate([[0], np.cumsum(length)[:-1]])
         self.ring = np.ascontiguousarray(np.stack([start, length]))
-        self.src, self.delay = src, delay
+        # per edge: its source ring's first element in H, that ring's length in elements, the delay
+        row = n_cvar * nl
+        self.edge = np.ascontiguousarray(np.stack([start[src] * row, length[src] * row, delay]))
         # row start[r] + k of the ring holds the step t <= 0 with t % length[r] == k, which the
         # per-member layout holds in slot t % n_slot
         rr = np.repeat(np.arange(n_region), length)
@@ -678,10 +680,7 @@ class BatchBlocks:
         n_region = self.blocks[0]["X"].shape[0]
         if not np.array_equal(args.offsets[0], self.offsets):
             raise ValueError("BatchBlocks: the edges' delays changed since the blocks were made")
-        # per edge: its source ring's first element, the ring's length in elements, the delay
-        row = self.blocks[0]["H"].shape[1] * self.blocks[0]["H"].shape[2]
-        ring = self.ring
-        edge = np.ascontiguousarray(np.stack([ring[0, self.src] * row, ring[1, self.src] * row, self.delay]))
+        ring, edge = self.ring, self.edge
         bufs = [np.empty((len(rec) if record else 0, n_samp, n_region if record else 0, b["X"].shape[2]),
                          self.dtype) for b in self.blocks]
         dt = self.dtype.type(dt)
