@@ -6,6 +6,7 @@ import time
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
+import panel as pn
 import pytest
 
 from neurotwin_dash import sweep
@@ -140,6 +141,32 @@ def test_choosing_an_axis_parameter_resets_its_range_to_the_declared_bounds():
     s = MonitorState(client="sync")
     s.x_param = "B"                                   # p's range 60-320 mV does not fit B (10-50 mV)
     assert (s.x_low, s.x_high) == (10.0, 50.0)
+
+
+def _visible_widgets(obj) -> set[str]:
+    """Names of the widgets a user sees: visible, inside visible layouts."""
+    if not obj.visible:
+        return set()
+    names = {obj.name} if isinstance(obj, pn.widgets.Widget) else set()
+    for child in getattr(obj, "objects", []):
+        names |= _visible_widgets(child)
+    return names
+
+
+def test_each_mode_shows_only_the_controls_it_uses():
+    mon = FitMonitor(state=MonitorState(client="sync"))
+    column = mon.controls()
+    shown = _visible_widgets(column)
+    assert {"x parameter", "y parameter", "Model", "Metric", "Batch size", "Start"} <= shown
+    assert not {"Subject", "Generations", "Method"} & shown
+    mon.state.mode = "fit"
+    shown = _visible_widgets(column)
+    assert {"x parameter", "Model", "Method", "Generations", "Popsize", "Start"} <= shown
+    assert not {"Subject", "Metric", "Batch size"} & shown
+    mon.state.mode = "personal"    # model, connectome and ranges come from the subject and its linear fit
+    shown = _visible_widgets(column)
+    assert {"Subject", "Regime", "Quick", "Generations", "Popsize", "Start"} <= shown
+    assert not {"x parameter", "Model", "Connectome", "Metric", "Method", "duration (s)"} & shown
 
 
 def test_explorer_url_is_relative_and_encodes_the_single_node():

@@ -531,7 +531,7 @@ class ResultPlot:
     name = "monitor-map"
 
     def __init__(self):
-        fig = panes._base_figure(self.name, "Start a sweep or a fit", "x", "y", width=560, height=460)
+        fig = panes._base_figure(self.name, "Start a sweep, a fit or a personal twin", "x", "y", width=560, height=460)
         self.mapper = LinearColorMapper(palette=Viridis256, low=0, high=1, nan_color=(0, 0, 0, 0))
         self.cells = ColumnDataSource({"x": [], "y": [], "w": [], "h": [], "value": [], "colour": [], "url": []})
         self.points = ColumnDataSource({"x": [], "y": [], "value": [], "colour": [], "url": []})
@@ -681,33 +681,56 @@ class FitMonitor(pn.viewable.Viewer):
             text += " *Start* with the same settings resumes."
         self.status.object = text
 
+    #: which groups of controls each mode uses (the others are hidden): a personal twin takes its
+    #: model, connectome and parameter ranges from the subject and its linear fit, not from the form
+    USED = {"sweep": {"model", "axes", "sweep"},
+            "fit": {"model", "axes", "fit", "objective"},
+            "personal": {"fit", "personal"}}
+
     def controls(self):
         s = self.state
-        return pn.Column(
-            pn.widgets.RadioButtonGroup.from_param(s.param.mode),
-            pn.widgets.Select.from_param(s.param.model), pn.widgets.Select.from_param(s.param.connectome),
-            pn.Row(pn.widgets.Select.from_param(s.param.x_param, width=110),
-                   pn.widgets.FloatInput.from_param(s.param.x_low, width=80),
-                   pn.widgets.FloatInput.from_param(s.param.x_high, width=80),
-                   pn.widgets.IntInput.from_param(s.param.x_num, width=60)),
-            pn.Row(pn.widgets.Select.from_param(s.param.y_param, width=110),
-                   pn.widgets.FloatInput.from_param(s.param.y_low, width=80),
-                   pn.widgets.FloatInput.from_param(s.param.y_high, width=80),
-                   pn.widgets.IntInput.from_param(s.param.y_num, width=60)),
-            pn.widgets.FloatInput.from_param(s.param.duration_s),
-            pn.Card(pn.widgets.Select.from_param(s.param.metric), pn.widgets.Select.from_param(s.param.goal),
-                    pn.widgets.IntInput.from_param(s.param.batch_size), title="Sweep", sizing_mode="stretch_width"),
-            pn.Card(pn.widgets.Select.from_param(s.param.method), pn.widgets.IntInput.from_param(s.param.generations),
-                    pn.widgets.IntInput.from_param(s.param.popsize),
-                    pn.pane.Markdown("Objective: healthy resting dynamics (alpha peak 8–12 Hz, "
-                                     "aperiodic exponent 1–2, no saturation; LaNMM: gamma present)."),
-                    title="Fit", sizing_mode="stretch_width"),
-            pn.Card(pn.widgets.Select.from_param(s.param.subject), pn.widgets.Select.from_param(s.param.regime),
-                    pn.widgets.Checkbox.from_param(s.param.quick),
-                    pn.pane.Markdown("Mode *personal*: the subject's own connectome, fitted on the first half "
-                                     "of its BOLD, scored on the second beside every baseline."),
-                    title="Personal twin", sizing_mode="stretch_width"),
-            pn.Row(self.start_button, self.stop_button), self.error, self.download, sizing_mode="stretch_width")
+        g = self._groups = {
+            "model": [pn.widgets.Select.from_param(s.param.model),
+                      pn.widgets.Select.from_param(s.param.connectome)],
+            "axes": [pn.Row(pn.widgets.Select.from_param(s.param.x_param, width=110),
+                            pn.widgets.FloatInput.from_param(s.param.x_low, width=80),
+                            pn.widgets.FloatInput.from_param(s.param.x_high, width=80),
+                            pn.widgets.IntInput.from_param(s.param.x_num, width=60)),
+                     pn.Row(pn.widgets.Select.from_param(s.param.y_param, width=110),
+                            pn.widgets.FloatInput.from_param(s.param.y_low, width=80),
+                            pn.widgets.FloatInput.from_param(s.param.y_high, width=80),
+                            pn.widgets.IntInput.from_param(s.param.y_num, width=60)),
+                     pn.widgets.FloatInput.from_param(s.param.duration_s)],
+            "sweep": [pn.Card(pn.widgets.Select.from_param(s.param.metric),
+                              pn.widgets.Select.from_param(s.param.goal),
+                              pn.widgets.IntInput.from_param(s.param.batch_size),
+                              title="Sweep", sizing_mode="stretch_width")],
+            "objective": [pn.widgets.Select.from_param(s.param.method),
+                          pn.pane.Markdown("Objective: healthy resting dynamics (alpha peak 8–12 Hz, "
+                                           "aperiodic exponent 1–2, no saturation; LaNMM: gamma present).")],
+            "personal": [pn.Card(pn.widgets.Select.from_param(s.param.subject),
+                                 pn.widgets.Select.from_param(s.param.regime),
+                                 pn.widgets.Checkbox.from_param(s.param.quick),
+                                 pn.pane.Markdown("Mode *personal*: the subject's own connectome, fitted on the "
+                                                  "first half of its BOLD (CMA-ES, generations and population "
+                                                  "under *Fit*), scored on the second beside every baseline."),
+                                 title="Personal twin", sizing_mode="stretch_width")],
+        }
+        g["fit"] = [pn.Card(*g["objective"], pn.widgets.IntInput.from_param(s.param.generations),
+                            pn.widgets.IntInput.from_param(s.param.popsize),
+                            title="Fit", sizing_mode="stretch_width")]
+        s.param.watch(lambda e: self._show_controls(), "mode")
+        self._show_controls()
+        return pn.Column(pn.widgets.RadioButtonGroup.from_param(s.param.mode), *g["model"], *g["axes"],
+                         *g["sweep"], *g["fit"], *g["personal"],
+                         pn.Row(self.start_button, self.stop_button), self.error, self.download,
+                         sizing_mode="stretch_width")
+
+    def _show_controls(self):
+        used = self.USED[self.state.mode]
+        for name, widgets in self._groups.items():
+            for w in widgets:
+                w.visible = name in used
 
     def main(self):
         return pn.Column(self.progress, self.status, self.personal_result, pn.FlexBox(
