@@ -278,3 +278,16 @@ def test_viewer_downloads_the_draws_with_calibration_and_the_posterior_itself(tr
     back = Posterior.load(tmp_path / "unzipped" / names[0].split("/")[0])
     x = {f: v.observed[f] for f in post.feature_names}
     np.testing.assert_array_equal(back.sample(x, 50, seed=4), post.sample(x, 50, seed=4))
+
+
+def test_viewer_without_a_posterior_says_where_it_looked_and_how_to_train_one(tmp_path):
+    from neurotwin_dash.infer.usecases import PRESETS
+    from neurotwin_dash.ui.infer import InferViewer
+    from neurotwin_dash.ui.landing import app_summary
+    v = InferViewer(dirs=[tmp_path / "posteriors"])
+    text = v.main().objects[0].object
+    assert "No trained posterior found" in text and str(tmp_path / "posteriors") in text
+    assert f"neurotwin infer-train --preset jansen_rit_column --workdir runs/jr --out {tmp_path / 'posteriors' / 'jr'}" in text
+    assert all(f"`{name}`" in text for name in PRESETS)
+    # the landing page's card text is plain prose, not reST markup
+    assert app_summary("infer") == "Inference dashboard: a trained posterior, an observation, the posterior live."

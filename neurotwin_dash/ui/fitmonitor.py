@@ -1,4 +1,4 @@
-"""Fit and sweep monitor: start a sweep or a fit on the cluster and watch it.
+"""Fit and sweep monitor: start a sweep, a fit or a personal twin on the cluster and watch it.
 
 * **Sweep**: a grid over two parameters of a model (:class:`neurotwin_dash.sweep.SweepSpec`),
   run by :func:`neurotwin_dash.sweep.run_sweep` on the Dask client into a zarr store. The store

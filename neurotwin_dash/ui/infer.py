@@ -1,4 +1,4 @@
-"""Inference dashboard (``/infer``): a trained posterior, an observation, the posterior live.
+"""Inference dashboard: a trained posterior, an observation, the posterior live (``/infer``).
 
 :class:`InferViewer` is a :class:`panel.viewable.Viewer` (served by ``neurotwin serve`` and usable
 in a notebook):
@@ -40,6 +40,7 @@ from bokeh.plotting import figure
 
 from ..infer import InferError, Posterior
 from ..infer.features import compute_features
+from ..infer.usecases import PRESETS
 from .compute import netcdf_bytes
 from .state import serve_page
 from .widgets import error_alert
@@ -114,7 +115,8 @@ class InferViewer(pn.viewable.Viewer):
         super().__init__(**params)
         self.n_draws, self.predictive_draws = int(n_draws), int(predictive_draws)
         self.predictive_duration_s, self.seed = float(predictive_duration_s), int(seed)
-        self.available = find_posteriors(dirs)
+        self._dirs = [Path(d) for d in dirs] if dirs is not None else posterior_dirs()
+        self.available = find_posteriors(self._dirs)
         if isinstance(posterior, Posterior):
             self.available = {posterior.spec.name or "posterior": posterior, **self.available}
         elif posterior is not None:
@@ -400,9 +402,8 @@ class InferViewer(pn.viewable.Viewer):
     # --- layout ------------------------------------------------------------------------------------
     def controls(self) -> pn.Column:
         if not self.available:
-            return pn.Column(pn.pane.Markdown(
-                "No trained posterior found in " + ", ".join(str(d) for d in posterior_dirs())
-                + ". Train one with `neurotwin_dash.infer.train(spec, workdir).save(dir)`."))
+            return pn.Column(pn.pane.Markdown("No trained posterior yet: see the right-hand side."),
+                             sizing_mode="stretch_width")
         return pn.Column(
             self.picker,
             pn.Card(self.param_box, pn.Row(self.simulate_button, self.random_button),
@@ -414,7 +415,20 @@ class InferViewer(pn.viewable.Viewer):
                     *self.downloads.values(), title="Downloads", sizing_mode="stretch_width"),
             sizing_mode="stretch_width")
 
+    def _how_to_train(self) -> pn.pane.Markdown:
+        where = self._dirs or posterior_dirs()
+        return pn.pane.Markdown(
+            "### No trained posterior found\n\nLooked in " + ", ".join(f"`{d}`" for d in where)
+            + " (the folders in `$NEUROTWIN_POSTERIORS`, default `./posteriors`). Train one from a terminal, "
+            "then reload this page, e.g. the Jansen–Rit column use case (a few minutes on 2 cores):\n\n"
+            f"```\nneurotwin infer-train --preset jansen_rit_column --workdir runs/jr --out {where[0] / 'jr'}\n```\n\n"
+            f"Presets: {', '.join(f'`{k}`' for k in PRESETS)}; or `--spec spec.yaml` (an `InferSpec`), or in "
+            "Python `neurotwin_dash.infer.train(spec, workdir).save(dir)`.",
+            css_classes=["no-posterior"], sizing_mode="stretch_width")
+
     def main(self) -> pn.Column:
+        if not self.available:
+            return pn.Column(self._how_to_train(), sizing_mode="stretch_width")
         return pn.Column(self.error, self.summary, self.grid, self.predictive_pane, self.calibration,
                          sizing_mode="stretch_width")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import importlib
 import os
+import re
 from pathlib import Path
 
 import panel as pn
@@ -39,7 +40,8 @@ def app_summary(name: str) -> str:
     """First sentence of the app module's docstring (the module named in ``serve.APPS``)."""
     mod = importlib.import_module(f"{__package__}.{APPS[name]}")
     doc = (mod.__doc__ or "").strip().splitlines()
-    return doc[0].strip() if doc else ""
+    # the first line as plain text: reST markup (``/infer``) shown literally reads as noise on a card
+    return re.sub(r"\s*\(``[^`]*``\)|``", "", doc[0]).strip() if doc else ""
 
 
 def _card(name: str, base: str) -> pn.Column:
