@@ -18,6 +18,7 @@ subject and in all, evaluations per minute; figures ``bench/figures/personal_ide
 and ``bench/figures/personal_<first subject>.png``.
 
     python bench/bench_fit.py personal [--subjects hcp:101309 gw:NAP_001 ...] [--out DIR]
+        [--coupling effective [--robust-drop 0.05|none]]
 
 ``personal-alpha``: the alpha (E–I) twin's spectrum beside the excitatory twin's (same subject,
 same SAR fit; peak over the FOOOF aperiodic fit in 8–12 Hz, mean ± sd over regions × seeds) and
@@ -202,8 +203,9 @@ def personal(args):
     from neurotwin_dash.fit import personal as P
     subs = args.subjects or P.available_subjects()
     out = Path(args.out or tempfile.mkdtemp(prefix="neurotwin_personal_"))
+    robust_drop = None if args.robust_drop.lower() == "none" else float(args.robust_drop)
     st = P.PersonalSettings(generations=args.generations, popsize=args.popsize, dt_ms=args.dt_ms,
-                            regime=args.regime, coupling=args.coupling)
+                            regime=args.regime, coupling=args.coupling, robust_drop=robust_drop)
     t0 = time.perf_counter()
     res = P.personalize_all(subs, out, st, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
@@ -222,9 +224,14 @@ def personal(args):
     drops = np.array([r["heldout"]["robustness_drop"] for r in rows.values()])
     print(f"robustness: r drop at ±5 % coupling mean {drops.mean():.3f}, max {drops.max():.3f}; "
           f"≤ 0.05 for {(drops <= 0.05).sum()}/{len(subs)}")
+    if args.coupling == "effective":
+        print("gain margin (cap chosen on the first half; linearised first-half drop): " + ", ".join(
+            f"{s} {m['cap']} ({m['drop']:.3f})" if m else f"{s} off"
+            for s, m in ((s, r.get("margin")) for s, r in rows.items())))
     # figures of the excitatory twin (the README's first 12-subject run) keep their names
     tag = ("" if args.regime == "excitatory" else f"_{args.regime}") + (
-        "" if args.coupling == "structural" else f"_{args.coupling}")
+        "" if args.coupling == "structural" else f"_{args.coupling}") + (
+        "_margin" if args.coupling == "effective" and robust_drop is not None else "")
     FIG.mkdir(exist_ok=True)
     if "identified" in res:
         print(f"identifiability: own subject best for {res['identified']}/{len(subs)}; ranks {res['own_rank']}")
@@ -447,6 +454,9 @@ def main():
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")
     p.add_argument("--coupling", default="structural", help="twin's weights: structural (default) or effective")
+    p.add_argument("--robust-drop", default="0.05",
+                   help="effective twin's gain margin: largest linearised first-half r drop at ±5 %% coupling "
+                        "(default 0.05; 'none': no margin, the uncapped run of the README)")
     q = sub.add_parser("personal-linear")
     q.add_argument("--subjects", nargs="*", default=None)
     q.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")

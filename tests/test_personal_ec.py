@@ -78,6 +78,11 @@ def test_quick_personalize_with_effective_coupling_writes_a_twin_on_the_effectiv
     assert np.max(np.abs(np.linalg.eigvalsh(w))) == pytest.approx(1.0)
     np.testing.assert_array_equal(twin.connectome.tract_lengths, ds["tract_lengths"].values)  # own delays
     assert "linear_effective" in meta["baselines"] and -1 < meta["heldout"]["r"] < 1
+    # the gain margin (default on for the effective twin), chosen on the first half
+    m = meta["effective"]["margin"]
+    assert m["limit"] == st.robust_drop == 0.05 and (m["met"] or m["cap"] == min(st.gain_caps))
+    assert m["drop"] == pytest.approx(meta["linear"]["operating_point_drops"][f"{meta['linear']['operating_point']:g}"])
+    assert m["cap"] is None or meta["linear"]["gain"] <= m["cap"] + 1e-12
     assert twin.verify()                                            # bit for bit
 
 
@@ -86,3 +91,32 @@ def test_unknown_coupling_is_refused():
     st.coupling = "learned"
     with pytest.raises(P.PersonalError, match="coupling must be 'structural' or 'effective'"):
         P.personalize("gw:NAP_013", st, others_fc={})
+
+
+def test_gain_margin_is_chosen_on_the_first_half_and_flattens_the_linearised_twin(fitted):
+    w, half, ec = fitted
+    e, lin = ec.linear(w)
+    fc1 = half.fc_train
+    lin_c, xs, drops, rec = P.gain_margin(e, lin, fc1, limit=0.05)
+    caps = sorted(P.GAIN_CAPS, reverse=True)
+    assert rec["limit"] == 0.05 and list(rec["tried"])[0] == "none"
+    # the caps are tried largest first and stop at the first that meets the limit (or the smallest)
+    tried = [float(k) for k in list(rec["tried"])[1:]]
+    assert tried == caps[:len(tried)]
+    assert rec["met"] == (rec["drop"] <= 0.05)
+    assert rec["met"] or rec["cap"] == min(P.GAIN_CAPS)
+    if rec["cap"] is None:
+        assert lin_c is lin and rec["tried"]["none"]["drop"] <= 0.05
+    else:
+        assert rec["tried"]["none"]["drop"] > 0.05 and lin_c.gain <= rec["cap"] + 1e-12
+        assert all(v["drop"] > 0.05 for k, v in rec["tried"].items() if k not in ("none", f"{rec['cap']:g}"))
+    # the recorded drop is the chosen linearised twin's first-half drop at ±5 % coupling, at its x*
+    p = P.twin_from_linear(e, lin_c, 1.0, xs)
+    rs = [P._r(P.linearized_fc(e, p["coupling"] * f, p["x_ext"], p["noise_sd"], xs), fc1) for f in (0.95, 1, 1.05)]
+    assert rec["drop"] == pytest.approx(rs[1] - min(rs), abs=1e-9) == pytest.approx(drops[xs], abs=1e-9)
+    # only the first half is used: the same call on the same data gives the same choice
+    assert P.gain_margin(e, lin, fc1, limit=0.05)[3] == rec
+    # a limit nothing can miss keeps the uncapped fit; one nothing can meet takes the smallest cap
+    assert P.gain_margin(e, lin, fc1, limit=1.0)[3]["cap"] is None
+    worst = P.gain_margin(e, lin, fc1, caps=(0.95, 0.9), limit=-1.0)[3]
+    assert worst["cap"] == 0.9 and not worst["met"] and set(worst["tried"]) == {"none", "0.95", "0.9"}

@@ -79,7 +79,7 @@ from .optimizers import FitProblem, FreeParam, FitError, fit
 __all__ = ["PersonalError", "MIN_HALF_FRAMES", "OPERATING_POINT", "available_subjects", "load_subject",
            "subject_connectome", "SplitHalf", "split_halves", "split_subject", "fc_matrix",
            "heldout_scores", "LinearFit", "linear_fc", "fit_linear", "EffectiveFit", "effective_fc",
-           "fit_effective", "EC_PENALTIES", "baselines", "baseline_fcs",
+           "fit_effective", "EC_PENALTIES", "gain_margin", "GAIN_CAPS", "baselines", "baseline_fcs",
            "twin_from_linear", "PersonalProblem", "PersonalSettings", "personalize",
            "identifiability", "own_ranks"]
 
@@ -740,6 +740,48 @@ def choose_operating_point(weights, lin: LinearFit, fc_train, span: float = 0.05
     return best, drops
 
 
+#: gain caps (units of the spectral radius) :func:`gain_margin` tries, largest first
+GAIN_CAPS = (0.95, 0.9, 0.85, 0.8, 0.7)
+
+
+def gain_margin(weights, lin: LinearFit, fc_train, caps=None, limit: float = 0.05, span: float = 0.05,
+                regime=ALPHA) -> tuple[LinearFit, float, dict, dict]:
+    """Gain margin of a near-critical SAR fit, chosen on the first half only.
+
+    The twin's operating point is chosen by :func:`choose_operating_point`; when even the best x*
+    loses more than ``limit`` of first-half r at ±``span`` coupling, the gain is capped at each of
+    ``caps`` in turn (largest first; weights kept, the ``n`` noise variances refitted by
+    :func:`fit_linear` with ``max_gain=cap``) until the linearised first-half drop is ≤ ``limit``;
+    if no cap reaches it, the smallest is taken (and the record says so). Near the spectral radius
+    (gain → 1) a ±5 % coupling change moves each region's fixed point by an amount amplified by
+    ``(I − gW)⁻¹``, so the regional gains change unevenly; a lower gain trades a little first-half
+    r for a flat neighbourhood. Only ``fc_train`` is used.
+
+    Returns
+    -------
+    (LinearFit, x_star, {x_star: drop} at that x*, record)
+        ``record``: ``limit``, ``cap`` (None: no cap needed), ``met`` (drop ≤ limit),
+        ``drop`` (first-half drop of the chosen twin), ``tried`` ({cap: {gain, x_star, drop, r_train}},
+        ``"none"`` the uncapped fit).
+    """
+    caps = GAIN_CAPS if caps is None else caps
+    x_star, drops = choose_operating_point(weights, lin, fc_train, span, regime=regime)
+    tried = {"none": {"gain": lin.gain, "x_star": x_star, "drop": drops[x_star], "r_train": lin.r_train}}
+    chosen = (None, lin, x_star, drops)
+    if drops[x_star] > limit:
+        for cap in sorted((float(c) for c in caps), reverse=True):
+            lc = fit_linear(weights, fc_train, per_region=True, max_gain=cap)
+            xs, dr = choose_operating_point(weights, lc, fc_train, span, regime=regime)
+            tried[f"{cap:g}"] = {"gain": lc.gain, "x_star": xs, "drop": dr[xs], "r_train": lc.r_train}
+            chosen = (cap, lc, xs, dr)
+            if dr[xs] <= limit:
+                break
+    cap, lin, x_star, drops = chosen
+    record = {"limit": float(limit), "cap": cap, "drop": float(drops[x_star]),
+              "met": bool(drops[x_star] <= limit), "tried": tried}
+    return lin, x_star, drops, record
+
+
 @dataclass
 class PersonalProblem(FitProblem):
     """A :class:`FitProblem` whose free ``coupling`` also sets the per-region excitabilities
@@ -818,6 +860,16 @@ class PersonalSettings:
         zero-frequency response is that model; adds the ``linear_effective`` baseline).
     ec_maxiter : int
         L-BFGS iterations of each :func:`fit_effective` fit (7 fits per subject).
+    robust_drop : float or None
+        Gain margin of the effective twin (``coupling="effective"`` only; None: off): when its
+        linearised first-half r drops by more than this at ±``robustness`` coupling, the gain is
+        capped at the first of ``gain_caps`` (largest first) that brings the drop within it, the
+        effective weights kept and the noise variances refitted (:func:`gain_margin`; first half
+        only). The effective fit puts the gain at 0.92–0.97 of the spectral radius for most
+        subjects, where ±5 % coupling moves the fixed points unevenly. The structural twin is
+        never capped (its fit is stored unchanged).
+    gain_caps : tuple of float
+        Caps :func:`gain_margin` tries (units of the spectral radius).
     """
 
     fit_duration_s: float | None = None
@@ -834,6 +886,8 @@ class PersonalSettings:
     regime: str = ALPHA.name
     coupling: str = "structural"
     ec_maxiter: int = 1000
+    robust_drop: float | None = 0.05
+    gain_caps: tuple = GAIN_CAPS
 
     @classmethod
     def quick(cls) -> "PersonalSettings":
@@ -917,7 +971,12 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
         conn = Connectome.from_arrays(w_twin, ds["tract_lengths"].values, conn.centres, conn.labels,
                                       axes=ds.attrs.get("axes", "RAS"), name=f"{ds.attrs['name']} effective",
                                       source=ds.attrs["source"])
-    x_star, x_drops = choose_operating_point(w_twin, lin, fc1, st.robustness, regime=st.regime)
+    margin = None
+    if ec is not None and st.robust_drop is not None:
+        lin, x_star, x_drops, margin = gain_margin(w_twin, lin, fc1, st.gain_caps, st.robust_drop,
+                                                   st.robustness, st.regime)
+    else:
+        x_star, x_drops = choose_operating_point(w_twin, lin, fc1, st.robustness, regime=st.regime)
 
     half_s = half.frames * half.tr_s
     fit_dur = st.fit_duration_s or half_s
@@ -953,7 +1012,7 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
         "subject": subject, "connectome_hash": conn.content_hash(), "sc_hash": sc_hash,
         "coupling": st.coupling, "effective": None if ec is None else {
             "penalty": ec.penalty, "cv": {f"{k:g}": v for k, v in ec.cv.items()}, "r_train": ec.r_train,
-            "gain": ec.gain, "iterations": ec.iterations},
+            "gain": ec.gain, "iterations": ec.iterations, "margin": margin},
         "data": {"source": ds.attrs["source"], "tr_s": half.tr_s, "tr_documented": bool(ds.attrs["tr_documented"]),
                  "frames_per_half": half.frames, "split": "first half fitted, second half held out"},
         "values": {k: np.asarray(v).tolist() for k, v in fres.best.items()},
@@ -1011,6 +1070,7 @@ def summary(out: dict) -> dict:
             "heldout": out["scores"], "baselines": out["baselines"], "beats": out["beats"],
             "robustness": out["robustness"], "values": meta["values"], "linear": {
                 k: v for k, v in meta["linear"].items() if k != "noise_var"},
+            "margin": (meta.get("effective") or {}).get("margin"),
             "evaluations": meta["evaluations"], "seconds": out["seconds"], "settings": meta["settings"]}
 
 
