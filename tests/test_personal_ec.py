@@ -61,11 +61,16 @@ def test_fit_effective_refuses_short_or_misshapen_bold_and_bad_penalties():
         P.fit_effective(w, np.random.default_rng(0).normal(size=(94, 60)), penalties=(-1.0,))
 
 
-def test_quick_personalize_with_effective_coupling_writes_a_twin_on_the_effective_weights(tmp_path):
+def test_quick_personalize_with_effective_coupling_writes_a_twin_on_the_effective_weights(tmp_path, monkeypatch):
     st = P.PersonalSettings.quick()
     st.coupling, st.ec_maxiter = "effective", 25
     others = {"gw:NAP_001": P.fc_matrix(catalog.load("gw:NAP_001")["bold"].values)}
+    seen = []                                       # the FC the gain margin is chosen on
+    real = P.gain_margin
+    monkeypatch.setattr(P, "gain_margin", lambda w, lin, fc, *a: seen.append(np.array(fc)) or real(w, lin, fc, *a))
     out = P.personalize("gw:NAP_013", st, others_fc=others)
+    assert len(seen) == 1 and np.array_equal(seen[0], out["half"].fc_train)        # first half only
+    assert not np.allclose(seen[0], out["half"].fc_test)
     paths = P.write_personal(out, tmp_path / "nap013")
     twin = Twin.load(paths["twin.nc"])
     ds = catalog.load("gw:NAP_013")
