@@ -88,12 +88,13 @@ def main(argv=None):
     rows.append(("single run, s per simulated s", f"{single:.4f}",
                  f"target <= 0.05; CPU {single_cpu:.4f} s"))
     bdur = 1.0 if args.quick else 2.0
-    cases = [(16, "batch", "counter", "float64"), (64, "batch", "counter", "float64"),
-             (64, "batch", "counter", "float32"), (64, "batch", "numpy", "float64"), (64, "member", "numpy", "float64")]
-    for nb, kernel, rng, dtype in cases:
+    cases = [(16, "batch", "counter", "float64", "default"), (64, "batch", "counter", "float64", "default"),
+             (64, "batch", "counter", "float64", "fast"), (64, "batch", "counter", "float32", "default"),
+             (64, "batch", "numpy", "float64", "default"), (64, "member", "numpy", "float64", "default")]
+    for nb, kernel, rng, dtype, mm in cases:
         params = {"coupling": np.linspace(0.5, 4.0, nb)}
         seeds = list(range(nb))
-        opts = dict(kernel=kernel, noise_rng=rng, dtype=dtype)
+        opts = dict(kernel=kernel, noise_rng=rng, dtype=dtype, math_mode=mm)
         simulate(duration_s=0.02, params=params, seed=seeds, **opts, **kw)   # compile
         t_all, c_all = _timed(lambda: simulate(duration_s=bdur, params=params, seed=seeds, **opts, **kw), 2,
                               cpu=True)
@@ -102,7 +103,8 @@ def main(argv=None):
         target = {(64, "counter", "float64"): "target <= 0.005 (issue 20)",
                   (64, "counter", "float32"): "target <= 0.0025 (issue 20)"}.get((nb, rng, dtype), "") \
             if kernel == "batch" else ""
-        name = f"batch of {nb}, {kernel} kernel, noise_rng={rng}, {dtype}, s per run per simulated s"
+        name = (f"batch of {nb}, {kernel} kernel, noise_rng={rng}, {dtype}"
+                f"{', math_mode=fast' if mm == 'fast' else ''}, s per run per simulated s")
         rows.append((f"{name} ({os.cpu_count()} threads)", f"{t_all / nb / bdur:.4f}",
                      f"{target}; CPU {c_all / nb / bdur:.4f} s"))
         rows.append((f"{name} (1 thread)", f"{t_one / nb / bdur:.4f}", f"CPU {c_one / nb / bdur:.4f} s"))
@@ -114,11 +116,12 @@ def main(argv=None):
                  f"({os.cpu_count()} threads)",
                  f"{t_crn / 128:.4f}", f"CPU {c_crn / 128:.4f} s"))
     lkw = dict(model="lanmm", connectome="tvb76", dt_ms=0.1, method="heun")
-    for rng in ("counter", "numpy"):
-        simulate(duration_s=0.02, params={"coupling": [1.0, 2.0]}, noise_rng=rng, **lkw)
+    for rng, mm in (("counter", "default"), ("counter", "fast"), ("numpy", "default")):
+        simulate(duration_s=0.02, params={"coupling": [1.0, 2.0]}, noise_rng=rng, math_mode=mm, **lkw)
         t_l, c_l = _timed(lambda: simulate(duration_s=1.0, params={"coupling": np.linspace(0.5, 4.0, 64)},
-                                           seed=list(range(64)), noise_rng=rng, **lkw), 1, cpu=True)
-        rows.append((f"lanmm (heun) batch of 64, noise_rng={rng}, s per run per simulated s "
+                                           seed=list(range(64)), noise_rng=rng, math_mode=mm, **lkw), 1, cpu=True)
+        rows.append((f"lanmm (heun) batch of 64, noise_rng={rng}{', math_mode=fast' if mm == 'fast' else ''}, "
+                     "s per run per simulated s "
                      f"({os.cpu_count()} threads)", f"{t_l / 64:.4f}",
                      f"{'target <= 0.015; ' if rng == 'counter' else ''}CPU {c_l / 64:.4f} s"))
 

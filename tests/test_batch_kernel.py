@@ -7,8 +7,8 @@ import pytest
 
 from neurotwin_dash.models import MODELS, get_model
 from neurotwin_dash.models import _batch_kernel
-from neurotwin_dash.models._kernel import (cos_sin_turn, counter_noise, exp, exp32, log_unit, model_tag,
-                                            philox4x32)
+from neurotwin_dash.models._kernel import (cos_sin_turn, counter_noise, exp, exp32, exp_fast, log_unit,
+                                            model_tag, philox4x32)
 from neurotwin_dash.simulate import Drive, SimulationError, simulate
 
 from kernel_agreement import assert_recorded_close
@@ -216,6 +216,11 @@ def test_float32_batch_keeps_the_reference_behaviours_of_float64(model, method, 
               record=list(bands))
     single, double = simulate(dtype="float32", **kw), simulate(**kw)
     assert single.attrs["dtype"] == "float32" and double.attrs["dtype"] == "float64"
+    _assert_same_reference_behaviours(single, double, bands, peaks)
+
+
+def _assert_same_reference_behaviours(single, double, bands, peaks):
+    """Band powers within 2 %, peak frequencies within 0.1 Hz (issue 20's tolerances)."""
     assert not single.diverged.any() and not double.diverged.any()
     from neurotwin_dash.analysis.spectra import band_power, peak_frequency
     for name in bands:
@@ -236,3 +241,70 @@ def test_float32_needs_the_batch_kernel():
         simulate(params={"speed_m_s": [3.0, 5.0]}, **kw)
     with pytest.raises(SimulationError, match="dtype"):
         simulate(model="jansen_rit", connectome="tvb76", duration_s=0.01, dtype="float16")
+
+
+# --- math_mode="fast" (opt-in: a cheaper exp; counter noise, float64) ---------------------------
+
+def test_fast_exp_matches_libm_to_2e_14_and_the_fast_sigmoid_the_reference():
+    many = _elementwise(exp_fast)
+    x = np.concatenate([np.linspace(-707.0, 709.0, 400_001), np.random.default_rng(4).uniform(-40, 40, 100_000)])
+    assert np.max(np.abs(many(x) / np.exp(x) - 1.0)) <= 2e-14
+    edge = many(np.array([np.nan, -1000.0, 1000.0, 0.0]))
+    assert np.isnan(edge[0]) and abs(edge[3] - 1.0) <= 2e-14      # not exactly 1: the interpolant's c0
+    assert edge[1] == pytest.approx(math.exp(-707.0), rel=1e-13) and edge[2] == pytest.approx(math.exp(709.0), rel=1e-13)
+    # the models' sigmoid as relinked for the fast mode, against 2 e0 / (1 + exp(r (v0 - v))) in libm
+    from neurotwin_dash.models._kernel import _relinked, sigmoid
+    fast_sig = _relinked(sigmoid, fast=True)
+    from numba import njit
+
+    @njit
+    def sig_many(v):
+        out = np.empty_like(v)
+        for k in range(v.size):
+            out[k] = fast_sig(v[k], 2.5, 0.56, 6.0)
+        return out
+    v = np.linspace(-500.0, 500.0, 200_001)
+    ref = 5.0 / (1.0 + np.exp(0.56 * (6.0 - v)))
+    ok = ref > 5.0 * math.exp(-700.0)
+    assert np.max(np.abs(sig_many(v)[ok] / ref[ok] - 1.0)) <= 3e-14
+
+
+@pytest.mark.parametrize("model,method", [("jansen_rit", "euler"), ("lanmm", "heun")])
+def test_fast_math_batch_kernel_equals_member_kernel_bit_for_bit(model, method):
+    mod = get_model(model)
+    record = list(mod.OUTPUTS)
+    kw = dict(model=model, connectome="tvb76", duration_s=0.05, method=method, record=record,
+              params={"coupling": np.linspace(0.0, 4.0, N_BATCH)}, seed=list(range(N_BATCH)), noise_rng="counter")
+    fast, ref = _both(math_mode="fast", **kw)
+    default = simulate(**kw)
+    assert fast.attrs["math_mode"] == "fast" and "math_mode" not in default.attrs
+    for name in record:
+        np.testing.assert_array_equal(fast[name].values, ref[name].values, err_msg=f"{model}.{name}")
+    # other numbers than the default mode (the stored counter-noise results are the default's), close
+    assert not np.array_equal(fast[record[0]].values, default[record[0]].values)
+    assert_recorded_close(fast, default, record, what=f"{model}.")
+
+
+@pytest.mark.parametrize("model,method,bands,peaks", [
+    ("jansen_rit", "euler", {"v_pyr": [(4, 8), (8, 13), (13, 30)]}, {"v_pyr": (8, 13)}),
+    ("lanmm", "heun", {"v_p1": [(8, 12), (30, 50)], "v_p2": [(8, 12), (30, 50)]},
+     {"v_p1": (8, 12), "v_p2": (30, 50)}),
+])
+def test_fast_math_keeps_the_reference_behaviours_of_the_default(model, method, bands, peaks):
+    kw = dict(model=model, connectome="tvb76", duration_s=4.0, transient_s=1.0, method=method,
+              params={"coupling": np.linspace(0.5, 2.0, 16)}, seed=list(range(16)), noise_rng="counter",
+              record=list(bands))
+    _assert_same_reference_behaviours(simulate(math_mode="fast", **kw), simulate(**kw), bands, peaks)
+
+
+def test_fast_math_is_in_the_plan_and_refused_where_it_does_not_apply():
+    from neurotwin_dash.simulate import plan
+    kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.1, noise_rng="counter")
+    p_default, p_fast = plan(**kw), plan(math_mode="fast", **kw)
+    assert p_default.math_mode == "default" and p_fast.math_mode == "fast"
+    assert p_default.fingerprint() != p_fast.fingerprint()
+    with pytest.raises(SimulationError, match="math_mode"):
+        plan(math_mode="turbo", **kw)
+    for bad in (dict(noise_rng="numpy"), dict(dtype="float32"), dict(backend="numpy")):
+        with pytest.raises(SimulationError, match="math_mode='fast'"):
+            plan(**{**kw, **bad, "math_mode": "fast"})

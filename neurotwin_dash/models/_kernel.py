@@ -33,7 +33,8 @@ from . import MODELS
 
 __all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets", "sigmoid",
            "drives_at", "KernelArgs", "exp", "kernel_tag", "model_function", "NOISE_RNGS", "philox4x32",
-           "counter_normals", "counter_noise", "log_unit", "cos_sin_turn", "counter_mode", "DTYPES", "exp32"]
+           "counter_normals", "counter_noise", "log_unit", "cos_sin_turn", "counter_mode", "DTYPES", "exp32",
+           "MATH_MODES", "exp_fast"]
 
 #: Noise generators: ``"numpy"`` (``numpy.random.default_rng(seed)``, drawn outside the kernel;
 #: the default) and ``"counter"`` (Philox4x32-10 inside the kernel, see :func:`counter_normals`;
@@ -41,6 +42,11 @@ __all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "e
 NOISE_RNGS = ("numpy", "counter")
 #: Floating-point types of a run: ``"float64"`` (default) or ``"float32"`` (batch kernel only).
 DTYPES = ("float64", "float32")
+#: Exponentials of the models' equations: ``"default"`` (libm's with NumPy noise, the polynomial
+#: :func:`exp`, ≤ 1e-15 from libm, with the counter generator: the numbers of every earlier run)
+#: or ``"fast"`` (opt-in, counter generator and float64 only: :func:`exp_fast`, a polynomial of
+#: degree 9 without the special-value handling, ≤ 2e-14 from libm in its range; other numbers).
+MATH_MODES = ("default", "fast")
 
 
 class KernelArgs(NamedTuple):
@@ -128,17 +134,22 @@ def model_tag(name: str) -> str:
     return f"{name}:{h.hexdigest()[:12]}"
 
 
-def kernel_tag(name: str, noise_rng: str = "numpy", dtype: str = "float64") -> str:
+def kernel_tag(name: str, noise_rng: str = "numpy", dtype: str = "float64", math_mode: str = "default") -> str:
     """The kernels' compile-time key: :func:`model_tag`, plus ``":counter"`` for the counter
     noise generator (in-kernel Philox noise and the vectorisable :func:`exp` in the models'
-    equations, see :func:`model_function`) and ``":float32"`` for single precision (batch
-    kernel only: the models' equations with float32 constants and :func:`exp32`)."""
+    equations, see :func:`model_function`), ``":float32"`` for single precision (batch
+    kernel only: the models' equations with float32 constants and :func:`exp32`) and ``":fast"``
+    for ``math_mode="fast"`` (:func:`exp_fast`; counter generator and float64 only)."""
     if noise_rng not in NOISE_RNGS:
         raise ValueError(f"noise_rng {noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} unknown; allowed: {', '.join(DTYPES)}")
+    if math_mode not in MATH_MODES:
+        raise ValueError(f"math_mode {math_mode!r} unknown; allowed: {', '.join(MATH_MODES)}")
+    if math_mode == "fast" and (noise_rng != "counter" or dtype != "float64"):
+        raise ValueError("math_mode='fast' needs noise_rng='counter' and dtype='float64'")
     return (model_tag(name) + ("" if noise_rng == "numpy" else ":" + noise_rng)
-            + ("" if dtype == "float64" else ":" + dtype))
+            + ("" if dtype == "float64" else ":" + dtype) + ("" if math_mode == "default" else ":" + math_mode))
 
 
 def _tag_modes(tag: str) -> tuple:
@@ -154,17 +165,21 @@ _VECTOR_MATH.__dict__.update({k: v for k, v in vars(math).items() if not k.start
 _VECTOR_MATH32 = ModuleType("neurotwin_dash.models._vector_math32")
 _VECTOR_MATH32.__dict__.update({k: v for k, v in vars(_VECTOR_MATH).items() if not k.startswith("__")})
 
+_VECTOR_MATH_FAST = ModuleType("neurotwin_dash.models._vector_math_fast")
+_VECTOR_MATH_FAST.__dict__.update({k: v for k, v in vars(_VECTOR_MATH).items() if not k.startswith("__")})
+
 _RELINKED: dict = {}
 
 
 
-def _relinked(disp, single=False):
+def _relinked(disp, single=False, fast=False):
     """A copy of the numba function ``disp`` whose globals see :data:`_VECTOR_MATH` instead of
     ``math`` and relinked copies of the numba functions it calls (its equations unchanged).
     With ``single``: float32 throughout instead (:data:`_VECTOR_MATH32`, and every float literal
     and float global of the code as ``numpy.float32``: numba types a Python float as float64,
-    which would turn the model's float32 arithmetic back into float64)."""
-    done = _RELINKED.get((disp, single))
+    which would turn the model's float32 arithmetic back into float64). With ``fast``:
+    :data:`_VECTOR_MATH_FAST` (:func:`exp_fast`) instead."""
+    done = _RELINKED.get((disp, single, fast))
     if done is not None:
         return done
     py = disp.py_func
@@ -172,9 +187,9 @@ def _relinked(disp, single=False):
     for name in py.__code__.co_names:
         value = glob.get(name)
         if value is math:
-            glob[name] = _VECTOR_MATH32 if single else _VECTOR_MATH
-        elif isinstance(value, Dispatcher) and value is not exp:
-            glob[name] = _relinked(value, single)
+            glob[name] = _VECTOR_MATH32 if single else (_VECTOR_MATH_FAST if fast else _VECTOR_MATH)
+        elif isinstance(value, Dispatcher) and value is not exp and value is not exp_fast:
+            glob[name] = _relinked(value, single, fast)
         elif single and type(value) is float:
             glob[name] = np.float32(value)
     code = py.__code__
@@ -185,7 +200,7 @@ def _relinked(disp, single=False):
     # never from numba's cache: the cache is keyed by the source file and name, shared with
     # the original (the kernels that inline the copy are cached under their own tags)
     opts = {k: v for k, v in disp.targetoptions.items() if k not in ("cache", "nopython")}
-    _RELINKED[(disp, single)] = done = njit(**opts)(clone)
+    _RELINKED[(disp, single, fast)] = done = njit(**opts)(clone)
     return done
 
 
@@ -193,11 +208,13 @@ def model_function(tag: str, attr: str):
     """The numba function ``attr`` (``dfun``, ``cvar``, ``observe``, ``noise_gain``) of the model
     of kernel tag ``tag``: the model's own, or in the counter mode its relinked copy, whose
     ``math.exp`` (also inside :func:`sigmoid`) is the vectorisable :func:`exp` (relative
-    difference to libm ≤ 1e-15, tested)."""
+    difference to libm ≤ 1e-15, tested); with ``math_mode="fast"`` :func:`exp_fast` (≤ 2e-14)."""
     f = getattr(MODELS[tag.split(":")[0]], attr)
     modes = _tag_modes(tag)
     if "float32" in modes:
         return _relinked(f, single=True)
+    if "fast" in modes:
+        return _relinked(f, fast=True)
     return _relinked(f) if "counter" in modes else f
 
 
@@ -297,6 +314,36 @@ def exp(x):
 
 
 _VECTOR_MATH.exp = exp
+
+# math_mode="fast": exp(f) on [−ln2/2, ln2/2] by the Chebyshev interpolant of degree 9 in the power
+# basis (numpy.polynomial.Chebyshev.interpolate(np.exp, 9) on that interval; ≤ 1.9e-14 relative,
+# checked in 40-digit arithmetic), the argument clamped to [−707, 709] so that one factor 2**n
+# is a normal float (no ±inf, 0 or subnormal results: the sigmoids that use it stay within 1e-307
+# of their limits), NaN passed through by the clamps
+_FAST_COEF = (1.000000000000014, 1.0000000000000104, 0.4999999999942022, 0.16666666666506605,
+              0.041666667049288564, 0.008333333403076093, 0.0013888800476772423, 0.00019841147895541348,
+              2.4885022797049953e-05, 2.7649405975853787e-06)
+_D0, _D1, _D2, _D3, _D4, _D5, _D6, _D7, _D8, _D9 = _FAST_COEF
+
+
+@njit(cache=True, error_model="numpy", forceinline=True)
+def exp_fast(x):
+    """``e**x`` for ``math_mode="fast"``: as :func:`exp` with a polynomial of degree 9 instead of
+    12 and no special values: relative error ≤ 2e-14 against ``math.exp`` on [−707, 709]
+    (tested); the argument is clamped to that range (``exp_fast(-1000) = e**−707``,
+    ``exp_fast(1000) = e**709``); NaN gives NaN."""
+    y = -707.0 if x < -707.0 else x          # NaN compares false: it passes both clamps
+    y = 709.0 if y > 709.0 else y
+    n = math.floor(y * _LOG2E + 0.5)
+    f = (y - n * _LN2_HI) - n * _LN2_LO
+    f2 = f * f
+    f4 = f2 * f2
+    s0 = ((_D0 + _D1 * f) + (_D2 + _D3 * f) * f2) + ((_D4 + _D5 * f) + (_D6 + _D7 * f) * f2) * f4
+    p = s0 + (_D8 + _D9 * f) * (f4 * f4)
+    return p * _bits_as_float((np.int64(n) + 1023) << 52)
+
+
+_VECTOR_MATH_FAST.exp = exp_fast
 
 
 _F32 = np.float32
