@@ -43,7 +43,7 @@ FORMAT = "neurotwin-dash/twin@1"
 _SIM_KEYS = ("duration_s", "dt_ms", "seed", "sample_rate_hz", "record", "transient_s",
              "normalisation", "method")
 #: simulate() options recorded in a twin only when they differ from these defaults
-_NUMERICS = {"noise_rng": "numpy", "dtype": "float64"}
+_NUMERICS = {"noise_rng": "numpy", "dtype": "float64", "math_mode": "default"}
 _VERSIONED = ("numpy", "numba", "scipy", "xarray", "dask", "distributed", "zarr", "h5netcdf",
               "mne", "cma", "neurolib", "tvb-data")
 
@@ -151,7 +151,7 @@ class Twin:
                       "seed": int(seed), "sample_rate_hz": float(attrs["sample_rate_hz"]),
                       "record": record, "transient_s": float(attrs["transient_s"]),
                       "normalisation": attrs["normalisation"], "method": attrs["method"]}
-        # the noise generator and float type, recorded when not the defaults (so that a twin of a
+        # the noise generator, float type and math mode, recorded when not the defaults (so that a twin of a
         # default run is the file it always was)
         for key, default in _NUMERICS.items():
             if attrs.get(key, default) != default:

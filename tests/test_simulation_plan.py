@@ -81,6 +81,8 @@ def test_every_path_gives_the_same_plan_for_the_same_inputs(tmp_path):
     assert twin.plan() == api
     fast = plan(**INPUTS, params=VALUES, noise_rng="counter")
     assert Twin.from_result(run_plan(fast)).plan() == fast       # a twin records the generator
+    cheap = plan(**INPUTS, params=VALUES, noise_rng="counter", math_mode="fast")
+    assert Twin.from_result(run_plan(cheap)).plan() == cheap     # ... and the math mode
 
     state = ExplorerState(mode="sync", auto_run=False, model="jansen_rit", connectome="tvb76",
                           duration_s=0.5, transient_s=0.1, seed=3, normalisation="max")
