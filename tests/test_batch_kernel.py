@@ -170,6 +170,31 @@ def test_counter_noise_batch_kernel_equals_member_kernel_bit_for_bit(model, meth
     assert_recorded_close(slow, ref, record, what=f"{model}.")
 
 
+@pytest.mark.parametrize("model,method", [("jansen_rit", "euler"), ("lanmm", "heun")])
+def test_one_shared_seed_draws_once_per_block_and_equals_member_kernel_bit_for_bit(model, method):
+    # common random numbers (one seed for the batch, the sweeps' default): every lane has the same
+    # key, so the batch kernel draws a step's increments once and copies them to the lanes; the
+    # numbers must stay those of the per-member kernel. Seeds [4] * 9 + [5]: the first block has
+    # one key (the shared draw), the second (padded) two keys (the per-lane draw)
+    mod = get_model(model)
+    record = list(mod.OUTPUTS) + [mod.STATES[mod.NOISE_STATES[0]]]
+    for seed in (4, [4] * (N_BATCH - 1) + [5]):
+        kw = dict(model=model, connectome="tvb76", duration_s=0.05, method=method, record=record,
+                  params={"coupling": np.linspace(0.0, 4.0, N_BATCH)}, seed=seed, noise_rng="counter")
+        fast, ref = _both(**kw)
+        assert not ref.diverged.any()
+        for name in record:
+            np.testing.assert_array_equal(fast[name].values, ref[name].values, err_msg=f"{model}.{name} {seed}")
+    # float32 (16 lanes, one block): the shared draw gives the per-lane draw's numbers
+    kw = dict(model=model, connectome="tvb76", duration_s=0.05, method=method, record=record, kernel="batch",
+              params={"coupling": np.linspace(0.0, 4.0, N_BATCH)}, noise_rng="counter", dtype="float32")
+    one = simulate(seed=4, **kw)
+    per_lane = simulate(seed=[4] * (N_BATCH - 1) + [5], **kw)
+    for name in record:
+        np.testing.assert_array_equal(one[name].values[:N_BATCH - 1], per_lane[name].values[:N_BATCH - 1],
+                                      err_msg=f"{model}.{name} float32")
+
+
 def test_counter_noise_is_recorded_in_the_plan_and_member_k_equals_its_run_alone():
     from neurotwin_dash.simulate import plan
     kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.1)

@@ -336,7 +336,7 @@ def _edge_sums(typingctx, tag, H, eoff, weights, e0, e1, out):
 @njit(cache=True, nogil=True, error_model="numpy", _noalias=True)
 def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise, stream, keys, drv_space,
                   drv_wave, drv_target, dt, n_steps, decim, rec, n_out, out, dead, bound, G, CIN, U,
-                  ACC, SUM, BAD, OBS, XN, RN, Z, EOFF, RPOS):
+                  ACC, SUM, BAD, OBS, XN, RN, Z, ZS, EOFF, RPOS):
     """Advance one block of ``LANES`` members by ``n_steps`` steps (in place).
 
     Parameters
@@ -381,6 +381,8 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise,
         ``LANES`` lanes used).
     Z : (2 · ⌈region · n_noise / 2⌉, LANES)
         Scratch: a step's increments from the counter generator, (region, noise) flattened.
+    ZS : (2 · ⌈region · n_noise / 2⌉,)
+        Scratch: the same for one lane, when every lane has the same key (drawn once).
     EOFF : (nnz,) int64; RPOS : (region,) int64
         Scratch: the element of ``H`` each edge reads this step, each region's ring slot of
         this step (both advanced by one step at the end of a step: no division per edge).
@@ -402,6 +404,9 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise,
     record = out.shape[0] > 0
     counter = counter_mode(tag)
     n_pair = Z.shape[0] // 2
+    one_key = True
+    for l in range(nl):
+        one_key = one_key and keys[l] == keys[0]
     sqdt = math.sqrt(dt)
     for e in range(n_edge):
         EOFF[e] = edge[0, e] + (t0 - edge[2, e]) % (edge[1, e] // hrow) * hrow
@@ -426,7 +431,18 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise,
         if rec[q] < n_out:
             need_obs = True
     for s in range(n_steps):
-        if counter:
+        if counter and one_key:
+            # every lane has the same key (common random numbers, the sweeps' default): the
+            # step's increments drawn once, a vector of counters at a time, and copied to the
+            # lanes (the same numbers as drawn per lane below, at 1/LANES of the cost)
+            for j in range(n_pair):
+                z0, z1 = counter_normals(keys[0], t0 + s, j)
+                ZS[2 * j] = z0
+                ZS[2 * j + 1] = z1
+            for j in range(2 * n_pair):
+                for l in range(nl):
+                    Z[j, l] = ZS[j]
+        elif counter:
             # the step's increments for every lane at once (the per-member kernel draws the
             # same numbers one member at a time)
             for j in range(n_pair):
@@ -661,6 +677,7 @@ class BatchBlocks:
                 XN=np.zeros(x.shape[2] * nl, ft),
                 RN=np.zeros(n_cvar * nl, ft),
                 Z=np.zeros((2 * ((n_region * n_noise + 1) // 2), nl), ft),
+                ZS=np.zeros(2 * ((n_region * n_noise + 1) // 2), ft),
                 EOFF=np.zeros(len(self.offsets), np.int64),
                 RPOS=np.zeros(n_region, np.int64),
             ))
@@ -690,7 +707,7 @@ class BatchBlocks:
             a = (self.tag, bool(heun), b["X"], b["H"], t0, b["P"], b["K"], indptr, weights, ring, edge,
                  noise, b["stream"], b["keys"], b["DS"], drv_wave, drv_target, dt, n_steps, decim, rec, n_out,
                  bufs[k], b["dead"], bound, b["G"], b["CIN"], b["U"], b["ACC"], b["SUM"], b["BAD"],
-                 b["OBS"], b["XN"], b["RN"], b["Z"], b["EOFF"], b["RPOS"])
+                 b["OBS"], b["XN"], b["RN"], b["Z"], b["ZS"], b["EOFF"], b["RPOS"])
             _entry_point(a)(*a)
 
         if workers is None or len(self.blocks) == 1:
