@@ -65,7 +65,7 @@ from .cluster import get_client
 from .io.files import read_yaml_mapping
 from .io.schema import SweepSpecSchema, check_keywords, validate
 from .params import ParamSet, ParamSpec
-from .simulate import DTYPES, NOISE_RNGS, Drive, SimulationPlan, all_params, plan, simulate
+from .simulate import DTYPES, MATH_MODES, NOISE_RNGS, Drive, SimulationPlan, all_params, plan, simulate
 from .stimulation.efield import montage_field
 from .stimulation.montage import Montage
 from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
@@ -170,6 +170,10 @@ class SweepSpec:
         ``"float32"`` doubles the SIMD width (about twice the simulations per core) at the
         tolerances the batch-kernel tests state (peak frequency within 0.1 Hz, band power
         within 2 %). Needs the default simulator's numba backend.
+    math_mode : {"default", "fast"}
+        The models' exponentials (``simulate(math_mode=...)``). Default ``"default"``; ``"fast"``
+        (opt-in; with ``noise_rng: counter`` and float64) uses a cheaper polynomial exp (≤ 2e-14
+        relative), other numbers than the default at the same reference behaviours.
     model, connectome, duration_s, dt_ms, seed, sample_rate_hz, record, transient_s, normalisation, method
         Passed to ``simulate``.
     """
@@ -197,6 +201,7 @@ class SweepSpec:
     simulator: str = "neurotwin_dash.simulate:simulate"
     noise_rng: str = "counter"
     dtype: str = "float64"
+    math_mode: str = "default"
 
     def __post_init__(self):
         if not isinstance(self.axes, Mapping) or not self.axes:
@@ -207,6 +212,11 @@ class SweepSpec:
             raise SweepError(f"noise_rng {self.noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
         if self.dtype not in DTYPES:
             raise SweepError(f"dtype {self.dtype!r} unknown; allowed: {', '.join(DTYPES)}")
+        if self.math_mode not in MATH_MODES:
+            raise SweepError(f"math_mode {self.math_mode!r} unknown; allowed: {', '.join(MATH_MODES)}")
+        if self.math_mode != "default" and (self.noise_rng != "counter" or self.dtype != "float64"):
+            raise SweepError(f"math_mode {self.math_mode!r} needs noise_rng 'counter' and dtype 'float64' "
+                             f"(got {self.noise_rng!r}, {self.dtype!r})")
         if self.sampling not in SAMPLINGS:
             raise SweepError(f"sampling {self.sampling!r} unknown; allowed: {', '.join(SAMPLINGS)}")
         if self.sampling != "grid":
@@ -267,7 +277,7 @@ class SweepSpec:
 def spec_fingerprint(d: dict) -> str:
     """SHA-256 of a spec's canonical JSON (sorted keys, no spaces).
 
-    ``noise_rng: "numpy"`` and ``dtype: "float64"`` are left out, so every spec written before
+    ``noise_rng: "numpy"``, ``dtype: "float64"`` and ``math_mode: "default"`` are left out, so every spec written before
     those options keeps its fingerprint (and a resumed store still matches its spec).
     """
     d = dict(d)
@@ -275,6 +285,8 @@ def spec_fingerprint(d: dict) -> str:
         del d["noise_rng"]
     if d.get("dtype") == "float64":
         del d["dtype"]
+    if d.get("math_mode") == "default":
+        del d["math_mode"]
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -619,6 +631,8 @@ def build_simulate_kwargs(spec: SweepSpec, batch: Mapping[str, np.ndarray], samp
     kwargs = {key: getattr(spec, key) for key in _SIM_KEYS}
     if spec.dtype != "float64":
         kwargs["dtype"] = spec.dtype     # only when asked: registered simulators need not know it
+    if spec.math_mode != "default":
+        kwargs["math_mode"] = spec.math_mode
     kwargs["connectome"] = conn
     kwargs["params"] = params
     if spec.seed_per_sample:

@@ -119,3 +119,22 @@ def test_sweep_dtype_reaches_the_plan_and_float64_keeps_old_fingerprints():
     assert sweep.SweepSpec.from_dict(legacy).fingerprint() == spec64.fingerprint()
     with pytest.raises(sweep.SweepError, match="dtype"):
         sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, dtype="float16", **INPUTS)
+
+
+def test_sweep_math_mode_reaches_the_plan_and_the_default_keeps_old_fingerprints():
+    """``math_mode: fast`` (opt-in cheaper exp) is the batch plan's; the default leaves the spec's
+    fingerprint and the simulate() call as they were before the option existed."""
+    base = sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, **INPUTS)
+    fast = sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, math_mode="fast", **INPUTS)
+    batch = {"coupling": np.array([1.5])}
+    assert sweep.batch_plan(base, batch).math_mode == "default"
+    assert sweep.batch_plan(fast, batch).math_mode == "fast"
+    assert "math_mode" not in sweep.build_simulate_kwargs(base, batch)
+    assert fast.fingerprint() != base.fingerprint()
+    legacy = base.to_dict()
+    del legacy["math_mode"]
+    assert sweep.SweepSpec.from_dict(legacy).fingerprint() == base.fingerprint()
+    with pytest.raises(sweep.SweepError, match="math_mode 'quick' unknown; allowed: default, fast"):
+        sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, math_mode="quick", **INPUTS)
+    with pytest.raises(sweep.SweepError, match="math_mode 'fast' needs noise_rng 'counter'"):
+        sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, math_mode="fast", noise_rng="numpy", **INPUTS)

@@ -85,6 +85,7 @@ class SweepSpecSchema(_Strict):
     simulator: str = "neurotwin_dash.simulate:simulate"
     noise_rng: Literal["counter", "numpy"] = "counter"
     dtype: Literal["float64", "float32"] = "float64"
+    math_mode: Literal["default", "fast"] = "default"
 
 
 class FreeParam(_Strict):
