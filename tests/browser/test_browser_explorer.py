@@ -156,6 +156,9 @@ def test_fc_selector_changes_the_matrix_and_downloads_reload(new_page, server, a
     page.locator(".fc-measure select").first.select_option("pearson")
     after = wait_for_figure_change(page, "fc-matrix", before, timeout_s=20)
     assert after != before
+    # the title is set after the image data (FCPlot.update): its patch may arrive a moment later
+    page.wait_for_function("() => Bokeh.documents[0].get_model_by_name('fc-matrix').title.text"
+                           ".startsWith('Pearson')", timeout=20_000)
     title = page.evaluate("() => Bokeh.documents[0].get_model_by_name('fc-matrix').title.text")
     assert title.startswith("Pearson of the raw signal") and "r(FC, log SC)" in title
     page.locator(".fc-measure").first.screenshot(path=str(artifacts / "explorer_fc_selector.png"))
