@@ -95,6 +95,33 @@ def test_compiled_lane_loops_use_packed_vector_instructions():
     assert counts["ymm"] + counts["zmm"] >= 50, counts
 
 
+def test_huge_page_copy_is_an_aligned_writable_copy_and_the_blocks_use_it(monkeypatch):
+    huge = hasattr(__import__("mmap"), "MADV_HUGEPAGE")
+    rng = np.random.default_rng(0)
+    small = rng.standard_normal((10, 2, 8))     # below the threshold: a plain copy
+    c = _batch_kernel.huge_page_copy(small)
+    assert np.array_equal(c, small) and c.flags.c_contiguous and c.flags.writeable
+    a = rng.standard_normal((8, 1, 20_000)).transpose(2, 1, 0)   # 1.28 MB, not C-ordered
+    b = _batch_kernel.huge_page_copy(a)
+    assert np.array_equal(a, b) and b.flags.c_contiguous and b.flags.writeable and b.dtype == a.dtype
+    assert not np.shares_memory(a, b)
+    assert not huge or b.ctypes.data % (2 << 20) == 0          # starts on a 2 MB page
+    b[0, 0, 0] = a[0, 0, 0] + 1.0
+    assert b[0, 0, 0] != a[0, 0, 0]
+    # the kernel's delay buffer is such a copy (tvb76 at 4 m/s: above the threshold)
+    made = []
+    orig = _batch_kernel.BatchBlocks.__init__
+
+    def spy(self, *args, **kw):
+        orig(self, *args, **kw)
+        made.append(self)
+    monkeypatch.setattr(_batch_kernel.BatchBlocks, "__init__", spy)
+    simulate("jansen_rit", "tvb76", duration_s=0.01, params={"coupling": [1.0, 2.0]}, kernel="batch")
+    H = made[0].blocks[0]["H"]
+    assert H.nbytes >= _batch_kernel.HUGE_PAGE_MIN_BYTES and H.flags.c_contiguous
+    assert not huge or H.ctypes.data % (2 << 20) == 0
+
+
 def test_chunked_batch_run_equals_one_call(monkeypatch):
     from neurotwin_dash import simulate as sim_module
     kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.25, transient_s=0.05, seed=[2, 3, 4],
