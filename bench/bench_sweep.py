@@ -12,6 +12,7 @@ sweep's own default noise generator (``noise_rng="counter"``, drawn in the batch
     python bench/bench_sweep.py            # 96 simulations per configuration, one lane block per task
     python bench/bench_sweep.py --n 48 --batch-size 4 --noise-rng numpy
     python bench/bench_sweep.py --dtype both   # float64, then float32 (allowed for sweeps)
+    python bench/bench_sweep.py --math-mode fast   # float64 with the degree-9 exponential
 """
 from __future__ import annotations
 
@@ -25,30 +26,32 @@ import time
 import numpy as np
 
 
-def _spec(n: int, batch_size: int, duration_s: float, noise_rng: str = "counter", dtype: str = "float64"):
+def _spec(n: int, batch_size: int, duration_s: float, noise_rng: str = "counter", dtype: str = "float64",
+          math_mode: str = "default"):
     from neurotwin_dash.sweep import SweepSpec
     return SweepSpec(model="jansen_rit", connectome="tvb76", duration_s=duration_s, transient_s=1.0,
                      dt_ms=0.1, sample_rate_hz=250.0, sampling="lhs", n_samples=n, sample_seed=1,
                      axes={"coupling": {"low": 0.0, "high": 20.0}, "p": {"low": 120.0, "high": 300.0}},
                      batch_size=batch_size,
-                     metrics=[{"name": "peak_frequency", "band": [2, 30]}, "alpha_power"], noise_rng=noise_rng, dtype=dtype)
+                     metrics=[{"name": "peak_frequency", "band": [2, 30]}, "alpha_power"], noise_rng=noise_rng, dtype=dtype,
+                     math_mode=math_mode)
 
 
 def run(n_workers: int, n: int, batch_size: int, duration_s: float, noise_rng: str = "counter",
-        dtype: str = "float64") -> dict:
+        dtype: str = "float64", math_mode: str = "default") -> dict:
     from neurotwin_dash.cluster import close_client, get_client
     from neurotwin_dash.sweep import run_sweep
     close_client()
     client = get_client(n_workers=n_workers, quiet=True)
     # warm the workers (imports, catalog, numba cache) outside the timing
     warm_dir = tempfile.mkdtemp(prefix="bench_sweep_warm_")
-    run_sweep(_spec(2 * n_workers, 1, 1.5, noise_rng, dtype), os.path.join(warm_dir, "w.zarr"), client=client,
+    run_sweep(_spec(2 * n_workers, 1, 1.5, noise_rng, dtype, math_mode), os.path.join(warm_dir, "w.zarr"), client=client,
               progress=False)
     shutil.rmtree(warm_dir, ignore_errors=True)
     store_dir = tempfile.mkdtemp(prefix="bench_sweep_")
     try:
         t0 = time.perf_counter()
-        res = run_sweep(_spec(n, batch_size, duration_s, noise_rng, dtype), os.path.join(store_dir, "s.zarr"), client=client,
+        res = run_sweep(_spec(n, batch_size, duration_s, noise_rng, dtype, math_mode), os.path.join(store_dir, "s.zarr"), client=client,
                         progress=False)
         wall = time.perf_counter() - t0
         ds = res.dataset.compute()
@@ -70,6 +73,8 @@ def main():
     ap.add_argument("--noise-rng", default="counter", choices=("counter", "numpy"))
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32", "both"),
                     help="batch-kernel float type (issue 20 allows float32 for sweeps); 'both' runs each")
+    ap.add_argument("--math-mode", default="default", choices=("default", "fast"),
+                    help="'fast': the degree-9 exponential (float64 and counter noise only, see README)")
     ap.add_argument("--duration", type=float, default=10.0, help="simulated seconds per simulation")
     args = ap.parse_args()
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -82,9 +87,10 @@ def report(args, dtype: str) -> None:
     # a float32 lane block holds 16 members: 8 per task would leave half of every vector empty
     batch_size = args.batch_size or (16 if dtype == "float32" else 8)
     print(f"Jansen–Rit, tvb76 (76 regions), {args.duration:g} s per simulation, dt 0.1 ms, "
-          f"{args.n} simulations, {batch_size} per Dask task, noise_rng={args.noise_rng}, dtype={dtype}; "
+          f"{args.n} simulations, {batch_size} per Dask task, noise_rng={args.noise_rng}, dtype={dtype}"
+          f"{', math_mode=fast' if args.math_mode == 'fast' else ''}; "
           f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-    rows = [run(w, args.n, batch_size, args.duration, args.noise_rng, dtype) for w in (1, 2)]
+    rows = [run(w, args.n, batch_size, args.duration, args.noise_rng, dtype, args.math_mode) for w in (1, 2)]
     print("| workers | wall (s) | simulations / min | worker busy / wall | median peak (Hz) |")
     print("|---|---|---|---|---|")
     for r in rows:
