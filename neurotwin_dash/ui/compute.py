@@ -458,7 +458,8 @@ def montage_field_job(spec: dict) -> xr.Dataset:
             sf = efield.montage_surface_field(m, connectome=spec["connectome"])
             surf = efield.cortex_surface(spec["connectome"])
             png, backend = render_surface_png(surf["vertices"].values, surf["triangles"].values,
-                                              sf["E_n"].values, title="E_n (V/m), inward > 0")
+                                              sf["E_n"].values,
+                                              title="E_n (V/m), inward > 0 (range: 99th pct)")
             res.attrs.update(png_3d=png, backend_3d=backend)
         except efield.FieldError as exc:   # no cortex surface for this connectome
             res.attrs["note_3d"] = str(exc)

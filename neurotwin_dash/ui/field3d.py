@@ -33,7 +33,9 @@ def _pyvista_png(vertices, triangles, values, title, size, clim) -> bytes:
     plotter = pv.Plotter(off_screen=True, window_size=size)
     plotter.set_background("white")
     plotter.add_mesh(mesh, scalars="value", cmap="RdBu_r", clim=clim, smooth_shading=True,
-                     scalar_bar_args={"title": title, "color": "black", "vertical": False})
+                     scalar_bar_args={"title": title, "color": "black", "vertical": False, "n_labels": 3,
+                                      "fmt": "%.2f", "width": 0.7, "position_x": 0.15,
+                                      "title_font_size": 14, "label_font_size": 13})
     plotter.view_xy()                     # from above: nose up, right to the right
     img = plotter.screenshot(return_img=True)
     plotter.close()

@@ -203,8 +203,8 @@ def _limits(values, pct=(2, 98)):
 class BrainMapPlot:
     """A value per region at the region centres, axial view with an outline.
 
-    ``symmetric`` centres a diverging palette on zero (fields); otherwise the colour range
-    spans the 2nd–98th percentile (powers) unless :meth:`show` is given ``limits``.
+    ``symmetric`` centres a diverging palette on zero (fields) and spans the largest |value|;
+    otherwise the colour range spans the 2nd–98th percentile (powers) unless :meth:`show` is given ``limits``.
     """
 
     def __init__(self, name: str = "brain-map", palette=Inferno256, value_label: str = "log10 power",
@@ -230,7 +230,8 @@ class BrainMapPlot:
         else:
             if limits is None:
                 if self.symmetric:
-                    lim = _limits(np.abs(data["power"]), (0, 99))[1]
+                    # the whole range: with ~100 regions a percentile clips the one peak region
+                    lim = _limits(np.abs(data["power"]), (0, 100))[1]
                     limits = (-lim, lim)
                 else:
                     limits = _limits(data["power"])
