@@ -64,13 +64,13 @@ from .guards import check_memory, dt_note
 from .models import get_model, initial_state
 from .models._batch_kernel import BatchBlocks
 from .models._kernel import (DTYPES, MATH_MODES, NOISE_RNGS, KernelArgs, compiled_integrate, counter_noise, drives_at,
-                             edge_offsets, integrate_numpy, kernel_tag, model_tag)
+                             edge_offsets, integrate_numpy, kernel_tag, mode_error, model_tag)
 from .params import ParamError, ParamSet, ParamSpec
 from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
 
 __all__ = ["simulate", "plan", "run_plan", "SimulationPlan", "TimeGrid", "time_grid", "Network",
            "SampledDrives", "sample_drives", "Drive", "NETWORK_PARAMS", "network_params",
-           "all_params", "METHODS", "NOISE_RNGS", "DTYPES", "SimulationError"]
+           "all_params", "METHODS", "NOISE_RNGS", "DTYPES", "MATH_MODES", "SimulationError"]
 
 METHODS = ("euler", "heun")
 KERNELS = ("auto", "member", "batch")
@@ -612,17 +612,9 @@ def plan(model="jansen_rit", connectome="tvb76", duration_s: float = 10.0, dt_ms
         raise SimulationError(f"method {method!r} unknown; allowed: {', '.join(METHODS)}")
     if backend not in BACKENDS:
         raise SimulationError(f"backend {backend!r} unknown; allowed: {', '.join(BACKENDS)}")
-    if noise_rng not in NOISE_RNGS:
-        raise SimulationError(f"noise_rng {noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
-    if dtype not in DTYPES:
-        raise SimulationError(f"dtype {dtype!r} unknown; allowed: {', '.join(DTYPES)}")
-    if dtype == "float32" and backend != "numba":
-        raise SimulationError("dtype='float32' needs backend='numba' (the batch kernel)")
-    if math_mode not in MATH_MODES:
-        raise SimulationError(f"math_mode {math_mode!r} unknown; allowed: {', '.join(MATH_MODES)}")
-    if math_mode == "fast" and (noise_rng != "counter" or dtype != "float64" or backend != "numba"):
-        raise SimulationError("math_mode='fast' needs noise_rng='counter', dtype='float64' and backend='numba' "
-                              f"(got {noise_rng!r}, {dtype!r}, {backend!r})")
+    msg = mode_error(noise_rng, dtype, math_mode, backend)
+    if msg:
+        raise SimulationError(msg)
     grid = time_grid(duration_s, dt_ms, sample_rate_hz, transient_s)
 
     conn = _load_connectome(connectome, normalisation)

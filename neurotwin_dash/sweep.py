@@ -65,7 +65,8 @@ from .cluster import get_client
 from .io.files import read_yaml_mapping
 from .io.schema import SweepSpecSchema, check_keywords, validate
 from .params import ParamSet, ParamSpec
-from .simulate import DTYPES, MATH_MODES, NOISE_RNGS, Drive, SimulationPlan, all_params, plan, simulate
+from .models._kernel import mode_error
+from .simulate import Drive, SimulationPlan, all_params, plan, simulate
 from .stimulation.efield import montage_field
 from .stimulation.montage import Montage
 from .units import CONVENTIONS, DIMENSIONLESS, cf_unit
@@ -208,15 +209,9 @@ class SweepSpec:
             raise SweepError("axes: give at least one swept parameter, e.g. {'coupling': {'values': [0, 1]}}")
         self.axes = {str(k): dict(v) if isinstance(v, Mapping) else {"values": list(v)}
                      for k, v in self.axes.items()}
-        if self.noise_rng not in NOISE_RNGS:
-            raise SweepError(f"noise_rng {self.noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
-        if self.dtype not in DTYPES:
-            raise SweepError(f"dtype {self.dtype!r} unknown; allowed: {', '.join(DTYPES)}")
-        if self.math_mode not in MATH_MODES:
-            raise SweepError(f"math_mode {self.math_mode!r} unknown; allowed: {', '.join(MATH_MODES)}")
-        if self.math_mode != "default" and (self.noise_rng != "counter" or self.dtype != "float64"):
-            raise SweepError(f"math_mode {self.math_mode!r} needs noise_rng 'counter' and dtype 'float64' "
-                             f"(got {self.noise_rng!r}, {self.dtype!r})")
+        msg = mode_error(self.noise_rng, self.dtype, self.math_mode)
+        if msg:
+            raise SweepError(msg)
         if self.sampling not in SAMPLINGS:
             raise SweepError(f"sampling {self.sampling!r} unknown; allowed: {', '.join(SAMPLINGS)}")
         if self.sampling != "grid":

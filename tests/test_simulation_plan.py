@@ -136,5 +136,30 @@ def test_sweep_math_mode_reaches_the_plan_and_the_default_keeps_old_fingerprints
     assert sweep.SweepSpec.from_dict(legacy).fingerprint() == base.fingerprint()
     with pytest.raises(sweep.SweepError, match="math_mode 'quick' unknown; allowed: default, fast"):
         sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, math_mode="quick", **INPUTS)
-    with pytest.raises(sweep.SweepError, match="math_mode 'fast' needs noise_rng 'counter'"):
+    with pytest.raises(sweep.SweepError, match="math_mode='fast' needs noise_rng='counter', dtype='float64'"):
         sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, math_mode="fast", noise_rng="numpy", **INPUTS)
+
+
+@pytest.mark.parametrize("modes", [
+    dict(noise_rng="numpy", dtype="float64", math_mode="fast"),
+    dict(noise_rng="counter", dtype="float32", math_mode="fast"),
+    dict(noise_rng="counter", dtype="float64", math_mode="quick"),
+    dict(noise_rng="philox", dtype="float64", math_mode="default"),
+    dict(noise_rng="counter", dtype="float16", math_mode="default"),
+])
+def test_kernel_plan_and_sweep_apply_one_mode_rule_with_one_message(modes):
+    """The rule on noise_rng / dtype / math_mode lives in one function; the kernel's tag, the
+    simulation plan and the sweep spec refuse the same combinations with the same words."""
+    from neurotwin_dash.models._kernel import kernel_tag, mode_error
+    msg = mode_error(**modes)
+    field = msg.split()[0].split("=")[0]        # the message starts with the field it refuses
+    assert field in modes and repr(modes[field]) in msg
+    with pytest.raises(ValueError) as tag_err:
+        kernel_tag("jansen_rit", **modes)
+    with pytest.raises(SimulationError) as plan_err:
+        plan(**{**INPUTS, **modes})
+    with pytest.raises(sweep.SweepError) as spec_err:
+        sweep.SweepSpec(axes={"coupling": {"values": [1.5]}}, **{**INPUTS, **modes})
+    assert str(tag_err.value) == str(plan_err.value) == str(spec_err.value) == msg
+    assert mode_error("counter", "float64", "fast") is None and mode_error("numpy", "float32", "default") is None
+    assert mode_error("counter", "float64", "fast", backend="numpy") is not None

@@ -52,6 +52,14 @@ class InferSpec:
     noise_rng : {"counter", "numpy"}
         Noise generator of the simulations (see :class:`~neurotwin_dash.sweep.SweepSpec`);
         ``"numpy"`` reproduces the simulations of a posterior trained before the option existed.
+    dtype : {"float64", "float32"}
+        Float type of the training simulations (the batch kernel; ``"float32"``: twice the lanes
+        per vector, reference behaviours within the tolerances of the README's batch-kernel
+        section). Default ``"float64"``; left out of the fingerprint when default, so a posterior
+        trained before the option existed keeps its fingerprint.
+    math_mode : {"default", "fast"}
+        The models' exponentials (``simulate(math_mode=...)``; ``"fast"`` needs ``noise_rng``
+        ``"counter"`` and float64). Default ``"default"``, also left out of the fingerprint.
     seed : int
         Prior draws, noise seeds (sample *i* uses ``seed + i``) and the network initialisation.
     batch_size : int
@@ -80,6 +88,8 @@ class InferSpec:
     estimator: dict = field(default_factory=dict)
     name: str = ""
     noise_rng: str = "counter"
+    dtype: str = "float64"
+    math_mode: str = "default"
 
     def __post_init__(self):
         self.prior = Prior(self.model, self.params)
@@ -133,7 +143,8 @@ class InferSpec:
             connectome=self.connectome, duration_s=self.duration_s, dt_ms=self.dt_ms,
             seed=self.seed if part == "train" else self.seed + self.n_simulations,
             seed_per_sample=True, sample_rate_hz=self.sample_rate_hz, transient_s=self.transient_s,
-            normalisation=self.normalisation, method=self.method, noise_rng=self.noise_rng)
+            normalisation=self.normalisation, method=self.method, noise_rng=self.noise_rng, dtype=self.dtype,
+            math_mode=self.math_mode)
 
     # --- (de)serialisation ---
     def to_dict(self) -> dict:

@@ -34,7 +34,7 @@ from . import MODELS
 __all__ = ["integrate", "integrate_numpy", "model_tag", "compiled_integrate", "edge_offsets", "sigmoid",
            "drives_at", "KernelArgs", "exp", "kernel_tag", "model_function", "NOISE_RNGS", "philox4x32",
            "counter_normals", "counter_noise", "log_unit", "cos_sin_turn", "counter_mode", "DTYPES", "exp32",
-           "MATH_MODES", "exp_fast"]
+           "MATH_MODES", "exp_fast", "mode_error"]
 
 #: Noise generators: ``"numpy"`` (``numpy.random.default_rng(seed)``, drawn outside the kernel;
 #: the default) and ``"counter"`` (Philox4x32-10 inside the kernel, see :func:`counter_normals`;
@@ -47,6 +47,24 @@ DTYPES = ("float64", "float32")
 #: or ``"fast"`` (opt-in, counter generator and float64 only: :func:`exp_fast`, a polynomial of
 #: degree 9 without the special-value handling, ≤ 2e-14 from libm in its range; other numbers).
 MATH_MODES = ("default", "fast")
+
+
+def mode_error(noise_rng: str, dtype: str, math_mode: str, backend: str = "numba") -> str | None:
+    """Why this combination of the kernels' modes is not allowed (a message naming the field,
+    the value and what is allowed), or None when it is. The one rule that :func:`kernel_tag`,
+    ``simulate``'s plan and ``SweepSpec`` apply (each raises its own error type with it)."""
+    if noise_rng not in NOISE_RNGS:
+        return f"noise_rng {noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}"
+    if dtype not in DTYPES:
+        return f"dtype {dtype!r} unknown; allowed: {', '.join(DTYPES)}"
+    if dtype == "float32" and backend != "numba":
+        return "dtype='float32' needs backend='numba' (the batch kernel)"
+    if math_mode not in MATH_MODES:
+        return f"math_mode {math_mode!r} unknown; allowed: {', '.join(MATH_MODES)}"
+    if math_mode == "fast" and (noise_rng != "counter" or dtype != "float64" or backend != "numba"):
+        return ("math_mode='fast' needs noise_rng='counter', dtype='float64' and backend='numba' "
+                f"(got noise_rng={noise_rng!r}, dtype={dtype!r}, backend={backend!r})")
+    return None
 
 
 class KernelArgs(NamedTuple):
@@ -140,14 +158,9 @@ def kernel_tag(name: str, noise_rng: str = "numpy", dtype: str = "float64", math
     equations, see :func:`model_function`), ``":float32"`` for single precision (batch
     kernel only: the models' equations with float32 constants and :func:`exp32`) and ``":fast"``
     for ``math_mode="fast"`` (:func:`exp_fast`; counter generator and float64 only)."""
-    if noise_rng not in NOISE_RNGS:
-        raise ValueError(f"noise_rng {noise_rng!r} unknown; allowed: {', '.join(NOISE_RNGS)}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} unknown; allowed: {', '.join(DTYPES)}")
-    if math_mode not in MATH_MODES:
-        raise ValueError(f"math_mode {math_mode!r} unknown; allowed: {', '.join(MATH_MODES)}")
-    if math_mode == "fast" and (noise_rng != "counter" or dtype != "float64"):
-        raise ValueError("math_mode='fast' needs noise_rng='counter' and dtype='float64'")
+    msg = mode_error(noise_rng, dtype, math_mode)
+    if msg:
+        raise ValueError(msg)
     return (model_tag(name) + ("" if noise_rng == "numpy" else ":" + noise_rng)
             + ("" if dtype == "float64" else ":" + dtype) + ("" if math_mode == "default" else ":" + math_mode))
 
