@@ -125,6 +125,32 @@ def test_float32_and_fast_math_reach_the_training_sweep_and_defaults_keep_the_fi
         jr_spec(dtype="float16")
 
 
+def test_infer_modes_reach_simulate_survive_yaml_and_keep_old_spec_hashes(tmp_path):
+    """dtype/math_mode of an InferSpec end in the simulate() plan of both sweeps' batches (not only
+    in the SweepSpec), a YAML round trip keeps them, and a spec dict saved before the options
+    existed (no dtype/math_mode keys: a posterior's stored ``spec`` / ``spec_sha256``) hashes as
+    the same spec with the defaults does."""
+    import yaml
+    from neurotwin_dash import sweep
+    from neurotwin_dash.sweep import spec_fingerprint
+    base, single, fast = jr_spec(), jr_spec(dtype="float32"), jr_spec(math_mode="fast")
+    batch = {"A": np.array([3.0]), "B": np.array([20.0]), "C": np.array([135.0])}
+    for part in ("train", "test"):
+        assert sweep.batch_plan(fast.sweep_spec(part), batch, [0]).math_mode == "fast"
+        assert sweep.batch_plan(single.sweep_spec(part), batch, [0]).dtype == "float32"
+        p = sweep.batch_plan(base.sweep_spec(part), batch, [0])
+        assert (p.dtype, p.math_mode) == ("float64", "default")
+    legacy = base.to_dict()
+    del legacy["dtype"], legacy["math_mode"]
+    assert spec_fingerprint(legacy) == base.fingerprint() != fast.fingerprint()
+    for spec in (single, fast):
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump(spec.to_dict()))
+        again = infer.InferSpec.from_yaml(path)
+        assert (again.dtype, again.math_mode) == (spec.dtype, spec.math_mode)
+        assert again.fingerprint() == spec.fingerprint()
+
+
 def test_cli_trains_and_saves_a_posterior_from_a_yaml_spec(tmp_path, capsys):
     import yaml
     from neurotwin_dash.cli import main
