@@ -125,3 +125,47 @@ def test_gain_margin_is_chosen_on_the_first_half_and_flattens_the_linearised_twi
     assert P.gain_margin(e, lin, fc1, limit=1.0)[3]["cap"] is None
     worst = P.gain_margin(e, lin, fc1, caps=(0.95, 0.9), limit=-1.0)[3]
     assert worst["cap"] == 0.9 and not worst["met"] and set(worst["tried"]) == {"none", "0.95", "0.9"}
+
+
+def test_simulated_robustness_check_reads_only_the_first_half_and_tries_the_candidates_in_order(monkeypatch):
+    import copy
+    import dataclasses
+    st = P.PersonalSettings.quick()
+    st.coupling, st.ec_maxiter = "effective", 25
+    others = {"gw:NAP_001": P.fc_matrix(catalog.load("gw:NAP_001")["bold"].values)}
+    seen = {}
+    real = P.robust_selection
+
+    def spy(*args):
+        seen["args"], seen["margin"] = args, copy.deepcopy(args[4])
+        return real(*args)
+    monkeypatch.setattr(P, "robust_selection", spy)
+    out = P.personalize("gw:NAP_013", st, others_fc=others)
+    meta = out["twin"].fit
+    m = meta["effective"]["margin"]
+    tries = m["simulated"]
+    assert tries[0]["source"] == "fit" and tries[0]["coupling"] == pytest.approx(seen["args"][9]["coupling"])
+    last = tries[-1]                                   # the twin is the last candidate simulated
+    assert m["met_simulated"] == (last["train_drop"] <= st.robust_drop)
+    assert all(t["train_drop"] > st.robust_drop for t in tries[:-1])
+    assert out["scores"]["train_r"] == pytest.approx(last["train_r"], abs=1e-12)
+    assert meta["values"]["coupling"] == pytest.approx(last["coupling"])
+    assert m["cap"] == last["cap"] and meta["linear"]["gain"] == pytest.approx(last["gain"])
+    assert out["twin"].verify()                        # bit for bit, the chosen candidate's run
+    # a limit nothing meets walks every candidate in order: the fit, the linear mapping's coupling,
+    # then each smaller cap; the same choices when the held-out half is garbage (never read)
+    args = list(seen["args"])
+    args[3] = dataclasses.replace(args[3], robust_drop=-1.0)
+    runs = []
+    for half in (args[2], dataclasses.replace(args[2], test=np.full_like(args[2].test, np.nan))):
+        margin = copy.deepcopy(seen["margin"])
+        real(*args[:2], half, args[3], margin, *args[5:])
+        runs.append(margin)
+    assert runs[0]["simulated"] == runs[1]["simulated"]
+    cap0 = seen["margin"]["cap"]
+    smaller = [c for c in sorted(st.gain_caps, reverse=True) if cap0 is None or c < cap0]
+    assert [t["source"] for t in runs[0]["simulated"]] == ["fit", "linear mapping"] + ["cap"] * len(smaller)
+    assert [t["cap"] for t in runs[0]["simulated"][2:]] == smaller
+    assert runs[0]["cap"] == (smaller[-1] if smaller else cap0) and not runs[0]["met_simulated"]
+    lm = runs[0]["simulated"][1]
+    assert lm["cap"] == cap0 and lm["coupling"] == pytest.approx(P.coupling_for_gain(lm["gain"], lm["x_star"], st.regime))
