@@ -205,7 +205,8 @@ def personal(args):
     out = Path(args.out or tempfile.mkdtemp(prefix="neurotwin_personal_"))
     robust_drop = None if args.robust_drop.lower() == "none" else float(args.robust_drop)
     st = P.PersonalSettings(generations=args.generations, popsize=args.popsize, dt_ms=args.dt_ms,
-                            regime=args.regime, coupling=args.coupling, robust_drop=robust_drop)
+                            regime=args.regime, coupling=args.coupling, robust_drop=robust_drop,
+                            simulated_check=not args.no_simulated_check)
     t0 = time.perf_counter()
     res = P.personalize_all(subs, out, st, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
@@ -228,6 +229,10 @@ def personal(args):
         print("gain margin (cap chosen on the first half; linearised first-half drop): " + ", ".join(
             f"{s} {m['cap']} ({m['drop']:.3f})" if m else f"{s} off"
             for s, m in ((s, r.get("margin")) for s, r in rows.items())))
+        checked = {s: r["margin"]["simulated"] for s, r in rows.items() if (r.get("margin") or {}).get("simulated")}
+        for s, tries in checked.items():
+            print(f"  simulated first-half check {s}: " + " -> ".join(
+                f"{t['source']} cap {t['cap']} K {t['coupling']:.3f} drop {t['train_drop']:.3f}" for t in tries))
     # figures of the excitatory twin (the README's first 12-subject run) keep their names
     tag = ("" if args.regime == "excitatory" else f"_{args.regime}") + (
         "" if args.coupling == "structural" else f"_{args.coupling}") + (
@@ -457,6 +462,9 @@ def main():
     p.add_argument("--robust-drop", default="0.05",
                    help="effective twin's gain margin: largest linearised first-half r drop at ±5 %% coupling "
                         "(default 0.05; 'none': no margin, the uncapped run of the README)")
+    p.add_argument("--no-simulated-check", action="store_true",
+                   help="effective twin: choose the gain margin on the linearisation only (no first-half check "
+                        "of the simulated twin at ±5 %% coupling)")
     q = sub.add_parser("personal-linear")
     q.add_argument("--subjects", nargs="*", default=None)
     q.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")
