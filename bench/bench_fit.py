@@ -237,12 +237,14 @@ def personal(args):
     tag = ("" if args.regime == "excitatory" else f"_{args.regime}") + (
         "" if args.coupling == "structural" else f"_{args.coupling}") + (
         "_margin" if args.coupling == "effective" and robust_drop is not None else "")
-    FIG.mkdir(exist_ok=True)
     if "identified" in res:
         print(f"identifiability: own subject best for {res['identified']}/{len(subs)}; ranks {res['own_rank']}")
-        shutil.copyfile(out / "identifiability.png", FIG / f"personal_identifiability{tag}.png")
-    shutil.copyfile(out / subs[0].replace(":", "_") / "report.png",
-                    FIG / f"personal_{subs[0].replace(':', '_')}{tag}.png")
+    if args.subjects is None:          # the README's figures come from runs over all subjects only
+        FIG.mkdir(exist_ok=True)
+        if "identified" in res:
+            shutil.copyfile(out / "identifiability.png", FIG / f"personal_identifiability{tag}.png")
+        shutil.copyfile(out / subs[0].replace(":", "_") / "report.png",
+                        FIG / f"personal_{subs[0].replace(':', '_')}{tag}.png")
     print(f"outputs in {out}")
 
 
