@@ -889,7 +889,7 @@ def _batch_digest(ds: xr.Dataset, sl: slice) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
-def _write_batch(store, b: int, sl: slice, result: xr.Dataset, back: xr.Dataset | None = None) -> None:
+def _write_batch(store, b: int, sl: slice, result: xr.Dataset, back: xr.Dataset) -> None:
     """Write batch ``b`` (samples ``sl``) into ``store``, then its marker and the checksum of the
     values read back from disk. ``back``: the store opened once by the caller without dask
     (``chunks=None``: a slice read goes straight to zarr; its arrays' shapes never change after
@@ -903,7 +903,6 @@ def _write_batch(store, b: int, sl: slice, result: xr.Dataset, back: xr.Dataset 
     part.drop_vars("sample").to_zarr(store, region={"sample": sl}, mode="r+")
     marker = {"batch_done": ("sweep_batch", np.array([1], dtype=np.int8)),
               "batch_seconds": ("sweep_batch", [float(result.attrs.get("seconds", np.nan))])}
-    back = _open(store) if back is None else back
     if "batch_checksum" in back:          # stores made before checksums resume without them
         marker["batch_checksum"] = ("sweep_batch", np.array([_batch_digest(back, sl)], dtype=np.uint64))
     # The marker is written after the data: a batch killed between the two is simply redone.
