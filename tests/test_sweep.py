@@ -201,6 +201,22 @@ def test_diverged_samples_are_recorded_not_dropped(tmp_path):
     assert np.isnan(ds["v_pyr"].values[4:, -1]).all() and np.isfinite(ds["v_pyr"].values[:4]).all()
 
 
+def test_metrics_of_one_batch_share_a_welch_spectrum_and_equal_the_metrics_alone(monkeypatch):
+    spec = _spec(axes={"p": {"values": [150.0, 220.0]}},
+                 metrics=["peak_frequency", "alpha_power", {"name": "alpha_power", "window_s": 1.0, "as": "alpha_1s"}])
+    calls = []
+    welch = sweep.spectra.welch
+    monkeypatch.setattr(sweep.spectra, "welch", lambda da, **kw: calls.append(kw) or welch(da, **kw))
+    ds = sweep.run_batch(spec, {"p": [150.0, 220.0]})
+    assert calls == [{}, {"window_s": 1.0}]          # peak frequency and alpha power: one spectrum
+    assert sweep._PSD_MEMO.get() is None             # nothing kept after the batch
+    res = simulate(**sweep.build_simulate_kwargs(spec, {"p": [150.0, 220.0]}))
+    np.testing.assert_array_equal(ds["peak_frequency"].values, sweep.metric_peak_frequency(res).values)
+    np.testing.assert_array_equal(ds["alpha_power"].values, sweep.metric_alpha_power(res).values)
+    np.testing.assert_array_equal(ds["alpha_1s"].values, sweep.metric_alpha_power(res, window_s=1.0).values)
+    assert len(calls) == 5                           # outside a batch, each metric computes its own
+
+
 def test_resume_refuses_a_store_made_by_another_spec(tmp_path):
     store = tmp_path / "r.zarr"
     sweep.run_sweep(_spec(axes={"p": {"values": [150.0]}}), store, client="sync", progress=False)
