@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..io.files import read_yaml_mapping
-from ..sweep import SweepSpec, spec_fingerprint
+from ..sweep import SweepError, SweepSpec, spec_fingerprint
 from .features import SWEEP_METRIC, check_features, feature_names
 from .priors import Prior
 
@@ -115,7 +115,10 @@ class InferSpec:
         overlap = set(self.params) & set(self.fixed)
         if overlap:
             raise InferError(f"parameters {sorted(overlap)} are both inferred and fixed; choose one")
-        self.sweep_spec("train")   # every simulation setting is checked by the sweep, before any compute
+        try:      # every simulation setting is checked by the sweep, before any compute
+            self.sweep_spec("train")
+        except SweepError as e:   # the user wrote an inference spec: its error, the sweep's words
+            raise InferError(str(e)) from e
 
     # --- derived ---
     @property
