@@ -18,7 +18,7 @@ subject and in all, evaluations per minute; figures ``bench/figures/personal_ide
 and ``bench/figures/personal_<first subject>.png``.
 
     python bench/bench_fit.py personal [--subjects hcp:101309 gw:NAP_001 ...] [--out DIR]
-        [--coupling effective [--robust-drop 0.05|none]]
+        [--coupling effective [--robust-drop 0.05|none] [--robust-criterion first_half|bound]]
 
 ``personal-alpha``: the alpha (E–I) twin's spectrum beside the excitatory twin's (same subject,
 same SAR fit; peak over the FOOOF aperiodic fit in 8–12 Hz, mean ± sd over regions × seeds) and
@@ -206,7 +206,8 @@ def personal(args):
     robust_drop = None if args.robust_drop.lower() == "none" else float(args.robust_drop)
     st = P.PersonalSettings(generations=args.generations, popsize=args.popsize, dt_ms=args.dt_ms,
                             regime=args.regime, coupling=args.coupling, robust_drop=robust_drop,
-                            simulated_check=not args.no_simulated_check)
+                            simulated_check=not args.no_simulated_check,
+                            robust_criterion=args.robust_criterion)
     t0 = time.perf_counter()
     res = P.personalize_all(subs, out, st, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
@@ -232,11 +233,13 @@ def personal(args):
         checked = {s: r["margin"]["simulated"] for s, r in rows.items() if (r.get("margin") or {}).get("simulated")}
         for s, tries in checked.items():
             print(f"  simulated first-half check {s}: " + " -> ".join(
-                f"{t['source']} cap {t['cap']} K {t['coupling']:.3f} drop {t['train_drop']:.3f}" for t in tries))
+                f"{t['source']} cap {t['cap']} K {t['coupling']:.3f} drop {t['train_drop']:.3f} "
+                f"bound {t['bound']:.3f}" for t in tries))
     # figures of the excitatory twin (the README's first 12-subject run) keep their names
     tag = ("" if args.regime == "excitatory" else f"_{args.regime}") + (
         "" if args.coupling == "structural" else f"_{args.coupling}") + (
-        "_margin" if args.coupling == "effective" and robust_drop is not None else "")
+        "_margin" if args.coupling == "effective" and robust_drop is not None else "") + (
+        "_bound" if args.robust_criterion == "bound" else "")
     if "identified" in res:
         print(f"identifiability: own subject best for {res['identified']}/{len(subs)}; ranks {res['own_rank']}")
     if args.subjects is None:          # the README's figures come from runs over all subjects only
@@ -467,6 +470,10 @@ def main():
     p.add_argument("--no-simulated-check", action="store_true",
                    help="effective twin: choose the gain margin on the linearisation only (no first-half check "
                         "of the simulated twin at ±5 %% coupling)")
+    p.add_argument("--robust-criterion", choices=["first_half", "bound"], default="first_half",
+                   help="effective twin's simulated check: the drop against the first-half FC (default) or "
+                        "the data-free bound sqrt(2 (1 - r(FC at K, FC at 0.95/1.05 K))), which bounds the drop "
+                        "against any FC, the held-out one included")
     q = sub.add_parser("personal-linear")
     q.add_argument("--subjects", nargs="*", default=None)
     q.add_argument("--regime", default="alpha", help="twin's local node: alpha (default) or excitatory")
