@@ -152,6 +152,10 @@ def test_simulated_robustness_check_reads_only_the_first_half_and_tries_the_cand
     assert meta["values"]["coupling"] == pytest.approx(last["coupling"])
     assert m["cap"] == last["cap"] and meta["linear"]["gain"] == pytest.approx(last["gain"])
     assert out["twin"].verify()                        # bit for bit, the chosen candidate's run
+    # every try records the data-free bound (default criterion: the first-half drop); it bounds the
+    # drop against the first half and, for the chosen twin, against the held-out half
+    assert m["criterion"] == "first_half" and all(t["bound"] >= t["train_drop"] - 1e-12 for t in tries)
+    assert last["bound"] >= out["scores"]["robustness_drop"] - 1e-12
     # a limit nothing meets walks every candidate in order: the fit, the linear mapping's coupling,
     # then each smaller cap; the same choices when the held-out half is garbage (never read)
     args = list(seen["args"])
@@ -162,6 +166,7 @@ def test_simulated_robustness_check_reads_only_the_first_half_and_tries_the_cand
         real(*args[:2], half, args[3], margin, *args[5:])
         runs.append(margin)
     assert runs[0]["simulated"] == runs[1]["simulated"]
+    assert all(t["bound"] >= t["train_drop"] - 1e-12 for t in runs[0]["simulated"])
     cap0 = seen["margin"]["cap"]
     smaller = [c for c in sorted(st.gain_caps, reverse=True) if cap0 is None or c < cap0]
     assert [t["source"] for t in runs[0]["simulated"]] == ["fit", "linear mapping"] + ["cap"] * len(smaller)
@@ -169,3 +174,100 @@ def test_simulated_robustness_check_reads_only_the_first_half_and_tries_the_cand
     assert runs[0]["cap"] == (smaller[-1] if smaller else cap0) and not runs[0]["met_simulated"]
     lm = runs[0]["simulated"][1]
     assert lm["cap"] == cap0 and lm["coupling"] == pytest.approx(P.coupling_for_gain(lm["gain"], lm["x_star"], st.regime))
+
+
+def _sym(v, n):
+    """Symmetric FC-like matrix (unit diagonal) with upper triangle ``v``."""
+    m = np.zeros((n, n))
+    m[np.triu_indices(n, 1)] = v
+    return m + m.T + np.eye(n)
+
+
+def test_drop_bound_bounds_the_r_drop_against_any_target_and_is_attained():
+    rng = np.random.default_rng(7)
+    n = 20
+    k = n * (n - 1) // 2
+    for _ in range(30):
+        a = rng.normal(size=k)
+        bs = [a + rng.uniform(0.01, 1.0) * rng.normal(size=k) for _ in range(2)]
+        fa, fbs = _sym(a, n), [_sym(b, n) for b in bs]
+        bound = P.drop_bound(fa, fbs)
+        assert bound == pytest.approx(max(np.sqrt(2 * (1 - P._r(fa, fb))) for fb in fbs), abs=1e-12)
+        unit = [(v - v.mean()) / np.linalg.norm(v - v.mean()) for v in [a] + bs]
+        worst = max(unit[1:], key=lambda u: np.linalg.norm(unit[0] - u))
+        targets = [rng.normal(size=k) for _ in range(50)]                       # unrelated FCs
+        targets += [a + s * rng.normal(size=k) for s in (0.1, 0.5, 2.0)]       # FCs the twin fits
+        targets += [unit[0] - worst]                                            # the worst case
+        drops = [P._r(fa, _sym(h, n)) - min(P._r(fb, _sym(h, n)) for fb in fbs) for h in targets]
+        assert max(drops) <= bound + 1e-12
+        assert drops[-1] == pytest.approx(bound, abs=1e-9)                      # the bound is tight
+    assert P.drop_bound(fa, []) == 0.0 and P.drop_bound(fa, [fa]) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_bound_criterion_picks_the_first_candidate_whose_bound_meets_the_limit(monkeypatch):
+    """Synthetic runs (no simulation): the fitted twin's ±5 % FCs move orthogonally to the first-half
+    FC, so its first-half drop is small while its bound (the drop against some other FC) is not."""
+    import types
+    rng = np.random.default_rng(3)
+    n = 30
+    k = n * (n - 1) // 2
+
+    def centred(v):
+        return v - v.mean()
+    h = centred(rng.normal(size=k))                              # first-half FC
+    a = centred(h + rng.normal(size=k))                          # twin FC at 1 × K, r ≈ 0.7 with h
+    u = centred(rng.normal(size=k))
+    e_h = h / np.linalg.norm(h)
+    e_a = centred(a - (a @ e_h) * e_h)
+    e_a /= np.linalg.norm(e_a)
+    for b in (e_h, e_a):                                         # u ⟂ h, a (and the constant)
+        u -= (u @ b) * b
+    u /= np.linalg.norm(u)
+    scales = [0.2, 0.1, 0.03, 0.02, 0.015, 0.01, 0.005]          # ±5 % change per candidate, × ‖a‖
+    runs = [(None, None, None, [_sym(a + sgn * s * np.linalg.norm(a) * u, n) if sgn else _sym(a, n)
+                                for sgn in (-1, 0, 1)]) for s in scales]
+    fc1 = _sym(h, n)
+    bounds = [P.drop_bound(r[3][1], [r[3][0], r[3][2]]) for r in runs]
+    first_half = [P._r(r[3][1], fc1) - min(P._r(fc, fc1) for fc in r[3]) for r in runs]
+    limit = 0.05
+    assert bounds[0] > bounds[1] > limit >= bounds[2] and first_half[0] < limit   # the premise
+
+    class Problem:
+        duration_s = 60.0
+
+        def encode(self, values):
+            return np.array([values["coupling"]])
+    calls = iter(runs[1:])
+    monkeypatch.setattr(P, "_factor_run", lambda *a, **kw: next(calls))
+    monkeypatch.setattr(P, "fit_linear", lambda w, fc, per_region=True, max_gain=None:
+                        P.LinearFit(gain=max_gain, noise_var=np.ones(n), r_train=0.5))
+    monkeypatch.setattr(P, "choose_operating_point", lambda *a, **kw: (0.25, {0.25: 0.01}))
+    monkeypatch.setattr(P, "_personal_problem", lambda *a, **kw: Problem())
+    half = types.SimpleNamespace(fc_train=fc1, tr_s=1.0)     # no held-out half to read
+    st = P.PersonalSettings(coupling="effective", robust_criterion="bound")
+    lin = P.LinearFit(gain=0.97, noise_var=np.ones(n), r_train=0.5)
+    margin = {"limit": limit, "cap": None, "drop": 0.01, "met": True}
+    args = (np.eye(n), None, half, st, margin, lin, 0.25, {0.25: 0.01}, Problem(), {"coupling": 1.0}, runs[0],
+            np.array([0.95, 1.0, 1.05]), 60.0)
+    out = P.robust_selection(*args)
+    tries = margin["simulated"]
+    assert [t["bound"] for t in tries] == pytest.approx(bounds[:3], abs=1e-12)
+    assert [t["source"] for t in tries] == ["fit", "linear mapping", "cap"] and tries[2]["cap"] == max(P.GAIN_CAPS)
+    assert out[5] is runs[2] and margin["cap"] == max(P.GAIN_CAPS) and margin["met_simulated"]
+    assert margin["criterion"] == "bound"
+    assert [t["train_drop"] for t in tries] == pytest.approx(first_half[:3], abs=1e-12)
+    # the default criterion stops at the fitted twin: its first-half drop is within the limit
+    calls = iter(runs[1:])
+    margin = {"limit": limit, "cap": None, "drop": 0.01, "met": True}
+    P.robust_selection(*args[:3], P.PersonalSettings(coupling="effective"), margin, *args[5:])
+    assert len(margin["simulated"]) == 1 and margin["criterion"] == "first_half" and margin["met_simulated"]
+    assert margin["simulated"][0]["bound"] == pytest.approx(bounds[0], abs=1e-12)
+
+
+def test_unknown_robust_criterion_is_refused():
+    with pytest.raises(P.PersonalError, match=r"robust_criterion must be one of 'first_half', 'bound', got 'held_out'"):
+        P.PersonalSettings(robust_criterion="held_out")
+    st = P.PersonalSettings.quick()
+    st.robust_criterion = "second_half"                 # set after construction: refused before any work
+    with pytest.raises(P.PersonalError, match="robust_criterion must be one of"):
+        P.personalize("gw:NAP_013", st, others_fc={})
