@@ -488,8 +488,10 @@ def _psd(res, variable, kw):
         return spectra.welch(_first_output(res, variable), **kw)
     key = (id(res), variable, repr(sorted(kw.items())))
     if key not in memo:
-        memo[key] = spectra.welch(_first_output(res, variable), **kw)
-    return memo[key]
+        # the entry holds ``res`` itself: while the memo lives its id cannot pass to another
+        # object (a user metric's temporary subset, say) and find this spectrum
+        memo[key] = (res, spectra.welch(_first_output(res, variable), **kw))
+    return memo[key][1]
 
 
 def _band_power(res, band, variable=None, reduce="mean", **kw):

@@ -215,6 +215,14 @@ def test_metrics_of_one_batch_share_a_welch_spectrum_and_equal_the_metrics_alone
     np.testing.assert_array_equal(ds["alpha_power"].values, sweep.metric_alpha_power(res).values)
     np.testing.assert_array_equal(ds["alpha_1s"].values, sweep.metric_alpha_power(res, window_s=1.0).values)
     assert len(calls) == 5                           # outside a batch, each metric computes its own
+    token = sweep._PSD_MEMO.set({})                  # temporaries made one after the other (equal ids
+    try:                                             # once the first is freed) get their own spectra
+        firsts = [sweep.metric_alpha_power(res.isel(region=[r]), reduce="none").values for r in (0, 1)]
+    finally:
+        sweep._PSD_MEMO.reset(token)
+    for r, got in enumerate(firsts):
+        np.testing.assert_array_equal(got, sweep.metric_alpha_power(res.isel(region=[r]), reduce="none").values)
+    assert not np.array_equal(firsts[0], firsts[1])
 
 
 def test_resume_refuses_a_store_made_by_another_spec(tmp_path):
