@@ -1042,10 +1042,10 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
     computed: list[int] = []
     stopped = False
 
-    reader: dict = {}                      # the store opened once for the checksums' read-back
+    back = None                            # the store opened once for the checksums' read-back
 
     def handle(b, result):
-        nonlocal created
+        nonlocal created, back
         if not created:
             # the marker first: a store killed while its metadata is written can still be replaced
             import zarr  # only when a store is created (xarray imports it lazily too)
@@ -1054,9 +1054,9 @@ def run_sweep(spec: SweepSpec | Mapping | str | os.PathLike, store, client=None,
             _template(result, samples, spec, n_batches).to_zarr(store, compute=False, mode="a",
                                                                 zarr_format=ZARR_FORMAT)
             created = True
-        if "ds" not in reader:
-            reader["ds"] = _open(store, chunks=None)
-        _write_batch(store, b, slices[b], result, back=reader["ds"])
+        if back is None:
+            back = _open(store, chunks=None)
+        _write_batch(store, b, slices[b], result, back=back)
         computed.append(b)
         bar.update(1)
 

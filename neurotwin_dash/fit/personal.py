@@ -999,7 +999,6 @@ def robust_selection(weights, conn, half: SplitHalf, st: PersonalSettings, margi
 
     Returns ``(lin, x_star, x_drops, problem, values, run)`` of the chosen twin.
     """
-    _check_criterion(st.robust_criterion)
     fc1 = half.fc_train
     cap = margin["cap"]
     caps = [c for c in sorted((float(c) for c in st.gain_caps), reverse=True) if cap is None or c < cap]
