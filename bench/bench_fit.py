@@ -207,7 +207,7 @@ def personal(args):
     st = P.PersonalSettings(generations=args.generations, popsize=args.popsize, dt_ms=args.dt_ms,
                             regime=args.regime, coupling=args.coupling, robust_drop=robust_drop,
                             simulated_check=not args.no_simulated_check,
-                            robust_criterion=args.robust_criterion)
+                            robust_criterion=args.robust_criterion, refit_weights=not args.no_refit_weights)
     t0 = time.perf_counter()
     res = P.personalize_all(subs, out, st, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
@@ -219,10 +219,11 @@ def personal(args):
     print(f"{len(subs)} subject(s): {wall / 60:.1f} min in all ({fit_s / len(subs):.0f} s per subject), "
           f"{n_eval} CMA-ES evaluations, {n_eval / (fit_s / 60):.1f} evaluations/min (2 shared cores)")
     print(f"held-out r: mean {rs.mean():.3f} (min {rs.min():.3f}, max {rs.max():.3f})")
-    for name in next(iter(rows.values()))["baselines"]:
-        b = np.array([r["baselines"][name]["r"] for r in rows.values()])
-        beaten = sum(r["beats"][name] for r in rows.values())
-        print(f"  baseline {name:16s} mean r {np.nanmean(b):.3f}; twin better for {beaten}/{len(subs)}")
+    for name in dict.fromkeys(k for r in rows.values() for k in r["baselines"]):
+        have = [r for r in rows.values() if name in r["baselines"]]
+        b = np.array([r["baselines"][name]["r"] for r in have])
+        beaten = sum(r["beats"][name] for r in have)
+        print(f"  baseline {name:23s} mean r {np.nanmean(b):.3f} over {len(have)}; twin better for {beaten}/{len(have)}")
     drops = np.array([r["heldout"]["robustness_drop"] for r in rows.values()])
     print(f"robustness: r drop at ±5 % coupling mean {drops.mean():.3f}, max {drops.max():.3f}; "
           f"≤ 0.05 for {(drops <= 0.05).sum()}/{len(subs)}")
@@ -239,7 +240,8 @@ def personal(args):
     tag = ("" if args.regime == "excitatory" else f"_{args.regime}") + (
         "" if args.coupling == "structural" else f"_{args.coupling}") + (
         "_margin" if args.coupling == "effective" and robust_drop is not None else "") + (
-        "_bound" if args.robust_criterion == "bound" else "")
+        "_bound" if args.robust_criterion == "bound" else "") + (
+        "_refit" if args.coupling == "effective" and robust_drop is not None and not args.no_refit_weights else "")
     if "identified" in res:
         print(f"identifiability: own subject best for {res['identified']}/{len(subs)}; ranks {res['own_rank']}")
     if args.subjects is None:          # the README's figures come from runs over all subjects only
@@ -470,6 +472,9 @@ def main():
     p.add_argument("--no-simulated-check", action="store_true",
                    help="effective twin: choose the gain margin on the linearisation only (no first-half check "
                         "of the simulated twin at ±5 %% coupling)")
+    p.add_argument("--no-refit-weights", action="store_true",
+                   help="effective twin's gain caps: keep the uncapped fit's weights and refit only the noise "
+                        "variances (the twins measured before 2026-12-06)")
     p.add_argument("--robust-criterion", choices=["first_half", "bound"], default="first_half",
                    help="effective twin's simulated check: the drop against the first-half FC (default) or "
                         "the data-free bound sqrt(2 (1 - r(FC at K, FC at 0.95/1.05 K))), which bounds the drop "

@@ -79,7 +79,7 @@ from .optimizers import FitProblem, FreeParam, FitError, fit
 __all__ = ["PersonalError", "MIN_HALF_FRAMES", "OPERATING_POINT", "available_subjects", "load_subject",
            "subject_connectome", "SplitHalf", "split_halves", "split_subject", "fc_matrix",
            "heldout_scores", "LinearFit", "linear_fc", "fit_linear", "EffectiveFit", "effective_fc",
-           "fit_effective", "EC_PENALTIES", "gain_margin", "GAIN_CAPS", "ROBUST_CRITERIA", "drop_bound",
+           "fit_effective", "refit_effective", "EC_PENALTIES", "EC_MAX_GAIN", "gain_margin", "linearized_bound", "GAIN_CAPS", "ROBUST_CRITERIA", "drop_bound",
            "baselines", "baseline_fcs",
            "twin_from_linear", "PersonalProblem", "PersonalSettings", "personalize",
            "identifiability", "own_ranks"]
@@ -306,15 +306,16 @@ def fit_linear(weights, fc_train, per_region: bool = True, max_gain: float = 0.9
 #: :func:`fit_effective` tries by inner cross-validation within the first half
 EC_PENALTIES = (0.01, 0.1, 1.0)
 _EC_LOG_BOUND = 5.0       # effective weights within e^±5 of the gain-scaled structural weights
-_EC_MAX_RADIUS = 0.99     # spectral radius of the effective coupling (a stable linear network)
+#: largest spectral radius of the effective coupling :func:`fit_effective` allows (a stable linear network)
+EC_MAX_GAIN = 0.98
 
 
 @dataclass
 class EffectiveFit:
     """Linear-response model with personal **effective connectivity** (symmetric, on the SC support):
-    ``Σ = (I − A)⁻¹ diag(noise_var) (I − A)⁻ᵀ`` with ``A = gain · W ⊙ exp(Δ)`` (``W`` the
-    spectrally normalised SC, ``Δ = Δᵀ`` one log-ratio per SC edge, pulled toward 0 by
-    ``penalty · mean(Δ²)``).
+    ``Σ = (I − A)⁻¹ diag(noise_var) (I − A)⁻ᵀ`` with ``A = gain · E / ρ(E)``, ``E = W ⊙ exp(Δ)``
+    (``W`` the SC, ``Δ = Δᵀ`` one log-ratio per SC edge, pulled toward 0 by ``penalty · mean(Δ²)``;
+    ``ρ`` the spectral radius, so ``gain`` is the spectral radius of ``A``, at most ``max_gain``).
 
     ``penalty`` was chosen by inner cross-validation inside the fitted data (``cv``: penalty →
     mean r between its quarters, each fitted on one and scored on the other).
@@ -327,17 +328,20 @@ class EffectiveFit:
     r_train: float
     cv: dict
     iterations: int = 0
-
-    def coupling(self, weights) -> np.ndarray:
-        """The effective coupling matrix ``A`` (region, region) on ``weights``' SC."""
-        return self.gain * _spectral(weights) * np.exp(self.log_ratio)
+    max_gain: float = EC_MAX_GAIN
 
     def linear(self, weights) -> tuple[np.ndarray, LinearFit]:
         """The same model written as a one-gain SAR model on effective weights: (spectrally
-        normalised effective weights, :class:`LinearFit`), so every SAR → twin mapping applies."""
+        normalised effective weights ``E / ρ(E)``, :class:`LinearFit`), so every SAR → twin
+        mapping applies."""
         e = _spectral(weights) * np.exp(self.log_ratio)
-        rho = float(np.max(np.abs(np.linalg.eigvalsh(e))))
-        return e / rho, LinearFit(self.gain * rho, self.noise_var, self.r_train, self.iterations)
+        return e / np.max(np.linalg.eigvalsh(e)), LinearFit(self.gain, self.noise_var, self.r_train,
+                                                             self.iterations)
+
+    def coupling(self, weights) -> np.ndarray:
+        """The effective coupling matrix ``A`` (region, region) on ``weights``' SC."""
+        e, lin = self.linear(weights)
+        return lin.gain * e
 
 
 def effective_fc(weights, fit: EffectiveFit) -> np.ndarray:
@@ -370,7 +374,13 @@ def _fc_r_grad(a, d, fc_target, iu):
     return float(r), 2 * b.T @ h @ s, ((h @ b) * b).sum(0)
 
 
-def _fit_effective_once(w, fc, penalty, start: LinearFit, maxiter):
+def _fit_effective_once(w, fc, penalty, gain, noise_var, log_ratio, maxiter, max_gain):
+    """L-BFGS-B fit of (gain, log noise variances, one Δ per SC edge) from the given start.
+
+    ``A = g E / ρ(E)`` keeps the gain and the pattern of the weights apart: the spectral radius of
+    ``A`` is ``g`` itself (bounded by ``max_gain``, so the network stays stable without a barrier),
+    and with ``u`` the leading eigenvector of the symmetric ``E`` (``dρ = uᵀ dE u``),
+    ``dr/dE = (g/ρ) (dr/dA − ⟨dr/dA, E⟩/ρ · u uᵀ)``."""
     n = len(w)
     iu = np.triu_indices(n, 1)
     edges = np.nonzero(np.triu(w > 0, 1))
@@ -384,23 +394,30 @@ def _fit_effective_once(w, fc, penalty, start: LinearFit, maxiter):
     def neg(theta):
         g, d, delta = unpack(theta)
         e = w * np.exp(delta)
-        a = g * e
-        if np.max(np.linalg.eigvalsh(a)) >= _EC_MAX_RADIUS:
-            return 10.0, np.zeros_like(theta)      # unstable: L-BFGS backtracks
-        r, ga, gd = _fc_r_grad(a, d, fc, iu)
-        ge = ga * a
+        lam, vec = np.linalg.eigh(e)
+        rho, u = lam[-1], vec[:, -1]
+        r, ga, gd = _fc_r_grad(g * e / rho, d, fc, iu)
+        gae = (ga * e).sum()
+        ge = (g / rho) * (ga - gae / rho * np.outer(u, u)) * e
         x = theta[n + 1:]
         return (-r + penalty * np.mean(x ** 2),
-                np.concatenate([[-(ga * e).sum()], -gd * d, -(ge + ge.T)[edges] + 2 * penalty * x / m]))
+                np.concatenate([[-gae / rho], -gd * d, -(ge + ge.T)[edges] + 2 * penalty * x / m]))
 
-    x0 = np.concatenate([[start.gain], np.log(start.noise_var), np.zeros(m)])
+    x0 = np.concatenate([[min(float(gain), max_gain)], np.log(noise_var), np.asarray(log_ratio)[edges]])
     res = minimize(neg, x0, jac=True, method="L-BFGS-B", options={"maxiter": int(maxiter)},
-                   bounds=[(0.0, 0.98)] + [(-_LOG_D_BOUND, _LOG_D_BOUND)] * n + [(-_EC_LOG_BOUND, _EC_LOG_BOUND)] * m)
+                   bounds=[(0.0, max_gain)] + [(-_LOG_D_BOUND, _LOG_D_BOUND)] * n + [(-_EC_LOG_BOUND, _EC_LOG_BOUND)] * m)
     g, d, delta = unpack(res.x)
-    return g, d / d.mean(), delta, int(res.nit)
+    return float(g), d / d.mean(), delta, int(res.nit)
 
 
-def fit_effective(weights, bold_train, penalties=EC_PENALTIES, maxiter: int = 1000) -> EffectiveFit:
+def _check_max_gain(max_gain):
+    if not 0 < float(max_gain) < 1:
+        raise PersonalError(f"max_gain must be in (0, 1) (spectral radius of a stable network), got {max_gain}")
+    return float(max_gain)
+
+
+def fit_effective(weights, bold_train, penalties=EC_PENALTIES, maxiter: int = 1000,
+                  max_gain: float = EC_MAX_GAIN) -> EffectiveFit:
     """Fit a personal effective connectivity (:class:`EffectiveFit`) to a (first-half) BOLD.
 
     The symmetric log-ratios ``Δ`` on every SC edge, the gain and the ``n`` noise variances are
@@ -417,6 +434,9 @@ def fit_effective(weights, bold_train, penalties=EC_PENALTIES, maxiter: int = 10
         The subject's structural weights (symmetric; the support of the effective weights).
     bold_train : (n, frames) array
         The data the model may see (the first half). At least 2 × 20 frames.
+    max_gain : float
+        Largest spectral radius of the effective coupling ``A`` (in (0, 1)); see
+        :func:`refit_effective` for a fit under a smaller one.
     """
     w = _spectral(weights)
     b = np.asarray(bold_train, dtype=float)
@@ -427,20 +447,43 @@ def fit_effective(weights, bold_train, penalties=EC_PENALTIES, maxiter: int = 10
     pens = [float(p) for p in penalties]
     if not pens or min(pens) < 0:
         raise PersonalError(f"penalties must be a non-empty list of values ≥ 0, got {penalties}")
+    cap = _check_max_gain(max_gain)
     q = b.shape[1] // 2
     quarters = [np.corrcoef(b[:, :q]), np.corrcoef(b[:, q:2 * q])]
     starts = [fit_linear(weights, f) for f in quarters]
+    zero = np.zeros_like(w)
     cv = {}
     for pen in pens:
         rs = []
         for k in (0, 1):
-            g, d, delta, _ = _fit_effective_once(w, quarters[k], pen, starts[k], maxiter)
-            rs.append(_r(linear_fc(w * np.exp(delta), g, d), quarters[1 - k]))
+            g, d, delta, _ = _fit_effective_once(w, quarters[k], pen, starts[k].gain, starts[k].noise_var, zero,
+                                                 maxiter, cap)
+            rs.append(_r(effective_fc(weights, EffectiveFit(g, d, delta, pen, 0.0, {})), quarters[1 - k]))
         cv[pen] = float(np.mean(rs))
     pen = max(cv, key=cv.get)
     fc = np.corrcoef(b)
-    g, d, delta, nit = _fit_effective_once(w, fc, pen, fit_linear(weights, fc), maxiter)
-    return EffectiveFit(float(g), d, delta, pen, _r(linear_fc(w * np.exp(delta), g, d), fc), cv, nit)
+    start = fit_linear(weights, fc)
+    g, d, delta, nit = _fit_effective_once(w, fc, pen, start.gain, start.noise_var, zero, maxiter, cap)
+    fit = EffectiveFit(g, d, delta, pen, 0.0, cv, nit, cap)
+    fit.r_train = _r(effective_fc(weights, fit), fc)
+    return fit
+
+
+def refit_effective(weights, fc_train, fit: EffectiveFit, max_gain: float, maxiter: int = 1000) -> EffectiveFit:
+    """``fit`` refitted to ``fc_train`` with its spectral radius at most ``max_gain``: Δ, the gain
+    and the noise variances, started from ``fit``'s, its penalty kept (no new cross-validation).
+
+    The first-half FC hardly tells the gain from the weights' pattern: a lower gain with
+    re-shaped weights fits it about as well (README: the 12 subjects' held-out r at gains
+    0.7–0.98), and a network further from instability changes less when its coupling moves."""
+    w = _spectral(weights)
+    cap = _check_max_gain(max_gain)
+    fc = np.asarray(fc_train, dtype=float)
+    g, d, delta, nit = _fit_effective_once(w, fc, fit.penalty, fit.gain, fit.noise_var, fit.log_ratio,
+                                           maxiter, cap)
+    out = EffectiveFit(g, d, delta, fit.penalty, 0.0, dict(fit.cv), nit, cap)
+    out.r_train = _r(effective_fc(weights, out), fc)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -770,41 +813,74 @@ def drop_bound(fc_ref, fcs) -> float:
     return float(max((math.sqrt(max(0.0, 2.0 * (1.0 - r))) for r in rs), default=0.0))
 
 
+def linearized_bound(weights, lin: LinearFit, x_star: float, span: float = 0.05, regime=ALPHA) -> float:
+    """:func:`drop_bound` of the linearised twin of ``lin`` at ``x_star``: its FC at 1 × coupling
+    against its FC at 1 ± ``span`` × coupling (excitabilities kept). Reads no data; inf where a
+    neighbour is unstable."""
+    p = twin_from_linear(weights, lin, noise_level=1.0, x_star=x_star, regime=regime)
+    ws = _spectral(weights)
+    fcs = [linearized_fc(ws, p["coupling"] * f, p["x_ext"], p["noise_sd"], x_star, regime)
+           for f in (1.0, 1 - span, 1 + span)]
+    b = drop_bound(fcs[0], fcs[1:])
+    return b if np.isfinite(b) else float("inf")
+
+
 def gain_margin(weights, lin: LinearFit, fc_train, caps=None, limit: float = 0.05, span: float = 0.05,
-                regime=ALPHA) -> tuple[LinearFit, float, dict, dict]:
+                regime=ALPHA, refit=None, criterion: str = "first_half") -> tuple[LinearFit, float, dict, dict]:
     """Gain margin of a near-critical SAR fit, chosen on the first half only.
 
     The twin's operating point is chosen by :func:`choose_operating_point`; when even the best x*
     loses more than ``limit`` of first-half r at ±``span`` coupling, the gain is capped at each of
-    ``caps`` in turn (largest first; weights kept, the ``n`` noise variances refitted by
-    :func:`fit_linear` with ``max_gain=cap``) until the linearised first-half drop is ≤ ``limit``;
-    if no cap reaches it, the smallest is taken (and the record says so). Near the spectral radius
-    (gain → 1) a ±5 % coupling change moves each region's fixed point by an amount amplified by
-    ``(I − gW)⁻¹``, so the regional gains change unevenly; a lower gain trades a little first-half
-    r for a flat neighbourhood. Only ``fc_train`` is used.
+    ``caps`` in turn (largest first) until the linearised first-half drop is ≤ ``limit``; if no cap
+    reaches it, the smallest is taken (and the record says so). Each cap's model comes from
+    ``refit(cap)`` → ``(spectrally normalised weights, LinearFit)``; by default the weights are kept
+    and the ``n`` noise variances refitted (:func:`fit_linear` with ``max_gain=cap``); the effective
+    twin refits its effective weights too (:func:`refit_effective`), and its caller keeps the
+    weights of each cap. Near the spectral radius (gain → 1) a ±5 % coupling change moves each
+    region's fixed point by an amount amplified by ``(I − gW)⁻¹``, so the regional gains change
+    unevenly; a lower gain trades a little first-half r for a flat neighbourhood. Only ``fc_train``
+    is used. ``criterion`` (:data:`ROBUST_CRITERIA`) is what is compared with ``limit``: the
+    linearised first-half drop (``"first_half"``) or :func:`linearized_bound` (``"bound"``, no data).
 
     Returns
     -------
     (LinearFit, x_star, {x_star: drop} at that x*, record)
-        ``record``: ``limit``, ``cap`` (None: no cap needed), ``met`` (drop ≤ limit),
-        ``drop`` (first-half drop of the chosen twin), ``tried`` ({cap: {gain, x_star, drop, r_train}},
-        ``"none"`` the uncapped fit).
+        ``record``: ``limit``, ``cap`` (None: no cap needed), ``met`` (criterion ≤ limit),
+        ``drop`` (first-half drop of the chosen twin), ``bound`` (its linearised bound; only with
+        ``criterion="bound"``), ``tried`` ({cap: {gain, x_star, drop, r_train[, bound]}}, ``"none"``
+        the uncapped fit).
     """
+    _check_criterion(criterion)
     caps = GAIN_CAPS if caps is None else caps
-    x_star, drops = choose_operating_point(weights, lin, fc_train, span, regime=regime)
-    tried = {"none": {"gain": lin.gain, "x_star": x_star, "drop": drops[x_star], "r_train": lin.r_train}}
-    chosen = (None, lin, x_star, drops)
-    if drops[x_star] > limit:
+    if refit is None:
+        def refit(cap):
+            return weights, fit_linear(weights, fc_train, per_region=True, max_gain=cap)
+
+    key = "bound" if criterion == "bound" else "drop"
+
+    def candidate(w_c, l_c):
+        xs, dr = choose_operating_point(w_c, l_c, fc_train, span, regime=regime)
+        row = {"gain": l_c.gain, "x_star": xs, "drop": dr[xs], "r_train": l_c.r_train}
+        if criterion == "bound":
+            row["bound"] = linearized_bound(w_c, l_c, xs, span, regime)
+        return row, xs, dr
+
+    row, x_star, drops = candidate(weights, lin)
+    tried = {"none": row}
+    chosen = (None, lin, x_star, drops, row)
+    if row[key] > limit:
         for cap in sorted((float(c) for c in caps), reverse=True):
-            lc = fit_linear(weights, fc_train, per_region=True, max_gain=cap)
-            xs, dr = choose_operating_point(weights, lc, fc_train, span, regime=regime)
-            tried[f"{cap:g}"] = {"gain": lc.gain, "x_star": xs, "drop": dr[xs], "r_train": lc.r_train}
-            chosen = (cap, lc, xs, dr)
-            if dr[xs] <= limit:
+            w_c, l_c = refit(cap)
+            row, xs, dr = candidate(w_c, l_c)
+            tried[f"{cap:g}"] = row
+            chosen = (cap, l_c, xs, dr, row)
+            if row[key] <= limit:
                 break
-    cap, lin, x_star, drops = chosen
-    record = {"limit": float(limit), "cap": cap, "drop": float(drops[x_star]),
-              "met": bool(drops[x_star] <= limit), "tried": tried}
+    cap, lin, x_star, drops, row = chosen
+    record = {"limit": float(limit), "cap": cap, "drop": float(drops[x_star]), "met": bool(row[key] <= limit),
+              "tried": tried}
+    if criterion == "bound":
+        record["bound"] = float(row["bound"])
     return lin, x_star, drops, record
 
 
@@ -883,15 +959,15 @@ class PersonalSettings:
         regional noise from :func:`fit_linear`) or ``"effective"`` (opt-in: a personal effective
         connectivity on the SC support, :func:`fit_effective`, first half only; the twin's
         connectome then carries the effective weights and the SC's tract lengths, and its
-        zero-frequency response is that model; adds the ``linear_effective`` baseline).
+        zero-frequency response is that model; adds the ``linear_effective`` baseline, and
+        ``linear_effective_capped`` when the gain margin refitted it under a cap).
     ec_maxiter : int
         L-BFGS iterations of each :func:`fit_effective` fit (7 fits per subject).
     robust_drop : float or None
         Gain margin of the effective twin (``coupling="effective"`` only; None: off): when its
         linearised first-half r drops by more than this at ±``robustness`` coupling, the gain is
         capped at the first of ``gain_caps`` (largest first) that brings the drop within it, the
-        effective weights kept and the noise variances refitted (:func:`gain_margin`; first half
-        only). The effective fit puts the gain at 0.92–0.97 of the spectral radius for most
+        model refitted under that cap (``refit_weights``; :func:`gain_margin`; first half only). The effective fit puts the gain at 0.92–0.97 of the spectral radius for most
         subjects, where ±5 % coupling moves the fixed points unevenly. The structural twin is
         never capped (its fit is stored unchanged).
     gain_caps : tuple of float
@@ -911,6 +987,11 @@ class PersonalSettings:
         unit-norm), so with a the twin's FC at 1 × coupling and b its FC at 0.95 or 1.05 × coupling
         (the scored run, common random numbers) a bound within the limit guarantees the held-out
         drop within it too.
+    refit_weights : bool
+        With the gain margin: each cap refits the effective weights as well (:func:`refit_effective`:
+        Δ, gain ≤ cap and noise variances, the penalty kept; first half only), so the pattern of the
+        weights makes up for the lower gain (default); False keeps the uncapped fit's weights and
+        refits only the noise variances (the twins measured before 2026-12-06).
     """
 
     fit_duration_s: float | None = None
@@ -931,6 +1012,7 @@ class PersonalSettings:
     gain_caps: tuple = GAIN_CAPS
     simulated_check: bool = True
     robust_criterion: str = "first_half"
+    refit_weights: bool = True
 
     def __post_init__(self):
         _check_criterion(self.robust_criterion)
@@ -979,7 +1061,8 @@ def _factor_run(problem, unit, factors, st: PersonalSettings, final_dur: float, 
 
 
 def robust_selection(weights, conn, half: SplitHalf, st: PersonalSettings, margin: dict, lin: LinearFit,
-                     x_star: float, x_drops: dict, problem, values: dict, run, factors, final_dur: float):
+                     x_star: float, x_drops: dict, problem, values: dict, run, factors, final_dur: float,
+                     refit=None):
     """The gain margin checked on the simulated twin, on the first half only (or on no data).
 
     ``run`` (:func:`_factor_run`: the fitted twin at ``factors`` × coupling) is scored against the
@@ -992,14 +1075,20 @@ def robust_selection(weights, conn, half: SplitHalf, st: PersonalSettings, margi
     CMA-ES's move), then each smaller cap of
     ``st.gain_caps`` (noise variances refitted with that cap, operating point re-chosen), each with
     the fitted noise level and speed. The first candidate within the limit is the twin; if none is,
-    the last (smallest cap). Every try goes into ``margin["simulated"]`` (``cap``, ``gain``,
+    the last (smallest cap). ``refit(cap)`` → ``(weights, connectome, LinearFit)`` gives each cap's
+    model (default: ``weights`` and ``conn`` kept, the noise variances refitted; the effective twin
+    refits its effective weights, :func:`refit_effective`). Every try goes into ``margin["simulated"]`` (``cap``, ``gain``,
     ``coupling``, ``x_star``, ``train_r``, ``train_drop``, ``bound``, ``source``); ``margin["cap"]``,
     ``margin["drop"]``/``["met"]`` (linearised), ``margin["met_simulated"]`` (the criterion within
     the limit) and ``margin["criterion"]`` describe the twin. The held-out half is never read.
 
-    Returns ``(lin, x_star, x_drops, problem, values, run)`` of the chosen twin.
+    Returns ``(lin, x_star, x_drops, problem, values, run)`` of the chosen twin (its connectome:
+    ``problem.connectome``).
     """
     fc1 = half.fc_train
+    if refit is None:
+        def refit(c):
+            return weights, conn, fit_linear(weights, fc1, per_region=True, max_gain=c)
     cap = margin["cap"]
     caps = [c for c in sorted((float(c) for c in st.gain_caps), reverse=True) if cap is None or c < cap]
     candidates = [("linear mapping", cap)] + [("cap", c) for c in caps]
@@ -1018,13 +1107,15 @@ def robust_selection(weights, conn, half: SplitHalf, st: PersonalSettings, margi
         source, cap_next = candidates.pop(0)
         if source == "cap":
             cap = cap_next
-            lin = fit_linear(weights, fc1, per_region=True, max_gain=cap)
+            weights, conn, lin = refit(cap)
             x_star, x_drops = choose_operating_point(weights, lin, fc1, st.robustness, regime=st.regime)
             problem = _personal_problem(conn, lin, half, st, problem.duration_s, x_star)
         values = {**values, "coupling": coupling_for_gain(lin.gain, x_star, st.regime)}
         run = _factor_run(problem, problem.encode(values), factors, st, final_dur, half.tr_s)
-    lin_drop = float(x_drops[x_star])             # the linearised drop of the chosen twin
-    margin.update(cap=cap, drop=lin_drop, met=bool(lin_drop <= margin["limit"]), simulated=tries,
+    lin_drop = lin_value = float(x_drops[x_star])     # the linearised drop of the chosen twin
+    if st.robust_criterion == "bound":
+        lin_value = margin["bound"] = linearized_bound(weights, lin, x_star, st.robustness, st.regime)
+    margin.update(cap=cap, drop=lin_drop, met=bool(lin_value <= margin["limit"]), simulated=tries,
                   met_simulated=bool(crit <= st.robust_drop), criterion=st.robust_criterion)
     return lin, x_star, x_drops, problem, values, run
 
@@ -1077,18 +1168,36 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
     lin = fit_linear(w, fc1, per_region=True)
     base = baselines(w, half, others, linear_global=lin_g, linear_regional=lin)
     sc_hash, ec, w_twin = conn.content_hash(), None, w
+    sc_conn = conn
+
+    def effective_conn(w_eff):
+        return Connectome.from_arrays(w_eff, ds["tract_lengths"].values, sc_conn.centres, sc_conn.labels,
+                                      axes=ds.attrs.get("axes", "RAS"), name=f"{ds.attrs['name']} effective",
+                                      source=ds.attrs["source"])
+
+    ec_fits, refit_margin, refit_select = {}, None, None
     if st.coupling == "effective":
-        ec = fit_effective(w, half.train, maxiter=st.ec_maxiter)
+        ec = ec_fits[None] = fit_effective(w, half.train, maxiter=st.ec_maxiter)
         base["linear_effective"] = heldout_scores(effective_fc(w, ec), half)
         # the effective model is a one-gain SAR model on its (spectrally normalised) weights
         w_twin, lin = ec.linear(w)
-        conn = Connectome.from_arrays(w_twin, ds["tract_lengths"].values, conn.centres, conn.labels,
-                                      axes=ds.attrs.get("axes", "RAS"), name=f"{ds.attrs['name']} effective",
-                                      source=ds.attrs["source"])
+        conn = effective_conn(w_twin)
+        if st.refit_weights:
+            def refit_margin(cap):                      # each cap's effective fit, once (first half)
+                if cap not in ec_fits:
+                    ec_fits[cap] = refit_effective(w, fc1, ec, cap, st.ec_maxiter)
+                return ec_fits[cap].linear(w)
+
+            def refit_select(cap):
+                w_cap, lin_cap = refit_margin(cap)
+                return w_cap, effective_conn(w_cap), lin_cap
     margin = None
     if ec is not None and st.robust_drop is not None:
         lin, x_star, x_drops, margin = gain_margin(w_twin, lin, fc1, st.gain_caps, st.robust_drop,
-                                                   st.robustness, st.regime)
+                                                   st.robustness, st.regime, refit_margin, st.robust_criterion)
+        if refit_margin is not None and margin["cap"] is not None:
+            w_twin, lin = refit_margin(margin["cap"])
+            conn = effective_conn(w_twin)
     else:
         x_star, x_drops = choose_operating_point(w_twin, lin, fc1, st.robustness, regime=st.regime)
 
@@ -1111,7 +1220,12 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
     run = _factor_run(problem, fres.best_unit, factors, st, final_dur, half.tr_s)
     if margin is not None and st.simulated_check:
         lin, x_star, x_drops, problem, values, run = robust_selection(
-            w_twin, conn, half, st, margin, lin, x_star, x_drops, problem, values, run, factors, final_dur)
+            w_twin, conn, half, st, margin, lin, x_star, x_drops, problem, values, run, factors, final_dur,
+            refit_select)
+        conn = problem.connectome
+    capped = ec_fits.get(margin["cap"]) if margin is not None and margin["cap"] is not None else None
+    if capped is not None:                  # the twin's own linear model, refitted under its cap
+        base["linear_effective_capped"] = heldout_scores(effective_fc(w, capped), half)
     kwargs, res, sim_bold, fcs = run
     robustness = {f"{f:.2f}": heldout_scores(fc, half)["r"] for f, fc in zip(factors, fcs)}
     scores = heldout_scores(fcs[1], half, bold_model=sim_bold[1])
@@ -1122,7 +1236,9 @@ def personalize(subject: str, settings: PersonalSettings | None = None, others_f
         "subject": subject, "connectome_hash": conn.content_hash(), "sc_hash": sc_hash,
         "coupling": st.coupling, "effective": None if ec is None else {
             "penalty": ec.penalty, "cv": {f"{k:g}": v for k, v in ec.cv.items()}, "r_train": ec.r_train,
-            "gain": ec.gain, "iterations": ec.iterations, "margin": margin},
+            "gain": ec.gain, "iterations": ec.iterations, "margin": margin, "refit_weights": st.refit_weights,
+            "capped": None if capped is None else {
+                k: getattr(capped, k) for k in ("gain", "max_gain", "r_train", "iterations")}},
         "data": {"source": ds.attrs["source"], "tr_s": half.tr_s, "tr_documented": bool(ds.attrs["tr_documented"]),
                  "frames_per_half": half.frames, "split": "first half fitted, second half held out"},
         "values": values,
