@@ -271,3 +271,72 @@ def test_unknown_robust_criterion_is_refused():
     st.robust_criterion = "second_half"                 # set after construction: refused before any work
     with pytest.raises(P.PersonalError, match="robust_criterion must be one of"):
         P.personalize("gw:NAP_013", st, others_fc={})
+
+
+def test_effective_objective_gradient_matches_finite_differences():
+    # a small network (12 regions, a sparse symmetric SC) so every derivative can be checked
+    rng = np.random.default_rng(3)
+    n = 12
+    w = rng.uniform(0.1, 1.0, (n, n)) * (rng.uniform(size=(n, n)) < 0.6)
+    w = np.triu(w, 1) + np.triu(w, 1).T
+    w = P._spectral(w)
+    m = len(np.nonzero(np.triu(w > 0, 1))[0])
+    x = rng.normal(size=(n, 200))
+    fc = np.corrcoef(x + 0.5 * x[rng.permutation(n)])
+    theta = np.concatenate([[0.7], 0.3 * rng.normal(size=n), 0.4 * rng.normal(size=m)])
+    f, grad = P._effective_objective(theta, w, fc, 0.1)
+    h = 1e-6
+    num = np.array([(P._effective_objective(theta + h * np.eye(len(theta))[k], w, fc, 0.1)[0]
+                     - P._effective_objective(theta - h * np.eye(len(theta))[k], w, fc, 0.1)[0]) / (2 * h)
+                    for k in range(len(theta))])
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
+    # the gain is the spectral radius of A whatever Δ is
+    g, d, delta = P._ec_unpack(theta, w)
+    fit = P.EffectiveFit(g, d / d.mean(), delta, 0.1, 0.0, {})
+    assert np.max(np.abs(np.linalg.eigvalsh(fit.coupling(w)))) == pytest.approx(0.7)
+
+
+def test_refit_under_a_cap_keeps_the_gain_below_it_and_fits_better_than_capping_the_noise_alone(fitted):
+    w, half, ec = fitted
+    fc1 = half.fc_train
+    capped = P.refit_effective(w, fc1, ec, 0.7, maxiter=150)
+    assert capped.gain <= 0.7 + 1e-12 and capped.max_gain == 0.7 and capped.penalty == ec.penalty
+    assert np.max(np.abs(np.linalg.eigvalsh(capped.coupling(w)))) <= 0.7 + 1e-9
+    np.testing.assert_array_equal(capped.log_ratio, capped.log_ratio.T)
+    assert np.all(capped.log_ratio[w == 0] == 0)
+    assert capped.r_train == pytest.approx(P._r(P.effective_fc(w, capped), fc1), abs=1e-12)
+    # the weights' pattern makes up for the lower gain: better on the first half than the same
+    # cap with the uncapped weights kept and only the noise variances refitted
+    e, _ = ec.linear(w)
+    noise_only = P.fit_linear(e, fc1, max_gain=0.7)
+    assert capped.r_train > noise_only.r_train + 0.01
+    with pytest.raises(P.PersonalError, match=r"max_gain must be in \(0, 1\)"):
+        P.refit_effective(w, fc1, ec, 1.0)
+
+
+def test_linearized_bound_bounds_the_linearised_drop_against_any_fc_and_drives_the_bound_margin(fitted):
+    w, half, ec = fitted
+    e, lin = ec.linear(w)
+    xs = P.OPERATING_POINT
+    bound = P.linearized_bound(e, lin, xs)
+    p = P.twin_from_linear(e, lin, 1.0, xs)
+    fcs = [P.linearized_fc(e, p["coupling"] * f, p["x_ext"], p["noise_sd"], xs) for f in (0.95, 1, 1.05)]
+    for target in (half.fc_train, half.fc_test, fcs[1], np.eye(94) + 0.1):
+        rs = [P._r(fc, target) for fc in fcs]
+        assert rs[1] - min(rs) <= bound + 1e-12
+    # with criterion="bound" the caps are walked until the linearised bound is within the limit
+    fits = {}
+
+    def refit(cap):
+        fits[cap] = P.refit_effective(w, half.fc_train, ec, cap, maxiter=60)
+        return fits[cap].linear(w)
+
+    lin_c, x_c, _, rec = P.gain_margin(e, lin, half.fc_train, caps=(0.9, 0.7), limit=0.05, refit=refit,
+                                       criterion="bound")
+    assert all("bound" in v for v in rec["tried"].values())
+    assert rec["met"] == (rec["bound"] <= 0.05)
+    if rec["cap"] is not None:
+        assert rec["tried"]["none"]["bound"] > 0.05 and lin_c.gain == pytest.approx(fits[rec["cap"]].gain)
+        assert rec["bound"] == pytest.approx(P.linearized_bound(fits[rec["cap"]].linear(w)[0], lin_c, x_c), abs=1e-12)
+    with pytest.raises(P.PersonalError, match="robust_criterion"):
+        P.gain_margin(e, lin, half.fc_train, criterion="held_out")

@@ -374,39 +374,46 @@ def _fc_r_grad(a, d, fc_target, iu):
     return float(r), 2 * b.T @ h @ s, ((h @ b) * b).sum(0)
 
 
-def _fit_effective_once(w, fc, penalty, gain, noise_var, log_ratio, maxiter, max_gain):
-    """L-BFGS-B fit of (gain, log noise variances, one Δ per SC edge) from the given start.
+def _ec_unpack(theta, w):
+    """(gain, noise variances, symmetric Δ) from the parameter vector of :func:`_effective_objective`."""
+    n = len(w)
+    delta = np.zeros((n, n))
+    delta[np.nonzero(np.triu(w > 0, 1))] = theta[n + 1:]
+    return theta[0], np.exp(theta[1:n + 1]), delta + delta.T
 
-    ``A = g E / ρ(E)`` keeps the gain and the pattern of the weights apart: the spectral radius of
-    ``A`` is ``g`` itself (bounded by ``max_gain``, so the network stays stable without a barrier),
-    and with ``u`` the leading eigenvector of the symmetric ``E`` (``dρ = uᵀ dE u``),
-    ``dr/dE = (g/ρ) (dr/dA − ⟨dr/dA, E⟩/ρ · u uᵀ)``."""
+
+def _effective_objective(theta, w, fc, penalty):
+    """−r(model FC, ``fc``) + ``penalty`` · mean(Δ²) and its gradient in θ = (g, log d, Δ per SC edge).
+
+    ``A = g E / ρ(E)``, ``E = w ⊙ exp(Δ)``, keeps the gain and the pattern of the weights apart: the
+    spectral radius of ``A`` is ``g`` itself (bounded in the fit, so the network stays stable
+    without a barrier), and with ``u`` the leading eigenvector of the symmetric ``E``
+    (``dρ = uᵀ dE u``), ``dr/dE = (g/ρ) (dr/dA − ⟨dr/dA, E⟩/ρ · u uᵀ)``."""
     n = len(w)
     iu = np.triu_indices(n, 1)
     edges = np.nonzero(np.triu(w > 0, 1))
-    m = len(edges[0])
+    g, d, delta = _ec_unpack(theta, w)
+    e = w * np.exp(delta)
+    lam, vec = np.linalg.eigh(e)
+    rho, u = lam[-1], vec[:, -1]
+    r, ga, gd = _fc_r_grad(g * e / rho, d, fc, iu)
+    gae = (ga * e).sum()
+    ge = (g / rho) * (ga - gae / rho * np.outer(u, u)) * e
+    x = theta[n + 1:]
+    return (-r + penalty * np.mean(x ** 2),
+            np.concatenate([[-gae / rho], -gd * d, -(ge + ge.T)[edges] + 2 * penalty * x / len(x)]))
 
-    def unpack(theta):
-        delta = np.zeros((n, n))
-        delta[edges] = theta[n + 1:]
-        return theta[0], np.exp(theta[1:n + 1]), delta + delta.T
 
-    def neg(theta):
-        g, d, delta = unpack(theta)
-        e = w * np.exp(delta)
-        lam, vec = np.linalg.eigh(e)
-        rho, u = lam[-1], vec[:, -1]
-        r, ga, gd = _fc_r_grad(g * e / rho, d, fc, iu)
-        gae = (ga * e).sum()
-        ge = (g / rho) * (ga - gae / rho * np.outer(u, u)) * e
-        x = theta[n + 1:]
-        return (-r + penalty * np.mean(x ** 2),
-                np.concatenate([[-gae / rho], -gd * d, -(ge + ge.T)[edges] + 2 * penalty * x / m]))
-
+def _fit_effective_once(w, fc, penalty, gain, noise_var, log_ratio, maxiter, max_gain):
+    """L-BFGS-B fit of :func:`_effective_objective` from the given start, the gain within [0, max_gain]."""
+    n = len(w)
+    edges = np.nonzero(np.triu(w > 0, 1))
     x0 = np.concatenate([[min(float(gain), max_gain)], np.log(noise_var), np.asarray(log_ratio)[edges]])
-    res = minimize(neg, x0, jac=True, method="L-BFGS-B", options={"maxiter": int(maxiter)},
-                   bounds=[(0.0, max_gain)] + [(-_LOG_D_BOUND, _LOG_D_BOUND)] * n + [(-_EC_LOG_BOUND, _EC_LOG_BOUND)] * m)
-    g, d, delta = unpack(res.x)
+    res = minimize(_effective_objective, x0, args=(w, fc, penalty), jac=True, method="L-BFGS-B",
+                   options={"maxiter": int(maxiter)},
+                   bounds=[(0.0, max_gain)] + [(-_LOG_D_BOUND, _LOG_D_BOUND)] * n
+                   + [(-_EC_LOG_BOUND, _EC_LOG_BOUND)] * len(edges[0]))
+    g, d, delta = _ec_unpack(res.x, w)
     return float(g), d / d.mean(), delta, int(res.nit)
 
 
