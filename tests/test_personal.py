@@ -140,3 +140,21 @@ def test_identifiability_ranks_each_twin_among_all_held_out_subjects():
     assert float(mat.sel(twin="b", subject="d")) == pytest.approx(
         np.corrcoef(base["c"][iu], held["d"][iu])[0, 1])
     assert P.own_ranks(mat) == {"a": 1, "b": 2}
+
+
+def test_personalize_cli_passes_node_coupling_and_robustness_criterion_to_the_fit(tmp_path, monkeypatch):
+    from neurotwin_dash import cli
+    seen = {}
+
+    def fake(subject, settings, **kw):
+        seen["subject"], seen["settings"] = subject, settings
+        raise SystemExit(0)                      # stop before writing: only the mapping is under test
+
+    monkeypatch.setattr(P, "personalize", fake)
+    with pytest.raises(SystemExit):
+        cli.main(["personalize", "--subject", "gw:NAP_013", "--out", str(tmp_path / "t"), "--coupling", "effective",
+                  "--robust-criterion", "bound", "--regime", "excitatory"])
+    st = seen["settings"]
+    assert seen["subject"] == "gw:NAP_013"
+    assert (st.coupling, st.robust_criterion, st.regime, st.refit_weights) == ("effective", "bound", "excitatory", True)
+    assert not (tmp_path / "t").exists()

@@ -1496,6 +1496,9 @@ def add_personalize_parser(sub):
     p.add_argument("--coupling", choices=["structural", "effective"], default="structural",
                    help="twin's network weights: the subject's SC (default) or a personal effective connectivity "
                         "fitted on the first half (opt-in)")
+    p.add_argument("--robust-criterion", choices=list(ROBUST_CRITERIA), default="first_half",
+                   help="effective twin's robustness check at ±5%% coupling: the drop against the first-half FC "
+                        "(default) or the data-free bound that holds for the held-out FC too (bound)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_personalize_cli)
 
@@ -1508,6 +1511,7 @@ def _personalize_cli(args):
         st.popsize = args.popsize
     st.regime = args.regime
     st.coupling = args.coupling
+    st.robust_criterion = args.robust_criterion
     subs = available_subjects() if args.subject == ["all"] else args.subject
     if len(subs) == 1:
         load_subject(subs[0])
