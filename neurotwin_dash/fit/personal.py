@@ -79,7 +79,8 @@ from .optimizers import FitProblem, FreeParam, FitError, fit
 __all__ = ["PersonalError", "MIN_HALF_FRAMES", "OPERATING_POINT", "available_subjects", "load_subject",
            "subject_connectome", "SplitHalf", "split_halves", "split_subject", "fc_matrix",
            "heldout_scores", "LinearFit", "linear_fc", "fit_linear", "EffectiveFit", "effective_fc",
-           "fit_effective", "refit_effective", "EC_PENALTIES", "EC_MAX_GAIN", "gain_margin", "linearized_bound", "GAIN_CAPS", "ROBUST_CRITERIA", "drop_bound",
+           "fit_effective", "refit_effective", "EC_PENALTIES", "EC_MAX_GAIN", "gain_margin",
+           "linearized_bound", "GAIN_CAPS", "ROBUST_CRITERIA", "drop_bound",
            "baselines", "baseline_fcs",
            "twin_from_linear", "PersonalProblem", "PersonalSettings", "personalize",
            "identifiability", "own_ranks"]
