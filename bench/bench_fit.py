@@ -25,6 +25,11 @@ same SAR fit; peak over the FOOOF aperiodic fit in 8–12 Hz, mean ± sd over re
 tACS at its peak frequency (PLV to the drive vs sham, paired over seeds, 95 % CI); figure
 ``bench/figures/personal_alpha_spectrum.png``, numbers ``bench/figures/personal_alpha.json``.
 
+``twin-band TWIN.nc``: the same spectrum and tACS measures for a personal twin file as it was fitted
+(its parameters, connectome, speed and start; e.g. an effective twin from ``personal``).
+
+    python bench/bench_fit.py twin-band twins/hcp_101309/twin.nc
+
 ``personal-linear``: the same split-half evaluation for all 12 subjects in minutes, with the twin
 replaced by its exact linearisation around its fixed point (``personal.linearized_fc``; no
 simulation): held-out r, baselines, ±5 % coupling, identifiability. It bounds what the simulated
@@ -251,6 +256,42 @@ def personal(args):
         shutil.copyfile(out / subs[0].replace(":", "_") / "report.png",
                         FIG / f"personal_{subs[0].replace(':', '_')}{tag}.png")
     print(f"outputs in {out}")
+
+
+def twin_band(args):
+    """Spectrum (peak over the aperiodic fit in 8–12 Hz, region-mean PSD peak) and tACS at the peak
+    (PLV vs sham, paired over seeds, 95 % CI) of a personal twin file, with its own parameters."""
+    from neurotwin_dash.analysis import spectra
+    from neurotwin_dash.simulate import Drive, simulate
+    from neurotwin_dash.stimulation.effects import stimulation_effect
+    from neurotwin_dash.stimulation.waveforms import TACS
+    from neurotwin_dash.twin import Twin
+    kw = Twin.load(args.twin).simulate_kwargs()
+    prm, conn, start, norm = kw["params"], kw["connectome"], kw.get("initial"), kw["normalisation"]
+    t0 = time.perf_counter()
+    res = simulate(kw["model"], conn, params=prm, duration_s=args.duration + 5.0, dt_ms=kw["dt_ms"],
+                   sample_rate_hz=200.0, transient_s=5.0, normalisation=norm, record=["exc"],
+                   seed=list(range(args.seeds)), initial=start)
+    psd = spectra.welch(res["exc"], window_s=4.0)
+    pk = spectra.peak_over_aperiodic(psd, band=(8.0, 12.0))
+    mean_psd = psd.mean(("region", "batch"))
+    f = mean_psd["frequency"].values
+    sel = (f >= 2) & (f <= 30)
+    print(f"{args.twin}: peak/aperiodic in 8-12 Hz {float(pk.ratio.mean()):.2f} ± {float(pk.ratio.std()):.2f} at "
+          f"{float(pk.peak_frequency.mean()):.1f} ± {float(pk.peak_frequency.std()):.1f} Hz (regions × {args.seeds} "
+          f"seeds); region-mean PSD peak (2-30 Hz) {f[sel][np.argmax(mean_psd.values[sel])]:.2f} Hz; speed "
+          f"{float(prm['speed_m_s']):.1f} m/s; {time.perf_counter() - t0:.0f} s", flush=True)
+    f_drive = round(float(pk.peak_frequency.mean()) * 2) / 2
+    for amp in args.amplitudes:
+        eff = stimulation_effect(kw["model"], conn, Drive(spatial=np.full(len(conn.weights), amp),
+                                                          waveform=TACS(frequency_hz=f_drive)),
+                                 n_seeds=args.seeds, variable="exc", frequency_hz=f_drive, params=prm,
+                                 duration_s=args.tacs_duration + 2.0, transient_s=2.0, dt_ms=kw["dt_ms"],
+                                 sample_rate_hz=200.0, band=(8.0, 12.0), normalisation=norm, initial=start)
+        per, e = eff["per_seed"].sel(outcome="plv"), eff.sel(outcome="plv")
+        print(f"tACS {f_drive} Hz, amplitude {amp}: PLV sham {float(per.sel(condition=0).mean()):.3f}, stimulated "
+              f"{float(per.sel(condition=1).mean()):.3f}; paired effect {float(e['effect'].squeeze()):+.3f} "
+              f"(95 % CI {float(e['ci_low'].squeeze()):+.3f} … {float(e['ci_high'].squeeze()):+.3f})", flush=True)
 
 
 def personal_linear(args):
@@ -492,11 +533,18 @@ def main():
     q2.add_argument("--speed", type=float, default=10.0, help="conduction speed (m/s)")
     q2.add_argument("--amplitudes", type=float, nargs="*", default=[0.0005, 0.002],
                     help="tACS amplitudes (excitatory input units; noise level 0.01 per 1-ms sample)")
+    q4 = sub.add_parser("twin-band")
+    q4.add_argument("twin", help="a personal twin file (twin.nc)")
+    q4.add_argument("--seeds", type=int, default=5)
+    q4.add_argument("--duration", type=float, default=60.0, help="simulated s per spectrum run")
+    q4.add_argument("--tacs-duration", type=float, default=20.0, help="simulated s per tACS arm")
+    q4.add_argument("--amplitudes", type=float, nargs="*", default=[0.0005, 0.002],
+                    help="tACS amplitudes (excitatory input units)")
     args = ap.parse_args()
     logging.getLogger("distributed").setLevel(logging.WARNING)
     {"hcp": hcp, "ad": ad, "personal": personal,
      "personal-linear": personal_linear, "personal-alpha": personal_alpha,
-     "personal-ec": personal_ec}[args.what.replace("_", "-")](args)
+     "personal-ec": personal_ec, "twin-band": twin_band}[args.what.replace("_", "-")](args)
 
 
 if __name__ == "__main__":
