@@ -515,7 +515,7 @@ def main():
                         "of the simulated twin at ±5 %% coupling)")
     p.add_argument("--no-refit-weights", action="store_true",
                    help="effective twin's gain caps: keep the uncapped fit's weights and refit only the noise "
-                        "variances (the twins measured before 2026-12-06)")
+                        "variances (the effective twins measured before this option)")
     p.add_argument("--robust-criterion", choices=["first_half", "bound"], default="first_half",
                    help="effective twin's simulated check: the drop against the first-half FC (default) or "
                         "the data-free bound sqrt(2 (1 - r(FC at K, FC at 0.95/1.05 K))), which bounds the drop "

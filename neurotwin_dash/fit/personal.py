@@ -839,7 +839,7 @@ def gain_margin(weights, lin: LinearFit, fc_train, caps=None, limit: float = 0.0
 
     The twin's operating point is chosen by :func:`choose_operating_point`; when even the best x*
     loses more than ``limit`` of first-half r at ±``span`` coupling, the gain is capped at each of
-    ``caps`` in turn (largest first) until the linearised first-half drop is ≤ ``limit``; if no cap
+    ``caps`` in turn (largest first) until the ``criterion`` (below) is ≤ ``limit``; if no cap
     reaches it, the smallest is taken (and the record says so). Each cap's model comes from
     ``refit(cap)`` → ``(spectrally normalised weights, LinearFit)``; by default the weights are kept
     and the ``n`` noise variances refitted (:func:`fit_linear` with ``max_gain=cap``); the effective
@@ -975,8 +975,9 @@ class PersonalSettings:
         Gain margin of the effective twin (``coupling="effective"`` only; None: off): when its
         linearised first-half r drops by more than this at ±``robustness`` coupling, the gain is
         capped at the first of ``gain_caps`` (largest first) that brings the drop within it, the
-        model refitted under that cap (``refit_weights``; :func:`gain_margin`; first half only). The effective fit puts the gain at 0.92–0.97 of the spectral radius for most
-        subjects, where ±5 % coupling moves the fixed points unevenly. The structural twin is
+        model refitted under that cap (``refit_weights``; :func:`gain_margin`; first half only).
+        The uncapped effective fit puts the gain at 0.8–0.98 of the spectral radius, where ±5 %
+        coupling moves the fixed points unevenly. The structural twin is
         never capped (its fit is stored unchanged).
     gain_caps : tuple of float
         Caps :func:`gain_margin` tries (units of the spectral radius).
@@ -999,7 +1000,7 @@ class PersonalSettings:
         With the gain margin: each cap refits the effective weights as well (:func:`refit_effective`:
         Δ, gain ≤ cap and noise variances, the penalty kept; first half only), so the pattern of the
         weights makes up for the lower gain (default); False keeps the uncapped fit's weights and
-        refits only the noise variances (the twins measured before 2026-12-06).
+        refits only the noise variances (the effective twins measured before this option).
     """
 
     fit_duration_s: float | None = None
@@ -1081,13 +1082,14 @@ def robust_selection(weights, conn, half: SplitHalf, st: PersonalSettings, margi
     the drop; ``"bound"``: the bound) exceeds ``st.robust_drop``, the next candidate is simulated:
     first the same gain with the coupling of the linear mapping (:func:`coupling_for_gain`, undoing
     CMA-ES's move), then each smaller cap of
-    ``st.gain_caps`` (noise variances refitted with that cap, operating point re-chosen), each with
+    ``st.gain_caps`` (the model refitted under that cap, operating point re-chosen), each with
     the fitted noise level and speed. The first candidate within the limit is the twin; if none is,
     the last (smallest cap). ``refit(cap)`` → ``(weights, connectome, LinearFit)`` gives each cap's
     model (default: ``weights`` and ``conn`` kept, the noise variances refitted; the effective twin
-    refits its effective weights, :func:`refit_effective`). Every try goes into ``margin["simulated"]`` (``cap``, ``gain``,
-    ``coupling``, ``x_star``, ``train_r``, ``train_drop``, ``bound``, ``source``); ``margin["cap"]``,
-    ``margin["drop"]``/``["met"]`` (linearised), ``margin["met_simulated"]`` (the criterion within
+    refits its effective weights, :func:`refit_effective`). Every try goes into ``margin["simulated"]``
+    (``cap``, ``gain``, ``coupling``, ``x_star``, ``train_r``, ``train_drop``, ``bound``, ``source``);
+    ``margin["cap"]``, ``margin["drop"]``/``["met"]`` (linearised; ``["bound"]`` too with the bound
+    criterion), ``margin["met_simulated"]`` (the criterion within
     the limit) and ``margin["criterion"]`` describe the twin. The held-out half is never read.
 
     Returns ``(lin, x_star, x_drops, problem, values, run)`` of the chosen twin (its connectome:
