@@ -11,7 +11,7 @@ import pytest
 
 from neurotwin_dash import sweep
 from neurotwin_dash.ui.explorer import parse_query
-from neurotwin_dash.ui.fitmonitor import FitMonitor, MonitorState, explorer_url
+from neurotwin_dash.ui.fitmonitor import FitMonitor, MonitorState, explorer_url, personal_table
 
 
 def test_sweep_runs_in_the_background_and_its_heatmap_links_to_the_explorer(tmp_path):
@@ -197,3 +197,18 @@ def test_personal_mode_runs_personalize_off_the_event_loop_and_shows_the_twin_be
     assert (folder / "twin.nc").exists() and (folder / "scores.json").exists()
     res = s.results()
     assert res.sizes["evaluation"] == 2 and "personal" in res.attrs
+
+
+def test_personal_mode_can_fit_the_effective_twin_with_the_robustness_bound(tmp_path):
+    s = MonitorState(client="sync", run_dir=tmp_path, mode="personal")
+    s.param.update(subject="gw:NAP_013", quick=True, weights="effective")
+    st = s.personal_settings()
+    assert (st.coupling, st.robust_criterion, st.ec_maxiter) == ("effective", "bound", 25)
+    assert s.start()
+    s.wait()
+    assert s.error == "" and not s.running
+    summary = s.data["summary"]
+    assert "linear_effective" in summary["baselines"] and -1 < summary["heldout"]["r"] < 1
+    assert summary["margin"]["criterion"] == "bound" and summary["settings"]["coupling"] == "effective"
+    assert (tmp_path / "personal-gw_NAP_013-alpha-effective-quick" / "twin.nc").exists()
+    assert "**twin (alpha, effective)**" in personal_table(summary)

@@ -98,6 +98,10 @@ class MonitorState(param.Parameterized):
     subject = param.Selector(default=None, objects=[], doc="Catalog subject of the personal twin")
     regime = param.Selector(default=personal.ALPHA.name, objects=sorted(personal.REGIMES),
                             doc="Local node of the personal twin (excitatory: aperiodic; alpha: E–I loop)")
+    weights = param.Selector(default="structural", objects=["structural", "effective"],
+                             doc="Network weights of the personal twin: the subject's SC, or a personal effective "
+                                 "connectivity fitted on the first half with a gain margin checked by the "
+                                 "data-free robustness bound (the settings that met every personal-twin goal)")
     quick = param.Boolean(default=True, doc="Personal twin smoke run: first 240 BOLD frames, 1 generation "
                                             "of 2 (about a minute); off: the whole run and the generations "
                                             "and population above (minutes)")
@@ -232,6 +236,10 @@ class MonitorState(param.Parameterized):
         st = personal.PersonalSettings.quick() if self.quick else \
             personal.PersonalSettings(generations=self.generations, popsize=self.popsize)
         st.regime = self.regime
+        if self.weights == "effective":
+            st.coupling, st.robust_criterion = "effective", "bound"
+            if self.quick:
+                st.ec_maxiter = 25          # a smoke run: a few L-BFGS iterations per effective fit
         return st
 
     # --- running ---------------------------------------------------------------------------------
@@ -267,6 +275,7 @@ class MonitorState(param.Parameterized):
             n_generations = st.generations
             self.total = st.popsize * st.generations
             folder = self.run_dir / (f"personal-{self.subject.replace(':', '_')}-{st.regime}"
+                                     f"{'-effective' if st.coupling == 'effective' else ''}"
                                      f"{'-quick' if self.quick else f'-g{st.generations}p{st.popsize}'}")
             job = (self._run_personal, st, folder / "checkpoint.json")
         else:
@@ -517,7 +526,9 @@ def personal_table(summary: dict | None) -> str:
     def err(v):                 # log SC and strength predict no correlation values: no offset
         return "—" if not np.isfinite(v) else f"{v:+.3f}"
 
-    rows = [f"| **twin ({summary['settings'].get('regime', 'excitatory')})** | **{h['r']:.3f}** | "
+    st = summary["settings"]
+    kind = st.get("regime", "excitatory") + (", effective" if st.get("coupling") == "effective" else "")
+    rows = [f"| **twin ({kind})** | **{h['r']:.3f}** | "
             f"{err(h['mean_fc_error'])} |"]
     rows += [f"| {k} | {v['r']:.3f} | {err(v['mean_fc_error'])} |" for k, v in summary["baselines"].items()]
     return (f"**{summary['subject']}** — held-out half (first half fitted); FCD KS {h.get('fcd_ks', float('nan')):.3f}, "
@@ -710,6 +721,7 @@ class FitMonitor(pn.viewable.Viewer):
                                            "aperiodic exponent 1–2, no saturation; LaNMM: gamma present).")],
             "personal": [pn.Card(pn.widgets.Select.from_param(s.param.subject),
                                  pn.widgets.Select.from_param(s.param.regime),
+                                 pn.widgets.Select.from_param(s.param.weights),
                                  pn.widgets.Checkbox.from_param(s.param.quick),
                                  pn.pane.Markdown("Mode *personal*: the subject's own connectome, fitted on the "
                                                   "first half of its BOLD (CMA-ES, generations and population "
