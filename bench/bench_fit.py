@@ -258,10 +258,21 @@ def personal(args):
     print(f"outputs in {out}")
 
 
+def _alpha_band(res):
+    """Welch spectra (4-s windows) of a run's ``exc``: the peak over the aperiodic fit in 8–12 Hz per
+    region and seed, the region- and seed-mean PSD, and that mean's peak frequency in 2–30 Hz."""
+    from neurotwin_dash.analysis import spectra
+    psd = spectra.welch(res["exc"], window_s=4.0)
+    mean_psd = psd.mean(("region", "batch"))
+    f = mean_psd["frequency"].values
+    sel = (f >= 2) & (f <= 30)
+    return (spectra.peak_over_aperiodic(psd, band=(8.0, 12.0)), mean_psd,
+            float(f[sel][np.argmax(mean_psd.values[sel])]))
+
+
 def twin_band(args):
     """Spectrum (peak over the aperiodic fit in 8–12 Hz, region-mean PSD peak) and tACS at the peak
     (PLV vs sham, paired over seeds, 95 % CI) of a personal twin file, with its own parameters."""
-    from neurotwin_dash.analysis import spectra
     from neurotwin_dash.simulate import Drive, simulate
     from neurotwin_dash.stimulation.effects import stimulation_effect
     from neurotwin_dash.stimulation.waveforms import TACS
@@ -272,14 +283,10 @@ def twin_band(args):
     res = simulate(kw["model"], conn, params=prm, duration_s=args.duration + 5.0, dt_ms=kw["dt_ms"],
                    sample_rate_hz=200.0, transient_s=5.0, normalisation=norm, record=["exc"],
                    seed=list(range(args.seeds)), initial=start)
-    psd = spectra.welch(res["exc"], window_s=4.0)
-    pk = spectra.peak_over_aperiodic(psd, band=(8.0, 12.0))
-    mean_psd = psd.mean(("region", "batch"))
-    f = mean_psd["frequency"].values
-    sel = (f >= 2) & (f <= 30)
+    pk, _, f_mean = _alpha_band(res)
     print(f"{args.twin}: peak/aperiodic in 8-12 Hz {float(pk.ratio.mean()):.2f} ± {float(pk.ratio.std()):.2f} at "
           f"{float(pk.peak_frequency.mean()):.1f} ± {float(pk.peak_frequency.std()):.1f} Hz (regions × {args.seeds} "
-          f"seeds); region-mean PSD peak (2-30 Hz) {f[sel][np.argmax(mean_psd.values[sel])]:.2f} Hz; speed "
+          f"seeds); region-mean PSD peak (2-30 Hz) {f_mean:.2f} Hz; speed "
           f"{float(prm['speed_m_s']):.1f} m/s; {time.perf_counter() - t0:.0f} s", flush=True)
     f_drive = round(float(pk.peak_frequency.mean()) * 2) / 2
     for amp in args.amplitudes:
@@ -409,7 +416,6 @@ def personal_alpha(args):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from neurotwin_dash.analysis import spectra
     from neurotwin_dash.simulate import Drive, simulate
     from neurotwin_dash.fit import personal as P
     from neurotwin_dash.stimulation.effects import format_effect, stimulation_effect
@@ -433,12 +439,8 @@ def personal_alpha(args):
             res = simulate("wilson_cowan", conn, params=prm, duration_s=args.duration + 5.0, dt_ms=1.0,
                            sample_rate_hz=200.0, transient_s=5.0, normalisation="spectral", record=["exc"],
                            seed=list(range(args.seeds)), initial=start)
-            psd = spectra.welch(res["exc"], window_s=4.0)
-            pk = spectra.peak_over_aperiodic(psd, band=(8.0, 12.0))
-            mean_psd = psd.mean(("region", "batch"))
+            pk, mean_psd, f_mean = _alpha_band(res)
             f = mean_psd["frequency"].values
-            sel = (f >= 2) & (f <= 30)
-            f_mean = float(f[sel][np.argmax(mean_psd.values[sel])])
             row[regime] = {"x_star": xs, "coupling": float(prm["coupling"]),
                            "peak_hz": [float(pk.peak_frequency.mean()), float(pk.peak_frequency.std())],
                            "ratio": [float(pk.ratio.mean()), float(pk.ratio.std())],
