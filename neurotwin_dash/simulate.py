@@ -954,7 +954,7 @@ def _execute(plan: SimulationPlan, progress, threads=None, kernel_choice="auto")
     lanes = None
     if _use_batch_kernel(plan, kernel_choice):
         lanes = BatchBlocks(tag, x, hist, model_p, coupling, drv_space, stream, keys, n_noise, len(rec),
-                            len(mod.OUTPUTS), offsets[0], plan.dtype)
+                            len(mod.OUTPUTS), offsets[0], plan.dtype, threads or _default_threads())
     n_units = nb if lanes is None else len(lanes.blocks)
     n_workers = 1 if plan.backend != "numba" else min(n_units, threads or _default_threads())
     blocks = np.array_split(np.arange(nb), n_workers)

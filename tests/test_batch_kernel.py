@@ -222,6 +222,66 @@ def test_one_shared_seed_draws_once_per_block_and_equals_member_kernel_bit_for_b
                                       err_msg=f"{model}.{name} float32")
 
 
+def test_block_width_keeps_threads_busy_and_widens_large_batches_of_small_models():
+    bw = _batch_kernel.block_width
+    assert bw("jansen_rit", "float64", 64, 2) == 16          # four blocks of two vectors
+    assert bw("jansen_rit", "float64", 16, 2) == 8           # two blocks, one per thread
+    assert bw("jansen_rit", "float64", 2, 2) == 8
+    assert bw("jansen_rit", "float32", 64, 2) == 32 and bw("jansen_rit", "float32", 16, 2) == 16
+    assert bw("lanmm", "float64", 64, 2) == 8 and bw("lanmm", "float32", 64, 1) == 16
+    for n in range(1, 80):
+        for t in (1, 2, 3):
+            w = bw("wendling", "float64", n, t)
+            # one vector while that gives every thread at most one block
+            assert w in (8, 16) and (n > 8 * t or w == 8), (n, t, w)
+    assert bw("wendling", "float64", 32, 1) == 16 and bw("wendling", "float64", 17, 1) == 8   # 3 x 8 < 2 x 16
+
+
+@pytest.mark.parametrize("model,method", [("jansen_rit", "heun"), ("wilson_cowan", "euler")])
+def test_two_vector_blocks_equal_member_kernel_bit_for_bit(model, method, monkeypatch):
+    # 20 members in blocks of two vectors (16 lanes), the second block padded
+    monkeypatch.setattr(_batch_kernel, "block_width", lambda m, dtype, n, t: 2 * _batch_kernel.lanes_of(dtype))
+    made = []
+    orig = _batch_kernel.BatchBlocks.__init__
+
+    def spy(self, *args, **kw):
+        orig(self, *args, **kw)
+        made.append(self)
+    monkeypatch.setattr(_batch_kernel.BatchBlocks, "__init__", spy)
+    mod = get_model(model)
+    n = 20
+    record = list(mod.OUTPUTS) + [mod.STATES[mod.NOISE_STATES[0]]]
+    rng = np.random.default_rng(5)
+    drive = [Drive(rng.uniform(0.0, 1.0, (n, 76)), lambda t: np.cos(2 * np.pi * 10 * t), "membrane")]
+    kw = dict(model=model, connectome="tvb76", duration_s=0.05, method=method, drive=drive, record=record,
+              params={"coupling": np.linspace(0.0, 4.0, n)}, seed=list(range(n)), noise_rng="counter")
+    fast, ref = _both(**kw)
+    assert [b["X"].shape[2] for b in made[0].blocks] == [16, 16]
+    assert not ref.diverged.any()
+    for name in record:
+        np.testing.assert_array_equal(fast[name].values, ref[name].values, err_msg=f"{model}.{name}")
+    # float32 blocks of 32 lanes give the numbers of blocks of 16
+    kw32 = {**kw, "dtype": "float32", "kernel": "batch"}
+    wide = simulate(**kw32)
+    monkeypatch.setattr(_batch_kernel, "block_width", lambda m, dtype, n, t: _batch_kernel.lanes_of(dtype))
+    narrow = simulate(**kw32)
+    for name in record:
+        np.testing.assert_array_equal(wide[name].values, narrow[name].values, err_msg=f"{model}.{name} float32")
+
+
+def test_diverging_member_of_a_two_vector_block_leaves_the_other_lanes_alone(monkeypatch):
+    monkeypatch.setattr(_batch_kernel, "block_width", lambda m, dtype, n, t: 2 * _batch_kernel.lanes_of(dtype))
+    g = np.full(N_BATCH, 350.0)
+    g[[2, 9]] = 1000.0
+    kw = dict(model="wendling", connectome="tvb76", duration_s=1.0, dt_ms=2.5, sample_rate_hz=100.0,
+              seed=list(range(N_BATCH)), params={"g": g})
+    fast, ref = _both(**kw)
+    assert fast.diverged.values.tolist() == [k in (2, 9) for k in range(N_BATCH)]
+    np.testing.assert_array_equal(np.isnan(fast.v_pyr.values), np.isnan(ref.v_pyr.values))
+    ok = ~fast.diverged.values
+    np.testing.assert_allclose(fast.v_pyr.values[ok], ref.v_pyr.values[ok], rtol=0, atol=1e-9)
+
+
 def test_counter_noise_is_recorded_in_the_plan_and_member_k_equals_its_run_alone():
     from neurotwin_dash.simulate import plan
     kw = dict(model="jansen_rit", connectome="tvb76", duration_s=0.1)

@@ -75,6 +75,36 @@ def lanes_of(dtype) -> int:
 #: Vector width in bits the kernel asks LLVM for (see :func:`_vector_width`).
 VECTOR_BITS = 512
 
+#: Relative cost per member of a block of one or two vectors of lanes. Measured in one process,
+#: the widths alternating (JR tvb76, batch of 64, counter noise; 2 vCPU AMD EPYC (Zen 4),
+#: 2026-12-06, best of 5 rounds, s per run per simulated s): float64 0.00753 -> 0.00659 on 2
+#: threads and 0.01397 -> 0.01240 on one, float32 0.00480 -> 0.00437 on 2 threads. What is done
+#: once per region and step whatever the lanes (the lane loops' set-up and remainder tests, the
+#: edges' offsets and weights, the ring positions) is then shared by twice the members. Four
+#: vectors were no better than two (float64: 0.01243 on one thread, 0.00671 on two, where the
+#: two blocks' delay buffers, 4.8 MB each, no longer fit the caches).
+_BLOCK_COST = {1: 1.0, 2: 0.88}
+#: Models with more states than this keep one vector per block: LaNMM (28 states) gained nothing
+#: from two (0.02555 and 0.02558, Heun, 2 threads; its lane loop already fills the registers)
+_WIDE_MAX_STATES = 10
+
+
+def block_width(model, dtype, n_batch: int, threads: int) -> int:
+    """Members per block for a batch of ``n_batch`` on ``threads`` threads: one or two 512-bit
+    vectors of ``dtype`` (one for models with more than :data:`_WIDE_MAX_STATES` states), the
+    width with the least estimated time, where each thread advances its share of the padded
+    blocks one after the other, each costing ``width × _BLOCK_COST``. So a small batch keeps
+    every thread busy (16 float64 members on 2 threads: two blocks of 8) and a large one takes
+    the wider blocks (64 members: four blocks of 16)."""
+    v = lanes_of(dtype)
+    widths = (1, 2) if len(MODELS[model].STATES) <= _WIDE_MAX_STATES else (1,)
+    threads = max(1, int(threads))
+
+    def cost(k):
+        blocks = -(-n_batch // (v * k))
+        return -(-blocks // threads) * v * k * _BLOCK_COST[k]
+    return v * min(widths, key=lambda k: (cost(k), k))
+
 # numba has no public decorator option for LLVM's ``noalias`` on array arguments (its parfor
 # lowering sets the flag internally); this maps a ``_noalias`` option onto that flag. Only the
 # kernel below uses it, and every call passes distinct arrays (BatchBlocks allocates them).
@@ -141,47 +171,51 @@ def _ov_advance(tag, x, f, g, h, mean, kick):
                       [f"return ({', '.join(items)},)"])
 
 
-def _store_rows(a, l, values):  # pragma: no cover
+def _store_rows(a, width, l, values):  # pragma: no cover
     raise NotImplementedError
 
 
 @overload(_store_rows, inline="always")
-def _ov_store_rows(a, l, values):
-    """``a[k · n + l] = values[k]`` for every element of the tuple ``values``, ``n`` the lanes of
-    a block of ``a``'s type (:func:`lanes_of`): rows a constant apart, so LLVM sees that the
-    stores of one lane loop never overlap (with a run-time row length it wanted a run-time
-    overlap check per pair of rows, and above a few dozen pairs, e.g. LaNMM's 28 states, left the
-    loop scalar)."""
-    n = lanes_of(a.dtype)
+def _ov_store_rows(a, width, l, values):
+    """``a[k · width + l] = values[k]`` for every element of the tuple ``values``, ``width`` (a
+    literal) the lanes of the block: rows a constant apart, so LLVM sees that the stores of one
+    lane loop never overlap (with a run-time row length it wanted a run-time overlap check per
+    pair of rows, and above a few dozen pairs, e.g. LaNMM's 28 states, left the loop scalar)."""
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    n = width.literal_value
     body = [f"a[{k * n} + l] = values[{k}]" for k in range(len(values))] or ["pass"]
-    return _generated("impl", ("a", "l", "values"), body)
+    return _generated("impl", ("a", "width", "l", "values"), body)
 
 
-def _row_tuple(tag, a, l, n):  # pragma: no cover
+def _row_tuple(tag, a, width, l, n):  # pragma: no cover
     raise NotImplementedError
 
 
 @overload(_row_tuple, inline="always")
-def _ov_row_tuple(tag, a, l, n):
-    """``(a[0 · LANES + l], …)``: one lane of an array written by :func:`_store_rows` (``n`` as
+def _ov_row_tuple(tag, a, width, l, n):
+    """``(a[0 · width + l], …)``: one lane of an array written by :func:`_store_rows` (``n`` as
     for :func:`_lane_tuple`)."""
-    if not isinstance(tag, types.StringLiteral) or not isinstance(n, types.StringLiteral):
+    if not (isinstance(tag, types.StringLiteral) and isinstance(n, types.StringLiteral)
+            and isinstance(width, types.IntegerLiteral)):
         return None
     count = len(getattr(_model(tag), n.literal_value))
-    w = lanes_of(a.dtype)
+    w = width.literal_value
     items = "".join(f"a[{k * w} + l], " for k in range(count))
-    return _generated("impl", ("tag", "a", "l", "n"), [f"return ({items})"])
+    return _generated("impl", ("tag", "a", "width", "l", "n"), [f"return ({items})"])
 
 
-def _row_len(a):  # pragma: no cover
+def _row_len(width):  # pragma: no cover
     raise NotImplementedError
 
 
 @overload(_row_len, inline="always")
-def _ov_row_len(a):
-    """The lanes of a block of ``a``'s element type, a constant (see :func:`_store_rows`)."""
-    n = lanes_of(a.dtype)
-    return lambda a: n
+def _ov_row_len(width):
+    """The lanes of the block (the literal ``width``) as a constant (see :func:`_store_rows`)."""
+    if not isinstance(width, types.IntegerLiteral):
+        return None
+    n = width.literal_value
+    return lambda width: n
 
 
 def _model_call(tag, fname, args):  # pragma: no cover
@@ -235,33 +269,32 @@ def _vector_width(typingctx, bits):
 
 
 @intrinsic
-def _edge_sums(typingctx, tag, H, eoff, weights, e0, e1, out):
+def _edge_sums(typingctx, tag, width, H, eoff, weights, e0, e1, out):
     """``out[c, q:q + width] = (a0 + a1) + (a2 + a3)`` for every transmitted rate ``c`` of the
     model of ``tag``, where ``a0..a3`` are the per-member kernel's four partial sums of
     ``weights[e] · H.flat[eoff[e] + c · width + q]`` over the edges ``e0 <= e < e1`` (edge ``e``
     into ``a(e − e0) mod 4``, the last ``(e1 − e0) mod 4`` into ``a0``), ``q = 0 … width − 1``,
-    ``width`` the lanes of a block of ``H``'s type (:func:`lanes_of`; float32: the weight rounded
-    to float32) and ``eoff[e]`` the element of ``H`` where this step's delayed row of edge ``e``
+    ``width`` (a literal) the lanes of the block (float32: the weight rounded to float32) and ``eoff[e]`` the element of ``H`` where this step's delayed row of edge ``e``
     starts. Per edge one offset, and per rate one vector load, one multiply and one add on all
     lanes, as LLVM IR: one pass over the edges for all rates (LaNMM has two), whose rows lie side
     by side. Written out because the same loop in numba code kept its accumulators in memory (a
     store and reload per edge) and computed the row addresses with multiplies by run-time
     strides."""
-    if not isinstance(tag, types.StringLiteral):
+    if not isinstance(tag, types.StringLiteral) or not isinstance(width, types.IntegerLiteral):
         return None
-    W = lanes_of(H.dtype)
+    W = width.literal_value
     NC = len(_model(tag).CVARS)
-    sig = types.void(tag, H, eoff, weights, e0, e1, out)
+    sig = types.void(tag, width, H, eoff, weights, e0, e1, out)
 
     def codegen(context, builder, signature, args):
-        Ha = context.make_array(signature.args[1])(context, builder, args[1])
-        eo = context.make_array(signature.args[2])(context, builder, args[2])
-        wa = context.make_array(signature.args[3])(context, builder, args[3])
-        oa = context.make_array(signature.args[6])(context, builder, args[6])
-        e0v, e1v = args[4:6]
+        Ha = context.make_array(signature.args[2])(context, builder, args[2])
+        eo = context.make_array(signature.args[3])(context, builder, args[3])
+        wa = context.make_array(signature.args[4])(context, builder, args[4])
+        oa = context.make_array(signature.args[7])(context, builder, args[7])
+        e0v, e1v = args[5:7]
         i64, i32 = ir.IntType(64), ir.IntType(32)
-        elt = context.get_value_type(signature.args[1].dtype)
-        single = signature.args[1].dtype == types.float32
+        elt = context.get_value_type(signature.args[2].dtype)
+        single = signature.args[2].dtype == types.float32
         vt = ir.VectorType(elt, W)
         zero = ir.Constant(vt, [0.0] * W)
         four = ir.Constant(i64, 4)
@@ -338,10 +371,10 @@ def _edge_sums(typingctx, tag, H, eoff, weights, e0, e1, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", _noalias=True)
-def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise, stream, keys, drv_space,
+def advance_lanes(tag, heun, width, X, H, t0, P, K, indptr, weights, ring, edge, noise, stream, keys, drv_space,
                   drv_wave, drv_target, dt, n_steps, decim, rec, n_out, out, dead, bound, G, CIN, U,
                   ACC, SUM, BAD, OBS, XN, RN, Z, ZS, EOFF, RPOS):
-    """Advance one block of ``LANES`` members by ``n_steps`` steps (in place).
+    """Advance one block of ``width`` members by ``n_steps`` steps (in place).
 
     Parameters
     ----------
@@ -349,6 +382,9 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise,
         Model key (:func:`~neurotwin_dash.models._kernel.model_tag`).
     heun : bool literal
         Stochastic Heun instead of Euler–Maruyama.
+    width : int literal
+        Lanes of the block, ``X.shape[2]``: one, two or four vectors (:func:`block_width`); the
+        row length of ``XN``, ``RN``, ``OBS`` and the vector type of the edge sums.
     X : (region, state, LANES)
     H : (rows, cvar, LANES)
         Delay history: one ring buffer per region, as long as that region's longest outgoing
@@ -393,6 +429,7 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise,
     """
     literally(tag)
     literally(heun)
+    literally(width)
     _vector_width(VECTOR_BITS)
     n_region = X.shape[0]
     n_state = X.shape[1]
@@ -470,7 +507,7 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise,
         for i in range(n_region):
             # the per-member kernel's four partial sums, a vector of lanes at a time (one
             # vector load and multiply-add per edge and rate, see _edge_sums): the same rounding
-            _edge_sums(tag, H, EOFF, weights, indptr[i], indptr[i + 1], SUM)
+            _edge_sums(tag, width, H, EOFF, weights, indptr[i], indptr[i + 1], SUM)
             for c in range(n_cvar):
                 for l in range(nl):
                     CIN[0, c, l] = K[i, l] * SUM[c, l]
@@ -495,32 +532,32 @@ def advance_lanes(tag, heun, X, H, t0, P, K, indptr, weights, ring, edge, noise,
                     xn = _advance(tag, x, f, g, dt, True, kick)
                 else:
                     xn = _advance(tag, x, f, f, dt, False, kick)
-                _store_rows(XN, l, xn)
-                _store_rows(RN, l, _model_call(tag, "cvar", (xn, p, um1)))
+                _store_rows(XN, width, l, xn)
+                _store_rows(RN, width, l, _model_call(tag, "cvar", (xn, p, um1)))
             # the new state and rates into X and the history, outside the loop above: stores into
             # arrays that loop also reads need run-time overlap checks, which LLVM gets wrong
             # here (the loop then runs its scalar version)
             for j in range(n_state):
                 for l in range(nl):
-                    X[i, j, l] = XN[j * _row_len(XN) + l]
+                    X[i, j, l] = XN[j * _row_len(width) + l]
             for c in range(n_cvar):
                 for l in range(nl):
-                    H[there, c, l] = RN[c * _row_len(RN) + l]
+                    H[there, c, l] = RN[c * _row_len(width) + l]
             if record:
                 if need_obs:
                     for l in range(nl):
-                        x = _row_tuple(tag, XN, l, "STATES")
+                        x = _row_tuple(tag, XN, width, l, "STATES")
                         p = _lane_tuple(tag, P, i, l, "PARAMS")
-                        rn = _row_tuple(tag, RN, l, "CVARS")
-                        _store_rows(OBS, l, _model_call(tag, "observe", (x, p, rn, U[2, i, l])))
+                        rn = _row_tuple(tag, RN, width, l, "CVARS")
+                        _store_rows(OBS, width, l, _model_call(tag, "observe", (x, p, rn, U[2, i, l])))
                 for q in range(n_rec):
                     r = rec[q]
                     if r < n_out:
                         for l in range(nl):
-                            ACC[q, i, l] += OBS[r * _row_len(OBS) + l]
+                            ACC[q, i, l] += OBS[r * _row_len(width) + l]
                     else:
                         for l in range(nl):
-                            ACC[q, i, l] += XN[(r - n_out) * _row_len(XN) + l]
+                            ACC[q, i, l] += XN[(r - n_out) * _row_len(width) + l]
         # one step on: every ring slot and edge offset moves by one row (wrapping round its ring)
         for i in range(n_region):
             nxt = RPOS[i] + 1
@@ -584,7 +621,7 @@ def _ov_scaled(a, b):
 
 _ENTRY_POINTS: dict = {}
 #: arguments of :func:`advance_lanes` typed as compile-time literals (model tag, method)
-_LITERAL_ARGS = ("tag", "heun")
+_LITERAL_ARGS = ("tag", "heun", "width")
 
 
 def _entry_point(args):
@@ -661,19 +698,22 @@ class BatchBlocks:
     n_noise, n_rec, n_out : int
         Noise components of the model; recorded quantities; model outputs.
     dtype : {"float64", "float32"}
-        Type of the blocks' arrays and arithmetic (float32: 16 lanes per block).
+        Type of the blocks' arrays and arithmetic (float32: 16 lanes per vector).
+    threads : int
+        Threads that will advance the blocks (the block width depends on it, :func:`block_width`).
     """
 
     def __init__(self, tag, x, hist, params, coupling, drv_space, stream, keys, n_noise, n_rec, n_out,
-                 offsets, dtype="float64"):
+                 offsets, dtype="float64", threads=1):
         self.tag = tag
         self.dtype = ft = np.dtype(dtype)
         self.n_batch, n_region, _ = x.shape
         n_cvar = hist.shape[1]
-        # always whole blocks of one 512-bit vector, padded: a block of half a vector runs the
-        # lane loops (vectorised a whole vector wide) in their scalar remainder and costs more
-        # than a whole block (JR tvb76, float64: 0.17 against 0.13 CPU s per block per simulated s)
-        nl = lanes_of(ft)
+        # always whole blocks of one, two or four 512-bit vectors, padded: a block of half a vector
+        # runs the lane loops (vectorised a whole vector wide) in their scalar remainder and costs
+        # more than a whole block (JR tvb76, float64: 0.17 against 0.13 CPU s per block per
+        # simulated s)
+        self.width = nl = block_width(tag.split(":")[0], ft, self.n_batch, threads)
         # one ring per region, as long as its longest outgoing delay + 2 (the kernel writes the
         # next step's row while later regions of this step still read the oldest): tvb76 at
         # 4 m/s holds 18,564 rows instead of 76 × 348 = 26,448
@@ -743,7 +783,7 @@ class BatchBlocks:
 
         def run(k):
             b = self.blocks[k]
-            a = (self.tag, bool(heun), b["X"], b["H"], t0, b["P"], b["K"], indptr, weights, ring, edge,
+            a = (self.tag, bool(heun), self.width, b["X"], b["H"], t0, b["P"], b["K"], indptr, weights, ring, edge,
                  noise, b["stream"], b["keys"], b["DS"], drv_wave, drv_target, dt, n_steps, decim, rec, n_out,
                  bufs[k], b["dead"], bound, b["G"], b["CIN"], b["U"], b["ACC"], b["SUM"], b["BAD"],
                  b["OBS"], b["XN"], b["RN"], b["Z"], b["ZS"], b["EOFF"], b["RPOS"])
