@@ -71,6 +71,7 @@ def main(argv=None):
     from neurotwin_dash.simulate import simulate
 
     rows = []
+    per_run = {}     # s per run per simulated s of the issue-20 rows, for the ratios to TVB
     # first call (cold cache) and second process (warm cache), each in a fresh interpreter
     with tempfile.TemporaryDirectory() as cache:
         imp_cold, first_cold, total_cold = _subprocess_first_call(cache)
@@ -95,7 +96,8 @@ def main(argv=None):
         params = {"coupling": np.linspace(0.5, 4.0, nb)}
         seeds = list(range(nb))
         opts = dict(kernel=kernel, noise_rng=rng, dtype=dtype, math_mode=mm)
-        simulate(duration_s=0.02, params=params, seed=seeds, **opts, **kw)   # compile
+        for threads in (None, 1):      # compile (the block width depends on the threads)
+            simulate(duration_s=0.02, params=params, seed=seeds, threads=threads, **opts, **kw)
         t_all, c_all = _timed(lambda: simulate(duration_s=bdur, params=params, seed=seeds, **opts, **kw), 2,
                               cpu=True)
         t_one, c_one = _timed(lambda: simulate(duration_s=bdur, params=params, seed=seeds, threads=1, **opts,
@@ -105,6 +107,8 @@ def main(argv=None):
             if kernel == "batch" else ""
         name = (f"batch of {nb}, {kernel} kernel, noise_rng={rng}, {dtype}"
                 f"{', math_mode=fast' if mm == 'fast' else ''}, s per run per simulated s")
+        if target:
+            per_run[f"batch of 64, {dtype}"] = t_all / nb / bdur
         rows.append((f"{name} ({os.cpu_count()} threads)", f"{t_all / nb / bdur:.4f}",
                      f"{target}; CPU {c_all / nb / bdur:.4f} s"))
         rows.append((f"{name} (1 thread)", f"{t_one / nb / bdur:.4f}", f"CPU {c_one / nb / bdur:.4f} s"))
@@ -120,6 +124,8 @@ def main(argv=None):
         simulate(duration_s=0.02, params={"coupling": [1.0, 2.0]}, noise_rng=rng, math_mode=mm, **lkw)
         t_l, c_l = _timed(lambda: simulate(duration_s=1.0, params={"coupling": np.linspace(0.5, 4.0, 64)},
                                            seed=list(range(64)), noise_rng=rng, math_mode=mm, **lkw), 1, cpu=True)
+        if (rng, mm) == ("counter", "default"):
+            per_run["lanmm (heun) batch of 64"] = t_l / 64
         rows.append((f"lanmm (heun) batch of 64, noise_rng={rng}{', math_mode=fast' if mm == 'fast' else ''}, "
                      "s per run per simulated s "
                      f"({os.cpu_count()} threads)", f"{t_l / 64:.4f}",
@@ -133,7 +139,7 @@ def main(argv=None):
         rows.append((f"{model} ({method}), single run, s per simulated s", f"{t_m:.4f}", "no target"))
 
     rows += _neurolib_rows(simulate, quick=args.quick)
-    rows += _tvb_rows(single, quick=args.quick)
+    rows += _tvb_rows({"single run": single, **per_run}, quick=args.quick)
 
     width = max(len(r[0]) for r in rows)
     print(f"neurotwin-dash simulate benchmark — {os.cpu_count()} CPUs, "
@@ -172,22 +178,30 @@ def _neurolib_rows(simulate, quick):
 
 
 def _tvb_rows(ours, quick):
+    """TVB's JansenRit on its own 76 regions (stochastic Euler, the scheme of our Jansen–Rit rows,
+    and Heun), and the ratio of its time to each of ``ours`` (s per run per simulated s)."""
     try:
         from tvb.simulator.lab import connectivity, coupling, integrators, models, monitors, noise, simulator
     except Exception:
         return [("TVB JansenRit, 76 regions", "skipped", "tvb-library not installed (pip install .[bench])")]
-    conn = connectivity.Connectivity.from_file()
-    conn.speed = np.array([4.0])
-    sim = simulator.Simulator(
-        model=models.JansenRit(v0=np.array([6.0]), mu=np.array([0.22])),
-        connectivity=conn, coupling=coupling.SigmoidalJansenRit(a=np.array([1e-4])),
-        integrator=integrators.HeunStochastic(dt=0.1, noise=noise.Additive(nsig=np.array([1e-5]))),
-        monitors=[monitors.TemporalAverage(period=1.0)], simulation_length=1000.0 if quick else 2000.0)
-    sim.configure()
-    t = time.perf_counter()
-    sim.run()
-    per = (time.perf_counter() - t) / (sim.simulation_length / 1000.0)
-    return [("TVB JansenRit, 76 regions, s per simulated s", f"{per:.3f}", f"ratio TVB / ours = {per / ours:.0f}")]
+    rows = []
+    for scheme in ("EulerStochastic", "HeunStochastic"):
+        conn = connectivity.Connectivity.from_file()
+        conn.speed = np.array([4.0])
+        sim = simulator.Simulator(
+            model=models.JansenRit(v0=np.array([6.0]), mu=np.array([0.22])),
+            connectivity=conn, coupling=coupling.SigmoidalJansenRit(a=np.array([1e-4])),
+            integrator=getattr(integrators, scheme)(dt=0.1, noise=noise.Additive(nsig=np.array([1e-5]))),
+            monitors=[monitors.TemporalAverage(period=1.0)], simulation_length=1000.0 if quick else 2000.0)
+        sim.configure()
+        t = time.perf_counter()
+        sim.run()
+        per = (time.perf_counter() - t) / (sim.simulation_length / 1000.0)
+        ratios = ", ".join(f"{name} {per / v:.0f}x" for name, v in ours.items()) if scheme.startswith("Euler") \
+            else f"single run {per / ours['single run']:.0f}x"
+        rows.append((f"TVB JansenRit, 76 regions, {scheme}, s per simulated s", f"{per:.3f}",
+                     f"TVB / ours: {ratios}"))
+    return rows
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ computed in the task (alpha peak frequency, alpha power) and the incremental zar
 sweep's own default noise generator (``noise_rng="counter"``, drawn in the batch kernel) unless
 ``--noise-rng numpy``.
 
-    python bench/bench_sweep.py            # 96 simulations per configuration, one lane block per task
+    python bench/bench_sweep.py            # 96 simulations per configuration, one block of lanes per task
     python bench/bench_sweep.py --n 48 --batch-size 4 --noise-rng numpy
     python bench/bench_sweep.py --dtype both   # float64, then float32 (allowed for sweeps)
     python bench/bench_sweep.py --math-mode fast   # float64 with the degree-9 exponential
@@ -69,7 +69,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=96, help="simulations per configuration")
     ap.add_argument("--batch-size", type=int, default=None,
-                    help="simulations per Dask task (default: one lane block, 8 in float64, 16 in float32)")
+                    help="simulations per Dask task (default: one batch-kernel block, 16 in float64, 32 in float32)")
     ap.add_argument("--noise-rng", default="counter", choices=("counter", "numpy"))
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32", "both"),
                     help="batch-kernel float type (issue 20 allows float32 for sweeps); 'both' runs each")
@@ -84,8 +84,11 @@ def main():
 
 
 def report(args, dtype: str) -> None:
-    # a float32 lane block holds 16 members: 8 per task would leave half of every vector empty
-    batch_size = args.batch_size or (16 if dtype == "float32" else 8)
+    # one batch-kernel block per task, as wide as a single-threaded worker takes for a large batch
+    # (Jansen-Rit: two 512-bit vectors, 16 members in float64, 32 in float32; fewer members would
+    # leave lanes of every vector empty)
+    from neurotwin_dash.models._batch_kernel import block_width
+    batch_size = args.batch_size or block_width("jansen_rit", dtype, 1024, 1)
     print(f"Jansen–Rit, tvb76 (76 regions), {args.duration:g} s per simulation, dt 0.1 ms, "
           f"{args.n} simulations, {batch_size} per Dask task, noise_rng={args.noise_rng}, dtype={dtype}"
           f"{', math_mode=fast' if args.math_mode == 'fast' else ''}; "

@@ -2,7 +2,7 @@
 
 The per-member kernel (:mod:`neurotwin_dash.models._kernel`) advances one member at a time, so
 each step of a member is scalar code and the SIMD units do one lane of work. Here a *block* of
-``LANES`` members (one 512-bit register of float64) is advanced together: the state is
+members (one or two 512-bit registers of them, :func:`block_width`) is advanced together: the state is
 ``(region, state, lane)``, the delay history ``(ring row, cvar, lane)``, so each
 delayed-edge read is one contiguous vector load and each model equation is evaluated for all
 lanes by one loop over lanes that LLVM vectorises. The model's equations are still its own
@@ -14,7 +14,7 @@ What makes the lane loops vectorise (checked on the generated assembly, see
 
 * the kernel's array arguments are declared ``noalias`` (each block owns its arrays), without
   which LLVM keeps the loops scalar (a store to one array may change another's loads);
-* the new state, rates and outputs of a lane are stored in rows a constant ``LANES`` apart
+* the new state, rates and outputs of a lane are stored in rows a constant block width apart
   (:func:`_store_rows`): with a run-time row length LLVM wanted a run-time overlap check per
   pair of rows and left LaNMM's 28-state loop scalar (LaNMM Euler: 0.079 -> 0.044 CPU s per
   run per simulated second);
@@ -28,6 +28,9 @@ What makes the lane loops vectorise (checked on the generated assembly, see
 * one history ring per region, as long as its own longest outgoing delay needs (a smaller
   buffer per block: more of it stays in L2), each edge's read offset moved on by one row per
   step;
+* blocks of two vectors (16 float64 members) where the batch fills them and the model has few
+  states (:func:`block_width`): what is done once per region and step (the lane loops' set-up,
+  the edges' offsets and weights) is shared by twice the members;
 * with ``noise_rng="counter"`` the increments come from Philox inside the kernel, a vector of
   lanes at a time (:func:`~neurotwin_dash.models._kernel.counter_normals`), and the models'
   ``math.exp`` is the polynomial :func:`~neurotwin_dash.models._kernel.exp` (their numba
@@ -63,7 +66,7 @@ from ._kernel import counter_mode, counter_normals, model_function
 
 __all__ = ["LANES", "BatchBlocks", "advance_lanes", "packed_instruction_count"]
 
-#: Members per block: one 512-bit vector of float64.
+#: Members per 512-bit vector of float64 (a block holds one or two vectors, :func:`block_width`).
 LANES = 8
 
 
@@ -385,8 +388,8 @@ def advance_lanes(tag, heun, width, X, H, t0, P, K, indptr, weights, ring, edge,
     width : int literal
         Lanes of the block, ``X.shape[2]``: one, two or four vectors (:func:`block_width`); the
         row length of ``XN``, ``RN``, ``OBS`` and the vector type of the edge sums.
-    X : (region, state, LANES)
-    H : (rows, cvar, LANES)
+    X : (region, state, width)
+    H : (rows, cvar, width)
         Delay history: one ring buffer per region, as long as that region's longest outgoing
         delay needs (row ``ring[0, r] + t % ring[1, r]`` holds the rates of step ``t`` of region
         ``r``), then the transmitted rate, then the lanes. One copy (the per-member kernel keeps
@@ -394,32 +397,32 @@ def advance_lanes(tag, heun, width, X, H, t0, P, K, indptr, weights, ring, edge,
         core's L2 cache (tvb76 at 4 m/s: 1.2 MB for 8 float64 lanes, 1.7 MB with one length).
     t0 : int
         Global index of the first step.
-    P : (region, n_params, LANES); K : (region, LANES) coupling
+    P : (region, n_params, width); K : (region, width) coupling
     indptr, weights : CSR of the non-zero weights (row = target).
     ring : (2, region) int64
         Each region's first row in ``H`` and ring length (steps).
     edge : (3, nnz) int64
         Per edge (shared by the lanes: one set of delays) the first element of its source's
-        ring in ``H``, that ring's length in elements (steps × ``cvar · LANES``) and the delay in
+        ring in ``H``, that ring's length in elements (steps × ``cvar · width``) and the delay in
         steps.
-    noise : (stream, n_steps, region, n_noise); stream : (LANES,) int64
+    noise : (stream, n_steps, region, n_noise); stream : (width,) int64
         NumPy increments and the stream each lane reads (not read with the counter generator).
-    keys : (LANES,) int64
+    keys : (width,) int64
         Each lane's seed, the key of the counter generator (``tag`` ending in ``:counter``).
-    drv_space : (drive, region, LANES); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
+    drv_space : (drive, region, width); drv_wave : (drive, n_steps + 1); drv_target : (drive,)
     dt, n_steps, decim, rec, n_out, bound
         As in :func:`~neurotwin_dash.models._kernel.integrate`.
-    out : (n_rec, n_steps // decim, region, LANES) or (0, 0, 0, LANES) (no record)
-    dead : (LANES,) bool
+    out : (n_rec, n_steps // decim, region, width) or (0, 0, 0, width) (no record)
+    dead : (width,) bool
         Members already diverged (their samples are NaN); set for those that diverge now.
     G, CIN, U, ACC, SUM, BAD
-        Scratch: (region, n_noise, LANES), (1, cvar, LANES), (4, region, LANES),
-        (n_rec, region, LANES), (cvar, LANES), (LANES,) float64.
-    OBS, RN, XN : (n_out · LANES,), (cvar · LANES,), (state · LANES,)
+        Scratch: (region, n_noise, width), (1, cvar, width), (4, region, width),
+        (n_rec, region, width), (cvar, width), (width,) float64.
+    OBS, RN, XN : (n_out · width,), (cvar · width,), (state · width,)
         Scratch: the outputs, the new rates and the new state of a region, one row of
-        :data:`LANES` per quantity (a constant row length, see :func:`_store_rows`; at most
-        ``LANES`` lanes used).
-    Z : (2 · ⌈region · n_noise / 2⌉, LANES)
+        ``width`` per quantity (a constant row length, see :func:`_store_rows`; at most
+        ``width`` lanes used).
+    Z : (2 · ⌈region · n_noise / 2⌉, width)
         Scratch: a step's increments from the counter generator, (region, noise) flattened.
     ZS : (2 · ⌈region · n_noise / 2⌉,)
         Scratch: the same for one lane, when every lane has the same key (drawn once).
@@ -475,7 +478,7 @@ def advance_lanes(tag, heun, width, X, H, t0, P, K, indptr, weights, ring, edge,
         if counter and one_key:
             # every lane has the same key (common random numbers, the sweeps' default): the
             # step's increments drawn once, a vector of counters at a time, and copied to the
-            # lanes (the same numbers as drawn per lane below, at 1/LANES of the cost)
+            # lanes (the same numbers as drawn per lane below, at 1/width of the cost)
             for j in range(n_pair):
                 z0, z1 = counter_normals(keys[0], t0 + s, j)
                 ZS[2 * j] = z0
@@ -673,7 +676,8 @@ def huge_page_copy(a: np.ndarray) -> np.ndarray:
 
 
 class BatchBlocks:
-    """A batch held as blocks of :data:`LANES` members in the lanes-innermost layout.
+    """A batch held as blocks of one or two vectors of members (:func:`block_width`) in the
+    lanes-innermost layout.
 
     Built once per run from the per-member arrays; :meth:`advance` integrates a chunk of steps
     for every block (blocks are split over threads; the kernel releases the GIL). The last
