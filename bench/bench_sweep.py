@@ -69,7 +69,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=96, help="simulations per configuration")
     ap.add_argument("--batch-size", type=int, default=None,
-                    help="simulations per Dask task (default: one batch-kernel block, 16 in float64, 32 in float32)")
+                    help="simulations per Dask task (default: the sweep's, one batch-kernel block: 16 in float64, "
+                         "32 in float32)")
     ap.add_argument("--noise-rng", default="counter", choices=("counter", "numpy"))
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32", "both"),
                     help="batch-kernel float type (issue 20 allows float32 for sweeps); 'both' runs each")
@@ -84,11 +85,10 @@ def main():
 
 
 def report(args, dtype: str) -> None:
-    # one batch-kernel block per task, as wide as a single-threaded worker takes for a large batch
-    # (Jansen-Rit: two 512-bit vectors, 16 members in float64, 32 in float32; fewer members would
-    # leave lanes of every vector empty)
-    from neurotwin_dash.models._batch_kernel import block_width
-    batch_size = args.batch_size or block_width("jansen_rit", dtype, 1024, 1)
+    # the sweep's own default: one batch-kernel block per task (Jansen-Rit: two 512-bit vectors,
+    # 16 members in float64, 32 in float32)
+    from neurotwin_dash.sweep import default_batch_size
+    batch_size = args.batch_size or default_batch_size("jansen_rit", dtype)
     print(f"Jansen–Rit, tvb76 (76 regions), {args.duration:g} s per simulation, dt 0.1 ms, "
           f"{args.n} simulations, {batch_size} per Dask task, noise_rng={args.noise_rng}, dtype={dtype}"
           f"{', math_mode=fast' if args.math_mode == 'fast' else ''}; "

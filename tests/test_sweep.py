@@ -241,6 +241,30 @@ def test_resume_refuses_a_store_made_by_another_spec(tmp_path):
         sweep.run_sweep(_spec(), tmp_path / "junk", client="sync", progress=False)
 
 
+def test_a_spec_without_batch_size_takes_one_kernel_block_or_the_resumed_stores(tmp_path):
+    bare = dict(SHORT, axes={"p": {"values": [150.0, 160.0, 170.0]}}, metrics=["std"])
+    spec = sweep.SweepSpec.from_dict(bare)
+    assert spec.batch_size is None and spec.with_batch_size() is not spec
+    assert spec.with_batch_size().batch_size == 16                    # two float64 vectors of members
+    assert sweep.SweepSpec.from_dict({**bare, "dtype": "float32"}).with_batch_size().batch_size == 32
+    assert sweep.SweepSpec.from_dict({**bare, "model": "lanmm"}).with_batch_size().batch_size == 8
+    assert spec.fingerprint() == sweep.SweepSpec.from_dict({**bare, "batch_size": 16}).fingerprint()
+    # a new store gets the default and records it
+    fresh = sweep.run_sweep(spec, tmp_path / "new.zarr", client="sync", progress=False)
+    assert fresh.dataset.attrs["batch_size"] == 16 and fresh.n_batches == 1
+    # a store made with another batch size (8, the default before) resumes from the same bare spec:
+    # nothing recomputed, its batches kept
+    old = tmp_path / "old.zarr"
+    first = sweep.run_sweep(sweep.SweepSpec.from_dict({**bare, "batch_size": 2}), old, client="sync", progress=False)
+    again = sweep.run_sweep(spec, old, client="sync", progress=False)
+    assert again.computed == [] and again.skipped == first.computed == [0, 1]
+    assert again.dataset.attrs["batch_size"] == 2
+    np.testing.assert_array_equal(again.dataset["std"].values, fresh.dataset["std"].values)
+    # overwrite starts afresh with the default
+    over = sweep.run_sweep(spec, old, client="sync", progress=False, overwrite=True)
+    assert over.dataset.attrs["batch_size"] == 16 and over.computed == [0]
+
+
 def _fault_spec(**kw):
     # 8 batches of 3 members, each batch ~0.5 s of numba work
     return _spec(axes={"coupling": {"values": [0.0, 4.0, 8.0, 12.0]}, "p": {"low": 120.0, "high": 260.0, "num": 6}},

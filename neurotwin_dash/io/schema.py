@@ -68,7 +68,7 @@ class SweepSpecSchema(_Strict):
     n_samples: int | None = None
     sample_seed: int = 0
     fixed: dict[str, Union[Number, list[Number]]] = {}
-    batch_size: int = 8
+    batch_size: int | None = None
     metrics: Union[str, MetricEntry, list[Union[str, MetricEntry]]] = ["peak_frequency", "alpha_power"]
     timeseries: Union[bool, list[str]] = False
     stimulation: Stimulation | None = None
