@@ -207,6 +207,31 @@ def test_interrupted_fit_resumes_from_its_checkpoint_exactly(method, tmp_path):
             checkpoint=tmp_path / "cp.json", progress=False)
 
 
+def test_counter_noise_fit_scores_the_counter_runs_and_keeps_its_own_checkpoints(tmp_path):
+    import dataclasses
+
+    from neurotwin_dash.fit.optimizers import evaluate_population
+    prob = _recovery_problem()[1]
+    fast = dataclasses.replace(prob, noise_rng="counter")
+    assert fast.fingerprint() != prob.fingerprint()
+    assert dataclasses.replace(prob, noise_rng="numpy").fingerprint() == prob.fingerprint()
+    with pytest.raises(FitError, match="noise_rng"):
+        dataclasses.replace(prob, noise_rng="mersenne")
+    unit = np.array([[0.4, 0.3], [0.2, 0.7], [0.5, 0.5]])
+    # the population's losses are those of the counter-noise runs, not of NumPy's
+    got = evaluate_population(fast, unit)["loss"].values
+    runs = simulate(params=fast.decode(unit), noise_rng="counter", **NET)
+    np.testing.assert_allclose(got, fast.objective.evaluate(runs)["loss"].values, rtol=0, atol=1e-12)
+    assert not np.allclose(got, evaluate_population(prob, unit)["loss"].values)
+    # a checkpoint of the NumPy-noise fit is refused by the counter one
+    small = dataclasses.replace(_cheap_problem(), noise_rng="counter")
+    fit(_cheap_problem(), method="de", generations=1, popsize=4, seed=1, client="sync",
+        checkpoint=tmp_path / "cp.json", progress=False)
+    with pytest.raises(FitError, match="belongs to another fit"):
+        fit(small, method="de", generations=1, popsize=4, seed=1, client="sync",
+            checkpoint=tmp_path / "cp.json", progress=False)
+
+
 class _StopAfter:
     """The objective, setting ``event`` after its ``n``-th generation (a user clicking Stop)."""
 

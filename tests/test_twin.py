@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import yaml
 import pytest
 import xarray as xr
 
@@ -111,6 +112,24 @@ def test_cli_fit_writes_history_result_and_a_reproducible_twin(tmp_path, capsys)
     twin = Twin.load(out / "twin.nc")
     assert twin.verify()
     assert main(["export", "--fit", str(out), "--out", str(tmp_path / "again.zarr")]) == 0
+
+
+def test_counter_noise_fit_spec_gives_a_twin_that_reproduces_with_that_generator(tmp_path):
+    from neurotwin_dash.cli import main
+    from neurotwin_dash.fit.specs import problem_from_spec
+    text = ("problem: custom\nmodel: jansen_rit\nconnectome: null\nduration_s: 1.5\ntransient_s: 0.5\n"
+            "sample_rate_hz: 250\nnoise_rng: counter\nfree:\n  - {name: p, low: 120, high: 300}\n"
+            "objective:\n  - {term: AlphaPeakError, target_hz: 9.0, window_s: 0.5, band: [5, 14]}\n"
+            "method: de\ngenerations: 1\npopsize: 4\nseed: 0\n")
+    spec = tmp_path / "fit.yaml"
+    spec.write_text(text)
+    assert problem_from_spec(yaml.safe_load(text)).noise_rng == "counter"
+    out = tmp_path / "fitdir"
+    assert main(["fit", str(spec), "--out", str(out), "--scheduler", "sync", "--no-progress"]) == 0
+    twin = Twin.load(out / "twin.nc")
+    assert twin.simulation["noise_rng"] == "counter" and twin.verify()
+    with pytest.raises(Exception, match="noise_rng"):
+        problem_from_spec(yaml.safe_load(text.replace("noise_rng: counter", "noise_rng: philox")))
 
 
 def test_twin_keeps_the_initial_state_mode_of_a_network_run(tmp_path):

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from .. import catalog
 from ..cluster import get_client
+from ..models._kernel import mode_error
 from ..simulate import SimulationPlan, all_params, plan, run_plan
 
 __all__ = ["FitError", "FreeParam", "FitProblem", "FitResult", "evaluate_population", "fit",
@@ -179,6 +180,11 @@ class FitProblem:
         Passed to ``simulate``. One seed for all evaluations keeps the objective deterministic
         (common random numbers), which makes comparisons between candidates fair and lets a
         checkpointed fit resume exactly.
+    noise_rng : {"numpy", "counter"}
+        The noise generator (``simulate(noise_rng=...)``). ``"numpy"`` (default) keeps the losses,
+        checkpoints and twins of earlier fits; ``"counter"`` draws inside the batch kernel, its
+        simulations about 2.5× faster (JR tvb76, batch of 64: 0.0162 → 0.0063 s per run per simulated s
+        on 2 threads), with other noise (a checkpoint of one is refused by the other).
     """
 
     model: str
@@ -194,8 +200,12 @@ class FitProblem:
     transient_s: float = 1.0
     normalisation: str = "max"
     method: str = "euler"
+    noise_rng: str = "numpy"
 
     def __post_init__(self):
+        msg = mode_error(self.noise_rng, "float64", "default")
+        if msg:
+            raise FitError(msg)
         self.free = [f if isinstance(f, FreeParam) else FreeParam(**dict(f)) for f in self.free]
         if not self.free:
             raise FitError("free: give at least one free parameter")
@@ -294,6 +304,7 @@ class FitProblem:
         kwargs = {k: getattr(self, k) for k in _SIM_KEYS}
         kwargs["connectome"] = self._conn()
         kwargs["params"] = self.decode(unit)
+        kwargs["noise_rng"] = self.noise_rng
         return kwargs
 
     def plan(self, unit) -> SimulationPlan:
@@ -310,6 +321,8 @@ class FitProblem:
         state["fixed"] = {k: np.asarray(v).tolist() for k, v in self.fixed.items()}
         state["objective"] = self.objective.fingerprint() if hasattr(self.objective, "fingerprint") \
             else repr(self.objective)
+        if self.noise_rng != "numpy":        # left out by default: earlier checkpoints still match
+            state["noise_rng"] = self.noise_rng
         text = json.dumps(state, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -19,6 +19,7 @@ Two kinds of spec::
     duration_s: 4.0
     transient_s: 1.0
     sample_rate_hz: 250
+    noise_rng: counter       # optional: the batch kernel's generator (faster; default numpy)
     fixed: {coupling: 5.0}
     free:
       - {name: p, low: 120, high: 300}
@@ -35,6 +36,7 @@ Targets are read from netCDF files (``{file, variable}``) or catalog datasets
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -62,7 +64,7 @@ _TERMS = {"FCCorrelation": obj_mod.FCCorrelation, "FCDKS": obj_mod.FCDKS,
           "GammaPower": obj_mod.GammaPower, "InRange": obj_mod.InRange}
 _RUN_KEYS = ("method", "generations", "popsize", "seed", "x0", "sigma0")
 _PROBLEM_KEYS = ("model", "connectome", "duration_s", "dt_ms", "seed", "sample_rate_hz", "record",
-                 "transient_s", "normalisation", "method_sim", "fixed", "free", "objective")
+                 "transient_s", "normalisation", "method_sim", "noise_rng", "fixed", "free", "objective")
 
 
 def load_fit_spec(path) -> dict:
@@ -132,7 +134,8 @@ def problem_from_spec(spec: Mapping) -> FitProblem:
             opts["free"] = [FreeParam(**f) for f in spec["free"]]
         if "fixed" in spec:
             opts["fixed"] = spec["fixed"]
-        return hcp_fc_problem(**opts)
+        problem = hcp_fc_problem(**opts)
+        return dataclasses.replace(problem, noise_rng=spec["noise_rng"]) if spec.get("noise_rng") else problem
     if kind != "custom":
         raise FitError(f"problem {kind!r} unknown; allowed: hcp, custom")
     for key in ("model", "free", "objective"):

@@ -135,6 +135,7 @@ class FitSpecSchema(_Strict):
     transient_s: Number | None = Field(None, ge=0)
     normalisation: str | None = None
     method_sim: Literal["euler", "heun"] | None = None
+    noise_rng: Literal["numpy", "counter"] | None = None
     fixed: dict[str, Union[Number, list[Number]]] | None = None
     free: list[FreeParam] | None = None
     objective: list[Term] | None = None
