@@ -116,6 +116,7 @@ def test_fit_reports_evaluations_and_the_best_loss(tmp_path):
     s.param.update(x_param="p", x_low=100.0, x_high=300.0, y_param="noise_sd", y_low=5.0, y_high=50.0,
              duration_s=2.0, generations=2, popsize=3, method="cmaes")
     mon = FitMonitor(state=s)
+    assert s.fit_problem().noise_rng == "counter"          # the page's fits draw in the kernel
     assert s.start()
     s.wait()
     assert s.error == "" and s.done == 6

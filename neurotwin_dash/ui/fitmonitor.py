@@ -8,6 +8,8 @@
   dynamics objective (:func:`neurotwin_dash.fit.objectives.healthy_objective`), run by
   :func:`neurotwin_dash.fit.optimizers.fit` with a checkpoint file that is polled: evaluations
   in the parameter plane coloured by loss, and the loss per evaluation with its running best.
+  The page's fits draw their noise in the batch kernel (``FitProblem(noise_rng="counter")``, as
+  its sweeps do): the simulations of a generation run about 2.5× faster than with NumPy's generator.
 
 **Stop / resume.** *Stop* sets the run's :class:`threading.Event`, which ``run_sweep`` /
 ``fit`` check between batches / generations: queued Dask tasks are cancelled, the thread ends
@@ -229,7 +231,7 @@ class MonitorState(param.Parameterized):
                           free=[FreeParam(self.x_param, self.x_low, self.x_high),
                                 FreeParam(self.y_param, self.y_low, self.y_high)],
                           objective=healthy_objective(self.model), duration_s=self.duration_s + 0.5,
-                          transient_s=0.5)
+                          transient_s=0.5, noise_rng="counter")
 
     def personal_settings(self):
         """:class:`~neurotwin_dash.fit.personal.PersonalSettings` of the page's choices."""
