@@ -67,6 +67,8 @@ from .cluster import get_client
 from .io.files import read_yaml_mapping
 from .io.schema import SweepSpecSchema, check_keywords, validate
 from .params import ParamSet, ParamSpec
+from .models import MODELS
+from .models._batch_kernel import block_width
 from .models._kernel import mode_error
 from .simulate import Drive, SimulationPlan, all_params, plan, simulate
 from .stimulation.efield import montage_field
@@ -292,8 +294,6 @@ def default_batch_size(model: str, dtype: str = "float64") -> int:
     fewer members leave lanes of every vector empty). 8 for a model the kernels do not know.
     Jansen–Rit tvb76, 10 s, 192 simulations on 2 workers (``bench_sweep.py``, AMD EPYC, idle): 862
     simulations/min with 8 per task, 1,060 with 16."""
-    from .models import MODELS
-    from .models._batch_kernel import block_width
     return block_width(model, dtype, 1 << 20, 1) if model in MODELS else 8
 
 
