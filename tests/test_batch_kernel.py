@@ -20,6 +20,23 @@ def _both(**kw):
     return simulate(kernel="batch", **kw), simulate(kernel="member", **kw)
 
 
+def _force_vectors(monkeypatch, k):
+    """Make every batch run in blocks of ``k`` vectors of lanes, whatever ``block_width`` would pick."""
+    monkeypatch.setattr(_batch_kernel, "block_width", lambda m, dtype, n, t: k * _batch_kernel.lanes_of(dtype))
+
+
+def _blocks_made(monkeypatch):
+    """A list that collects every :class:`BatchBlocks` built from now on."""
+    made = []
+    orig = _batch_kernel.BatchBlocks.__init__
+
+    def spy(self, *args, **kw):
+        orig(self, *args, **kw)
+        made.append(self)
+    monkeypatch.setattr(_batch_kernel.BatchBlocks, "__init__", spy)
+    return made
+
+
 @pytest.mark.parametrize("method", ["euler", "heun"])
 @pytest.mark.parametrize("model", list(MODELS))
 def test_batch_kernel_equals_member_kernel(model, method):
@@ -37,7 +54,9 @@ def test_batch_kernel_equals_member_kernel(model, method):
     assert_recorded_close(fast, ref, record, what=f"{model}.")
 
 
-def test_diverging_member_is_flagged_and_leaves_the_other_lanes_alone():
+@pytest.mark.parametrize("vectors", [1, 2])
+def test_diverging_member_is_flagged_and_leaves_the_other_lanes_alone(vectors, monkeypatch):
+    _force_vectors(monkeypatch, vectors)     # blocks of 8 (the default here) and of 16 lanes
     # Euler is unstable for Wendling's fast synapse when g·dt > 2 (g = 1000 1/s at dt = 2.5 ms)
     g = np.full(N_BATCH, 350.0)
     g[[2, 9]] = 1000.0
@@ -109,13 +128,7 @@ def test_huge_page_copy_is_an_aligned_writable_copy_and_the_blocks_use_it(monkey
     b[0, 0, 0] = a[0, 0, 0] + 1.0
     assert b[0, 0, 0] != a[0, 0, 0]
     # the kernel's delay buffer is such a copy (tvb76 at 4 m/s: above the threshold)
-    made = []
-    orig = _batch_kernel.BatchBlocks.__init__
-
-    def spy(self, *args, **kw):
-        orig(self, *args, **kw)
-        made.append(self)
-    monkeypatch.setattr(_batch_kernel.BatchBlocks, "__init__", spy)
+    made = _blocks_made(monkeypatch)
     simulate("jansen_rit", "tvb76", duration_s=0.01, params={"coupling": [1.0, 2.0]}, kernel="batch")
     H = made[0].blocks[0]["H"]
     assert H.nbytes >= _batch_kernel.HUGE_PAGE_MIN_BYTES and H.flags.c_contiguous
@@ -240,14 +253,8 @@ def test_block_width_keeps_threads_busy_and_widens_large_batches_of_small_models
 @pytest.mark.parametrize("model,method", [("jansen_rit", "heun"), ("wilson_cowan", "euler")])
 def test_two_vector_blocks_equal_member_kernel_bit_for_bit(model, method, monkeypatch):
     # 20 members in blocks of two vectors (16 lanes), the second block padded
-    monkeypatch.setattr(_batch_kernel, "block_width", lambda m, dtype, n, t: 2 * _batch_kernel.lanes_of(dtype))
-    made = []
-    orig = _batch_kernel.BatchBlocks.__init__
-
-    def spy(self, *args, **kw):
-        orig(self, *args, **kw)
-        made.append(self)
-    monkeypatch.setattr(_batch_kernel.BatchBlocks, "__init__", spy)
+    _force_vectors(monkeypatch, 2)
+    made = _blocks_made(monkeypatch)
     mod = get_model(model)
     n = 20
     record = list(mod.OUTPUTS) + [mod.STATES[mod.NOISE_STATES[0]]]
@@ -263,23 +270,10 @@ def test_two_vector_blocks_equal_member_kernel_bit_for_bit(model, method, monkey
     # float32 blocks of 32 lanes give the numbers of blocks of 16
     kw32 = {**kw, "dtype": "float32", "kernel": "batch"}
     wide = simulate(**kw32)
-    monkeypatch.setattr(_batch_kernel, "block_width", lambda m, dtype, n, t: _batch_kernel.lanes_of(dtype))
+    _force_vectors(monkeypatch, 1)
     narrow = simulate(**kw32)
     for name in record:
         np.testing.assert_array_equal(wide[name].values, narrow[name].values, err_msg=f"{model}.{name} float32")
-
-
-def test_diverging_member_of_a_two_vector_block_leaves_the_other_lanes_alone(monkeypatch):
-    monkeypatch.setattr(_batch_kernel, "block_width", lambda m, dtype, n, t: 2 * _batch_kernel.lanes_of(dtype))
-    g = np.full(N_BATCH, 350.0)
-    g[[2, 9]] = 1000.0
-    kw = dict(model="wendling", connectome="tvb76", duration_s=1.0, dt_ms=2.5, sample_rate_hz=100.0,
-              seed=list(range(N_BATCH)), params={"g": g})
-    fast, ref = _both(**kw)
-    assert fast.diverged.values.tolist() == [k in (2, 9) for k in range(N_BATCH)]
-    np.testing.assert_array_equal(np.isnan(fast.v_pyr.values), np.isnan(ref.v_pyr.values))
-    ok = ~fast.diverged.values
-    np.testing.assert_allclose(fast.v_pyr.values[ok], ref.v_pyr.values[ok], rtol=0, atol=1e-9)
 
 
 def test_counter_noise_is_recorded_in_the_plan_and_member_k_equals_its_run_alone():

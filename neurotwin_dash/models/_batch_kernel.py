@@ -277,8 +277,8 @@ def _edge_sums(typingctx, tag, width, H, eoff, weights, e0, e1, out):
     model of ``tag``, where ``a0..a3`` are the per-member kernel's four partial sums of
     ``weights[e] · H.flat[eoff[e] + c · width + q]`` over the edges ``e0 <= e < e1`` (edge ``e``
     into ``a(e − e0) mod 4``, the last ``(e1 − e0) mod 4`` into ``a0``), ``q = 0 … width − 1``,
-    ``width`` (a literal) the lanes of the block (float32: the weight rounded to float32) and ``eoff[e]`` the element of ``H`` where this step's delayed row of edge ``e``
-    starts. Per edge one offset, and per rate one vector load, one multiply and one add on all
+    ``width`` (a literal) the lanes of the block (float32: the weight rounded to float32) and
+    ``eoff[e]`` the element of ``H`` where this step's delayed row of edge ``e`` starts. Per edge one offset, and per rate one vector load, one multiply and one add on all
     lanes, as LLVM IR: one pass over the edges for all rates (LaNMM has two), whose rows lie side
     by side. Written out because the same loop in numba code kept its accumulators in memory (a
     store and reload per edge) and computed the row addresses with multiplies by run-time
@@ -386,7 +386,7 @@ def advance_lanes(tag, heun, width, X, H, t0, P, K, indptr, weights, ring, edge,
     heun : bool literal
         Stochastic Heun instead of Euler–Maruyama.
     width : int literal
-        Lanes of the block, ``X.shape[2]``: one, two or four vectors (:func:`block_width`); the
+        Lanes of the block, ``X.shape[2]``: one or two vectors (:func:`block_width`); the
         row length of ``XN``, ``RN``, ``OBS`` and the vector type of the edge sums.
     X : (region, state, width)
     H : (rows, cvar, width)
